@@ -1,0 +1,130 @@
+"""The signer interface every vendor scheme implements.
+
+A signer never does I/O.  The proxy gives it a :class:`SigningRequest` (what the client
+signed), and it answers four questions:
+
+* :meth:`Signer.detect` — does this request carry my scheme's signature? (native mode)
+* :meth:`Signer.parse` — who signed, when, for which region/service, and how is the body
+  covered?  Raises :class:`~keybroker.errors.MalformedSignature` (400) on anything it cannot
+  parse; never any other exception for bad input.
+* :meth:`Signer.verify` — is the signature right for this credential?  Raises the one opaque
+  :class:`~keybroker.errors.SignatureMismatch` (401); comparisons are constant-time.
+* :meth:`Signer.resign` — sign the upstream request with the real credential, at ``now``.
+
+The body is never handed over whole unless the signer asks for it with
+``ParsedAuth.body is BodyPolicy.BUFFER``; with ``CLAIMED_SHA256`` the proxy streams the body
+and aborts the upstream request if the bytes do not hash to ``ParsedAuth.payload_sha256``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Protocol, runtime_checkable
+from urllib.parse import parse_qsl
+
+from multidict import CIMultiDict
+
+from keybroker.credentials import Credential
+
+__all__ = ["BodyPolicy", "ParsedAuth", "Signer", "SigningRequest"]
+
+
+@dataclass(slots=True)
+class SigningRequest:
+    """A request as it is (or will be) on the wire.
+
+    ``path`` and ``query`` are raw (percent-encoded exactly as sent); ``host`` is the value of
+    the Host header (``name`` or ``name:port``).
+    """
+
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    scheme: str = "https"
+
+    def query_pairs(self) -> list[tuple[str, str]]:
+        """Decoded ``(name, value)`` pairs of the query, blank values kept."""
+        return parse_qsl(self.query, keep_blank_values=True)
+
+    def url(self) -> str:
+        q = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{self.host}{self.path}{q}"
+
+    def copy(self) -> SigningRequest:
+        return SigningRequest(
+            self.method, self.host, self.path, self.query, CIMultiDict(self.headers), self.scheme
+        )
+
+
+class BodyPolicy(enum.Enum):
+    """How a signature covers the body."""
+
+    UNSIGNED = "unsigned"  # the body is not signed (or explicitly UNSIGNED-PAYLOAD)
+    CLAIMED_SHA256 = "claimed-sha256"  # a header claims its SHA-256; the proxy checks while streaming
+    BUFFER = "buffer"  # the signer needs the whole body (bounded by the proxy)
+    STREAMING = "streaming"  # a chunk-signed stream (aws-chunked); handled by the signer's stream
+
+
+@dataclass(slots=True)
+class ParsedAuth:
+    """What :meth:`Signer.parse` found in a request, before any verification."""
+
+    access_key: str
+    signed_at: datetime | None = None
+    region: str | None = None
+    service: str | None = None
+    body: BodyPolicy = BodyPolicy.BUFFER
+    payload_sha256: str | None = None
+    in_query: bool = False
+    action: str | None = None
+    state: object = None  # scheme-private data carried from parse to verify/resign
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """One vendor signature scheme.  Implementations are stateless and thread-safe."""
+
+    vendor: ClassVar[str]
+    #: DNS suffixes of the vendor's public API (lower case, leading dot), e.g. ``.amazonaws.com``
+    public_domains: ClassVar[tuple[str, ...]]
+
+    def detect(self, req: SigningRequest) -> bool:
+        """True when ``req`` carries this scheme's signature (header or query)."""
+        ...
+
+    def parse(self, req: SigningRequest) -> ParsedAuth:
+        """Parse the signature.  Raises ``MalformedSignature``."""
+        ...
+
+    def verify(
+        self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
+    ) -> None:
+        """Check the signature with ``cred``.  Raises ``SignatureMismatch``.
+
+        ``body`` is the whole body when ``auth.body is BodyPolicy.BUFFER``, else ``None``.
+        """
+        ...
+
+    def resign(
+        self,
+        req: SigningRequest,
+        auth: ParsedAuth,
+        cred: Credential,
+        body: bytes | None,
+        now: datetime,
+    ) -> None:
+        """Replace the signature in ``req`` (in place) with one made by ``cred`` at ``now``.
+
+        ``req`` is the upstream request: its host is the host really sent to.  Raises
+        ``MalformedSignature`` only if ``auth`` cannot be re-expressed.
+        """
+        ...
+
+    def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
+        """The vendor's public base URL (``https://host``) for a natively addressed request,
+        from the service and region in the signature; ``None`` if there is no rule."""
+        ...
