@@ -80,6 +80,7 @@ class ParsedAuth:
     body: BodyPolicy = BodyPolicy.BUFFER
     payload_sha256: str | None = None
     in_query: bool = False
+    expires: int | None = None  # seconds of validity after signed_at (presigned URLs)
     action: str | None = None
     state: object = None  # scheme-private data carried from parse to verify/resign
 
