@@ -100,3 +100,40 @@ def moto_server() -> Iterator[str]:
         what="moto_server",
     ):
         yield url
+
+
+def moto_api(url: str, path: str, body: bytes = b"") -> None:
+    req = urllib.request.Request(f"{url}/moto-api/{path}", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback test URL
+        r.read()
+
+
+@contextlib.contextmanager
+def moto_enforcing() -> Iterator[tuple[str, str, str]]:
+    """A moto server that ENFORCES SigV4 for an IAM user made here.
+
+    Yields (base URL, real access key id, real secret key): only requests signed with that
+    secret succeed.  Auth is switched on with ``POST /moto-api/reset-auth`` body ``0``.
+    """
+    import boto3
+
+    with moto_server() as url:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        iam.create_user(UserName="keybroker-real")
+        iam.put_user_policy(
+            UserName="keybroker-real",
+            PolicyName="all",
+            PolicyDocument=(
+                '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+                '"Action":["s3:*","kms:*","sts:*"],"Resource":"*"}]}'
+            ),
+        )
+        key = iam.create_access_key(UserName="keybroker-real")["AccessKey"]
+        moto_api(url, "reset-auth", b"0")
+        yield url, key["AccessKeyId"], key["SecretAccessKey"]

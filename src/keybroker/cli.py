@@ -1,0 +1,111 @@
+"""The ``keybroker`` command: ``serve``, ``check`` and ``kms``.
+
+``keybroker -conf-file PATH`` (key-proxy's own flag, no sub-command) means ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from keybroker import __version__
+from keybroker.config import Config
+from keybroker.errors import ConfigError
+
+__all__ = ["main"]
+
+COMMANDS = ("serve", "check", "kms")
+
+
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        "-conf-file",
+        "--conf-file",
+        dest="config",
+        default="./config.yml",
+        metavar="PATH",
+        help="config file (key-proxy's config.yml format); default ./config.yml",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keybroker", description="Hold your own keys: credential proxy and KMS."
+    )
+    parser.add_argument("--version", action="version", version=f"keybroker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the credential proxy until SIGTERM/SIGINT")
+    _add_config_arg(serve)
+    check = sub.add_parser("check", help="validate a config and print a summary (no secrets)")
+    _add_config_arg(check)
+    try:
+        from keybroker.kms.cli import add_kms_parser
+    except ImportError:  # pragma: no cover - the KMS CLI ships with the package
+        pass
+    else:
+        add_kms_parser(sub)
+    return parser
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    """key-proxy is started as ``key-proxy -conf-file PATH``: treat that as ``serve``."""
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        return ["serve", *argv]
+    return argv
+
+
+def _load(path: str) -> Config:
+    from keybroker.config_load import load
+
+    return load(path)
+
+
+def cmd_check(path: str) -> int:
+    from keybroker.summary import render_summary
+
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid config:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(render_summary(config))
+    return 0
+
+
+def cmd_serve(path: str) -> int:
+    from keybroker.logs import setup_logging
+    from keybroker.proxy import Proxy
+    from keybroker.serving import run_until_signalled
+
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid config:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    setup_logging(config.log)
+    run_until_signalled(Proxy(config), reload=lambda: _load(path))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
+    if args.command == "serve":
+        return cmd_serve(args.config)
+    if args.command == "check":
+        return cmd_check(args.config)
+    handler = getattr(args, "handler", None)
+    if handler is None:  # pragma: no cover - argparse requires a sub-command
+        return 2
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Where a request may be sent with a real credential (or passed on unsigned).
+
+The rules, secure by default:
+
+* A known account's request goes to its endpoint's ``Upstream`` when one is configured
+  (the operator named that host explicitly), else to the origin URI / the vendor's public
+  endpoint — and then only to a host under one of the vendor's public API domains.
+* IP literals (in any spelling) and ``localhost`` names are never vendor hosts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from keybroker.errors import Forbidden, MalformedRequest
+
+__all__ = ["Destination", "host_in_domains", "parse_base_url", "parse_origin_uri"]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """An upstream origin: scheme, host (``name`` or ``name:port``) and a path prefix."""
+
+    scheme: str
+    host: str
+    prefix: str = ""
+
+    @property
+    def hostname(self) -> str:
+        return _split_host(self.host)[0]
+
+
+def _split_host(netloc: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"//{netloc}")
+    try:
+        return (parts.hostname or "", parts.port)
+    except ValueError:
+        raise MalformedRequest(f"invalid port in host {netloc!r}") from None
+
+
+def _check_netloc(netloc: str, what: str) -> None:
+    if not netloc or "@" in netloc or any(c in netloc for c in " \t\r\n\\"):
+        raise MalformedRequest(f"{what}: invalid host")
+    hostname, _ = _split_host(netloc)
+    if not hostname:
+        raise MalformedRequest(f"{what}: missing host")
+
+
+def parse_origin_uri(value: str) -> tuple[Destination, str, str]:
+    """Split ``X-Mcdn-Origin-Uri`` into (destination, raw path, raw query).
+
+    Raises ``MalformedRequest`` for anything but an absolute http(s) URL with a host.
+    """
+    if not value or any(ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+        raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
+    _check_netloc(parts.netloc, "X-Mcdn-Origin-Uri")
+    dest = Destination(parts.scheme.lower(), _normal_netloc(parts.scheme, parts.netloc))
+    return dest, parts.path or "/", parts.query
+
+
+def parse_base_url(value: str) -> Destination:
+    """Parse a configured ``Upstream`` base URL (``ValueError`` with a message if invalid)."""
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"{value!r} must not carry credentials, a query or a fragment")
+    try:
+        _check_netloc(parts.netloc, "Upstream")
+    except MalformedRequest as exc:
+        raise ValueError(str(exc)) from None
+    return Destination(
+        parts.scheme.lower(), _normal_netloc(parts.scheme, parts.netloc), parts.path.rstrip("/")
+    )
+
+
+def _normal_netloc(scheme: str, netloc: str) -> str:
+    host, port = _split_host(netloc)
+    default = 443 if scheme.lower() == "https" else 80
+    bracketed = f"[{host}]" if ":" in host else host
+    return bracketed if port in (None, default) else f"{bracketed}:{port}"
+
+
+def is_ip_literal(hostname: str) -> bool:
+    """True for any spelling an HTTP client could treat as an address (incl. 0x7f.1, 2130706433)."""
+    h = hostname.strip("[]").rstrip(".")
+    try:
+        ipaddress.ip_address(h)
+        return True
+    except ValueError:
+        pass
+    labels = h.split(".")
+    return bool(labels) and all(_numeric_label(x) for x in labels if x)
+
+
+def _numeric_label(label: str) -> bool:
+    lab = label.lower()
+    if lab.startswith("0x"):
+        return all(c in "0123456789abcdef" for c in lab[2:])
+    return lab.isdigit()
+
+
+def host_in_domains(hostname: str, domains: tuple[str, ...]) -> bool:
+    """True if ``hostname`` is a name under one of ``domains`` (``.amazonaws.com``, ...)."""
+    h = hostname.lower().rstrip(".")
+    if not h or is_ip_literal(h):
+        return False
+    return any(h.endswith(d) and len(h) > len(d) for d in domains)
+
+
+def require_vendor_host(dest: Destination, domains: tuple[str, ...], vendor: str) -> None:
+    """Raise ``Forbidden`` unless ``dest`` is a public API host of ``vendor``."""
+    if dest.scheme != "https" or not host_in_domains(dest.hostname, domains):
+        raise Forbidden(f"destination host is not a public {vendor} API endpoint")

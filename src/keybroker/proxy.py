@@ -1,0 +1,709 @@
+"""The credential proxy: find the account, verify, re-sign, forward, stream back.
+
+The HTTP layer stays thin and knows nothing vendor-specific: every scheme lives in a
+:mod:`keybroker.signers` module.  Two ways to address the proxy share one port:
+
+* *key-proxy mode* — the request carries ``X-Mcdn-Origin-Uri`` / ``X-Mcdn-Cloud-Account-Name``
+  (volcengine key-proxy's wire contract); the platform signed for the origin URI.
+* *native mode* — an unmodified SDK whose endpoint is keybroker; the account is found from
+  the proxy access key in the signature, the upstream from ``Upstream`` or the vendor's rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from keybroker import __version__, signers
+from keybroker.config import Config, Endpoint
+from keybroker.destinations import (
+    Destination,
+    parse_base_url,
+    parse_origin_uri,
+    require_vendor_host,
+)
+from keybroker.errors import (
+    AccountNotFound,
+    HeadersTooLarge,
+    MalformedRequest,
+    MalformedSignature,
+    PayloadTooLarge,
+    ProxyError,
+    RequestExpired,
+    SignatureMismatch,
+    UpstreamError,
+)
+from keybroker.secret import constant_time_equal
+from keybroker.signers import BodyPolicy, ParsedAuth, Signer, SigningRequest
+
+__all__ = ["Hooks", "Proxy", "RequestContext"]
+
+log = logging.getLogger("keybroker.proxy")
+access_log = logging.getLogger("keybroker.access")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+CONTROL_HEADERS = frozenset(
+    {
+        "x-mcdn-origin-uri",
+        "x-mcdn-cloud-account-name",
+        "x-mcdn-kept-headers",
+        "x-origin-host",
+        "x-mcdn-vendor-name",
+        "x-mcdn-cloud-account-id",
+        "x-mcdn-top-account-id",
+        "x-mcdn-request-id",
+        "x-mcdn-cloud-account-subproject",
+    }
+)
+SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+CHUNK = 64 * 1024
+
+
+@dataclass
+class RequestContext:
+    """What hooks see of a request: never a secret (the Authorization is not included)."""
+
+    request_id: str
+    mode: str
+    method: str
+    remote: str | None
+    account: str | None = None
+    vendor: str | None = None
+    service: str | None = None
+    region: str | None = None
+    action: str | None = None
+    upstream_url: str | None = None
+    status: int | None = None
+    error_code: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    bytes_out: int = 0
+
+
+HookFn = Callable[[RequestContext], Awaitable[None] | None]
+
+
+@dataclass
+class Hooks:
+    """Library hooks (key-proxy offers request/response hooks to library users).
+
+    ``before_forward`` runs after verification, before re-signing; raising a ``ProxyError``
+    there refuses the request.  ``after_response`` runs once the answer is sent (or failed).
+    """
+
+    before_forward: list[HookFn] = field(default_factory=list)
+    after_response: list[HookFn] = field(default_factory=list)
+
+
+async def _run_hooks(fns: list[HookFn], ctx: RequestContext) -> None:
+    for fn in fns:
+        result = fn(ctx)
+        if result is not None:
+            await result
+
+
+class _Accounts:
+    """The accounts of one config, indexed for lookups by name and by proxy access key."""
+
+    def __init__(self, config: Config) -> None:
+        self.by_name: dict[str, Endpoint] = {e.cloud_account_name: e for e in config.endpoints}
+        self.by_proxy_key: dict[str, Endpoint] = {e.proxy.access_key: e for e in config.endpoints}
+        self.upstreams: dict[str, Destination] = {
+            e.cloud_account_name: parse_base_url(e.upstream) for e in config.endpoints if e.upstream
+        }
+
+
+class Proxy:
+    """The proxy server.  Build it from a :class:`~keybroker.config.Config`, then ``run()``
+    (blocking) or ``await start()`` / ``await stop()``.
+
+    ``clock`` returns the current UTC time (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hooks: Hooks | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.hooks = hooks or Hooks()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.ServerRunner | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+        self.config = config
+        self._accounts = _Accounts(config)
+        self.ports: list[int] = []
+
+    def reload(self, config: Config) -> None:
+        """Swap in a new (already validated) config; in-flight requests keep the old one."""
+        accounts = _Accounts(config)
+        self.config, self._accounts = config, accounts
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Listen on ``Http.Address`` (or ``host``/``port``); TLS when ``Http.Tls.Enabled``."""
+        from keybroker.serving import make_site
+
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.config.http.upstream_connect_timeout,
+            sock_read=self.config.http.upstream_read_timeout,
+        )
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        server = web.Server(
+            self._handle,
+            max_line_size=64 * 1024,
+            max_field_size=64 * 1024,
+            handler_cancellation=True,
+        )
+        self._runner = web.ServerRunner(server, shutdown_timeout=self.config.http.shutdown_timeout)
+        await self._runner.setup()
+        site = make_site(self._runner, self.config.http, host, port)
+        await site.start()
+        self.ports = _bound_ports(site)
+
+    async def stop(self) -> None:
+        """Stop accepting, wait for in-flight requests (up to ``Http.ShutdownTimeout``), close."""
+        self._draining = True
+        if self._inflight:
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.config.http.shutdown_timeout)
+            except TimeoutError:
+                log.warning("shutdown deadline reached with %d requests in flight", self._inflight)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
+        from keybroker.serving import run_until_signalled
+
+        run_until_signalled(self)
+
+    # ---------------------------------------------------------------- request handling
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = RequestContext(
+            request_id=_request_id(request),
+            mode="native",
+            method=request.method,
+            remote=request.remote,
+        )
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self._serve(request, ctx)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+            await self._finish(ctx)
+
+    async def _serve(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+        try:
+            health = self._health(request)
+            if health is not None:
+                ctx.mode = "health"
+                ctx.status = health.status
+                return health
+            return await self._proxy(request, ctx)
+        except ProxyError as exc:
+            return self._error(ctx, exc)
+        except Exception:
+            log.exception("internal error", extra={"fields": {"request_id": ctx.request_id}})
+            err = ProxyError("internal error; see the proxy log for this request id")
+            return self._error(ctx, err)
+
+    def _health(self, request: web.BaseRequest) -> web.Response | None:
+        if request.method != "GET" or "authorization" in request.headers:
+            return None
+        if "x-mcdn-origin-uri" in request.headers or request.query_string:
+            return None
+        if request.path == "/ping":
+            return web.Response(text="pong", headers=self._version_headers())
+        if request.path == "/healthz":
+            return web.json_response({"status": "ok"}, headers=self._version_headers())
+        if request.path == "/readyz":
+            ready = self._session is not None and not self._draining
+            return web.json_response(
+                {"status": "ready" if ready else "draining"},
+                status=200 if ready else 503,
+                headers=self._version_headers(),
+            )
+        return None
+
+    async def _proxy(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+        _check_header_size(request, self.config.http.max_header_bytes)
+        accounts = self._accounts
+        if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
+            ctx.mode = "keyproxy"
+            route = self._route_keyproxy(request, accounts)
+        else:
+            route = self._route_native(request, accounts)
+        if route.endpoint is None:
+            return await self._pass_unsigned(request, ctx, route)
+        endpoint, signer, auth = route.endpoint, route.signer, route.auth
+        # a routed endpoint always has a signer and a parsed signature
+        assert signer is not None and auth is not None
+        ctx.account, ctx.vendor = endpoint.cloud_account_name, endpoint.vendor
+        ctx.service, ctx.region, ctx.action = auth.service, auth.region, auth.action
+        body = await self._read_body_if_needed(request, auth)
+        try:
+            self._verify(route.signed, signer, auth, endpoint, body)
+        except (SignatureMismatch, RequestExpired):
+            if self.config.forbidden.forbidden_proxy_credential_err:
+                raise
+            return await self._pass_unverified(request, ctx, route, body)
+        upstream = _upstream_request(route, accounts)
+        ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
+        await _run_hooks(self.hooks.before_forward, ctx)
+        signer.resign(upstream, auth, endpoint.real, body, self.clock())
+        return await self._forward(request, ctx, upstream, body, auth)
+
+    # ------------------------------------------------------------- routing
+
+    def _route_keyproxy(self, request: web.BaseRequest, accounts: _Accounts) -> _Route:
+        origin = request.headers.get("x-mcdn-origin-uri", "")
+        if not origin:
+            raise MalformedRequest("missing X-Mcdn-Origin-Uri header")
+        dest, path, query = parse_origin_uri(origin)
+        kept = _kept_headers(request.headers.get("x-mcdn-kept-headers", ""))
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in request.headers.items():
+            low = name.lower()
+            if low in kept and low not in CONTROL_HEADERS and low not in HOP_BY_HOP:
+                headers.add(name, value)
+        headers.popall("host", None)
+        signed = SigningRequest(request.method, dest.host, path, query, headers, dest.scheme)
+        name = request.headers.get("x-mcdn-cloud-account-name", "")
+        endpoint = accounts.by_name.get(name)
+        if endpoint is None:
+            if self.config.forbidden.forbidden_account_not_found:
+                raise AccountNotFound(f"cloud account {name!r} is not configured")
+            return _Route(None, None, None, signed, dest, vendor_hint=_vendor_hint(request))
+        signer = signers.get(endpoint.vendor)
+        auth = _parse(signer, signed)
+        if not constant_time_equal(auth.access_key, endpoint.proxy.access_key):
+            raise SignatureMismatch()
+        return _Route(endpoint, signer, auth, signed, dest)
+
+    def _route_native(self, request: web.BaseRequest, accounts: _Accounts) -> _Route:
+        path, _, query = request.raw_path.partition("?")
+        headers: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+        )
+        host = request.headers.get("host", "")
+        scheme = "https" if request.secure else "http"
+        signed = SigningRequest(request.method, host, path or "/", query, headers, scheme)
+        for candidate in signers.all_signers():
+            if candidate.detect(signed):
+                auth = _parse(candidate, signed)
+                break
+        else:
+            raise SignatureMismatch("the request carries no signature of a supported scheme")
+        endpoint = accounts.by_proxy_key.get(auth.access_key)
+        if endpoint is None:
+            raise AccountNotFound("no cloud account has this proxy access key")
+        signer = signers.get(endpoint.vendor)
+        if signer is not candidate:
+            auth = _parse(signer, signed)
+        return _Route(endpoint, signer, auth, signed, None)
+
+    # ------------------------------------------------------------- verification
+
+    def _verify(
+        self,
+        signed: SigningRequest,
+        signer: Signer,
+        auth: ParsedAuth,
+        endpoint: Endpoint,
+        body: bytes | None,
+    ) -> None:
+        self._check_fresh(auth)
+        signer.verify(signed, auth, endpoint.proxy, body)
+
+    def _check_fresh(self, auth: ParsedAuth) -> None:
+        if auth.signed_at is None:
+            return
+        now = self.clock()
+        skew = timedelta(seconds=self.config.security.clock_skew_seconds)
+        if auth.signed_at > now + skew:
+            raise RequestExpired("the request is signed with a time in the future")
+        if auth.expires is not None:
+            if now > auth.signed_at + timedelta(seconds=auth.expires):
+                raise RequestExpired("the presigned request has expired")
+        elif auth.signed_at < now - skew:
+            raise RequestExpired("the request signature is too old")
+
+    async def _read_body_if_needed(
+        self, request: web.BaseRequest, auth: ParsedAuth
+    ) -> bytes | None:
+        if auth.body is not BodyPolicy.BUFFER:
+            return None
+        return await _read_bounded(request, self.config.http.max_body_bytes)
+
+    # ------------------------------------------------------------- forwarding
+
+    async def _pass_unsigned(
+        self, request: web.BaseRequest, ctx: RequestContext, route: _Route
+    ) -> web.StreamResponse:
+        """Unknown account with ``ForbiddenAccountNotFound: false``: pass the request on as it
+        came, only to a public API host of a known vendor."""
+        assert route.dest is not None
+        domains = _vendor_domains(route.vendor_hint)
+        require_vendor_host(route.dest, domains, route.vendor_hint or "cloud vendor")
+        ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
+        up = route.signed.copy()
+        body = await _read_bounded(request, self.config.http.max_body_bytes)
+        return await self._forward(request, ctx, up, body, None)
+
+    async def _pass_unverified(
+        self, request: web.BaseRequest, ctx: RequestContext, route: _Route, body: bytes | None
+    ) -> web.StreamResponse:
+        """``ForbiddenProxyCredentialErr: false``: forward exactly what came, never a signature
+        the proxy computed, and only where the account's requests may go."""
+        up = _upstream_request(route, self._accounts)
+        ctx.upstream_url = f"{up.scheme}://{up.host}"
+        ctx.error_code = SignatureMismatch.code
+        if body is None:
+            body = await _read_bounded(request, self.config.http.max_body_bytes)
+        return await self._forward(request, ctx, up, body, None)
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        up: SigningRequest,
+        body: bytes | None,
+        auth: ParsedAuth | None,
+    ) -> web.StreamResponse:
+        assert self._session is not None, "the proxy is not started"
+        headers = CIMultiDict(up.headers)
+        headers["Host"] = up.host
+        data, state = self._body_for_upstream(request, body, auth, headers)
+        url = URL(up.url(), encoded=True)
+        try:
+            upstream = await self._session.request(
+                up.method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO,
+                compress=None,
+            )
+        except _BodyRejected as exc:
+            raise exc.error from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if state is not None and state.error is not None:
+                raise state.error from None
+            log.warning(
+                "upstream request failed: %s",
+                type(exc).__name__,
+                extra={"fields": {"request_id": ctx.request_id, "upstream": ctx.upstream_url}},
+            )
+            raise UpstreamError("the upstream could not be reached") from None
+        async with upstream:
+            if state is not None and state.error is not None:
+                raise state.error
+            return await self._stream_back(request, ctx, upstream)
+
+    def _body_for_upstream(
+        self,
+        request: web.BaseRequest,
+        body: bytes | None,
+        auth: ParsedAuth | None,
+        headers: CIMultiDict[str],
+    ) -> tuple[Any, _BodyState | None]:
+        for name in ("content-length", "transfer-encoding"):
+            headers.popall(name, None)
+        if body is not None:
+            if body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+                headers["Content-Length"] = str(len(body))
+            return (body or None), None
+        if not request.body_exists:
+            return None, None
+        length = request.content_length
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        claimed = None
+        if auth is not None and auth.body is BodyPolicy.CLAIMED_SHA256:
+            claimed = auth.payload_sha256
+        state = _BodyState(claimed, self.config.http.max_body_bytes, length)
+        return _stream_body(request, state), state
+
+    async def _stream_back(
+        self, request: web.BaseRequest, ctx: RequestContext, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                response.headers.add(name, value)
+        response.headers.update(self._version_headers())
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        ctx.status = upstream.status
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+                ctx.bytes_out += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Headers are gone already: the only honest signal left is a cut connection.
+            ctx.error_code = UpstreamError.code
+            log.warning(
+                "upstream response broken: %s",
+                type(exc).__name__,
+                extra={"fields": {"request_id": ctx.request_id}},
+            )
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    # ------------------------------------------------------------- answers
+
+    def _version_headers(self) -> dict[str, str]:
+        return {"X-Mcdn-Proxy-Version": __version__}
+
+    def _error(self, ctx: RequestContext, exc: ProxyError) -> web.Response:
+        ctx.status, ctx.error_code = exc.status, exc.code
+        payload = {
+            "ResponseMetadata": {
+                "Error": {"Code": exc.code, "Message": exc.message},
+                "RequestId": ctx.request_id,
+                "Version": __version__,
+            }
+        }
+        headers = {**self._version_headers(), "X-Mcdn-Proxy-Status": "Failed"}
+        headers["X-Mcdn-Request-Id"] = ctx.request_id
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return web.json_response(payload, status=exc.status, headers=headers)
+
+    async def _finish(self, ctx: RequestContext) -> None:
+        if ctx.mode != "health":
+            latency_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": ctx.request_id,
+                        "mode": ctx.mode,
+                        "method": ctx.method,
+                        "remote": ctx.remote,
+                        "account": ctx.account,
+                        "vendor": ctx.vendor,
+                        "service": ctx.service,
+                        "region": ctx.region,
+                        "action": ctx.action,
+                        "upstream": ctx.upstream_url,
+                        "status": ctx.status,
+                        "error": ctx.error_code,
+                        "bytes_out": ctx.bytes_out,
+                        "latency_ms": latency_ms,
+                    }
+                },
+            )
+        try:
+            await _run_hooks(self.hooks.after_response, ctx)
+        except Exception:
+            log.exception("after_response hook failed")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+@dataclass(slots=True)
+class _Route:
+    endpoint: Endpoint | None
+    signer: Signer | None
+    auth: ParsedAuth | None
+    signed: SigningRequest
+    dest: Destination | None  # key-proxy mode: the origin URI's destination
+    vendor_hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None and self.signer is None:
+            raise ValueError("a routed endpoint needs a signer")
+
+
+def _parse(signer: Signer, req: SigningRequest) -> ParsedAuth:
+    try:
+        return signer.parse(req)
+    except ProxyError:
+        raise
+    except Exception as exc:  # a signer must only raise MalformedSignature; be safe anyway
+        log.warning("signer %s failed to parse: %s", signer.vendor, type(exc).__name__)
+        raise MalformedSignature("the signature cannot be parsed") from None
+
+
+def _vendor_hint(request: web.BaseRequest) -> str | None:
+    hint = request.headers.get("x-mcdn-vendor-name", "").strip().lower()
+    return hint or None
+
+
+def _vendor_domains(hint: str | None) -> tuple[str, ...]:
+    if hint:
+        try:
+            return signers.get(hint).public_domains
+        except KeyError:
+            return ()
+    return tuple(d for s in signers.all_signers() for d in s.public_domains)
+
+
+def _upstream_request(route: _Route, accounts: _Accounts) -> SigningRequest:
+    """The request as it will be sent: the endpoint's ``Upstream`` wins, else the origin URI
+    (key-proxy mode, vendor hosts only) or the vendor's public endpoint (native mode)."""
+    endpoint, signer, auth = route.endpoint, route.signer, route.auth
+    assert endpoint is not None and signer is not None and auth is not None
+    up = route.signed.copy()
+    override = accounts.upstreams.get(endpoint.cloud_account_name)
+    if override is not None:
+        dest = override
+    elif route.dest is not None:
+        dest = route.dest
+        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
+    else:
+        base = signer.native_upstream(route.signed, auth)
+        if base is None:
+            raise MalformedRequest(
+                "no public endpoint is known for this service; set Upstream for the account"
+            )
+        dest = parse_base_url(base)
+        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
+    up.scheme, up.host = dest.scheme, dest.host
+    up.path = dest.prefix + up.path if dest.prefix else up.path
+    return up
+
+
+def _kept_headers(value: str) -> frozenset[str]:
+    # key-proxy splits on "," without trimming; we also accept spaces around names.
+    return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
+
+
+def _request_id(request: web.BaseRequest) -> str:
+    given = request.headers.get("x-mcdn-request-id", "")
+    if given and len(given) <= 128 and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def _check_header_size(request: web.BaseRequest, limit: int) -> None:
+    total = 0
+    for raw_name, raw_value in request.raw_headers:
+        total += len(raw_name) + len(raw_value) + 4
+    total += len(request.raw_path)
+    if total > limit:
+        raise HeadersTooLarge(f"request headers exceed {limit} bytes")
+    for name, value in request.headers.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedRequest(f"header {name!r} is not valid UTF-8") from None
+
+
+async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if not request.body_exists:
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _BodyRejected(Exception):
+    def __init__(self, error: ProxyError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _BodyState:
+    """A streamed body's checks: the SHA-256 the signature claims, and the size bound.
+
+    ``error`` is set when the stream was cut on purpose, so the caller can answer with it.
+    """
+
+    def __init__(self, expected_sha256: str | None, limit: int, length: int | None) -> None:
+        self.expected = expected_sha256.lower() if expected_sha256 else None
+        self.digest = hashlib.sha256() if expected_sha256 else None
+        self.limit = limit if length is None else None
+        self.error: ProxyError | None = None
+
+    def fail(self, error: ProxyError) -> _BodyRejected:
+        self.error = error
+        return _BodyRejected(error)
+
+
+async def _stream_body(request: web.BaseRequest, state: _BodyState) -> AsyncIterator[bytes]:
+    """Yield the inbound body; on a hash mismatch raise before the last chunk is sent, so the
+    upstream never receives a complete request."""
+    size = 0
+    pending: bytes | None = None
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if state.limit is not None and size > state.limit:
+            raise state.fail(PayloadTooLarge(f"request body exceeds {state.limit} bytes"))
+        if state.digest is not None:
+            state.digest.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = chunk
+    expected = state.expected
+    digest = state.digest.hexdigest() if state.digest is not None else None
+    if digest is not None and expected is not None and not constant_time_equal(digest, expected):
+        raise state.fail(SignatureMismatch("the body does not match the signed payload hash"))
+    if pending is not None:
+        yield pending
+
+
+def _bound_ports(site: web.BaseSite) -> list[int]:
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    return [int(s.getsockname()[1]) for s in sockets]
