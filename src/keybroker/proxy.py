@@ -12,22 +12,20 @@ The HTTP layer stays thin and knows nothing vendor-specific: every scheme lives 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from keybroker import __version__, signers
 from keybroker.config import Config, Endpoint
+from keybroker.context import RequestContext
 from keybroker.destinations import (
     Destination,
     parse_base_url,
@@ -39,12 +37,11 @@ from keybroker.errors import (
     HeadersTooLarge,
     MalformedRequest,
     MalformedSignature,
-    PayloadTooLarge,
     ProxyError,
     RequestExpired,
     SignatureMismatch,
-    UpstreamError,
 )
+from keybroker.forwarding import HOP_BY_HOP, Forwarder, read_bounded
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, Signer, SigningRequest
 
@@ -53,19 +50,6 @@ __all__ = ["Hooks", "Proxy", "RequestContext"]
 log = logging.getLogger("keybroker.proxy")
 access_log = logging.getLogger("keybroker.access")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 CONTROL_HEADERS = frozenset(
     {
         "x-mcdn-origin-uri",
@@ -79,29 +63,6 @@ CONTROL_HEADERS = frozenset(
         "x-mcdn-cloud-account-subproject",
     }
 )
-SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-CHUNK = 64 * 1024
-
-
-@dataclass
-class RequestContext:
-    """What hooks see of a request: never a secret (the Authorization is not included)."""
-
-    request_id: str
-    mode: str
-    method: str
-    remote: str | None
-    account: str | None = None
-    vendor: str | None = None
-    service: str | None = None
-    region: str | None = None
-    action: str | None = None
-    upstream_url: str | None = None
-    status: int | None = None
-    error_code: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    bytes_out: int = 0
-
 
 HookFn = Callable[[RequestContext], Awaitable[None] | None]
 
@@ -153,6 +114,7 @@ class Proxy:
         self.hooks = hooks or Hooks()
         self.clock = clock or (lambda: datetime.now(UTC))
         self._session: aiohttp.ClientSession | None = None
+        self._forwarder_: Forwarder | None = None
         self._runner: web.ServerRunner | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -184,6 +146,9 @@ class Proxy:
             timeout=timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._forwarder_ = Forwarder(
+            self._session, self.config.http.max_body_bytes, self._version_headers()
         )
         server = web.Server(
             self._handle,
@@ -217,6 +182,12 @@ class Proxy:
         from keybroker.serving import run_until_signalled
 
         run_until_signalled(self)
+
+    @property
+    def _forwarder(self) -> Forwarder:
+        if self._forwarder_ is None:
+            raise RuntimeError("the proxy is not started")
+        return self._forwarder_
 
     # ---------------------------------------------------------------- request handling
 
@@ -296,7 +267,7 @@ class Proxy:
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
         await _run_hooks(self.hooks.before_forward, ctx)
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
-        return await self._forward(request, ctx, upstream, body, auth)
+        return await self._forwarder.forward(request, ctx, upstream, body, auth)
 
     # ------------------------------------------------------------- routing
 
@@ -378,7 +349,7 @@ class Proxy:
     ) -> bytes | None:
         if auth.body is not BodyPolicy.BUFFER:
             return None
-        return await _read_bounded(request, self.config.http.max_body_bytes)
+        return await read_bounded(request, self.config.http.max_body_bytes)
 
     # ------------------------------------------------------------- forwarding
 
@@ -392,8 +363,8 @@ class Proxy:
         require_vendor_host(route.dest, domains, route.vendor_hint or "cloud vendor")
         ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
         up = route.signed.copy()
-        body = await _read_bounded(request, self.config.http.max_body_bytes)
-        return await self._forward(request, ctx, up, body, None)
+        body = await read_bounded(request, self.config.http.max_body_bytes)
+        return await self._forwarder.forward(request, ctx, up, body, None)
 
     async def _pass_unverified(
         self, request: web.BaseRequest, ctx: RequestContext, route: _Route, body: bytes | None
@@ -404,101 +375,8 @@ class Proxy:
         ctx.upstream_url = f"{up.scheme}://{up.host}"
         ctx.error_code = SignatureMismatch.code
         if body is None:
-            body = await _read_bounded(request, self.config.http.max_body_bytes)
-        return await self._forward(request, ctx, up, body, None)
-
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        ctx: RequestContext,
-        up: SigningRequest,
-        body: bytes | None,
-        auth: ParsedAuth | None,
-    ) -> web.StreamResponse:
-        assert self._session is not None, "the proxy is not started"
-        headers = CIMultiDict(up.headers)
-        headers["Host"] = up.host
-        data, state = self._body_for_upstream(request, body, auth, headers)
-        url = URL(up.url(), encoded=True)
-        try:
-            upstream = await self._session.request(
-                up.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO,
-                compress=None,
-            )
-        except _BodyRejected as exc:
-            raise exc.error from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if state is not None and state.error is not None:
-                raise state.error from None
-            log.warning(
-                "upstream request failed: %s",
-                type(exc).__name__,
-                extra={"fields": {"request_id": ctx.request_id, "upstream": ctx.upstream_url}},
-            )
-            raise UpstreamError("the upstream could not be reached") from None
-        async with upstream:
-            if state is not None and state.error is not None:
-                raise state.error
-            return await self._stream_back(request, ctx, upstream)
-
-    def _body_for_upstream(
-        self,
-        request: web.BaseRequest,
-        body: bytes | None,
-        auth: ParsedAuth | None,
-        headers: CIMultiDict[str],
-    ) -> tuple[Any, _BodyState | None]:
-        for name in ("content-length", "transfer-encoding"):
-            headers.popall(name, None)
-        if body is not None:
-            if body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-                headers["Content-Length"] = str(len(body))
-            return (body or None), None
-        if not request.body_exists:
-            return None, None
-        length = request.content_length
-        if length is not None:
-            headers["Content-Length"] = str(length)
-        claimed = None
-        if auth is not None and auth.body is BodyPolicy.CLAIMED_SHA256:
-            claimed = auth.payload_sha256
-        state = _BodyState(claimed, self.config.http.max_body_bytes, length)
-        return _stream_body(request, state), state
-
-    async def _stream_back(
-        self, request: web.BaseRequest, ctx: RequestContext, upstream: aiohttp.ClientResponse
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in upstream.headers.items():
-            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-                response.headers.add(name, value)
-        response.headers.update(self._version_headers())
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        ctx.status = upstream.status
-        await response.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-                ctx.bytes_out += len(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # Headers are gone already: the only honest signal left is a cut connection.
-            ctx.error_code = UpstreamError.code
-            log.warning(
-                "upstream response broken: %s",
-                type(exc).__name__,
-                extra={"fields": {"request_id": ctx.request_id}},
-            )
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await response.write_eof()
-        return response
+            body = await read_bounded(request, self.config.http.max_body_bytes)
+        return await self._forwarder.forward(request, ctx, up, body, None)
 
     # ------------------------------------------------------------- answers
 
@@ -640,67 +518,6 @@ def _check_header_size(request: web.BaseRequest, limit: int) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise MalformedRequest(f"header {name!r} is not valid UTF-8") from None
-
-
-async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    if not request.body_exists:
-        return b""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-class _BodyRejected(Exception):
-    def __init__(self, error: ProxyError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class _BodyState:
-    """A streamed body's checks: the SHA-256 the signature claims, and the size bound.
-
-    ``error`` is set when the stream was cut on purpose, so the caller can answer with it.
-    """
-
-    def __init__(self, expected_sha256: str | None, limit: int, length: int | None) -> None:
-        self.expected = expected_sha256.lower() if expected_sha256 else None
-        self.digest = hashlib.sha256() if expected_sha256 else None
-        self.limit = limit if length is None else None
-        self.error: ProxyError | None = None
-
-    def fail(self, error: ProxyError) -> _BodyRejected:
-        self.error = error
-        return _BodyRejected(error)
-
-
-async def _stream_body(request: web.BaseRequest, state: _BodyState) -> AsyncIterator[bytes]:
-    """Yield the inbound body; on a hash mismatch raise before the last chunk is sent, so the
-    upstream never receives a complete request."""
-    size = 0
-    pending: bytes | None = None
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if state.limit is not None and size > state.limit:
-            raise state.fail(PayloadTooLarge(f"request body exceeds {state.limit} bytes"))
-        if state.digest is not None:
-            state.digest.update(chunk)
-        if pending is not None:
-            yield pending
-        pending = chunk
-    expected = state.expected
-    digest = state.digest.hexdigest() if state.digest is not None else None
-    if digest is not None and expected is not None and not constant_time_equal(digest, expected):
-        raise state.fail(SignatureMismatch("the body does not match the signed payload hash"))
-    if pending is not None:
-        yield pending
 
 
 def _bound_ports(site: web.BaseSite) -> list[int]:

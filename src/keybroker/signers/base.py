@@ -64,7 +64,9 @@ class BodyPolicy(enum.Enum):
     """How a signature covers the body."""
 
     UNSIGNED = "unsigned"  # the body is not signed (or explicitly UNSIGNED-PAYLOAD)
-    CLAIMED_SHA256 = "claimed-sha256"  # a header claims its SHA-256; the proxy checks while streaming
+    CLAIMED_SHA256 = (
+        "claimed-sha256"  # a header claims its SHA-256; the proxy checks while streaming
+    )
     BUFFER = "buffer"  # the signer needs the whole body (bounded by the proxy)
     STREAMING = "streaming"  # a chunk-signed stream (aws-chunked); handled by the signer's stream
 

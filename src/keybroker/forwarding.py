@@ -1,0 +1,203 @@
+"""Forwarding to the upstream: the request body streamed (with its claimed hash checked as it
+passes), the answer streamed back unchanged.  Nothing is buffered whole without a bound."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from keybroker.context import RequestContext
+from keybroker.errors import PayloadTooLarge, ProxyError, SignatureMismatch, UpstreamError
+from keybroker.secret import constant_time_equal
+from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
+
+__all__ = ["CHUNK", "HOP_BY_HOP", "Forwarder", "read_bounded"]
+
+log = logging.getLogger("keybroker.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+CHUNK = 64 * 1024
+
+
+class Forwarder:
+    """Sends re-signed requests upstream over a pooled client session."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, max_body_bytes: int, extra_headers: dict[str, str]
+    ) -> None:
+        self.session = session
+        self.max_body_bytes = max_body_bytes
+        self.extra_headers = extra_headers
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        up: SigningRequest,
+        body: bytes | None,
+        auth: ParsedAuth | None,
+    ) -> web.StreamResponse:
+        headers = CIMultiDict(up.headers)
+        headers["Host"] = up.host
+        data, state = self._body_for_upstream(request, body, auth, headers)
+        url = URL(up.url(), encoded=True)
+        try:
+            upstream = await self.session.request(
+                up.method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO,
+                compress=None,
+            )
+        except _BodyRejected as exc:
+            raise exc.error from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if state is not None and state.error is not None:
+                raise state.error from None
+            log.warning(
+                "upstream request failed: %s",
+                type(exc).__name__,
+                extra={"fields": {"request_id": ctx.request_id, "upstream": ctx.upstream_url}},
+            )
+            raise UpstreamError("the upstream could not be reached") from None
+        async with upstream:
+            if state is not None and state.error is not None:
+                raise state.error
+            return await self._stream_back(request, ctx, upstream)
+
+    def _body_for_upstream(
+        self,
+        request: web.BaseRequest,
+        body: bytes | None,
+        auth: ParsedAuth | None,
+        headers: CIMultiDict[str],
+    ) -> tuple[Any, _BodyState | None]:
+        for name in ("content-length", "transfer-encoding"):
+            headers.popall(name, None)
+        if body is not None:
+            if body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+                headers["Content-Length"] = str(len(body))
+            return (body or None), None
+        if not request.body_exists:
+            return None, None
+        length = request.content_length
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        claimed = None
+        if auth is not None and auth.body is BodyPolicy.CLAIMED_SHA256:
+            claimed = auth.payload_sha256
+        state = _BodyState(claimed, self.max_body_bytes, length)
+        return _stream_body(request, state), state
+
+    async def _stream_back(
+        self, request: web.BaseRequest, ctx: RequestContext, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                response.headers.add(name, value)
+        response.headers.update(self.extra_headers)
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        ctx.status = upstream.status
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+                ctx.bytes_out += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Headers are gone already: the only honest signal left is a cut connection.
+            ctx.error_code = UpstreamError.code
+            log.warning(
+                "upstream response broken: %s",
+                type(exc).__name__,
+                extra={"fields": {"request_id": ctx.request_id}},
+            )
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+
+async def read_bounded(request: web.BaseRequest, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if not request.body_exists:
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _BodyRejected(Exception):
+    def __init__(self, error: ProxyError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _BodyState:
+    """A streamed body's checks: the SHA-256 the signature claims, and the size bound.
+
+    ``error`` is set when the stream was cut on purpose, so the caller can answer with it.
+    """
+
+    def __init__(self, expected_sha256: str | None, limit: int, length: int | None) -> None:
+        self.expected = expected_sha256.lower() if expected_sha256 else None
+        self.digest = hashlib.sha256() if expected_sha256 else None
+        self.limit = limit if length is None else None
+        self.error: ProxyError | None = None
+
+    def fail(self, error: ProxyError) -> _BodyRejected:
+        self.error = error
+        return _BodyRejected(error)
+
+
+async def _stream_body(request: web.BaseRequest, state: _BodyState) -> AsyncIterator[bytes]:
+    """Yield the inbound body; on a hash mismatch raise before the last chunk is sent, so the
+    upstream never receives a complete request."""
+    size = 0
+    pending: bytes | None = None
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if state.limit is not None and size > state.limit:
+            raise state.fail(PayloadTooLarge(f"request body exceeds {state.limit} bytes"))
+        if state.digest is not None:
+            state.digest.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = chunk
+    expected = state.expected
+    digest = state.digest.hexdigest() if state.digest is not None else None
+    if digest is not None and expected is not None and not constant_time_equal(digest, expected):
+        raise state.fail(SignatureMismatch("the body does not match the signed payload hash"))
+    if pending is not None:
+        yield pending
