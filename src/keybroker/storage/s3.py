@@ -1,0 +1,287 @@
+"""Amazon S3 (and S3-compatible stores) as DEK storage.
+
+URI: ``storage://aws?bucket=&region=&accessKeyID=&accessKey=`` plus an optional ``endpoint=``
+for emulators and S3-compatible stores.  ``accessKey`` may be a secret reference
+(``env:NAME``, ``file:PATH``; see :func:`keybroker.kms.uri.resolve_secret`).
+
+- The bucket is created on first use (or by :meth:`S3Storage.open`) when it is missing; in
+  ``us-east-1`` the request carries no ``LocationConstraint`` (S3 rejects one there), in any
+  other region it must.
+- ``put`` is ``PutObject`` with ``If-None-Match: *``: S3 (and moto) refuse to overwrite, so two
+  racing first writers cannot both win; the loser gets ``DEKExists``.
+- A storage built from a URI ignores the environment and the shared config files: bogus
+  ``AWS_*`` variables, ``AWS_PROFILE`` or ``AWS_ENDPOINT_URL`` cannot redirect or re-credential it.
+
+The SDK is synchronous; every call runs in a worker thread (boto3 clients are thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar, Self, TypeVar
+
+from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, KMSConfigError, MissingExtra
+from keybroker.kms.uri import ParsedURI, resolve_secret
+from keybroker.secret import Secret
+from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    import botocore.session
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtra("S3 storage needs boto3: install keybroker[aws]") from exc
+
+__all__ = ["S3Storage"]
+
+T = TypeVar("T")
+
+_URI_PARAMS = ("bucket", "region", "accessKeyID", "accessKey")
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_NO_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+_BUCKET_RACE_CODES = frozenset({"BucketAlreadyOwnedByYou"})
+# 409 ConditionalRequestConflict: another conditional write to the key is in flight; S3 asks
+# the caller to retry, after which it sees 412 (the other write won) or succeeds.
+_PUT_RETRIES = 3
+
+
+class S3Storage:
+    """Wrapped DEKs as objects in one S3 bucket; the object name is the key id.
+
+    Credentials, in order: an explicit ``client``; an explicit ``session``; explicit
+    ``access_key_id``/``secret_access_key``; otherwise boto3's default chain (environment,
+    ``~/.aws/credentials`` and ``~/.aws/config``, instance roles).
+
+    Raises ``KMSConfigError`` for invalid arguments and ``MissingExtra`` without boto3.
+    """
+
+    name: ClassVar[str] = "aws"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: Secret | None = None,
+        endpoint: str | None = None,
+        session: boto3.Session | None = None,
+        client: Any = None,
+        page_size: int = 1000,
+    ) -> None:
+        _check_args(bucket, access_key_id, secret_access_key, page_size)
+        self.bucket = bucket
+        self._page_size = page_size
+        self._client = client or _make_client(
+            session, region, access_key_id, secret_access_key, endpoint
+        )
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedURI) -> Self:
+        """Build from ``storage://aws?...`` without touching the network.
+
+        Raises ``KMSConfigError`` naming every missing or unknown parameter.
+        """
+        parsed.check_known(*_URI_PARAMS, "endpoint")
+        p = parsed.require(*_URI_PARAMS)
+        secret = resolve_secret(p["accessKey"], what=f"{parsed.label} accessKey")
+        client = _make_client(
+            _isolated_session(),
+            p["region"],
+            p["accessKeyID"],
+            secret,
+            parsed.optional("endpoint"),
+            ignore_env_endpoint=True,
+        )
+        return cls(p["bucket"], client=client)
+
+    @property
+    def region(self) -> str:
+        """The region the client signs for (and creates the bucket in)."""
+        return str(self._client.meta.region_name or "us-east-1")
+
+    async def open(self) -> None:
+        """Create the bucket if it is missing.  Idempotent.  Raises ``BackendError``."""
+        await asyncio.to_thread(self._ensure_bucket)
+
+    async def get(self, key_id: str) -> bytes:
+        """The object's bytes.  Raises ``DEKNotFound``, ``BackendError``."""
+        return await self._run(self._get, validate_key_id(key_id))
+
+    async def put(self, key_id: str, data: bytes) -> None:
+        """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
+        await self._run(self._put, validate_key_id(key_id), validate_blob(data))
+
+    async def delete(self, key_id: str) -> None:
+        """Remove the object.  Raises ``DEKNotFound``, ``BackendError``."""
+        await self._run(self._delete, validate_key_id(key_id))
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Sorted key ids starting with ``prefix`` (all pages).  Raises ``BackendError``."""
+        return await self._run(self._list, validate_prefix(prefix))
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool.  Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._client.close)
+
+    # -- sync halves, run in a worker thread --------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise BackendError("S3 storage is closed")
+        return await asyncio.to_thread(self._ready_then, fn, *args)
+
+    def _ready_then(self, fn: Callable[..., T], *args: Any) -> T:
+        self._ensure_bucket()
+        return fn(*args)
+
+    def _ensure_bucket(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:  # one creator per process; other processes race via S3 codes
+            if not self._ready:
+                if not self._bucket_exists():
+                    self._create_bucket()
+                self._ready = True
+
+    def _bucket_exists(self) -> bool:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _NO_BUCKET_CODES:
+                return False
+            raise _backend("HeadBucket", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _backend("HeadBucket", exc) from exc
+        return True
+
+    def _create_bucket(self) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self._client.create_bucket(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in _BUCKET_RACE_CODES:
+                raise _backend("CreateBucket", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _backend("CreateBucket", exc) from exc
+
+    def _get(self, key_id: str) -> bytes:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key_id)
+            with response["Body"] as body:
+                return bytes(body.read())
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _NOT_FOUND_CODES:
+                raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+            raise _backend("GetObject", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _backend("GetObject", exc) from exc
+
+    def _put(self, key_id: str, data: bytes) -> None:
+        for attempt in range(_PUT_RETRIES):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=key_id, Body=data, IfNoneMatch="*")
+                return
+            except botocore.exceptions.ClientError as exc:
+                code = _code(exc)
+                if code == "PreconditionFailed":
+                    raise DEKExists(f"a DEK is already stored for id {key_id!r}") from None
+                if code != "ConditionalRequestConflict" or attempt == _PUT_RETRIES - 1:
+                    raise _backend("PutObject", exc) from exc
+            except botocore.exceptions.BotoCoreError as exc:
+                raise _backend("PutObject", exc) from exc
+
+    def _delete(self, key_id: str) -> None:
+        # S3's DeleteObject succeeds on a missing key; look first so absence is reported.
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=key_id)
+            self._client.delete_object(Bucket=self.bucket, Key=key_id)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _NOT_FOUND_CODES:
+                raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+            raise _backend("DeleteObject", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _backend("DeleteObject", exc) from exc
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
+        )
+        try:
+            return sorted(obj["Key"] for page in pages for obj in page.get("Contents", ()))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _backend("ListObjectsV2", exc) from exc
+
+
+def _check_args(
+    bucket: str, access_key_id: str | None, secret: Secret | None, page_size: int
+) -> None:
+    problems = []
+    if not bucket:
+        problems.append("bucket is empty")
+    if (access_key_id is None) != (secret is None):
+        problems.append("access_key_id and secret_access_key must be given together")
+    if secret is not None and not isinstance(secret, Secret):
+        problems.append("secret_access_key must be a Secret")
+    if not 1 <= page_size <= 1000:
+        problems.append("page_size must be between 1 and 1000")
+    if problems:
+        raise KMSConfigError(f"S3 storage: {'; '.join(problems)}")
+
+
+def _isolated_session() -> boto3.Session:
+    """A session that reads no environment variable and no shared config/credentials file."""
+    blank = (None, None, None, None)
+    devnull = (None, None, os.devnull, None)
+    core = botocore.session.Session(
+        session_vars={"profile": blank, "config_file": devnull, "credentials_file": devnull}
+    )
+    return boto3.Session(botocore_session=core)
+
+
+def _make_client(
+    session: boto3.Session | None,
+    region: str | None,
+    access_key_id: str | None,
+    secret: Secret | None,
+    endpoint: str | None,
+    *,
+    ignore_env_endpoint: bool = False,
+) -> Any:
+    config = botocore.config.Config(  # type: ignore[call-arg]  # stubs lag botocore 1.31+
+        retries={"mode": "standard", "max_attempts": 3},
+        ignore_configured_endpoint_urls=ignore_env_endpoint,
+    )
+    kwargs: dict[str, Any] = {"region_name": region, "endpoint_url": endpoint, "config": config}
+    if access_key_id is not None and secret is not None:
+        kwargs["aws_access_key_id"] = access_key_id
+        kwargs["aws_secret_access_key"] = secret.reveal()
+    try:
+        return (session or boto3.Session()).client("s3", **kwargs)
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+        raise KMSConfigError(f"S3 storage: cannot build the client: {type(exc).__name__}") from exc
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _backend(operation: str, exc: Exception) -> BackendError:
+    """A BackendError naming the operation and the service's error code, never its message
+    (which may echo request details)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return BackendError(f"S3 {operation} failed: {_code(exc) or 'error'} (HTTP {status})")
+    return BackendError(f"S3 {operation} failed: {type(exc).__name__}")
