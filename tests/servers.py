@@ -103,7 +103,9 @@ def moto_server() -> Iterator[str]:
 
 
 def moto_api(url: str, path: str, body: bytes = b"") -> None:
-    req = urllib.request.Request(f"{url}/moto-api/{path}", data=body, method="POST")
+    req = urllib.request.Request(
+        f"{url}/moto-api/{path}", data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback test URL
         r.read()
 

@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from keybroker import __version__, signers
+from keybroker import __version__, native_errors, signers
 from keybroker.config import Config, Endpoint
 from keybroker.context import RequestContext
 from keybroker.destinations import (
@@ -217,11 +217,11 @@ class Proxy:
                 return health
             return await self._proxy(request, ctx)
         except ProxyError as exc:
-            return self._error(ctx, exc)
+            return self._error(ctx, exc, request)
         except Exception:
             log.exception("internal error", extra={"fields": {"request_id": ctx.request_id}})
             err = ProxyError("internal error; see the proxy log for this request id")
-            return self._error(ctx, err)
+            return self._error(ctx, err, request)
 
     def _health(self, request: web.BaseRequest) -> web.Response | None:
         if request.method != "GET" or "authorization" in request.headers:
@@ -248,7 +248,7 @@ class Proxy:
             ctx.mode = "keyproxy"
             route = self._route_keyproxy(request, accounts)
         else:
-            route = self._route_native(request, accounts)
+            route = self._route_native(request, accounts, ctx)
         if route.endpoint is None:
             return await self._pass_unsigned(request, ctx, route)
         endpoint, signer, auth = route.endpoint, route.signer, route.auth
@@ -296,7 +296,9 @@ class Proxy:
             raise SignatureMismatch()
         return _Route(endpoint, signer, auth, signed, dest)
 
-    def _route_native(self, request: web.BaseRequest, accounts: _Accounts) -> _Route:
+    def _route_native(
+        self, request: web.BaseRequest, accounts: _Accounts, ctx: RequestContext
+    ) -> _Route:
         path, _, query = request.raw_path.partition("?")
         headers: CIMultiDict[str] = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
@@ -306,7 +308,9 @@ class Proxy:
         signed = SigningRequest(request.method, host, path or "/", query, headers, scheme)
         for candidate in signers.all_signers():
             if candidate.detect(signed):
+                ctx.vendor = candidate.vendor  # errors from here on in this vendor's shape
                 auth = _parse(candidate, signed)
+                ctx.service = auth.service
                 break
         else:
             raise SignatureMismatch("the request carries no signature of a supported scheme")
@@ -383,8 +387,25 @@ class Proxy:
     def _version_headers(self) -> dict[str, str]:
         return {"X-Mcdn-Proxy-Version": __version__}
 
-    def _error(self, ctx: RequestContext, exc: ProxyError) -> web.Response:
+    def _error(
+        self, ctx: RequestContext, exc: ProxyError, request: web.BaseRequest | None = None
+    ) -> web.Response:
         ctx.status, ctx.error_code = exc.status, exc.code
+        headers = {**self._version_headers(), "X-Mcdn-Proxy-Status": "Failed"}
+        headers["X-Mcdn-Request-Id"] = ctx.request_id
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        if ctx.mode == "native" and request is not None:
+            lowered = {k.lower(): v for k, v in request.headers.items()}
+            native = native_errors.render(
+                ctx.vendor, ctx.service, lowered, exc.code, exc.message, ctx.request_id
+            )
+            if native is not None:
+                content_type, body, extra = native
+                headers.update(extra)
+                return web.Response(
+                    body=body, status=exc.status, headers=headers, content_type=content_type
+                )
         payload = {
             "ResponseMetadata": {
                 "Error": {"Code": exc.code, "Message": exc.message},
@@ -392,10 +413,6 @@ class Proxy:
                 "Version": __version__,
             }
         }
-        headers = {**self._version_headers(), "X-Mcdn-Proxy-Status": "Failed"}
-        headers["X-Mcdn-Request-Id"] = ctx.request_id
-        if exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
         return web.json_response(payload, status=exc.status, headers=headers)
 
     async def _finish(self, ctx: RequestContext) -> None:

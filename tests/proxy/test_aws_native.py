@@ -43,6 +43,7 @@ def test_wrong_proxy_secret_is_refused_and_never_reaches_moto(aws: AwsSetup) -> 
     with pytest.raises(ClientError) as err:
         s3.create_bucket(Bucket=bucket)
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
+    assert err.value.response["Error"]["Code"] == "Proxy.ValidateCredentialErr"
     real = aws.real_client("s3")
     names = [b["Name"] for b in real.list_buckets()["Buckets"]]
     assert bucket not in names
@@ -53,6 +54,7 @@ def test_unknown_access_key_gets_404(aws: AwsSetup) -> None:
     with pytest.raises(ClientError) as err:
         sts.get_caller_identity()
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert err.value.response["Error"]["Code"] == "Proxy.CloudAccountNotFound"
 
 
 def test_proxy_secret_never_works_directly_on_moto(aws: AwsSetup) -> None:
@@ -69,3 +71,11 @@ def test_proxy_secret_never_works_directly_on_moto(aws: AwsSetup) -> None:
     with pytest.raises(ClientError) as err:
         direct.get_caller_identity()
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_native_errors_parse_in_json_protocol_sdks(aws: AwsSetup) -> None:
+    kms = aws.client("kms", secret="wrong")
+    with pytest.raises(ClientError) as err:
+        kms.list_keys()
+    assert err.value.response["Error"]["Code"] == "Proxy.ValidateCredentialErr"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
