@@ -1,0 +1,110 @@
+"""AWS Signature Version 4 (vendor code ``aws``).
+
+Header auth (``Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
+Signature=...`` with ``X-Amz-Date``) and presigned URLs (``X-Amz-Algorithm``, ...,
+``X-Amz-Signature``) are both verified and re-signed; see :mod:`keybroker.signers._sigv4` for
+the algorithm.  S3 and its relatives keep the path as sent; other services sign it normalised
+and encoded once more, as botocore does.
+
+``native_upstream`` maps the signing service and region back to the public endpoint, using the
+same host names as botocore's endpoint rules for the services that differ from
+``{service}.{region}.amazonaws.com``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from keybroker.signers._sigv4 import SigV4Scheme
+from keybroker.signers.base import ParsedAuth, SigningRequest
+
+__all__ = ["SIGNER", "AwsSigner"]
+
+#: signing names whose endpoint prefix is another word (botocore's endpoint data)
+_PREFIX = {
+    "ses": "email",
+    "mobiletargeting": "pinpoint",
+    "awsssoportal": "portal.sso",
+    "sso-oauth": "oidc",
+    "ecr": "api.ecr",
+    "iotdata": "data-ats.iot",
+}
+
+#: partition-global services: host in the commercial partition, host in the China partition
+#: (``None``: the regional default applies there)
+_GLOBAL: dict[str, tuple[str, str | None]] = {
+    "iam": ("iam.amazonaws.com", "iam.cn-north-1.amazonaws.com.cn"),
+    "route53": ("route53.amazonaws.com", "route53.amazonaws.com.cn"),
+    "cloudfront": ("cloudfront.amazonaws.com", "cloudfront.cn-northwest-1.amazonaws.com.cn"),
+    "budgets": ("budgets.amazonaws.com", "budgets.amazonaws.com.cn"),
+    "waf": ("waf.amazonaws.com", None),
+    "organizations": (
+        "organizations.us-east-1.amazonaws.com",
+        "organizations.cn-northwest-1.amazonaws.com.cn",
+    ),
+    "ce": ("ce.us-east-1.amazonaws.com", "ce.cn-northwest-1.amazonaws.com.cn"),
+    "shield": ("shield.us-east-1.amazonaws.com", None),
+    "health": ("global.health.amazonaws.com", "global.health.amazonaws.com.cn"),
+}
+
+#: GovCloud hosts of the global services that have one there
+_GOV = {"iam": "iam.us-gov.amazonaws.com", "route53": "route53.us-gov.amazonaws.com"}
+
+_S3_SERVICES = frozenset({"s3", "s3-object-lambda", "s3-outposts", "s3express"})
+_VIRTUAL_HOST = re.compile(r"(?P<bucket>[a-z0-9][a-z0-9.-]*?)\.s3[.-]")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_S3_CONTROL_PATH = "/v20180820/"
+
+
+class AwsSigner(SigV4Scheme):
+    """AWS SigV4; stateless and thread-safe (the signing-key cache is locked)."""
+
+    vendor: ClassVar[str] = "aws"
+    public_domains: ClassVar[tuple[str, ...]] = (".amazonaws.com", ".amazonaws.com.cn")
+    raw_path_services: ClassVar[frozenset[str]] = _S3_SERVICES
+
+    def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
+        """``https://host`` of the public endpoint for the signed service and region."""
+        service, region = auth.service, auth.region
+        if not service or not region or not _REGION.fullmatch(region):
+            return None
+        if service == "s3":
+            return "https://" + _s3_host(req, region)
+        return "https://" + _host(service, region)
+
+
+def _suffix(region: str) -> str:
+    return ".amazonaws.com.cn" if region.startswith("cn-") else ".amazonaws.com"
+
+
+def _host(service: str, region: str) -> str:
+    if service in _GLOBAL:
+        commercial, china = _GLOBAL[service]
+        if region.startswith("cn-"):
+            if china is not None:
+                return china
+        elif region.startswith("us-gov-"):
+            if service in _GOV:
+                return _GOV[service]
+        else:
+            return commercial
+    prefix = _PREFIX.get(service, service)
+    if service == "iotdata" and region.startswith("cn-"):
+        prefix = "data.ats.iot"
+    return f"{prefix}.{region}{_suffix(region)}"
+
+
+def _s3_host(req: SigningRequest, region: str) -> str:
+    """S3's endpoint; a virtual-hosted bucket in the inbound Host is kept."""
+    if req.path.startswith(_S3_CONTROL_PATH):
+        return f"s3-control.{region}{_suffix(region)}"
+    base = "s3.amazonaws.com" if region == "us-east-1" else f"s3.{region}{_suffix(region)}"
+    host = req.host.lower().rsplit(":", 1)[0] if ":" in req.host else req.host.lower()
+    match = _VIRTUAL_HOST.match(host)
+    if match:
+        return f"{match['bucket']}.{base}"
+    return base
+
+
+SIGNER = AwsSigner()
