@@ -1,0 +1,219 @@
+"""AWS KMS as a key-encryption key: ``kms://aws?region=&accessKeyID=&accessKey=&keyName=``.
+
+The key must be an enabled, symmetric ``ENCRYPT_DECRYPT`` key; it is checked with
+``DescribeKey`` on first use.  ``wrap`` is ``Encrypt`` with an encryption context carrying the
+associated data, ``unwrap`` is ``Decrypt`` with the same context and the key ARN recorded at
+wrap time.  AWS has no user-visible key versions (rotation keeps old material behind the same
+ARN), so ``kek_version`` is the ARN that ``Encrypt`` reports.
+
+Values given to the constructor (or in the URI) are used as they are: environment variables and
+shared config files never override them (see :func:`_client_kwargs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from typing import Any, ClassVar, Self
+
+from keybroker.kms.base import WrappedKey
+from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
+from keybroker.kms.uri import ParsedURI, resolve_secret
+from keybroker.secret import Secret
+
+__all__ = ["AAD_CONTEXT_KEY", "AWSKMSWrapper"]
+
+#: encryption-context entry that carries ``base64(aad)``
+AAD_CONTEXT_KEY = "keybroker:aad"
+
+# Error codes that mean "this ciphertext (or its context) is not ours": one opaque IntegrityError.
+_INTEGRITY_CODES = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
+# botocore session variables: (config-file name, environment variable, default, converter).
+_ISOLATED_VARS: dict[str, tuple[Any, ...]] = {
+    "profile": (None, None, None, None),
+    "config_file": (None, None, os.devnull, None),
+    "credentials_file": (None, None, os.devnull, None),
+}
+_URI_PARAMS = ("region", "accessKeyID", "accessKey", "keyName")
+
+
+def _import_boto3() -> Any:
+    try:
+        import boto3
+    except ImportError as exc:
+        raise MissingExtra("AWS KMS needs boto3: install keybroker[aws]") from exc
+    return boto3
+
+
+class AWSKMSWrapper:
+    """A symmetric AWS KMS key.  Construct directly or with :meth:`from_uri`.
+
+    Raises ``KMSConfigError`` for missing arguments, ``MissingExtra`` without boto3.
+    """
+
+    name: ClassVar[str] = "aws"
+    binds_aad: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        key_id: str,
+        *,
+        region: str,
+        access_key_id: str | None = None,
+        secret_access_key: Secret | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        problems = [n for n, v in (("keyName", key_id), ("region", region)) if not v]
+        if (access_key_id is None) != (secret_access_key is None):
+            problems.append("accessKeyID and accessKey must be given together")
+        if problems:
+            raise KMSConfigError(f"AWS KMS: missing or invalid parameters: {', '.join(problems)}")
+        self.kek_id = key_id
+        self._client = _make_client(region, access_key_id, secret_access_key, endpoint)
+        self._arn: str | None = None
+        self._open_lock = asyncio.Lock()
+
+    @classmethod
+    def validate_uri(cls, parsed: ParsedURI) -> None:
+        """Raises ``KMSConfigError`` naming every missing or unknown parameter."""
+        parsed.check_known(*_URI_PARAMS, "endpoint")
+        parsed.require(*_URI_PARAMS)
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedURI) -> Self:
+        """Build from a ``kms://aws`` URI (no network I/O; the key is checked by :meth:`open`).
+
+        ``accessKey`` may be an ``env:``/``file:`` reference.  Raises ``KMSConfigError``,
+        ``MissingExtra``.
+        """
+        cls.validate_uri(parsed)
+        p = parsed.params
+        return cls(
+            p["keyName"],
+            region=p["region"],
+            access_key_id=p["accessKeyID"],
+            secret_access_key=resolve_secret(p["accessKey"], what=f"{parsed.label} accessKey"),
+            endpoint=parsed.optional("endpoint"),
+        )
+
+    async def open(self) -> None:
+        """Check the key with ``DescribeKey``.  Called before first use; idempotent.
+
+        Raises ``KMSConfigError`` if the key is missing, disabled or not a symmetric
+        encryption key, ``BackendError`` if the service fails.
+        """
+        async with self._open_lock:
+            if self._arn is None:
+                meta = await self._call("DescribeKey", self._client.describe_key, KeyId=self.kek_id)
+                self._arn = _check_key(self.kek_id, meta["KeyMetadata"])
+
+    async def wrap(self, plaintext: bytes, aad: bytes) -> WrappedKey:
+        """``Encrypt`` under the key, binding ``aad`` in the encryption context.
+
+        Raises ``KMSConfigError`` (unusable key) or ``BackendError``.
+        """
+        await self.open()
+        out = await self._call(
+            "Encrypt",
+            self._client.encrypt,
+            KeyId=self.kek_id,
+            Plaintext=plaintext,
+            EncryptionContext=_context(aad),
+        )
+        return WrappedKey(self.kek_id, str(out["KeyId"]), bytes(out["CiphertextBlob"]))
+
+    async def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
+        """``Decrypt`` with the recorded key ARN and the context made from ``aad``.
+
+        Raises ``IntegrityError`` for a wrong ciphertext/aad/key, ``BackendError`` otherwise.
+        """
+        if not wrapped.ciphertext:  # AWS rejects an empty blob client-side, before any request
+            raise IntegrityError("the wrapped key cannot be unwrapped")
+        await self.open()
+        out = await self._call(
+            "Decrypt",
+            self._client.decrypt,
+            KeyId=wrapped.kek_version or self.kek_id,
+            CiphertextBlob=wrapped.ciphertext,
+            EncryptionContext=_context(aad),
+        )
+        return bytes(out["Plaintext"])
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool; idempotent."""
+        self._client.close()
+
+    async def _call(self, op: str, fn: Any, **kwargs: Any) -> Any:
+        import botocore.exceptions
+
+        try:
+            return await asyncio.to_thread(fn, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            raise _map_client_error(op, self.kek_id, exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise BackendError(f"AWS KMS {op} failed: {type(exc).__name__}") from exc
+
+
+def _make_client(
+    region: str, access_key_id: str | None, secret: Secret | None, endpoint: str | None
+) -> Any:
+    boto3 = _import_boto3()
+    import botocore.config
+    import botocore.session
+
+    # A private session that reads no profile and no shared config/credentials file, so
+    # AWS_PROFILE, AWS_CONFIG_FILE & co. cannot change or break what the URI says.
+    core = botocore.session.Session(session_vars=_ISOLATED_VARS)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret.reveal() if secret else None,
+        region_name=region,
+        botocore_session=core,
+    )
+    config = botocore.config.Config(  # type: ignore[call-arg]  # stubs lag botocore
+        retries={"max_attempts": 2, "mode": "standard"},
+        # Without this, AWS_ENDPOINT_URL* in the environment would silently redirect calls.
+        ignore_configured_endpoint_urls=True,
+    )
+    return session.client("kms", endpoint_url=endpoint, config=config)
+
+
+def _context(aad: bytes) -> dict[str, str]:
+    # KMS contexts are string maps; base64 keeps arbitrary bytes intact and unambiguous.
+    return {AAD_CONTEXT_KEY: base64.b64encode(aad).decode("ascii")}
+
+
+def _check_key(key_id: str, meta: dict[str, Any]) -> str:
+    problems = []
+    if meta.get("KeyState") != "Enabled":
+        problems.append(f"state is {meta.get('KeyState')}, not Enabled")
+    usage = meta.get("KeyUsage") or "ENCRYPT_DECRYPT"  # the AWS default when unset
+    if usage != "ENCRYPT_DECRYPT":
+        problems.append(f"usage is {usage}, not ENCRYPT_DECRYPT")
+    spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
+    if spec != "SYMMETRIC_DEFAULT":
+        problems.append(f"spec is {spec}, not SYMMETRIC_DEFAULT")
+    if problems:
+        raise KMSConfigError(f"AWS KMS key {key_id!r} is not usable: {'; '.join(problems)}")
+    return str(meta["Arn"])
+
+
+def _map_client_error(op: str, key_id: str, exc: Any) -> Exception:
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", "Unknown"))
+    if op == "Decrypt" and code in _INTEGRITY_CODES:
+        return IntegrityError("the wrapped key cannot be unwrapped")
+    if op == "Decrypt" and code == "AccessDeniedException":
+        # AWS answers AccessDenied both for a blob naming a key we cannot use (damaged or
+        # swapped) and for a missing kms:Decrypt grant; DescribeKey already worked, so the
+        # blob is the likelier culprit, but the message keeps both readings open.
+        return IntegrityError(
+            "the wrapped key cannot be unwrapped (damaged blob, or kms:Decrypt not allowed)"
+        )
+    if code == "NotFoundException":
+        return KMSConfigError(f"AWS KMS key {key_id!r} does not exist")
+    if code in {"DisabledException", "KMSInvalidStateException"}:
+        return BackendError(f"AWS KMS {op} failed: key {key_id!r} is not enabled ({code})")
+    # The code names the failure; AWS messages may echo request values, so they stay out.
+    return BackendError(f"AWS KMS {op} failed: {code}")
