@@ -70,9 +70,9 @@ def azurite_server(workdir: Path) -> Iterator[Azurite]:
         "--inMemoryPersistence",
         "--disableTelemetry",
         "--skipApiVersionCheck",
-        "--location", str(workdir),
     ]  # fmt: skip
-    with running(cmd, port_open(port), cwd=str(workdir), what="azurite-blob"):
+    log = workdir / "azurite.log"
+    with running(cmd, port_open(port), cwd=str(workdir), what="azurite-blob", log=log):
         yield Azurite(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
 
 

@@ -1,0 +1,316 @@
+"""Azure Blob Storage as DEK storage.
+
+URI: ``storage://azure?account=&container=&tenantID=&clientID=&clientSecret=`` (a service
+principal, as in Constellation), or ours: ``storage://azure?account=&container=&connectionString=``
+(the storage account's connection string instead of the three service-principal values).
+Optional: ``endpoint=`` (the blob service URL: an emulator or a sovereign cloud such as
+``https://<account>.blob.core.chinacloudapi.cn``) and ``authorityHost=`` (the Entra ID host of a
+sovereign cloud, e.g. ``login.chinacloudapi.cn``).  ``clientSecret`` and ``connectionString``
+may be secret references (``env:NAME``, ``file:PATH``).
+
+- The container is created on first use (or by :meth:`AzureBlobStorage.open`) when missing.
+- ``put`` is Put Blob with ``If-None-Match: *``: the service refuses to overwrite, so two racing
+  first writers cannot both win; the loser gets ``DEKExists``.
+- Values come from the URI or the constructor only; the SDK reads no environment variable for
+  them (the authority host is passed explicitly so ``AZURE_AUTHORITY_HOST`` cannot redirect it).
+
+The SDK's synchronous client runs in worker threads, so one storage serves any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar, Self, TypeVar
+
+from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, KMSConfigError, MissingExtra
+from keybroker.kms.uri import ParsedURI, resolve_secret
+from keybroker.secret import Secret
+from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+
+try:
+    from azure.core import exceptions as azexc
+    from azure.storage.blob import BlobServiceClient
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtra(
+        "Azure Blob storage needs azure-storage-blob: install keybroker[azure]"
+    ) from exc
+
+__all__ = ["AzureBlobStorage"]
+
+T = TypeVar("T")
+
+_SP_PARAMS = ("tenantID", "clientID", "clientSecret")
+_KNOWN = ("account", "container", *_SP_PARAMS, "connectionString", "endpoint", "authorityHost")
+_PUBLIC_AUTHORITY = "login.microsoftonline.com"
+# Bounded retries: the SDK default (10, exponential) turns a dead endpoint into minutes.
+_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 3, "connection_timeout": 20}
+
+
+class AzureBlobStorage:
+    """Wrapped DEKs as block blobs in one container; the blob name is the key id.
+
+    Authentication, in order: an explicit ``client``; a ``connection_string`` (account name,
+    key and endpoints); or ``account`` with a ``credential`` (a token credential such as
+    :meth:`service_principal`, an account key, or a SAS), against ``endpoint`` or
+    ``https://<account>.blob.core.windows.net``.
+
+    Raises ``KMSConfigError`` for invalid arguments, ``MissingExtra`` without the Azure SDK.
+    """
+
+    name: ClassVar[str] = "azure"
+
+    def __init__(
+        self,
+        container: str,
+        *,
+        account: str | None = None,
+        connection_string: Secret | None = None,
+        credential: Any = None,
+        endpoint: str | None = None,
+        client: BlobServiceClient | None = None,
+        page_size: int = 1000,
+    ) -> None:
+        _check_args(container, account, connection_string, credential, endpoint, page_size)
+        self.container = container
+        self._page_size = page_size
+        self._credential = credential
+        self._service = client or _make_service(account, connection_string, credential, endpoint)
+        self._container = self._service.get_container_client(container)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    def service_principal(
+        tenant_id: str, client_id: str, client_secret: Secret, *, authority_host: str | None = None
+    ) -> Any:
+        """An Entra ID client-secret credential (``azure.identity.ClientSecretCredential``).
+
+        Raises ``MissingExtra`` without azure-identity.
+        """
+        try:
+            from azure.identity import ClientSecretCredential
+        except ImportError as exc:  # pragma: no cover - exercised only without the extra
+            raise MissingExtra(
+                "Azure service principals need azure-identity: install keybroker[azure]"
+            ) from exc
+        return ClientSecretCredential(
+            tenant_id,
+            client_id,
+            client_secret.reveal(),
+            authority=authority_host or _PUBLIC_AUTHORITY,
+        )
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedURI) -> Self:
+        """Build from ``storage://azure?...`` without touching the network.
+
+        Raises ``KMSConfigError`` naming every missing, unknown or conflicting parameter.
+        """
+        parsed.check_known(*_KNOWN)
+        conn = parsed.optional("connectionString")
+        if conn is None:
+            p = parsed.require("account", "container", *_SP_PARAMS)
+            secret = resolve_secret(p["clientSecret"], what=f"{parsed.label} clientSecret")
+            credential = cls.service_principal(
+                p["tenantID"],
+                p["clientID"],
+                secret,
+                authority_host=parsed.optional("authorityHost"),
+            )
+            return cls(
+                p["container"],
+                account=p["account"],
+                credential=credential,
+                endpoint=parsed.optional("endpoint"),
+            )
+        clash = [n for n in (*_SP_PARAMS, "authorityHost") if n in parsed.params]
+        if clash:
+            raise KMSConfigError(
+                f"{parsed.label}: connectionString excludes parameter(s): {', '.join(clash)}"
+            )
+        p = parsed.require("account", "container")
+        secret = resolve_secret(conn, what=f"{parsed.label} connectionString")
+        _check_account(parsed.label, p["account"], secret)
+        return cls(
+            p["container"],
+            connection_string=secret,
+            endpoint=parsed.optional("endpoint"),
+        )
+
+    @property
+    def account(self) -> str:
+        """The storage account name."""
+        return str(self._service.account_name)
+
+    async def open(self) -> None:
+        """Create the container if it is missing.  Idempotent.  Raises ``BackendError``."""
+        await asyncio.to_thread(self._ensure_container)
+
+    async def get(self, key_id: str) -> bytes:
+        """The blob's bytes.  Raises ``DEKNotFound``, ``BackendError``."""
+        return await self._run(self._get, validate_key_id(key_id))
+
+    async def put(self, key_id: str, data: bytes) -> None:
+        """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
+        await self._run(self._put, validate_key_id(key_id), validate_blob(data))
+
+    async def delete(self, key_id: str) -> None:
+        """Remove the blob.  Raises ``DEKNotFound``, ``BackendError``."""
+        await self._run(self._delete, validate_key_id(key_id))
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Sorted key ids starting with ``prefix`` (all pages).  Raises ``BackendError``."""
+        return await self._run(self._list, validate_prefix(prefix))
+
+    async def close(self) -> None:
+        """Close the HTTP pipeline and the credential.  Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._close_sync)
+
+    # -- sync halves, run in a worker thread --------------------------------------------------
+
+    def _close_sync(self) -> None:
+        self._service.close()
+        close = getattr(self._credential, "close", None)
+        if callable(close):
+            close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise BackendError("Azure Blob storage is closed")
+        return await asyncio.to_thread(self._ready_then, fn, *args)
+
+    def _ready_then(self, fn: Callable[..., T], *args: Any) -> T:
+        self._ensure_container()
+        return fn(*args)
+
+    def _ensure_container(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                try:
+                    if not self._container.exists():
+                        self._container.create_container()
+                except azexc.ResourceExistsError:
+                    pass  # created by a concurrent process since we looked: just as good
+                except (azexc.AzureError, OSError) as exc:
+                    raise _backend("Create Container", exc) from exc
+                self._ready = True
+
+    def _get(self, key_id: str) -> bytes:
+        try:
+            return bytes(self._container.download_blob(key_id).readall())
+        except azexc.ResourceNotFoundError:
+            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+        except (azexc.AzureError, OSError) as exc:
+            raise _backend("Get Blob", exc) from exc
+
+    def _put(self, key_id: str, data: bytes) -> None:
+        try:
+            self._container.upload_blob(key_id, data, overwrite=False, validate_content=True)
+        except (azexc.ResourceExistsError, azexc.ResourceModifiedError):
+            raise DEKExists(f"a DEK is already stored for id {key_id!r}") from None
+        except (azexc.AzureError, OSError) as exc:
+            raise _backend("Put Blob", exc) from exc
+
+    def _delete(self, key_id: str) -> None:
+        try:
+            self._container.delete_blob(key_id)
+        except azexc.ResourceNotFoundError:
+            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+        except (azexc.AzureError, OSError) as exc:
+            raise _backend("Delete Blob", exc) from exc
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        try:
+            blobs = self._container.list_blobs(
+                name_starts_with=prefix or None, results_per_page=self._page_size
+            )
+            return sorted(str(blob.name) for blob in blobs)
+        except (azexc.AzureError, OSError) as exc:
+            raise _backend("List Blobs", exc) from exc
+
+
+def _check_args(
+    container: str,
+    account: str | None,
+    connection_string: Secret | None,
+    credential: Any,
+    endpoint: str | None,
+    page_size: int,
+) -> None:
+    problems = []
+    if not container:
+        problems.append("container is empty")
+    if connection_string is not None:
+        if not isinstance(connection_string, Secret):
+            problems.append("connection_string must be a Secret")
+        if credential is not None:
+            problems.append("give connection_string or credential, not both")
+    elif not account and not endpoint:
+        problems.append("account (or endpoint) is required without a connection string")
+    if not 1 <= page_size <= 5000:
+        problems.append("page_size must be between 1 and 5000")
+    if problems:
+        raise KMSConfigError(f"Azure Blob storage: {'; '.join(problems)}")
+
+
+def _connection_fields(conn: Secret) -> dict[str, str]:
+    """``Key=Value;...`` pairs; keys compared case-insensitively, as the SDK does."""
+    fields = {}
+    for part in conn.reveal().split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def _check_account(label: str, account: str, conn: Secret) -> None:
+    """The URI's ``account`` must be the connection string's ``AccountName``, so a pasted
+    connection string for another account is caught before any request."""
+    fields = _connection_fields(conn)
+    if "accountname" not in fields:
+        raise KMSConfigError(f"{label}: connectionString has no AccountName")
+    if fields["accountname"] != account:
+        raise KMSConfigError(f"{label}: account does not match the connectionString's AccountName")
+
+
+def _make_service(
+    account: str | None, conn: Secret | None, credential: Any, endpoint: str | None
+) -> BlobServiceClient:
+    try:
+        if conn is not None:
+            return _from_connection_string(conn, endpoint)
+        url = endpoint or f"https://{account}.blob.core.windows.net"
+        return BlobServiceClient(url, credential=credential, **_CLIENT_OPTIONS)
+    except (ValueError, TypeError, azexc.AzureError):
+        # the SDK's message may quote the connection string: name only the argument
+        raise KMSConfigError("Azure Blob storage: invalid connection string or endpoint") from None
+
+
+def _from_connection_string(conn: Secret, endpoint: str | None) -> BlobServiceClient:
+    if endpoint is None:
+        return BlobServiceClient.from_connection_string(conn.reveal(), **_CLIENT_OPTIONS)
+    # An explicit endpoint wins over the connection string's BlobEndpoint/EndpointSuffix.
+    fields = _connection_fields(conn)
+    if "accountname" not in fields or "accountkey" not in fields:
+        raise ValueError("an endpoint override needs AccountName and AccountKey")
+    key = {"account_name": fields["accountname"], "account_key": fields["accountkey"]}
+    return BlobServiceClient(endpoint, credential=key, **_CLIENT_OPTIONS)
+
+
+def _backend(operation: str, exc: Exception) -> BackendError:
+    """A BackendError naming the operation, status and error code, never the service's message
+    (Azure's authentication errors echo the string-to-sign and the signature)."""
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)  # the SDK gives a StorageErrorCode enum or a str
+    if status is None:
+        return BackendError(f"Azure {operation} failed: {type(exc).__name__}")
+    return BackendError(f"Azure {operation} failed: {code or 'error'} (HTTP {status})")

@@ -1,0 +1,273 @@
+"""AzureBlobStorage against a real Azurite: the conformance suite plus Azure-specific behaviour."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+
+from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
+from keybroker.kms.uri import parse_uri
+from keybroker.secret import Secret
+from keybroker.storage.azure_blob import AzureBlobStorage
+from tests.storage.cloud_servers import Azurite, azurite
+from tests.storage.conformance import StorageConformance
+
+__all__ = ["azurite"]  # a fixture: imported so pytest finds it here
+
+
+def new_container() -> str:
+    return f"kb-{uuid.uuid4().hex}"
+
+
+def admin(server: Azurite) -> BlobServiceClient:
+    """A plain SDK client to look at Azurite's state independently of the code under test."""
+    return BlobServiceClient.from_connection_string(server.connection_string)
+
+
+def from_conn(server: Azurite, container: str, **kw: object) -> AzureBlobStorage:
+    return AzureBlobStorage(
+        container,
+        connection_string=Secret(server.connection_string),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def conn_uri(server: Azurite, container: str, *, account: str | None = None) -> str:
+    return (
+        f"storage://azure?account={account or server.account}&container={container}"
+        f"&connectionString={quote(server.connection_string, safe='')}"
+    )
+
+
+class TestAzureBlobStorage(StorageConformance):
+    @pytest.fixture
+    async def storage(self, azurite: Azurite) -> AsyncIterator[AzureBlobStorage]:
+        s = from_conn(azurite, new_container())
+        yield s
+        await s.close()
+
+
+# -- container creation -----------------------------------------------------------------------
+
+
+async def test_container_created_on_first_use(azurite: Azurite) -> None:
+    container = new_container()
+    s = from_conn(azurite, container)
+    names = {c.name for c in admin(azurite).list_containers()}
+    assert container not in names
+    await s.put("k", b"v")
+    blob = admin(azurite).get_blob_client(container, "k")
+    assert blob.download_blob().readall() == b"v"
+    await s.close()
+
+
+async def test_open_is_idempotent_and_existing_container_is_used(azurite: Azurite) -> None:
+    container = new_container()
+    admin(azurite).create_container(container).upload_blob("pre", b"before")
+    s = from_conn(azurite, container)
+    await s.open()
+    await s.open()
+    assert await s.get("pre") == b"before"
+    await s.close()
+
+
+def test_from_uri_creates_nothing(azurite: Azurite) -> None:
+    container = new_container()
+    AzureBlobStorage.from_uri(parse_uri(conn_uri(azurite, container)))
+    assert container not in {c.name for c in admin(azurite).list_containers()}
+
+
+# -- create-only writes -----------------------------------------------------------------------
+
+
+async def test_put_never_overwrites_a_blob_written_elsewhere(azurite: Azurite) -> None:
+    """The service enforces If-None-Match: * (no read-before-write in our code)."""
+    container = new_container()
+    s = from_conn(azurite, container)
+    await s.open()
+    admin(azurite).get_blob_client(container, "k").upload_blob(b"theirs")
+    with pytest.raises(DEKExists):
+        await s.put("k", b"ours")
+    assert await s.get("k") == b"theirs"
+    await s.close()
+
+
+def test_azurite_enforces_if_none_match(azurite: Azurite) -> None:
+    """The emulator really checks the precondition the backend relies on."""
+    container = admin(azurite).create_container(new_container())
+    container.upload_blob("k", b"1")
+    with pytest.raises(ResourceExistsError):
+        container.upload_blob("k", b"2", overwrite=False)
+
+
+async def test_list_paginates(azurite: Azurite) -> None:
+    s = from_conn(azurite, new_container(), page_size=2)
+    ids = [f"k{i:02d}" for i in range(7)]
+    for i in ids:
+        await s.put(i, b"x")
+    assert await s.list() == ids
+    assert await s.list("k0") == ids
+    await s.close()
+
+
+# -- credentials and URIs ---------------------------------------------------------------------
+
+
+async def test_from_uri_with_connection_string(azurite: Azurite) -> None:
+    container = new_container()
+    s = AzureBlobStorage.from_uri(parse_uri(conn_uri(azurite, container)))
+    await s.put("k", b"v")
+    assert admin(azurite).get_blob_client(container, "k").download_blob().readall() == b"v"
+    await s.close()
+
+
+async def test_connection_string_from_file_reference(azurite: Azurite, tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "conn"
+    path.write_text(azurite.connection_string + "\n")
+    s = AzureBlobStorage.from_uri(
+        parse_uri(
+            f"storage://azure?account={azurite.account}&container={new_container()}"
+            f"&connectionString=file:{path}"
+        )
+    )
+    await s.put("k", b"v")
+    assert await s.get("k") == b"v"
+    await s.close()
+
+
+async def test_endpoint_overrides_connection_string(azurite: Azurite) -> None:
+    """``endpoint=`` wins over the connection string's BlobEndpoint."""
+    dead = "DefaultEndpointsProtocol=http;AccountName={a};AccountKey={k};BlobEndpoint={e};".format(
+        a=azurite.account, k=azurite.key, e="http://127.0.0.1:9/devstoreaccount1"
+    )
+    container = new_container()
+    s = AzureBlobStorage.from_uri(
+        parse_uri(
+            f"storage://azure?account={azurite.account}&container={container}"
+            f"&connectionString={quote(dead, safe='')}"
+            f"&endpoint={quote(azurite.blob_endpoint, safe='')}"
+        )
+    )
+    await s.put("k", b"v")
+    assert await s.get("k") == b"v"
+    await s.close()
+
+
+async def test_account_key_credential_with_endpoint(azurite: Azurite) -> None:
+    s = AzureBlobStorage(
+        new_container(),
+        account=azurite.account,
+        credential={"account_name": azurite.account, "account_key": azurite.key},
+        endpoint=azurite.blob_endpoint,
+    )
+    await s.put("k", b"v")
+    assert await s.get("k") == b"v"
+    await s.close()
+
+
+async def test_wrong_key_is_a_backend_error_without_secrets(azurite: Azurite) -> None:
+    wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ=="
+    conn = azurite.connection_string.replace(azurite.key, wrong_key)
+    s = AzureBlobStorage(new_container(), connection_string=Secret(conn))
+    with pytest.raises(BackendError) as err:
+        await s.put("k", b"v")
+    text = str(err.value)
+    assert re.fullmatch(
+        r"Azure Create Container failed: Authori[sz]ationFailure \(HTTP 403\)", text
+    )
+    assert wrong_key not in text
+    await s.close()
+
+
+@pytest.mark.parametrize(
+    ("authority_param", "authority"),
+    [
+        ("&authorityHost=login.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+        ("", "https://login.microsoftonline.com"),
+    ],
+)
+def test_from_uri_service_principal_ignores_azure_env(
+    monkeypatch: pytest.MonkeyPatch, authority_param: str, authority: str
+) -> None:
+    """No Entra ID emulator exists here: check that the credential is built from the URI's
+    values and an explicit authority, never from AZURE_* environment variables."""
+    from azure.identity import ClientSecretCredential
+
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"):
+        monkeypatch.setenv(name, "bogus")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.bogus.example")
+    s = AzureBlobStorage.from_uri(
+        parse_uri(
+            "storage://azure?account=acct&container=c&tenantID=tenant-1&clientID=client-1"
+            f"&clientSecret=s3cr%2Bt{authority_param}"
+            "&endpoint=https%3A%2F%2Facct.blob.core.chinacloudapi.cn"
+        )
+    )
+    cred = s._credential
+    assert isinstance(cred, ClientSecretCredential)
+    assert (cred._tenant_id, cred._client_id, cred._client_credential) == (
+        "tenant-1",
+        "client-1",
+        "s3cr+t",
+    )
+    assert cred._authority == authority
+    assert s._service.url.startswith("https://acct.blob.core.chinacloudapi.cn")
+    assert s.account == "acct"
+
+
+def test_default_endpoint_is_the_public_cloud() -> None:
+    s = AzureBlobStorage.from_uri(
+        parse_uri("storage://azure?account=acct&container=c&tenantID=t&clientID=c&clientSecret=s")
+    )
+    assert s._service.url == "https://acct.blob.core.windows.net/"
+
+
+# -- configuration errors ---------------------------------------------------------------------
+
+
+def test_from_uri_names_every_missing_parameter() -> None:
+    with pytest.raises(KMSConfigError) as err:
+        AzureBlobStorage.from_uri(parse_uri("storage://azure?account=a"))
+    assert str(err.value) == (
+        "storage://azure: missing parameter(s): container, tenantID, clientID, clientSecret"
+    )
+
+
+def test_from_uri_connection_string_excludes_service_principal(azurite: Azurite) -> None:
+    with pytest.raises(KMSConfigError) as err:
+        AzureBlobStorage.from_uri(parse_uri(conn_uri(azurite, "c") + "&tenantID=t&clientID=x"))
+    assert str(err.value) == (
+        "storage://azure: connectionString excludes parameter(s): tenantID, clientID"
+    )
+
+
+def test_from_uri_account_must_match_connection_string(azurite: Azurite) -> None:
+    with pytest.raises(KMSConfigError) as err:
+        AzureBlobStorage.from_uri(parse_uri(conn_uri(azurite, "c", account="other")))
+    assert str(err.value) == (
+        "storage://azure: account does not match the connectionString's AccountName"
+    )
+    assert azurite.key not in str(err.value)
+
+
+def test_malformed_connection_string_does_not_echo_it() -> None:
+    with pytest.raises(KMSConfigError) as err:
+        AzureBlobStorage("c", connection_string=Secret("AccountName=x;garbage-secret"))
+    assert "garbage-secret" not in str(err.value)
+
+
+def test_constructor_argument_errors() -> None:
+    with pytest.raises(KMSConfigError) as err:
+        AzureBlobStorage("", page_size=0)
+    assert str(err.value) == (
+        "Azure Blob storage: container is empty; account (or endpoint) is required without a "
+        "connection string; page_size must be between 1 and 5000"
+    )
