@@ -22,8 +22,10 @@ fields are masked, URLs and header maps redacted, and registered secrets scrubbe
 Threads: a handler writes each line with a single ``write`` under its lock.  Processes: each
 worker process writes through its own handler on its own ``O_APPEND`` descriptor, so the
 kernel appends every line whole and lines of different processes never interleave within a
-line.  A process that finds the file over the limit rotates it; the others notice that the
-name now points to a new file when they next reach the limit and reopen it.
+line.  A process that finds the file full rotates it; the others see their (renamed) file
+full on their next line, notice the name now points to a new file and reopen it.  Two
+processes rotating at the same instant can leave one file under two rotated names (hard
+links); no line is lost or torn.
 """
 
 from __future__ import annotations
@@ -253,7 +255,6 @@ class SizeRotatingFileHandler(logging.Handler):
         self.max_age_days = max_age_days
         self._clock = clock
         self._fd = -1
-        self._size = 0
         self._open()
         self.prune()
 
@@ -292,24 +293,22 @@ class SizeRotatingFileHandler(logging.Handler):
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         self._fd = os.open(self.path, flags, 0o640)
-        self._size = os.fstat(self._fd).st_size
 
     def _write(self, data: bytes) -> None:
-        if self._size + len(data) > self.max_bytes:
+        # The file's own size, not a count of our bytes: other processes append to it too,
+        # and a file another process rotated away shows up here as full.
+        if os.fstat(self._fd).st_size + len(data) > self.max_bytes:
             self._make_room(len(data))
         view = memoryview(data)
         while view:  # a regular file takes it in one write; loop only on a short write
             view = view[os.write(self._fd, view) :]
-        self._size += len(data)
 
     def _make_room(self, incoming: int) -> None:
-        # Our byte count ignores other processes: look at the file itself before rotating.
         if self._replaced():
             os.close(self._fd)
             self._open()
-        else:
-            self._size = os.fstat(self._fd).st_size
-        if self._size > 0 and self._size + incoming > self.max_bytes:
+        size = os.fstat(self._fd).st_size
+        if size > 0 and size + incoming > self.max_bytes:
             self._rotate()
 
     def _replaced(self) -> bool:
