@@ -34,7 +34,11 @@ class AwsSetup:
             region_name="us-east-1",
             aws_access_key_id=access_key or self.proxy_ak,
             aws_secret_access_key=secret or self.proxy_sk,
-            config=BotoConfig(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+            config=BotoConfig(
+                retries={"max_attempts": 1},
+                s3={"addressing_style": "path"},
+                signature_version="s3v4" if service == "s3" else None,
+            ),
         )
 
     def real_client(self, service: str):  # type: ignore[no-untyped-def]
@@ -44,11 +48,17 @@ class AwsSetup:
             region_name="us-east-1",
             aws_access_key_id=self.real_ak,
             aws_secret_access_key=self.real_sk,
-            config=BotoConfig(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+            config=BotoConfig(
+                retries={"max_attempts": 1},
+                s3={"addressing_style": "path"},
+                signature_version="s3v4" if service == "s3" else None,
+            ),
         )
 
 
-def aws_endpoint(name: str, proxy_ak: str, proxy_sk: str, real_ak: str, real_sk: str, upstream: str) -> Endpoint:
+def aws_endpoint(
+    name: str, proxy_ak: str, proxy_sk: str, real_ak: str, real_sk: str, upstream: str
+) -> Endpoint:
     return Endpoint(
         cloud_account_name=name,
         vendor="aws",
@@ -63,6 +73,8 @@ def aws(moto_auth: tuple[str, str, str]) -> Iterator[AwsSetup]:
     moto_url, real_ak, real_sk = moto_auth
     proxy_ak, proxy_sk = "AKIDPROXY" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
     logscan.register(proxy_sk)
-    config = Config(endpoints=[aws_endpoint("aws-main", proxy_ak, proxy_sk, real_ak, real_sk, moto_url)])
+    config = Config(
+        endpoints=[aws_endpoint("aws-main", proxy_ak, proxy_sk, real_ak, real_sk, moto_url)]
+    )
     with proxy_running(config) as (url, thread):
         yield AwsSetup(url, moto_url, proxy_ak, proxy_sk, real_ak, real_sk, thread)

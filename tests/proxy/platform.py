@@ -70,5 +70,7 @@ def send(
     headers["X-Origin-Host"] = (origin_uri.split("/") + ["", "", ""])[2]
     headers["X-Mcdn-Request-Id"] = "platform-req-1"
     headers.update(extra or {})
-    r = requests.request(method, proxy_url + "/anything?ignored=1", headers=headers, data=body, timeout=30)
+    r = requests.request(
+        method, proxy_url + "/anything?ignored=1", headers=headers, data=body, timeout=30
+    )
     return Sent(r.status_code, dict(r.headers), r.content)

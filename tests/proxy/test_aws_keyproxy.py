@@ -16,9 +16,27 @@ STS_BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
 FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 
 
-def _sts(aws: AwsSetup, *, sk: str | None = None, kept_style: str = "plain", account: str = "aws-main"):  # type: ignore[no-untyped-def]
-    signed = sign_aws("POST", STS, ak=aws.proxy_ak, sk=sk or aws.proxy_sk, service="sts", body=STS_BODY, headers=FORM)
-    return send(aws.proxy_url, "POST", STS, signed, account=account, body=STS_BODY, kept=kept_list(signed, style=kept_style))
+def _sts(
+    aws: AwsSetup, *, sk: str | None = None, kept_style: str = "plain", account: str = "aws-main"
+):  # type: ignore[no-untyped-def]
+    signed = sign_aws(
+        "POST",
+        STS,
+        ak=aws.proxy_ak,
+        sk=sk or aws.proxy_sk,
+        service="sts",
+        body=STS_BODY,
+        headers=FORM,
+    )
+    return send(
+        aws.proxy_url,
+        "POST",
+        STS,
+        signed,
+        account=account,
+        body=STS_BODY,
+        kept=kept_list(signed, style=kept_style),
+    )
 
 
 @pytest.mark.parametrize("style", ["plain", "spaces", "upper"])
@@ -35,8 +53,15 @@ def test_s3_put_and_get_through_keyproxy_mode(aws: AwsSetup) -> None:
     aws.real_client("s3").create_bucket(Bucket=bucket)
     body = secrets.token_bytes(100_000)
     uri = f"https://s3.amazonaws.com/{bucket}/k%20ey.bin"
-    signed = sign_aws("PUT", uri, ak=aws.proxy_ak, sk=aws.proxy_sk, service="s3", body=body,
-                      headers={"X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()})
+    signed = sign_aws(
+        "PUT",
+        uri,
+        ak=aws.proxy_ak,
+        sk=aws.proxy_sk,
+        service="s3",
+        body=body,
+        headers={"X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()},
+    )
     r = send(aws.proxy_url, "PUT", uri, signed, account="aws-main", body=body)
     assert r.status == 200, r.body
     got = aws.real_client("s3").get_object(Bucket=bucket, Key="k ey.bin")["Body"].read()
@@ -51,8 +76,15 @@ def test_tampered_body_is_refused_before_moto_stores_it(aws: AwsSetup) -> None:
     aws.real_client("s3").create_bucket(Bucket=bucket)
     body = secrets.token_bytes(300_000)
     uri = f"https://s3.amazonaws.com/{bucket}/obj"
-    signed = sign_aws("PUT", uri, ak=aws.proxy_ak, sk=aws.proxy_sk, service="s3", body=body,
-                      headers={"X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()})
+    signed = sign_aws(
+        "PUT",
+        uri,
+        ak=aws.proxy_ak,
+        sk=aws.proxy_sk,
+        service="s3",
+        body=body,
+        headers={"X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()},
+    )
     tampered = body[:-1] + bytes([body[-1] ^ 1])
     r = send(aws.proxy_url, "PUT", uri, signed, account="aws-main", body=tampered)
     assert r.status == 401
@@ -78,15 +110,23 @@ def test_unknown_account_is_404_by_default(aws: AwsSetup) -> None:
 def test_missing_origin_uri_is_400(aws: AwsSetup) -> None:
     import requests
 
-    r = requests.get(aws.proxy_url + "/", headers={"X-Mcdn-Cloud-Account-Name": "aws-main"}, timeout=10)
+    r = requests.get(
+        aws.proxy_url + "/", headers={"X-Mcdn-Cloud-Account-Name": "aws-main"}, timeout=10
+    )
     assert r.status_code == 400
     assert "X-Mcdn-Origin-Uri" in r.json()["ResponseMetadata"]["Error"]["Message"]
 
 
 @pytest.mark.parametrize(
     "origin",
-    ["http://169.254.169.254/latest/meta-data/", "https://evil.example.com/", "ftp://s3.amazonaws.com/x",
-     "not a url", "https://127.0.0.1/", "https://user@s3.amazonaws.com/"],
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://evil.example.com/",
+        "ftp://s3.amazonaws.com/x",
+        "not a url",
+        "https://127.0.0.1/",
+        "https://user@s3.amazonaws.com/",
+    ],
 )
 def test_origin_outside_vendor_domains_never_gets_signed(aws: AwsSetup, origin: str) -> None:
     # this account has an Upstream override, so use an account-less check via a second config
@@ -94,7 +134,9 @@ def test_origin_outside_vendor_domains_never_gets_signed(aws: AwsSetup, origin: 
     from tests.proxy.conftest import aws_endpoint
     from tests.proxy.harness import proxy_running
 
-    cfg = Config(endpoints=[aws_endpoint("plain", aws.proxy_ak, aws.proxy_sk, aws.real_ak, aws.real_sk, "")])
+    cfg = Config(
+        endpoints=[aws_endpoint("plain", aws.proxy_ak, aws.proxy_sk, aws.real_ak, aws.real_sk, "")]
+    )
     cfg.endpoints[0].upstream = None
     try:  # sign for the origin itself, so only the destination rule can refuse it
         signed = sign_aws("GET", origin, ak=aws.proxy_ak, sk=aws.proxy_sk, service="sts")

@@ -24,8 +24,11 @@ def _assert_keyproxy_error(r: requests.Response, status: int, code: str | None =
 
 
 def _kp_headers(**extra: str) -> dict[str, str]:
-    h = {"X-Mcdn-Origin-Uri": STS, "X-Mcdn-Cloud-Account-Name": "aws-main",
-         "X-Mcdn-Kept-Headers": "authorization,x-amz-date"}
+    h = {
+        "X-Mcdn-Origin-Uri": STS,
+        "X-Mcdn-Cloud-Account-Name": "aws-main",
+        "X-Mcdn-Kept-Headers": "authorization,x-amz-date",
+    }
     h.update(extra)
     return h
 
@@ -44,8 +47,11 @@ def _kp_headers(**extra: str) -> dict[str, str]:
     ],
 )
 def test_garbled_authorization_keyproxy_mode(aws: AwsSetup, authorization: str) -> None:
-    r = requests.get(aws.proxy_url, headers=_kp_headers(Authorization=authorization,
-                                                        **{"X-Amz-Date": "20240101T000000Z"}), timeout=10)
+    r = requests.get(
+        aws.proxy_url,
+        headers=_kp_headers(Authorization=authorization, **{"X-Amz-Date": "20240101T000000Z"}),
+        timeout=10,
+    )
     assert 400 <= r.status_code < 500
     _assert_keyproxy_error(r, r.status_code)
 
@@ -64,7 +70,10 @@ def test_bad_dates(aws: AwsSetup, date: str) -> None:
     assert r.headers["X-Mcdn-Proxy-Status"] == "Failed"
 
 
-@pytest.mark.parametrize(("shift", "ok"), [(-3600, False), (-901, False), (-899, True), (899, True), (901, False), (3600, False)])
+@pytest.mark.parametrize(
+    ("shift", "ok"),
+    [(-3600, False), (-901, False), (-899, True), (899, True), (901, False), (3600, False)],
+)
 def test_clock_skew_window(aws: AwsSetup, shift: int, ok: bool) -> None:
     """The proxy's (injected) clock reads ``signed_at - shift``: a negative shift makes the
     request that old, a positive one makes it come from the future.  Window: 900 s."""
@@ -74,13 +83,32 @@ def test_clock_skew_window(aws: AwsSetup, shift: int, ok: bool) -> None:
     from tests.proxy.conftest import aws_endpoint
     from tests.proxy.harness import proxy_running
 
-    signed = sign_aws("POST", STS, ak=aws.proxy_ak, sk=aws.proxy_sk, service="sts",
-                      body=b"Action=GetCallerIdentity&Version=2011-06-15",
-                      headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    signed = sign_aws(
+        "POST",
+        STS,
+        ak=aws.proxy_ak,
+        sk=aws.proxy_sk,
+        service="sts",
+        body=b"Action=GetCallerIdentity&Version=2011-06-15",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
     signed_at = dt.datetime.strptime(signed["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-    cfg = Config(endpoints=[aws_endpoint("aws-main", aws.proxy_ak, aws.proxy_sk, aws.real_ak, aws.real_sk, aws.moto_url)])
+    cfg = Config(
+        endpoints=[
+            aws_endpoint(
+                "aws-main", aws.proxy_ak, aws.proxy_sk, aws.real_ak, aws.real_sk, aws.moto_url
+            )
+        ]
+    )
     with proxy_running(cfg, clock=lambda: signed_at - dt.timedelta(seconds=shift)) as (url, _):
-        r = send(url, "POST", STS, signed, account="aws-main", body=b"Action=GetCallerIdentity&Version=2011-06-15")
+        r = send(
+            url,
+            "POST",
+            STS,
+            signed,
+            account="aws-main",
+            body=b"Action=GetCallerIdentity&Version=2011-06-15",
+        )
     if ok:
         assert r.status == 200, r.body
     else:
@@ -104,9 +132,12 @@ def _raw(url: str, raw: bytes) -> bytes:
 
 
 def test_non_utf8_header_is_400(aws: AwsSetup) -> None:
-    raw = (b"GET / HTTP/1.1\r\nHost: x\r\nX-Mcdn-Origin-Uri: " + STS.encode() +
-           b"\r\nX-Mcdn-Cloud-Account-Name: aws-main\r\nX-Mcdn-Kept-Headers: authorization,x-bad\r\n"
-           b"X-Bad: \xff\xfe\xfd\r\nConnection: close\r\n\r\n")
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Mcdn-Origin-Uri: "
+        + STS.encode()
+        + b"\r\nX-Mcdn-Cloud-Account-Name: aws-main\r\nX-Mcdn-Kept-Headers: authorization,x-bad\r\n"
+        b"X-Bad: \xff\xfe\xfd\r\nConnection: close\r\n\r\n"
+    )
     reply = _raw(aws.proxy_url, raw)
     status = int(reply.split(b" ", 2)[1])
     assert 400 <= status < 500, reply[:200]
@@ -114,8 +145,11 @@ def test_non_utf8_header_is_400(aws: AwsSetup) -> None:
 
 
 def test_huge_headers_are_431(aws: AwsSetup) -> None:
-    r = requests.get(aws.proxy_url, headers=_kp_headers(**{f"X-Pad-{i}": "p" * 1000 for i in range(30)}),
-                     timeout=10)
+    r = requests.get(
+        aws.proxy_url,
+        headers=_kp_headers(**{f"X-Pad-{i}": "p" * 1000 for i in range(30)}),
+        timeout=10,
+    )
     _assert_keyproxy_error(r, 431, "Proxy.HeadersTooLarge")
 
 

@@ -64,8 +64,13 @@ def _sdk(v: Volc, sk: str | None = None) -> UniversalApi:
 
 def test_native_mode_sdk_call_passes(volc: Volc) -> None:
     api = _sdk(volc)
-    info = UniversalInfo(method="POST", service="iam", version="2018-01-01", action="ListUsers",
-                         content_type="application/json")
+    info = UniversalInfo(
+        method="POST",
+        service="iam",
+        version="2018-01-01",
+        action="ListUsers",
+        content_type="application/json",
+    )
     result: Any = api.do_call(info, {"Limit": 10})
     assert result["access_key"] != volc.proxy_ak
     assert "Action=ListUsers" in result["query"]
@@ -73,8 +78,13 @@ def test_native_mode_sdk_call_passes(volc: Volc) -> None:
 
 def test_native_mode_get_call_passes(volc: Volc) -> None:
     api = _sdk(volc)
-    info = UniversalInfo(method="GET", service="ecs", version="2020-04-01", action="DescribeInstances",
-                         content_type="application/x-www-form-urlencoded")
+    info = UniversalInfo(
+        method="GET",
+        service="ecs",
+        version="2020-04-01",
+        action="DescribeInstances",
+        content_type="application/x-www-form-urlencoded",
+    )
     result: Any = api.do_call(info, {"MaxResults": 5, "Name": "a b+c/ü"})
     assert "MaxResults=5" in result["query"]
 
@@ -82,28 +92,52 @@ def test_native_mode_get_call_passes(volc: Volc) -> None:
 def test_native_mode_wrong_secret_is_401_and_never_reaches_upstream(volc: Volc) -> None:
     before = volc.upstream.hits
     api = _sdk(volc, sk="wrong-proxy-secret")
-    info = UniversalInfo(method="POST", service="iam", version="2018-01-01", action="ListUsers",
-                         content_type="application/json")
+    info = UniversalInfo(
+        method="POST",
+        service="iam",
+        version="2018-01-01",
+        action="ListUsers",
+        content_type="application/json",
+    )
     with pytest.raises(ApiException) as err:
         api.do_call(info, {})
     assert err.value.status == 401
     assert volc.upstream.hits == before
 
 
-def _platform_call(v: Volc, *, sk: str | None = None, body: bytes = b'{"Limit":1}',
-                   tamper: bool = False, kept: str = "authorization,x-date,content-type,x-content-sha256") -> requests.Response:
+def _platform_call(
+    v: Volc,
+    *,
+    sk: str | None = None,
+    body: bytes = b'{"Limit":1}',
+    tamper: bool = False,
+    kept: str = "authorization,x-date,content-type,x-content-sha256",
+) -> requests.Response:
     origin_host = "open.volcengineapi.com"
     query = [("Action", "ListUsers"), ("Version", "2018-01-01")]
     headers = {"Content-Type": "application/json", "Host": origin_host}
-    SignerV4.sign("/", "POST", headers, body.decode(), None, query, v.proxy_ak, sk or v.proxy_sk,
-                  "cn-beijing", "iam", None)
+    SignerV4.sign(
+        "/",
+        "POST",
+        headers,
+        body.decode(),
+        None,
+        query,
+        v.proxy_ak,
+        sk or v.proxy_sk,
+        "cn-beijing",
+        "iam",
+        None,
+    )
     headers.pop("Host")
-    headers.update({
-        "X-Mcdn-Origin-Uri": f"https://{origin_host}/?Action=ListUsers&Version=2018-01-01",
-        "X-Mcdn-Cloud-Account-Name": "volc-main",
-        "X-Mcdn-Kept-Headers": kept,
-        "X-Origin-Host": origin_host,
-    })
+    headers.update(
+        {
+            "X-Mcdn-Origin-Uri": f"https://{origin_host}/?Action=ListUsers&Version=2018-01-01",
+            "X-Mcdn-Cloud-Account-Name": "volc-main",
+            "X-Mcdn-Kept-Headers": kept,
+            "X-Origin-Host": origin_host,
+        }
+    )
     sent = body + b" " if tamper else body
     return requests.post(v.proxy_url + "/whatever", headers=headers, data=sent, timeout=10)
 
@@ -123,7 +157,9 @@ def test_keyproxy_mode_kept_list_with_spaces(volc: Volc) -> None:
 @pytest.mark.parametrize("case", ["wrong-secret", "tampered-body"])
 def test_keyproxy_mode_refusals(volc: Volc, case: str) -> None:
     before = volc.upstream.hits
-    r = _platform_call(volc, sk="nope" if case == "wrong-secret" else None, tamper=case == "tampered-body")
+    r = _platform_call(
+        volc, sk="nope" if case == "wrong-secret" else None, tamper=case == "tampered-body"
+    )
     assert r.status_code == 401, r.text
     assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.ValidateCredentialErr"
     assert volc.upstream.hits == before

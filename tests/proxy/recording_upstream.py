@@ -1,0 +1,77 @@
+"""A plain upstream that records every request it receives and answers 200 (or streams a
+large body on ``GET /big/<n>``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from tests.servers import free_port
+
+
+@dataclass
+class Seen:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Recorder:
+    url: str
+    seen: list[Seen] = field(default_factory=list)
+
+
+@contextmanager
+def recording_upstream(delay: float = 0.0) -> Iterator[Recorder]:
+    port = free_port()
+    rec = Recorder(f"http://127.0.0.1:{port}")
+
+    async def handle(req: web.Request) -> web.StreamResponse:
+        body = await req.read()
+        rec.seen.append(Seen(req.method, req.raw_path, dict(req.headers), body))
+        if delay:
+            await asyncio.sleep(delay)
+        if req.path.startswith("/big/"):
+            n = int(req.path.rsplit("/", 1)[1])
+            resp = web.StreamResponse(headers={"Content-Length": str(n)})
+            await resp.prepare(req)
+            block = b"x" * 65536
+            sent = 0
+            while sent < n:
+                chunk = block[: min(len(block), n - sent)]
+                await resp.write(chunk)
+                sent += len(chunk)
+            await resp.write_eof()
+            return resp
+        return web.json_response({"ok": True, "n": len(rec.seen)}, headers={"X-Upstream": "yes"})
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    ready.wait(10)
+    try:
+        yield rec
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
