@@ -153,6 +153,7 @@ def test_resign_equals_sdk_with_real_creds(real: Credential) -> None:
     expected, _ = sdk_sign(cred=real, x_date="20240304T050607Z")
     assert up.headers["Authorization"] == expected.headers["Authorization"]
     assert up.headers["X-Date"] == "20240304T050607Z"
+    assert up.headers["Host"] == "open.volcengineapi.com"
     assert up.headers.get("X-Security-Token") == expected.headers.get("X-Security-Token")
     assert up.headers["X-Content-Sha256"] == hashlib.sha256(body).hexdigest()
 

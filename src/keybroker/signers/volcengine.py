@@ -543,6 +543,9 @@ class VolcengineSigner:
             req.headers["X-Security-Token"] = cred.access_token.reveal()
             names.add("x-security-token")
         req.headers["X-Date"] = x_date
+        if "Host" in req.headers:
+            # A copied client Host header would contradict the host we sign for.
+            req.headers["Host"] = req.host
         headers = tuple(sorted(names))
         _check_signed_headers_present(req, headers)
         new_state = replace(state, scope=scope, x_date=x_date, signed_headers=headers)
