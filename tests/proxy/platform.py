@@ -67,7 +67,7 @@ def send(
     headers["X-Mcdn-Origin-Uri"] = origin_uri
     headers["X-Mcdn-Cloud-Account-Name"] = account
     headers["X-Mcdn-Kept-Headers"] = kept if kept is not None else kept_list(signed)
-    headers["X-Origin-Host"] = (origin_uri.split("/") + ["", "", ""])[2]
+    headers["X-Origin-Host"] = [*origin_uri.split("/"), "", "", ""][2]
     headers["X-Mcdn-Request-Id"] = "platform-req-1"
     headers.update(extra or {})
     r = requests.request(

@@ -40,8 +40,10 @@ def _kp_headers(**extra: str) -> dict[str, str]:
         "AWS4-HMAC-SHA256",
         "AWS4-HMAC-SHA256 Credential=",
         "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/sts, SignedHeaders=host, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKID/notadate/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=zz",
-        "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/sts/aws4_request, SignedHeaders=, Signature=ab",
+        "AWS4-HMAC-SHA256 Credential=AKID/notadate/us-east-1/sts/aws4_request, "
+        "SignedHeaders=host, Signature=zz",
+        "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/sts/aws4_request, "
+        "SignedHeaders=, Signature=ab",
         "Basic dXNlcjpwYXNz",
         "AWS4-HMAC-SHA256 " + "A" * 5000,
     ],

@@ -167,7 +167,8 @@ def test_keyproxy_mode_refusals(volc: Volc, case: str) -> None:
 
 def test_three_part_credential_is_400_not_500(volc: Volc) -> None:
     headers = {
-        "Authorization": f"HMAC-SHA256 Credential={volc.proxy_ak}/20240101/cn-beijing, SignedHeaders=host;x-date, Signature=00",
+        "Authorization": f"HMAC-SHA256 Credential={volc.proxy_ak}/20240101/cn-beijing, "
+        "SignedHeaders=host;x-date, Signature=00",
         "X-Date": "20240101T000000Z",
         "X-Mcdn-Origin-Uri": "https://open.volcengineapi.com/?Action=ListUsers&Version=2018-01-01",
         "X-Mcdn-Cloud-Account-Name": "volc-main",
