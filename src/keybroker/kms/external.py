@@ -1,0 +1,112 @@
+"""The external KMS: random DEKs, wrapped by a cloud KEK, stored create-only.
+
+``get_dek(id, size)``: validate the id and size; read the blob; if there is none, generate a DEK
+with ``os.urandom``, seal it (:mod:`keybroker.kms.envelope`) and ``put`` it create-only.  If
+another writer got there first (``DEKExists``), read back *their* blob and return that DEK, so
+every caller ends up with the one stored key (Constellation's last-write-wins race loses keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from keybroker.kms.base import KeyWrapper
+from keybroker.kms.cluster import check_dek_size
+from keybroker.kms.envelope import WriteFormat, open_dek, seal_dek
+from keybroker.kms.errors import DEKExists, DEKNotFound
+from keybroker.storage import validate_key_id
+from keybroker.storage.base import Storage
+
+__all__ = ["ExternalKMS"]
+
+_FORMATS = ("keybroker", "constellation")
+
+
+class ExternalKMS:
+    """DEKs wrapped by ``wrapper`` and kept in ``storage``; see the module docstring.
+
+    ``write_format`` picks how new DEKs are stored: ``"keybroker"`` (default, bound to id, size
+    and KEK) or ``"constellation"`` (readable by Constellation).  Both formats are always read.
+    """
+
+    def __init__(
+        self, wrapper: KeyWrapper, storage: Storage, *, write_format: WriteFormat = "keybroker"
+    ) -> None:
+        """Raises ``ValueError`` for an unknown ``write_format``."""
+        if write_format not in _FORMATS:
+            raise ValueError("write_format must be 'keybroker' or 'constellation'")
+        self._wrapper = wrapper
+        self._storage = storage
+        self._write_format: WriteFormat = write_format
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    @property
+    def wrapper(self) -> KeyWrapper:
+        return self._wrapper
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    async def open(self) -> None:
+        """Run the backends' network set-up once (the wrapper's before the storage's, so a bad
+        key is reported before a bucket is created).  Raises ``BackendError``,
+        ``KMSConfigError``."""
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await _maybe_open(self._wrapper)
+                await _maybe_open(self._storage)
+                self._opened = True
+
+    async def get_dek(self, dek_id: str, dek_size: int) -> bytes:
+        """The DEK for ``dek_id``, created on first use.  Raises ``TypeError``/``ValueError``
+        (bad id or size, before any I/O), ``IntegrityError`` (a stored blob that does not
+        authenticate or has another size), ``BackendError``."""
+        validate_key_id(dek_id)
+        check_dek_size(dek_size)
+        if self._closed:
+            raise RuntimeError("this KMS is closed")
+        await self.open()
+        try:
+            blob = await self._storage.get(dek_id)
+        except DEKNotFound:
+            return await self._create(dek_id, dek_size)
+        return await open_dek(self._wrapper, dek_id, dek_size, blob)
+
+    async def _create(self, dek_id: str, dek_size: int) -> bytes:
+        dek = os.urandom(dek_size)
+        blob = await seal_dek(self._wrapper, dek_id, dek, fmt=self._write_format)
+        try:
+            await self._storage.put(dek_id, blob)
+        except DEKExists:
+            # Lost the race: the winner's DEK is the one every caller must use.
+            stored = await self._storage.get(dek_id)
+            return await open_dek(self._wrapper, dek_id, dek_size, stored)
+        return dek
+
+    async def close(self) -> None:
+        """Close the wrapper and the storage; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._wrapper.close()
+        finally:
+            await self._storage.close()
+
+    def __repr__(self) -> str:
+        return f"ExternalKMS({self._wrapper!r}, {self._storage!r})"
+
+
+async def _maybe_open(obj: Any) -> None:
+    opener = getattr(obj, "open", None)
+    if opener is not None:
+        await opener()
