@@ -489,7 +489,11 @@ def test_startup_prunes_rotated_files_older_than_max_age(tmp_path: Path) -> None
     old = _touch_rotated(tmp_path, T0 - 15 * DAY)
     old_dup = _touch_rotated(tmp_path, T0 - 15 * DAY, ".1")
     young = _touch_rotated(tmp_path, T0 - 13 * DAY)
-    strangers = [tmp_path / "key_proxy.log.bak", tmp_path / "other.log.20000101T000000Z"]
+    strangers = [
+        tmp_path / "key_proxy.log.bak",
+        tmp_path / "other.log.20000101T000000Z",
+        tmp_path / "key_proxy.log.20000101T000000Z.gz",
+    ]
     for p in strangers:
         p.write_text("keep")
     setup_logging(LogConfig(output=str(tmp_path), max_age=14), clock=Clock())

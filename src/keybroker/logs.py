@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -228,6 +229,7 @@ def _is_json(line: str) -> bool:
 # --- the file ---------------------------------------------------------------------------
 
 _STAMP = "%Y%m%dT%H%M%SZ"
+_ROTATED_NAME = re.compile(re.escape(LOG_FILE_NAME) + r"\.(\d{8}T\d{6}Z)(?:\.\d+)?")
 _DAY = 86400.0
 
 
@@ -256,7 +258,11 @@ class SizeRotatingFileHandler(logging.Handler):
         self._clock = clock
         self._fd = -1
         self._open()
-        self.prune()
+        try:
+            self.prune()
+        except OSError:
+            self.close()
+            raise
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._fd < 0:
@@ -331,12 +337,11 @@ class SizeRotatingFileHandler(logging.Handler):
 
 def _rotated_at(name: str) -> float | None:
     """The UTC time in a rotated file's name, or ``None`` if ``name`` is not one."""
-    prefix = LOG_FILE_NAME + "."
-    if not name.startswith(prefix):
+    match = _ROTATED_NAME.fullmatch(name)
+    if match is None:
         return None
-    stamp = name[len(prefix) :].split(".", 1)[0]
     try:
-        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC).timestamp()
+        return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 
