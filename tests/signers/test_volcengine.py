@@ -13,6 +13,7 @@ import pytest
 from multidict import CIMultiDict
 from volcenginesdkcore.signv4 import SignerV4
 
+from keybroker import signers
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
@@ -379,6 +380,7 @@ def test_detect() -> None:
 
 def test_is_a_signer() -> None:
     assert isinstance(SIGNER, Signer)
+    assert signers.get("volcengine") is SIGNER
     assert SIGNER.vendor == "volcengine"
     assert all(d.startswith(".") and d == d.lower() for d in SIGNER.public_domains)
 
