@@ -42,13 +42,14 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import HOP_BY_HOP, Forwarder, read_bounded
+from keybroker.logs import request_log_line
+from keybroker.redact import register_config_secrets
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, Signer, SigningRequest
 
 __all__ = ["Hooks", "Proxy", "RequestContext"]
 
 log = logging.getLogger("keybroker.proxy")
-access_log = logging.getLogger("keybroker.access")
 
 CONTROL_HEADERS = frozenset(
     {
@@ -122,11 +123,13 @@ class Proxy:
         self._draining = False
         self.config = config
         self._accounts = _Accounts(config)
+        register_config_secrets(config)
         self.ports: list[int] = []
 
     def reload(self, config: Config) -> None:
         """Swap in a new (already validated) config; in-flight requests keep the old one."""
         accounts = _Accounts(config)
+        register_config_secrets(config)
         self.config, self._accounts = config, accounts
 
     # ---------------------------------------------------------------- lifecycle
@@ -416,28 +419,20 @@ class Proxy:
         return web.json_response(payload, status=exc.status, headers=headers)
 
     async def _finish(self, ctx: RequestContext) -> None:
-        if ctx.mode != "health":
-            latency_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": ctx.request_id,
-                        "mode": ctx.mode,
-                        "method": ctx.method,
-                        "remote": ctx.remote,
-                        "account": ctx.account,
-                        "vendor": ctx.vendor,
-                        "service": ctx.service,
-                        "region": ctx.region,
-                        "action": ctx.action,
-                        "upstream": ctx.upstream_url,
-                        "status": ctx.status,
-                        "error": ctx.error_code,
-                        "bytes_out": ctx.bytes_out,
-                        "latency_ms": latency_ms,
-                    }
-                },
+        if ctx.mode in ("keyproxy", "native"):
+            request_log_line(
+                request_id=ctx.request_id,
+                method=ctx.method,
+                mode=ctx.mode,
+                status=ctx.status or 0,
+                account=ctx.account,
+                vendor=ctx.vendor,
+                service=ctx.service,
+                action=ctx.action,
+                upstream_host=ctx.upstream_url,
+                bytes_out=ctx.bytes_out,
+                latency_ms=(time.perf_counter() - ctx.started) * 1000,
+                error_code=ctx.error_code,
             )
         try:
             await _run_hooks(self.hooks.after_response, ctx)
