@@ -12,6 +12,7 @@ azurite``); each emulator is used by one module, so each starts once per session
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.util
 import json
@@ -19,13 +20,20 @@ import os
 import platform
 import shutil
 import stat
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import boto3
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.servers import free_port, http_ok, port_open, running
 
@@ -108,6 +116,104 @@ def fake_gcs_server() -> Iterator[str]:
         yield url
 
 
+# -- a Google OAuth token endpoint (protocol fake) --------------------------------------------
+
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+
+
+class FakeGoogleTokenServer:
+    """A protocol fake of Google's OAuth 2.0 token endpoint for service accounts (no emulator
+    exists): it verifies the RS256 JWT assertion with the account's public key, as Google does,
+    and records who got a token.  Serves on a loopback port from a thread."""
+
+    def __init__(self) -> None:
+        self.public_keys: dict[str, rsa.RSAPublicKey] = {}
+        self.issued: list[str] = []  # client_email of every verified assertion
+        self.rejected = 0
+        self.token_uri = ""
+        self._httpd: ThreadingHTTPServer | None = None
+
+    def service_account(self, path: Path, email: str, project: str) -> Path:
+        """Write a service-account key file whose key this server trusts."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.public_keys[email] = key.public_key()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        info = {
+            "type": "service_account",
+            "project_id": project,
+            "private_key_id": "k1",
+            "private_key": pem,
+            "client_email": email,
+            "client_id": "1",
+            "token_uri": self.token_uri,
+        }
+        path.write_text(json.dumps(info))
+        return path
+
+    def verify(self, assertion: str) -> str | None:
+        """The issuer of a correctly signed, unexpired assertion for this endpoint, or None."""
+        try:
+            head, body, sig = assertion.split(".")
+            claims = json.loads(_b64url(body))
+            public = self.public_keys[claims["iss"]]
+            public.verify(
+                _b64url(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except (ValueError, KeyError, InvalidSignature):
+            return None
+        now = time.time()
+        fresh = claims["iat"] - 60 <= now < claims["exp"]
+        # google-auth always addresses assertions to Google's endpoint, whatever token_uri says
+        audience_ok = claims["aud"] == GOOGLE_TOKEN_AUDIENCE
+        return str(claims["iss"]) if fresh and audience_ok else None
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[FakeGoogleTokenServer]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = parse_qs(self.rfile.read(length).decode())
+                issuer = server.verify(form.get("assertion", [""])[0])
+                if issuer is None:
+                    server.rejected += 1
+                    self._reply(400, {"error": "invalid_grant"})
+                    return
+                server.issued.append(issuer)
+                self._reply(200, {"access_token": "ya29.fake", "expires_in": 3600})
+
+            def _reply(self, status: int, doc: dict[str, object]) -> None:
+                data = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.token_uri = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
+        thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            thread.join(timeout=10)
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 # -- moto: IAM users and signature enforcement ------------------------------------------------
 
 
@@ -173,6 +279,13 @@ def fake_gcs_url() -> Iterator[str]:
     """One fake-gcs-server for the session; its base URL."""
     with fake_gcs_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def google_token_server() -> Iterator[FakeGoogleTokenServer]:
+    """One fake Google token endpoint for the session."""
+    with FakeGoogleTokenServer().serve() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

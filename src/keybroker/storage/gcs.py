@@ -1,0 +1,275 @@
+"""Google Cloud Storage as DEK storage.
+
+URI: ``storage://gcp?projectID=&bucket=&credentialsPath=`` plus an optional ``endpoint=``
+(an emulator or a private endpoint).  ``credentialsPath`` names a service-account key file.
+
+- The bucket is created in ``projectID`` on first use (or by :meth:`GCSStorage.open`) when it
+  is missing.
+- ``put`` uploads with ``ifGenerationMatch=0``: GCS refuses to overwrite, so two racing first
+  writers cannot both win; the loser gets ``DEKExists``.  The upload is one request whose
+  response is checked (Constellation's Go code ignored the writer's close error and reported
+  success when the commit failed).
+- A storage built from a URI always passes the endpoint, credentials and project explicitly, so
+  ``STORAGE_EMULATOR_HOST``, ``API_ENDPOINT_OVERRIDE``, ``GOOGLE_CLOUD_PROJECT`` and
+  ``GOOGLE_APPLICATION_CREDENTIALS`` cannot redirect or re-credential it.
+
+The SDK is synchronous; every call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar, Self, TypeVar, cast
+
+from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, KMSConfigError, MissingExtra
+from keybroker.kms.uri import ParsedURI
+from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+
+try:
+    import google.auth.exceptions
+    from google.api_core import exceptions as gexc
+    from google.auth.credentials import Credentials
+    from google.cloud import storage as gcs
+    from google.cloud.storage import exceptions as media_exc
+    from google.oauth2 import service_account
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtra("GCS storage needs google-cloud-storage: install keybroker[gcp]") from exc
+
+__all__ = ["DEFAULT_ENDPOINT", "GCSStorage"]
+
+T = TypeVar("T")
+
+DEFAULT_ENDPOINT = "https://storage.googleapis.com"
+_SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+_URI_PARAMS = ("projectID", "bucket", "credentialsPath")
+# Transport failures (refused connection, token refresh) and media-layer errors (a download
+# whose checksum does not match) are not GoogleAPIError.
+_SDK_ERRORS: tuple[type[Exception], ...] = (
+    gexc.GoogleAPIError,
+    google.auth.exceptions.GoogleAuthError,
+    media_exc.InvalidResponse,
+    media_exc.DataCorruption,
+    OSError,
+)
+
+
+class GCSStorage:
+    """Wrapped DEKs as objects in one GCS bucket; the object name is the key id.
+
+    Credentials, in order: an explicit ``client``; explicit ``credentials``; a service-account
+    key file ``credentials_path``; otherwise Application Default Credentials
+    (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's user credentials, the metadata server).
+
+    Raises ``KMSConfigError`` for invalid arguments or an unreadable key file, and
+    ``MissingExtra`` without google-cloud-storage.
+    """
+
+    name: ClassVar[str] = "gcp"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        project: str | None = None,
+        credentials: Credentials | None = None,
+        credentials_path: str | None = None,
+        endpoint: str | None = None,
+        location: str | None = None,
+        client: gcs.Client | None = None,
+        page_size: int = 1000,
+    ) -> None:
+        _check_args(bucket, credentials, credentials_path, page_size)
+        if credentials_path is not None:
+            credentials = _load_key_file(credentials_path)
+        self.bucket = bucket
+        self.location = location
+        self._page_size = page_size
+        self._client = client or _make_client(project, credentials, endpoint)
+        self._bucket = self._client.bucket(bucket)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedURI) -> Self:
+        """Build from ``storage://gcp?...`` without touching the network.
+
+        Raises ``KMSConfigError`` naming every missing or unknown parameter, or when the key
+        file cannot be read.
+        """
+        parsed.check_known(*_URI_PARAMS, "endpoint")
+        p = parsed.require(*_URI_PARAMS)
+        endpoint = parsed.optional("endpoint", DEFAULT_ENDPOINT)
+        return cls(
+            p["bucket"],
+            project=p["projectID"],
+            credentials_path=p["credentialsPath"],
+            endpoint=endpoint,
+        )
+
+    @property
+    def project(self) -> str | None:
+        """The project buckets are created in."""
+        return self._client.project  # type: ignore[no-any-return]
+
+    async def open(self) -> None:
+        """Create the bucket if it is missing.  Idempotent.  Raises ``BackendError``."""
+        await asyncio.to_thread(self._ensure_bucket)
+
+    async def get(self, key_id: str) -> bytes:
+        """The object's bytes.  Raises ``DEKNotFound``, ``BackendError``."""
+        return await self._run(self._get, validate_key_id(key_id))
+
+    async def put(self, key_id: str, data: bytes) -> None:
+        """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
+        await self._run(self._put, validate_key_id(key_id), validate_blob(data))
+
+    async def delete(self, key_id: str) -> None:
+        """Remove the object.  Raises ``DEKNotFound``, ``BackendError``."""
+        await self._run(self._delete, validate_key_id(key_id))
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Sorted key ids starting with ``prefix`` (all pages).  Raises ``BackendError``."""
+        return await self._run(self._list, validate_prefix(prefix))
+
+    async def close(self) -> None:
+        """Close the HTTP session.  Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._client.close)
+
+    # -- sync halves, run in a worker thread --------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise BackendError("GCS storage is closed")
+        return await asyncio.to_thread(self._ready_then, fn, *args)
+
+    def _ready_then(self, fn: Callable[..., T], *args: Any) -> T:
+        self._ensure_bucket()
+        return fn(*args)
+
+    def _ensure_bucket(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                if not self._bucket_exists():
+                    self._create_bucket()
+                self._ready = True
+
+    def _bucket_exists(self) -> bool:
+        try:
+            self._bucket.reload()
+        except gexc.NotFound:
+            return False
+        except _SDK_ERRORS as exc:
+            raise _backend("buckets.get", exc) from exc
+        return True
+
+    def _create_bucket(self) -> None:
+        try:
+            self._client.create_bucket(self.bucket, location=self.location)
+        except gexc.Conflict:
+            pass  # created by a concurrent process since we looked: just as good
+        except _SDK_ERRORS as exc:
+            raise _backend("buckets.insert", exc) from exc
+
+    def _get(self, key_id: str) -> bytes:
+        try:
+            return bytes(self._bucket.blob(key_id).download_as_bytes())
+        except gexc.NotFound:
+            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+        except _SDK_ERRORS as exc:
+            raise _backend("objects.get", exc) from exc
+
+    def _put(self, key_id: str, data: bytes) -> None:
+        blob = self._bucket.blob(key_id)
+        try:
+            blob.upload_from_string(
+                data, content_type="application/octet-stream", if_generation_match=0
+            )
+        except gexc.PreconditionFailed:
+            raise DEKExists(f"a DEK is already stored for id {key_id!r}") from None
+        except _SDK_ERRORS as exc:
+            raise _backend("objects.insert", exc) from exc
+
+    def _delete(self, key_id: str) -> None:
+        try:
+            self._bucket.blob(key_id).delete()
+        except gexc.NotFound:
+            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+        except _SDK_ERRORS as exc:
+            raise _backend("objects.delete", exc) from exc
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        try:
+            blobs = self._client.list_blobs(
+                self.bucket, prefix=prefix or None, page_size=self._page_size
+            )
+            return sorted(blob.name for blob in blobs)
+        except _SDK_ERRORS as exc:
+            raise _backend("objects.list", exc) from exc
+
+
+def _check_args(
+    bucket: str, credentials: Credentials | None, credentials_path: str | None, page_size: int
+) -> None:
+    problems = []
+    if not bucket:
+        problems.append("bucket is empty")
+    if credentials is not None and credentials_path is not None:
+        problems.append("give credentials or credentials_path, not both")
+    if credentials_path == "":
+        problems.append("credentials_path is empty")
+    if not 1 <= page_size <= 1000:
+        problems.append("page_size must be between 1 and 1000")
+    if problems:
+        raise KMSConfigError(f"GCS storage: {'; '.join(problems)}")
+
+
+def _load_key_file(path: str) -> Credentials:
+    """Service-account credentials from a JSON key file.  Raises ``KMSConfigError`` that names
+    the path and the reason, never the file's contents."""
+    try:
+        creds = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            path, scopes=_SCOPES
+        )
+        return cast(Credentials, creds)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise KMSConfigError(
+            f"GCS storage: cannot read credentials file {path}: {reason}"
+        ) from None
+    except (ValueError, KeyError, google.auth.exceptions.GoogleAuthError):
+        raise KMSConfigError(
+            f"GCS storage: credentials file {path} is not a service-account key"
+        ) from None
+
+
+def _make_client(
+    project: str | None, credentials: Credentials | None, endpoint: str | None
+) -> gcs.Client:
+    kwargs: dict[str, Any] = {"credentials": credentials}
+    if endpoint:
+        kwargs["client_options"] = {"api_endpoint": endpoint}
+    if project is not None:  # the SDK reads an explicit None as "no project", not "default"
+        kwargs["project"] = project
+    try:
+        return gcs.Client(**kwargs)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise KMSConfigError(
+            "GCS storage: no credentials given and Application Default Credentials not found"
+        ) from exc
+    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+        raise KMSConfigError(f"GCS storage: cannot build the client: {type(exc).__name__}") from exc
+
+
+def _backend(operation: str, exc: Exception) -> BackendError:
+    """A BackendError naming the operation and the HTTP status, never the service's message."""
+    code = getattr(exc, "code", None)
+    detail = f"HTTP {code}" if isinstance(code, int) else type(exc).__name__
+    return BackendError(f"GCS {operation} failed: {detail}")
