@@ -23,7 +23,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
 from typing import ClassVar
 from urllib.parse import quote, unquote_to_bytes
 
@@ -135,7 +135,8 @@ def _parse_http_date(value: str) -> datetime:
     except (TypeError, ValueError, IndexError):
         raise MalformedSignature("Date header is not a valid HTTP date") from None
     if parsed.tzinfo is None:
-        raise MalformedSignature("Date header has no time zone")
+        # "-0000" (botocore's formatdate) is UTC with no claim about the sender's zone
+        return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
 
 
@@ -538,7 +539,9 @@ class SigV4Scheme:
     ) -> None:
         timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
         if state.date_header == "date":
-            req.headers["Date"] = format_datetime(now.astimezone(UTC), usegmt=True)
+            # keep the client's style ("GMT" or botocore's "-0000"): both mean UTC
+            gmt = req.headers.get("Date", "").rstrip().endswith("GMT")
+            req.headers["Date"] = formatdate(now.timestamp(), usegmt=gmt)
         else:
             req.headers["X-Amz-Date"] = timestamp
         names = set(state.signed_headers)
