@@ -1,8 +1,23 @@
-"""keybroker's KMS library: data-encryption keys by id, from a cluster secret or a cloud KEK."""
+"""keybroker's KMS library: data-encryption keys by id, from a cluster secret or a cloud KEK.
+
+``from_uris(kms_uri=..., storage_uri=...)`` takes Constellation's two URIs (see
+:mod:`keybroker.kms.uri` for the syntax) and returns a :class:`KMS`:
+
+- ``kms://cluster-kms?key=..&salt=..`` with ``storage://no-store`` (or no storage URI):
+  a :class:`ClusterKMS`; a real storage URI is refused, since nothing would ever be stored;
+- any other ``kms://`` (``local``, ``aws``, ``azure``, ``gcp``, or registered) with a storage
+  URI: an :class:`ExternalKMS`; ``storage://no-store`` is refused.
+
+Both URIs are parsed and their parameters checked before any backend object is built, and
+backend objects do no I/O until first use (the wrapper's set-up runs before the storage's), so
+a wrong KMS URI never creates a bucket.
+"""
 
 from __future__ import annotations
 
 from keybroker.kms.base import KMS, KeyWrapper, WrappedKey
+from keybroker.kms.cluster import ClusterKMS, hkdf_sha256
+from keybroker.kms.envelope import WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import (
     BackendError,
     DEKExists,
@@ -12,10 +27,15 @@ from keybroker.kms.errors import (
     KMSError,
     MissingExtra,
 )
+from keybroker.kms.external import ExternalKMS
+from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.registry import (
+    load_storage_class,
+    load_wrapper_class,
     register_storage,
     register_wrapper,
     storage_from_uri,
+    validate_uri,
     wrapper_from_uri,
 )
 from keybroker.kms.uri import ParsedURI, parse_uri, resolve_secret
@@ -23,19 +43,74 @@ from keybroker.kms.uri import ParsedURI, parse_uri, resolve_secret
 __all__ = [
     "KMS",
     "BackendError",
+    "ClusterKMS",
     "DEKExists",
     "DEKNotFound",
+    "ExternalKMS",
     "IntegrityError",
     "KMSConfigError",
     "KMSError",
     "KeyWrapper",
+    "LocalKeyWrapper",
     "MissingExtra",
     "ParsedURI",
     "WrappedKey",
+    "WriteFormat",
+    "from_uris",
+    "hkdf_sha256",
+    "open_dek",
     "parse_uri",
     "register_storage",
     "register_wrapper",
     "resolve_secret",
+    "seal_dek",
     "storage_from_uri",
     "wrapper_from_uri",
 ]
+
+_NO_STORE = "no-store"
+
+
+def from_uris(
+    *,
+    kms_uri: str,
+    storage_uri: str | None = None,
+    write_format: WriteFormat = "keybroker",
+    min_salt_bytes: int = 1,
+) -> KMS:
+    """Build a KMS from Constellation-style URIs (see the module docstring).
+
+    ``write_format`` applies to an external KMS; ``min_salt_bytes`` to the cluster KMS (a key
+    service passes 32).  Raises ``KMSConfigError`` (the message names the URI and every bad
+    parameter), ``MissingExtra`` (a backend's SDK is not installed).
+    """
+    kms = _parse(kms_uri, "kms", "kms_uri")
+    storage = _parse(storage_uri, "storage", "storage_uri") if storage_uri is not None else None
+    no_store = storage is None or storage.name == _NO_STORE
+    if storage is not None and storage.name == _NO_STORE:
+        storage.check_known()
+    if kms.name == "cluster-kms":
+        return _cluster(kms, no_store, min_salt_bytes)
+    if no_store or storage is None:
+        raise KMSConfigError(
+            f"{kms.label} stores wrapped DEKs: it needs a storage URI, not storage://no-store"
+        )
+    wrapper_cls, storage_cls = load_wrapper_class(kms), load_storage_class(storage)
+    validate_uri(wrapper_cls, kms)
+    validate_uri(storage_cls, storage)
+    wrapper = wrapper_from_uri(kms)  # KMS side first: its errors come before storage's
+    return ExternalKMS(wrapper, storage_from_uri(storage), write_format=write_format)
+
+
+def _parse(uri: str, scheme: str, arg: str) -> ParsedURI:
+    parsed = parse_uri(uri)
+    if parsed.scheme != scheme:
+        raise KMSConfigError(f"{arg} must be a {scheme}:// URI, not {parsed.scheme}://")
+    return parsed
+
+
+def _cluster(kms: ParsedURI, no_store: bool, min_salt_bytes: int) -> ClusterKMS:
+    ClusterKMS.validate_uri(kms)
+    if not no_store:
+        raise KMSConfigError(f"{kms.label} derives keys and stores nothing: use storage://no-store")
+    return ClusterKMS.from_uri(kms, min_salt_bytes=min_salt_bytes)
