@@ -196,7 +196,7 @@ def test_broken_file_reports_every_problem_with_its_line() -> None:
             "1-65535, got 'a b:443'",
         ),
         ("Http: [1, 2]", "config.yml:1: Http: expected a mapping, got a list"),
-        ("Http:\n  Tls: yes", "config.yml:2: Http.Tls: expected a mapping, got 'yes'"),
+        ("Http:\n  Tls: yes", "config.yml:2: Http.Tls: expected a mapping, got a boolean"),
         ("Htp: {}", "config.yml:1: Htp: unknown field (did you mean Http?)"),
         (
             "Zzz: 1",
@@ -224,7 +224,7 @@ def test_broken_file_reports_every_problem_with_its_line() -> None:
         ("Endpoints: {a: 1}", "config.yml:1: Endpoints: expected a list, got a mapping"),
         (
             "Endpoints:\n  - 42",
-            "config.yml:2: Endpoints[0]: expected a mapping, got '42'",
+            "config.yml:2: Endpoints[0]: expected a mapping, got a number",
         ),
         (
             "Endpoints:\n  -",
@@ -287,6 +287,30 @@ def test_empty_required_values() -> None:
     ]
 
 
+def test_misplaced_secrets_are_not_echoed() -> None:
+    text = """\
+    Endpoints:
+      - CloudAccountName: acct
+        Vendor: aws
+        Credentials:
+          Proxy: wJalrXUtnFEMI/K7MDENG+proxy
+          Real:
+            AccessKey: AKIAREAL00000000001
+            SecretKey: x
+            wJalrXUtnFEMI/K7MDENG/real: 1
+            Secretkye: y
+    """
+    found = problems(text)
+    assert found == [
+        "config.yml:5: Endpoints[0].Credentials.Proxy: expected a mapping, got a string",
+        "config.yml:9: Endpoints[0].Credentials.Real: unknown field (name not shown; known: "
+        "AccessKey, SecretKey, AccessToken, ClientToken, ClientSecret)",
+        "config.yml:10: Endpoints[0].Credentials.Real.Secretkye: unknown field "
+        "(did you mean SecretKey?)",
+    ]
+    assert not any("wJalr" in p for p in found)
+
+
 def test_tls_needs_readable_cert_and_key(tmp_path: Path) -> None:
     cert = tmp_path / "ssl.crt"
     cert.write_text("-----BEGIN CERTIFICATE-----\n")
@@ -342,7 +366,7 @@ def test_vendor_codes_are_case_insensitive_in_files() -> None:
             "config.yml: the file is empty (expected Http, Log, Endpoints, ...)",
         ),
         ("- Http", "config.yml:1: expected a mapping of sections, got a list"),
-        ("just text", "config.yml:1: expected a mapping of sections, got 'just text'"),
+        ("just text", "config.yml:1: expected a mapping of sections, got a string"),
         (
             "Http:\n  Address: [\n",
             "config.yml:3: invalid YAML: while parsing a flow node: expected the node content, "

@@ -14,7 +14,7 @@ Credential fields may hold references instead of values:
 * ``${file:/path}`` — the content of a file, one trailing newline removed;
 * ``${prefix:rest}`` — any resolver added with :func:`register_secret_resolver`
   (``sealed`` is reserved for values sealed with keybroker's KMS);
-* ``$${...}`` — the literal text ``${...}``.
+* ``$${...}`` — the literal text ``${...}`` (each extra leading ``$`` escapes one more).
 
 The YAML is composed into nodes with PyYAML's safe loader (no tags are ever constructed into
 objects), so each problem keeps its line; size, nesting depth and endpoint count are bounded.
@@ -101,6 +101,9 @@ _DECIMAL_INT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PREFIX_REF = re.compile(r"\$\{([a-z][a-z0-9_-]*):(.*)\}", re.DOTALL)
+# "$${" is a literal "${"; "$$${" a literal "$${", and so on: one "$" is removed.
+_ESCAPED_REF = re.compile(r"\$\$+\{")
+_FIELD_NAME = re.compile(r"[A-Za-z_]{1,32}")
 _PREFIX_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _INT_CONSTRUCTOR = SafeConstructor()
 
@@ -152,7 +155,7 @@ def register_secret_resolver(prefix: str, fn: SecretResolver) -> None:
 
 def _resolve_secret(raw: str, env: Mapping[str, str]) -> str:
     """Expand one credential value.  Raises ``ConfigError`` (message without the value)."""
-    if raw.startswith("$${"):
+    if _ESCAPED_REF.match(raw):
         return raw[1:]
     if not raw.startswith("${"):
         return raw
@@ -219,9 +222,9 @@ class _Problems:
         self.failed.add(path)
         if line is None:
             line = self._line_of(path)
-        where = f"{self.source}:{line}: " if self.source is not None and line else ""
-        if self.source is not None and not line:
-            where = f"{self.source}: "
+        where = (
+            "" if self.source is None else f"{self.source}:{line}: " if line else f"{self.source}: "
+        )
         label = f"{path}: " if path else ""
         self.found.append((line or 1 << 30, len(self.found), f"{where}{label}{message}"))
 
@@ -282,12 +285,16 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1 if node.start_mark is not None else 0
 
 
+_SCALAR_NAMES = {"bool": "a boolean", "int": "a number", "float": "a number", "null": "nothing"}
+
+
 def _kind(node: Node) -> str:
+    """What a node is, never what it holds (it may be a secret in the wrong place)."""
     if isinstance(node, MappingNode):
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    return f"'{_clip(str(node.value))}'"
+    return _SCALAR_NAMES.get(node.tag.removeprefix(_STD), "a string")
 
 
 class _Reader:
@@ -302,7 +309,7 @@ class _Reader:
         if self.is_null(node):
             return {}
         if not isinstance(node, MappingNode) or node.tag != f"{_STD}map":
-            self.p.add(path, f"expected a mapping, got {self._describe(node)}", _line(node))
+            self.p.add(path, f"expected a mapping, got {self.describe(node)}", _line(node))
             return None
         by_lower = {k.lower(): k for k in known}
         result: dict[str, Node] = {}
@@ -345,9 +352,7 @@ class _Reader:
             return None
         name = by_lower.get(str(key.value).lower())
         if name is None:
-            self.p.add(
-                self.join(path, _clip(key.value)), self._unknown(key.value, by_lower), _line(key)
-            )
+            self._unknown(key, path, by_lower)
             return None
         if name in seen:
             first = self.p.lines.get(self.join(path, name))
@@ -355,12 +360,16 @@ class _Reader:
             return None
         return name
 
-    @staticmethod
-    def _unknown(key: str, by_lower: dict[str, str]) -> str:
-        close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
-        if close:
-            return f"unknown field (did you mean {by_lower[close[0]]}?)"
-        return f"unknown field (known: {', '.join(by_lower.values())})"
+    def _unknown(self, key: ScalarNode, path: str, by_lower: dict[str, str]) -> None:
+        text = str(key.value)
+        close = difflib.get_close_matches(text.lower(), list(by_lower), n=1, cutoff=0.6)
+        hint = f"did you mean {by_lower[close[0]]}?" if close else None
+        known = f"known: {', '.join(by_lower.values())}"
+        if "Credentials" in path and not _FIELD_NAME.fullmatch(text):
+            # A mis-indented secret can land here as a key: do not echo it.
+            self.p.add(path, f"unknown field (name not shown; {hint or known})", _line(key))
+        else:
+            self.p.add(self.join(path, _clip(text)), f"unknown field ({hint or known})", _line(key))
 
     @staticmethod
     def join(path: str, name: str) -> str:
@@ -370,29 +379,24 @@ class _Reader:
     def is_null(node: Node) -> bool:
         return isinstance(node, ScalarNode) and node.tag == f"{_STD}null"
 
-    def _describe(self, node: Node) -> str:
+    def describe(self, node: Node) -> str:
         if node.tag not in _SCALAR_TAGS | {f"{_STD}map", f"{_STD}seq"}:
             return f"a value tagged {_clip(node.tag.replace(_STD, '!!', 1))}"
         return _kind(node)
 
     def scalar(self, node: Node, path: str, expected: str) -> str | None:
-        """The raw text of a scalar (``None`` for null or a problem)."""
+        """The raw text of a scalar (``None`` for null or a problem).
+
+        A problem here is always a wrong node kind or tag, so the message never quotes the
+        value: safe for credential fields too."""
         if isinstance(node, ScalarNode) and node.tag in _SCALAR_TAGS:
             return None if self.is_null(node) else str(node.value)
-        self.p.add(path, f"expected {expected}, got {self._describe(node)}", _line(node))
+        self.p.add(path, f"expected {expected}, got {self.describe(node)}", _line(node))
         return None
 
     def string(self, node: Node, path: str) -> str | None:
         # Like yaml.v2, any scalar reads as its source text (so 0123 stays "0123").
         return self.scalar(node, path, "a string")
-
-    def secret_text(self, node: Node, path: str) -> str | None:
-        """A credential field: never echo the value in a message."""
-        if isinstance(node, ScalarNode) and node.tag in _SCALAR_TAGS:
-            return None if self.is_null(node) else str(node.value)
-        shown = "a value" if isinstance(node, ScalarNode) else _kind(node)
-        self.p.add(path, f"expected a string, got {shown}", _line(node))
-        return None
 
     def boolean(self, node: Node, path: str) -> bool | None:
         text = self.scalar(node, path, "a boolean")
@@ -515,7 +519,7 @@ def _endpoints(r: _Reader, node: Node, env: Mapping[str, str]) -> list[Endpoint]
     if r.is_null(node):
         return []
     if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
-        r.p.add("Endpoints", f"expected a list, got {r._describe(node)}", _line(node))
+        r.p.add("Endpoints", f"expected a list, got {r.describe(node)}", _line(node))
         return []
     if len(node.value) > MAX_ENDPOINTS:
         r.p.add("Endpoints", f"more than {MAX_ENDPOINTS} endpoints", _line(node))
@@ -578,7 +582,7 @@ def _secret_field(
     if node is None:
         return None
     sub = r.join(path, key)
-    raw = r.secret_text(node, sub)
+    raw = r.string(node, sub)
     value = None
     if raw:
         try:
@@ -755,22 +759,22 @@ def _check_endpoints(endpoints: list[Endpoint], p: _Problems) -> None:
 
 
 _SECTION_TYPES = (
-    ("Http", "http", HttpConfig),
-    ("Log", "log", LogConfig),
-    ("Audit", "audit", AuditConfig),
-    ("Forbidden", "forbidden", ForbiddenConfig),
-    ("Security", "security", SecurityConfig),
+    ("Http", "http", HttpConfig, "an HttpConfig"),
+    ("Log", "log", LogConfig, "a LogConfig"),
+    ("Audit", "audit", AuditConfig, "an AuditConfig"),
+    ("Forbidden", "forbidden", ForbiddenConfig, "a ForbiddenConfig"),
+    ("Security", "security", SecurityConfig, "a SecurityConfig"),
 )
 
 
 def _check_config(cfg: Config, p: _Problems) -> None:
-    broken = False
-    for name, attr, kind in _SECTION_TYPES:
-        broken |= not _is_type(p, name, getattr(cfg, attr), kind, f"a {kind.__name__}")
-    if not isinstance(cfg.http.tls, TlsConfig) if not broken else False:
-        p.check("Http.Tls", "expected a TlsConfig")
-        broken = True
-    if not broken:
+    sections_ok = all(
+        [
+            _is_type(p, name, getattr(cfg, attr), kind, what)
+            for name, attr, kind, what in _SECTION_TYPES
+        ]
+    )
+    if sections_ok and _is_type(p, "Http.Tls", cfg.http.tls, TlsConfig, "a TlsConfig"):
         _check_http(cfg.http, p)
         _check_sections(cfg, p)
     _check_endpoints(cfg.endpoints, p)
@@ -814,7 +818,7 @@ def loads(text: str, source: str = "<string>", *, env: Mapping[str, str] | None 
     problems = _Problems(source=source)
     reader = _Reader(problems)
     if not isinstance(root, MappingNode):
-        got = reader._describe(root)
+        got = reader.describe(root)
         raise ConfigError(f"{source}:{_line(root)}: expected a mapping of sections, got {got}")
     top = reader.mapping(root, "", _TOP_KEYS) or {}
     cfg = _build(reader, top, os.environ if env is None else env)
