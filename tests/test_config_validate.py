@@ -176,3 +176,20 @@ def test_summary_fits_one_screen() -> None:
 )
 def test_mask_key(key: str, masked: str) -> None:
     assert mask_key(key) == masked
+
+
+def test_public_names() -> None:
+    from keybroker import config_load, summary
+
+    assert sorted(config_load.__all__) == [
+        "KEY_PROXY_VENDORS",
+        "LOG_LEVELS",
+        "MAX_CONFIG_BYTES",
+        "SecretResolver",
+        "load",
+        "loads",
+        "register_secret_resolver",
+        "validate",
+    ]
+    assert sorted(summary.__all__) == ["MAX_ACCOUNTS_SHOWN", "mask_key", "render_summary"]
+    assert len(config_load.KEY_PROXY_VENDORS) == 13

@@ -127,4 +127,4 @@ def render_summary(cfg: Config) -> str:
     """A few lines describing ``cfg`` for a terminal; never contains a secret value."""
     lines = ["keybroker configuration"]
     lines += _listen(cfg) + _logs(cfg) + _policy(cfg) + _accounts(cfg.endpoints)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
