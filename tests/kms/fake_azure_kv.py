@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -70,8 +70,18 @@ def _int_bytes(n: int) -> bytes:
 class FakeKeyVault:
     """State plus admin methods; :meth:`serve` runs the HTTPS server (vault + identity)."""
 
-    def __init__(self, ca: TestCA, *, tenant: str, client_id: str, client_secret: str) -> None:
+    def __init__(
+        self,
+        ca: TestCA,
+        *,
+        tenant: str,
+        client_id: str,
+        client_secret: str,
+        on_token: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_token`` sees every bearer token issued (the log scan treats them as secrets)."""
         self.ca = ca
+        self.on_token = on_token
         self.tenant, self.client_id, self.client_secret = tenant, client_id, client_secret
         self.keys: dict[str, _Key] = {}
         self.tokens: dict[str, float] = {}
@@ -128,6 +138,8 @@ class FakeKeyVault:
         if not form.get("scope", "").startswith(_RESOURCE):
             return 400, {"error": "invalid_scope", "error_description": "AADSTS70011"}
         token = secrets.token_urlsafe(32)
+        if self.on_token is not None:
+            self.on_token(token)
         self.tokens[token] = time.time() + 3600
         return 200, {
             "token_type": "Bearer",

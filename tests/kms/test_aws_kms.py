@@ -11,18 +11,21 @@ import dataclasses
 import os
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
+from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.aws import AAD_CONTEXT_KEY, AWSKMSWrapper
+from keybroker.kms.base import WrappedKey
+from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
-from tests import servers
+from tests import logscan, servers
 from tests.kms.wrapper_conformance import KeyWrapperConformance
 
 REGION = "eu-central-1"
@@ -197,14 +200,15 @@ class AuthMoto:
 
 
 @pytest.fixture(scope="module")
-def auth_moto() -> Iterator[AuthMoto]:
-    with servers.moto_enforcing() as (url, key_id, secret):
-        key = kms_client(url, key_id, secret).create_key()["KeyMetadata"]["KeyId"]
-        yield AuthMoto(url, key_id, secret, key)
+def auth_moto(moto_auth: tuple[str, str, str]) -> AuthMoto:
+    url, key_id, secret = moto_auth
+    key = kms_client(url, key_id, secret).create_key()["KeyMetadata"]["KeyId"]
+    return AuthMoto(url, key_id, secret, key)
 
 
 async def test_wrong_secret_is_a_backend_error_without_the_secret(auth_moto: AuthMoto) -> None:
     wrong = "wrong+secret/" + os.urandom(8).hex()
+    logscan.register(wrong)
     w = AWSKMSWrapper.from_uri(
         parse_uri(uri_for(auth_moto.url, auth_moto.key, key_id=auth_moto.key_id, secret=wrong))
     )
@@ -253,3 +257,29 @@ async def test_explicit_constructor_credentials(auth_moto: AuthMoto) -> None:
         assert await w.unwrap(await w.wrap(b"c" * 16, b""), b"") == b"c" * 16
     finally:
         await w.close()
+
+
+@pytest.mark.parametrize("fmt", ["keybroker", "constellation"])
+async def test_external_kms_end_to_end(moto_url: str, aws_key: str, fmt: WriteFormat) -> None:
+    uri = uri_for(moto_url, aws_key)
+    built = wrapper_from_uri(parse_uri(uri))
+    await built.close()
+    assert isinstance(built, AWSKMSWrapper)
+    kms = from_uris(kms_uri=uri, storage_uri="storage://memory", write_format=fmt)
+    try:
+        first = await kms.get_dek("key-a", 32)
+        assert await kms.get_dek("key-a", 32) == first
+        assert await kms.get_dek("key-b", 32) != first
+    finally:
+        await kms.close()
+
+
+async def test_blob_without_encryption_context_unwraps_with_empty_aad(
+    moto_url: str, aws_key: str, wrapper: AWSKMSWrapper
+) -> None:
+    # Constellation (go-kms-wrapping) encrypts with no encryption context at all.
+    out = kms_client(moto_url).encrypt(KeyId=aws_key, Plaintext=b"c" * 32)
+    wrapped = WrappedKey(aws_key, out["KeyId"], out["CiphertextBlob"])
+    assert await wrapper.unwrap(wrapped, b"") == b"c" * 32
+    with pytest.raises(IntegrityError):
+        await wrapper.unwrap(wrapped, b"id")

@@ -17,10 +17,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.azure import VAULT_TYPES, AzureKeyVaultWrapper
+from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
+from tests import logscan
 from tests.kms.fake_azure_kv import FakeKeyVault
 from tests.kms.tls_ca import TestCA
 from tests.kms.wrapper_conformance import KeyWrapperConformance
@@ -39,7 +42,10 @@ class AzureEnv:
 @pytest.fixture(scope="session")
 def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureEnv]:
     ca = TestCA.create(tmp_path_factory.mktemp("azure-ca"))
-    fake = FakeKeyVault(ca, tenant=TENANT, client_id=CLIENT, client_secret=SECRET)
+    logscan.register(SECRET)
+    fake = FakeKeyVault(
+        ca, tenant=TENANT, client_id=CLIENT, client_secret=SECRET, on_token=logscan.register
+    )
     with fake.serve() as url:
         yield AzureEnv(fake, url, ca)
 
@@ -206,6 +212,7 @@ async def test_wrong_secret_is_a_backend_error_without_the_secret(
     azure: AzureEnv, make: list[AzureKeyVaultWrapper]
 ) -> None:
     wrong = "wrong-" + os.urandom(8).hex()
+    logscan.register(wrong)
     w = build(make, uri_for(azure, new_key(azure), clientSecret=wrong))
     with pytest.raises(BackendError, match="authentication") as exc:
         await w.wrap(b"w" * 32, b"")
@@ -255,3 +262,29 @@ async def test_untrusted_tls_is_a_backend_error(
     w = build(make, uri_for(azure, new_key(azure), without="caFile"))
     with pytest.raises(BackendError):
         await w.wrap(b"t" * 32, b"")
+
+
+@pytest.mark.parametrize("fmt", ["keybroker", "constellation"])
+async def test_external_kms_end_to_end(azure: AzureEnv, fmt: WriteFormat) -> None:
+    uri = uri_for(azure, new_key(azure))
+    built = wrapper_from_uri(parse_uri(uri))
+    await built.close()
+    assert isinstance(built, AzureKeyVaultWrapper)
+    kms = from_uris(kms_uri=uri, storage_uri="storage://memory", write_format=fmt)
+    try:
+        first = await kms.get_dek("key-a", 32)
+        assert await kms.get_dek("key-a", 32) == first
+        assert await kms.get_dek("key-b", 32) != first
+    finally:
+        await kms.close()
+
+
+async def test_full_key_id_as_version_is_accepted_for_this_key_only(
+    wrapper: AzureKeyVaultWrapper,
+) -> None:
+    wrapped = await wrapper.wrap(b"i" * 32, b"")
+    full = f"{wrapper.kek_id}/{wrapped.kek_version}"
+    assert await wrapper.unwrap(dataclasses.replace(wrapped, kek_version=full), b"") == b"i" * 32
+    other = f"{wrapper.kek_id}-other/{wrapped.kek_version}"
+    with pytest.raises(IntegrityError):
+        await wrapper.unwrap(dataclasses.replace(wrapped, kek_version=other), b"")

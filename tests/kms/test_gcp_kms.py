@@ -9,6 +9,7 @@ sends, so the SDK, the credentials file and our wrapper run unmodified.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import urllib.parse
@@ -18,9 +19,12 @@ from pathlib import Path
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from keybroker.kms import from_uris, wrapper_from_uri
+from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
 from keybroker.kms.gcp import GCPKMSWrapper, crc32c
 from keybroker.kms.uri import parse_uri
+from tests import logscan
 from tests.kms.fake_gcp_kms import FakeGCPKMS, service_account_file
 from tests.kms.fake_gcp_kms import crc32c as reference_crc32c
 from tests.kms.wrapper_conformance import KeyWrapperConformance
@@ -42,6 +46,8 @@ def gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCPEnv]:
     fake = FakeGCPKMS()
     email = f"keybroker@{PROJECT}.iam.gserviceaccount.com"
     key = service_account_file(str(directory / "sa.json"), email)
+    private_pem = json.loads((directory / "sa.json").read_text())["private_key"]
+    logscan.register(*[line for line in private_pem.splitlines() if "-----" not in line])
     fake.trust(email, key.public_key())
     service_account_file(
         str(directory / "other.json"), f"intruder@{PROJECT}.iam.gserviceaccount.com"
@@ -235,3 +241,18 @@ async def test_environment_does_not_override_uri(
     wrapped = await w.wrap(b"e" * 32, b"x")
     assert wrapped.kek_id == name
     assert await w.unwrap(wrapped, b"x") == b"e" * 32
+
+
+@pytest.mark.parametrize("fmt", ["keybroker", "constellation"])
+async def test_external_kms_end_to_end(gcp: GCPEnv, fmt: WriteFormat) -> None:
+    uri = uri_for(gcp, new_key(gcp)[0])
+    built = wrapper_from_uri(parse_uri(uri))
+    await built.close()
+    assert isinstance(built, GCPKMSWrapper)
+    kms = from_uris(kms_uri=uri, storage_uri="storage://memory", write_format=fmt)
+    try:
+        first = await kms.get_dek("key-a", 32)
+        assert await kms.get_dek("key-a", 32) == first
+        assert await kms.get_dek("key-b", 32) != first
+    finally:
+        await kms.close()

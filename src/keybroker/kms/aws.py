@@ -181,7 +181,9 @@ def _make_client(
 
 def _context(aad: bytes) -> dict[str, str]:
     # KMS contexts are string maps; base64 keeps arbitrary bytes intact and unambiguous.
-    return {AAD_CONTEXT_KEY: base64.b64encode(aad).decode("ascii")}
+    # No aad, no context: exactly what Constellation (go-kms-wrapping) sends, so its blobs
+    # unwrap here.
+    return {AAD_CONTEXT_KEY: base64.b64encode(aad).decode("ascii")} if aad else {}
 
 
 def _check_key(key_id: str, meta: dict[str, Any]) -> str:

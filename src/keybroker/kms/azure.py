@@ -163,9 +163,10 @@ class AzureKeyVaultWrapper:
         Raises ``IntegrityError`` (bad ciphertext), ``KMSConfigError`` (unknown key or
         version), ``BackendError`` (auth or service failure).
         """
-        if not wrapped.ciphertext or not wrapped.kek_version.isalnum():
+        version = self._version_of(wrapped.kek_version)
+        if not wrapped.ciphertext or not version.isalnum():
             raise IntegrityError("the wrapped key cannot be unwrapped")
-        return bytes(await self._call("unwrapKey", self._unwrap_sync, wrapped))
+        return bytes(await self._call("unwrapKey", self._unwrap_sync, (version, wrapped)))
 
     async def close(self) -> None:
         """Close the HTTP sessions and the credential; idempotent."""
@@ -189,10 +190,19 @@ class AzureKeyVaultWrapper:
             result = crypto.wrap_key(KeyWrapAlgorithm(_ALGORITHM), plaintext)
         return str(key.properties.version), bytes(result.encrypted_key)
 
-    def _unwrap_sync(self, wrapped: WrappedKey) -> bytes:
+    def _version_of(self, kek_version: str) -> str:
+        # A bare version is what we record; a full key id (".../keys/<name>/<version>") is
+        # accepted too, for blobs written by other tools, if it names this key.
+        prefix, _, version = kek_version.rpartition("/")
+        if not prefix:
+            return kek_version
+        return version if prefix.endswith(f"/keys/{self._key_name}") else ""
+
+    def _unwrap_sync(self, args: tuple[str, WrappedKey]) -> bytes:
         from azure.keyvault.keys.crypto import KeyWrapAlgorithm
 
-        result = self._crypto_for(wrapped.kek_version).unwrap_key(
+        version, wrapped = args
+        result = self._crypto_for(version).unwrap_key(
             KeyWrapAlgorithm(_ALGORITHM), wrapped.ciphertext
         )
         return bytes(result.key)
