@@ -14,6 +14,7 @@ from azure.storage.blob import BlobServiceClient
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
+from keybroker.storage import storage_from_uri
 from keybroker.storage.azure_blob import AzureBlobStorage
 from tests.storage.cloud_servers import Azurite, azurite
 from tests.storage.conformance import StorageConformance
@@ -271,3 +272,17 @@ def test_constructor_argument_errors() -> None:
         "Azure Blob storage: container is empty; account (or endpoint) is required without a "
         "connection string; page_size must be between 1 and 5000"
     )
+
+
+def test_registry_builds_azure_storage(azurite: Azurite) -> None:
+    built = storage_from_uri(parse_uri(conn_uri(azurite, "c")))
+    assert isinstance(built, AzureBlobStorage)
+
+
+def test_validate_uri_checks_parameters_only() -> None:
+    """Parameter checks alone: an env: reference to an unset variable is not resolved here."""
+    AzureBlobStorage.validate_uri(
+        parse_uri("storage://azure?account=a&container=c&connectionString=env:KB_UNSET_VAR")
+    )
+    with pytest.raises(KMSConfigError, match=r"^storage://azure: missing parameter\(s\): account$"):
+        AzureBlobStorage.validate_uri(parse_uri("storage://azure?container=c&connectionString=x"))

@@ -18,6 +18,7 @@ from google.cloud import storage as gcs
 
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
 from keybroker.kms.uri import parse_uri
+from keybroker.storage import storage_from_uri
 from keybroker.storage.gcs import GCSStorage
 from tests.servers import free_port
 from tests.storage.cloud_servers import FakeGoogleTokenServer, fake_gcs_url, google_token_server
@@ -274,3 +275,14 @@ def test_constructor_argument_errors() -> None:
         "GCS storage: bucket is empty; give credentials or credentials_path, not both; "
         "page_size must be between 1 and 1000"
     )
+
+
+def test_registry_builds_gcs_storage(key_file: Path) -> None:
+    assert isinstance(storage_from_uri(parse_uri(uri(None, "b", key_file))), GCSStorage)
+
+
+def test_validate_uri_reads_no_file(tmp_path: Path) -> None:
+    """Parameter checks alone: a key file that does not exist yet is not an error here."""
+    GCSStorage.validate_uri(parse_uri(uri(None, "b", tmp_path / "not-yet.json")))
+    with pytest.raises(KMSConfigError, match=r"^storage://gcp: unknown parameter\(s\): location$"):
+        GCSStorage.validate_uri(parse_uri(uri(None, "b", tmp_path / "x") + "&location=EU"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,9 +11,11 @@ from urllib.parse import quote
 import boto3
 import pytest
 
+from keybroker.kms import from_uris
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
+from keybroker.storage import storage_from_uri
 from keybroker.storage.s3 import S3Storage
 from tests.storage.cloud_servers import AwsKeys, moto_auth_enforced, moto_s3_keys
 from tests.storage.conformance import StorageConformance
@@ -35,9 +38,13 @@ def admin(moto_url: str, region: str = "us-east-1") -> object:
     )
 
 
+SESSION = boto3.Session()  # shared: loading the S3 model for every test is slow
+
+
 def explicit(moto_url: str, bucket: str, region: str = "us-east-1", **kw: object) -> S3Storage:
     return S3Storage(
         bucket,
+        session=SESSION,
         region=region,
         endpoint=moto_url,
         access_key_id="testing",
@@ -320,3 +327,47 @@ async def test_closed_storage_refuses(moto_url: str) -> None:
     await s.close()
     with pytest.raises(BackendError, match="closed"):
         await s.get("k")
+
+
+# -- through the registry and the KMS ---------------------------------------------------------
+
+
+def test_registry_builds_s3_storage(moto_url: str, moto_s3_keys: AwsKeys) -> None:
+    built = storage_from_uri(parse_uri(uri(moto_url, new_bucket(), moto_s3_keys)))
+    assert isinstance(built, S3Storage)
+
+
+def test_validate_uri_checks_parameters_only() -> None:
+    S3Storage.validate_uri(parse_uri("storage://aws?bucket=b&region=r&accessKeyID=a&accessKey=s"))
+    with pytest.raises(KMSConfigError, match=r"^storage://aws: parameter endpoint is empty$"):
+        S3Storage.validate_uri(
+            parse_uri("storage://aws?bucket=b&region=r&accessKeyID=a&accessKey=s&endpoint=")
+        )
+
+
+async def test_external_kms_keeps_deks_in_s3(moto_url: str, moto_s3_keys: AwsKeys) -> None:
+    """Constellation's set-up end to end: AWS KMS (moto) wraps, S3 (moto) stores; concurrent
+    first requests for one id all get the one stored DEK."""
+    kms_client = boto3.client(
+        "kms",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    key_arn = kms_client.create_key()["KeyMetadata"]["Arn"]
+    bucket = new_bucket()
+    kms = from_uris(
+        kms_uri=(
+            f"kms://aws?region=us-east-1&accessKeyID=testing&accessKey=testing"
+            f"&keyName={quote(key_arn, safe='')}&endpoint={quote(moto_url, safe='')}"
+        ),
+        storage_uri=uri(moto_url, bucket, moto_s3_keys),
+    )
+    deks = await asyncio.gather(*(kms.get_dek("key-shared", 32) for _ in range(10)))
+    assert len(set(deks)) == 1 and len(deks[0]) == 32
+    stored = admin(moto_url).list_objects_v2(Bucket=bucket)["Contents"]  # type: ignore[attr-defined]
+    assert [o["Key"] for o in stored] == ["key-shared"]
+    assert await kms.get_dek("key-shared", 32) == deks[0]
+    assert await kms.get_dek("key-other", 32) != deks[0]
+    await kms.close()

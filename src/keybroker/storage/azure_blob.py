@@ -105,41 +105,47 @@ class AzureBlobStorage:
         )
 
     @classmethod
-    def from_uri(cls, parsed: ParsedURI) -> Self:
-        """Build from ``storage://azure?...`` without touching the network.
+    def validate_uri(cls, parsed: ParsedURI) -> None:
+        """Check the parameters of ``storage://azure?...`` alone (no I/O, nothing built).
 
-        Raises ``KMSConfigError`` naming every missing, unknown or conflicting parameter.
+        Raises ``KMSConfigError`` naming every unknown, missing, empty or conflicting parameter.
         """
         parsed.check_known(*_KNOWN)
-        conn = parsed.optional("connectionString")
-        if conn is None:
-            p = parsed.require("account", "container", *_SP_PARAMS)
-            secret = resolve_secret(p["clientSecret"], what=f"{parsed.label} clientSecret")
-            credential = cls.service_principal(
-                p["tenantID"],
-                p["clientID"],
-                secret,
-                authority_host=parsed.optional("authorityHost"),
-            )
-            return cls(
-                p["container"],
-                account=p["account"],
-                credential=credential,
-                endpoint=parsed.optional("endpoint"),
-            )
+        parsed.optional("endpoint")
+        if parsed.optional("connectionString") is None:
+            parsed.require("account", "container", *_SP_PARAMS)
+            parsed.optional("authorityHost")
+            return
         clash = [n for n in (*_SP_PARAMS, "authorityHost") if n in parsed.params]
         if clash:
             raise KMSConfigError(
                 f"{parsed.label}: connectionString excludes parameter(s): {', '.join(clash)}"
             )
+        parsed.require("account", "container")
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedURI) -> Self:
+        """Build from ``storage://azure?...`` without touching the network.
+
+        Raises ``KMSConfigError`` naming every missing, unknown or conflicting parameter, an
+        unresolvable secret reference, or a connection string for another account.
+        """
+        cls.validate_uri(parsed)
         p = parsed.require("account", "container")
-        secret = resolve_secret(conn, what=f"{parsed.label} connectionString")
-        _check_account(parsed.label, p["account"], secret)
-        return cls(
-            p["container"],
-            connection_string=secret,
-            endpoint=parsed.optional("endpoint"),
+        endpoint = parsed.optional("endpoint")
+        conn = parsed.optional("connectionString")
+        if conn is not None:
+            secret = resolve_secret(conn, what=f"{parsed.label} connectionString")
+            _check_account(parsed.label, p["account"], secret)
+            return cls(p["container"], connection_string=secret, endpoint=endpoint)
+        sp = parsed.require(*_SP_PARAMS)
+        credential = cls.service_principal(
+            sp["tenantID"],
+            sp["clientID"],
+            resolve_secret(sp["clientSecret"], what=f"{parsed.label} clientSecret"),
+            authority_host=parsed.optional("authorityHost"),
         )
+        return cls(p["container"], account=p["account"], credential=credential, endpoint=endpoint)
 
     @property
     def account(self) -> str:

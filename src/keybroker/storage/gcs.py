@@ -94,13 +94,24 @@ class GCSStorage:
         self._closed = False
 
     @classmethod
+    def validate_uri(cls, parsed: ParsedURI) -> None:
+        """Check the parameters of ``storage://gcp?...`` alone (no I/O, nothing built).
+
+        Raises ``KMSConfigError`` naming every unknown, missing or empty parameter.
+        """
+        parsed.check_known(*_URI_PARAMS, "endpoint")
+        parsed.require(*_URI_PARAMS)
+        parsed.optional("endpoint")
+
+    @classmethod
     def from_uri(cls, parsed: ParsedURI) -> Self:
-        """Build from ``storage://gcp?...`` without touching the network.
+        """Build from ``storage://gcp?...`` without touching the network (the key file is
+        read, no token is fetched).
 
         Raises ``KMSConfigError`` naming every missing or unknown parameter, or when the key
         file cannot be read.
         """
-        parsed.check_known(*_URI_PARAMS, "endpoint")
+        cls.validate_uri(parsed)
         p = parsed.require(*_URI_PARAMS)
         endpoint = parsed.optional("endpoint", DEFAULT_ENDPOINT)
         return cls(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -85,22 +86,34 @@ class S3Storage:
         self._closed = False
 
     @classmethod
+    def validate_uri(cls, parsed: ParsedURI) -> None:
+        """Check the parameters of ``storage://aws?...`` alone (no I/O, nothing built).
+
+        Raises ``KMSConfigError`` naming every unknown, missing or empty parameter.
+        """
+        parsed.check_known(*_URI_PARAMS, "endpoint")
+        parsed.require(*_URI_PARAMS)
+        parsed.optional("endpoint")
+
+    @classmethod
     def from_uri(cls, parsed: ParsedURI) -> Self:
         """Build from ``storage://aws?...`` without touching the network.
 
-        Raises ``KMSConfigError`` naming every missing or unknown parameter.
+        Raises ``KMSConfigError`` naming every missing or unknown parameter, or an
+        unresolvable ``accessKey`` reference.
         """
-        parsed.check_known(*_URI_PARAMS, "endpoint")
+        cls.validate_uri(parsed)
         p = parsed.require(*_URI_PARAMS)
         secret = resolve_secret(p["accessKey"], what=f"{parsed.label} accessKey")
-        client = _make_client(
-            _isolated_session(),
-            p["region"],
-            p["accessKeyID"],
-            secret,
-            parsed.optional("endpoint"),
-            ignore_env_endpoint=True,
-        )
+        with _ISOLATED_LOCK:
+            client = _make_client(
+                _isolated_session(),
+                p["region"],
+                p["accessKeyID"],
+                secret,
+                parsed.optional("endpoint"),
+                ignore_env_endpoint=True,
+            )
         return cls(p["bucket"], client=client)
 
     @property
@@ -241,14 +254,22 @@ def _check_args(
         raise KMSConfigError(f"S3 storage: {'; '.join(problems)}")
 
 
+@functools.cache
 def _isolated_session() -> boto3.Session:
-    """A session that reads no environment variable and no shared config/credentials file."""
+    """A session that reads no environment variable and no shared config/credentials file.
+
+    One per process: building a session loads the service models (slow), and sessions are not
+    thread-safe, so client creation from it is serialised by ``_ISOLATED_LOCK``.
+    """
     blank = (None, None, None, None)
     devnull = (None, None, os.devnull, None)
     core = botocore.session.Session(
         session_vars={"profile": blank, "config_file": devnull, "credentials_file": devnull}
     )
     return boto3.Session(botocore_session=core)
+
+
+_ISOLATED_LOCK = threading.Lock()
 
 
 def _make_client(
