@@ -16,6 +16,8 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.azure import VAULT_TYPES, AzureKeyVaultWrapper
@@ -288,3 +290,23 @@ async def test_full_key_id_as_version_is_accepted_for_this_key_only(
     other = f"{wrapper.kek_id}-other/{wrapped.kek_version}"
     with pytest.raises(IntegrityError):
         await wrapper.unwrap(dataclasses.replace(wrapped, kek_version=other), b"")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    vault_type=st.text(max_size=40),
+    extra=st.dictionaries(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,10}", fullmatch=True),
+        st.text(max_size=10),
+        max_size=3,
+    ),
+)
+def test_uri_checks_fail_only_with_config_errors(vault_type: str, extra: dict[str, str]) -> None:
+    assume(not {"vaultType", "keyName"} & set(extra))
+    uri = uri_for(None, "k", vaultType=vault_type, **extra)
+    try:
+        AzureKeyVaultWrapper.validate_uri(parse_uri(uri))
+    except KMSConfigError as exc:
+        assert SECRET not in str(exc)
+        return
+    assert vault_type in VAULT_TYPES

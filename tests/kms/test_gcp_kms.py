@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.envelope import WriteFormat
@@ -256,3 +258,14 @@ async def test_external_kms_end_to_end(gcp: GCPEnv, fmt: WriteFormat) -> None:
         assert await kms.get_dek("key-b", 32) != first
     finally:
         await kms.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120))
+def test_key_name_parser_fails_only_with_config_errors(name: str) -> None:
+    try:
+        wrapper = GCPKMSWrapper(name, credentials=AnonymousCredentials())
+    except KMSConfigError:
+        return
+    parts = name.split("/")
+    assert len(parts) == 8 and all(parts) and wrapper.kek_id == name
