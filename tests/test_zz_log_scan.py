@@ -25,5 +25,7 @@ def test_no_secret_in_any_log() -> None:
     leaks = []
     for path in _log_files():
         text = path.read_bytes().decode("utf-8", "replace")
-        leaks.extend(f"{path.name}: secret #{i}" for i, s in enumerate(sorted(logscan.SECRETS)) if s in text)
+        leaks.extend(
+            f"{path.name}: secret #{i}" for i, s in enumerate(sorted(logscan.SECRETS)) if s in text
+        )
     assert not leaks, f"secrets found in logs: {leaks}"

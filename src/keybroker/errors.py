@@ -4,7 +4,7 @@
 
     KeybrokerError
     ├── ConfigError                  a config file or object is invalid (message names the field)
-    ├── ProxyError                   a request cannot be proxied; carries HTTP status + key-proxy code
+    ├── ProxyError                   a request cannot be proxied (HTTP status + key-proxy code)
     │   ├── AccountNotFound          404 Proxy.CloudAccountNotFound
     │   ├── MalformedRequest         400 Proxy.MalformedRequest (bad header, URI, date, ...)
     │   ├── MalformedSignature       400 Proxy.MalformedSignature (Authorization cannot be parsed)

@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from keybroker import __version__, native_errors, signers
 from keybroker.config import Config, Endpoint
+from keybroker.config_load import validate
 from keybroker.context import RequestContext
 from keybroker.destinations import (
     Destination,
@@ -99,7 +100,8 @@ class _Accounts:
 
 
 class Proxy:
-    """The proxy server.  Build it from a :class:`~keybroker.config.Config`, then ``run()``
+    """The proxy server.  Build it from a :class:`~keybroker.config.Config` (validated here:
+    ``ConfigError`` lists every problem), then ``run()``
     (blocking) or ``await start()`` / ``await stop()``.
 
     ``clock`` returns the current UTC time (injectable for tests).
@@ -121,13 +123,16 @@ class Proxy:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        validate(config)
         self.config = config
         self._accounts = _Accounts(config)
         register_config_secrets(config)
         self.ports: list[int] = []
 
     def reload(self, config: Config) -> None:
-        """Swap in a new (already validated) config; in-flight requests keep the old one."""
+        """Swap in a new config; in-flight requests keep the old one.  Raises ``ConfigError``
+        (and keeps the old config) if the new one is invalid."""
+        validate(config)
         accounts = _Accounts(config)
         register_config_secrets(config)
         self.config, self._accounts = config, accounts

@@ -13,6 +13,13 @@ from aiohttp import web
 
 from tests.servers import free_port
 
+STS_ANSWER = (
+    '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+    "<GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/recorded</Arn>"
+    "<UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account></GetCallerIdentityResult>"
+    "<ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+)
+
 
 @dataclass
 class Seen:
@@ -50,6 +57,8 @@ def recording_upstream(delay: float = 0.0) -> Iterator[Recorder]:
                 sent += len(chunk)
             await resp.write_eof()
             return resp
+        if b"GetCallerIdentity" in body or "GetCallerIdentity" in req.query_string:
+            return web.Response(text=STS_ANSWER, content_type="text/xml")
         return web.json_response({"ok": True, "n": len(rec.seen)}, headers={"X-Upstream": "yes"})
 
     app = web.Application(client_max_size=1 << 30)

@@ -3,7 +3,7 @@
 ::
 
     KMSError (keybroker.errors)
-    ├── KMSConfigError      a KMS/storage URI or constructor argument is invalid (names the parameter)
+    ├── KMSConfigError      a KMS/storage URI or argument is invalid (names the parameter)
     ├── DEKNotFound         storage has no object for this id (the one "not set" error)
     ├── DEKExists           a create-only put found the id already stored (the race loser re-reads)
     ├── IntegrityError      a stored blob failed authentication, is truncated, is bound to another
