@@ -170,7 +170,10 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 def test_tls_serves_https_on_tls_address(tmp_path: Path) -> None:
     port = free_port()
     cert, key = _self_signed(tmp_path)
-    tls = f'  Tls:\n    Enabled: true\n    Address: "127.0.0.1:{port}"\n    CertFile: "{cert}"\n    KeyFile: "{key}"'
+    tls = (
+        f'  Tls:\n    Enabled: true\n    Address: "127.0.0.1:{port}"\n'
+        f'    CertFile: "{cert}"\n    KeyFile: "{key}"'
+    )
     real_sk, proxy_sk = secrets.token_urlsafe(30), secrets.token_urlsafe(30)
     with recording_upstream() as up:
         cfg = _config(tmp_path, free_port(), up.url, real_sk=real_sk, proxy_sk=proxy_sk, tls=tls)
