@@ -254,9 +254,9 @@ class Proxy:
         accounts = self._accounts
         if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
             ctx.mode = "keyproxy"
-            route = self._route_keyproxy(request, accounts)
+            route = await self._route_keyproxy(request, accounts)
         else:
-            route = self._route_native(request, accounts, ctx)
+            route = await self._route_native(request, accounts, ctx)
         if route.endpoint is None:
             return await self._pass_unsigned(request, ctx, route)
         endpoint, signer, auth = route.endpoint, route.signer, route.auth
@@ -264,7 +264,9 @@ class Proxy:
         assert signer is not None and auth is not None
         ctx.account, ctx.vendor = endpoint.cloud_account_name, endpoint.vendor
         ctx.service, ctx.region, ctx.action = auth.service, auth.region, auth.action
-        body = await self._read_body_if_needed(request, auth)
+        body = route.signed.body
+        if body is None:
+            body = await self._read_body_if_needed(request, auth)
         try:
             self._verify(route.signed, signer, auth, endpoint, body)
         except (SignatureMismatch, RequestExpired):
@@ -275,11 +277,13 @@ class Proxy:
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
         await _run_hooks(self.hooks.before_forward, ctx)
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
+        if upstream.body is not None:  # a body-credential scheme re-signed inside the body
+            body = upstream.body
         return await self._forwarder.forward(request, ctx, upstream, body, auth)
 
     # ------------------------------------------------------------- routing
 
-    def _route_keyproxy(self, request: web.BaseRequest, accounts: _Accounts) -> _Route:
+    async def _route_keyproxy(self, request: web.BaseRequest, accounts: _Accounts) -> _Route:
         origin = request.headers.get("x-mcdn-origin-uri", "")
         if not origin:
             raise MalformedRequest("missing X-Mcdn-Origin-Uri header")
@@ -299,12 +303,12 @@ class Proxy:
                 raise AccountNotFound(f"cloud account {name!r} is not configured")
             return _Route(None, None, None, signed, dest, vendor_hint=_vendor_hint(request))
         signer = signers.get(endpoint.vendor)
+        if getattr(signer, "body_credentials", False):
+            signed.body = await read_bounded(request, self.config.http.max_body_bytes)
         auth = _parse(signer, signed)
-        if not constant_time_equal(auth.access_key, endpoint.proxy.access_key):
-            raise SignatureMismatch()
         return _Route(endpoint, signer, auth, signed, dest)
 
-    def _route_native(
+    async def _route_native(
         self, request: web.BaseRequest, accounts: _Accounts, ctx: RequestContext
     ) -> _Route:
         path, _, query = request.raw_path.partition("?")
@@ -314,14 +318,10 @@ class Proxy:
         host = request.headers.get("host", "")
         scheme = "https" if request.secure else "http"
         signed = SigningRequest(request.method, host, path or "/", query, headers, scheme)
-        for candidate in signers.all_signers():
-            if candidate.detect(signed):
-                ctx.vendor = candidate.vendor  # errors from here on in this vendor's shape
-                auth = _parse(candidate, signed)
-                ctx.service = auth.service
-                break
-        else:
-            raise SignatureMismatch("the request carries no signature of a supported scheme")
+        candidate = await self._detect(request, signed)
+        ctx.vendor = candidate.vendor  # errors from here on in this vendor's shape
+        auth = _parse(candidate, signed)
+        ctx.service = auth.service
         endpoint = accounts.by_proxy_key.get(auth.access_key)
         if endpoint is None:
             raise AccountNotFound("no cloud account has this proxy access key")
@@ -329,6 +329,22 @@ class Proxy:
         if signer is not candidate:
             auth = _parse(signer, signed)
         return _Route(endpoint, signer, auth, signed, None)
+
+    async def _detect(self, request: web.BaseRequest, signed: SigningRequest) -> Signer:
+        """The scheme of a natively addressed request: header/query schemes first; schemes
+        that carry the credential in the body only if none of those matched."""
+        in_body = []
+        for candidate in signers.all_signers():
+            if getattr(candidate, "body_credentials", False):
+                in_body.append(candidate)
+            elif candidate.detect(signed):
+                return candidate
+        if in_body and request.body_exists:
+            signed.body = await read_bounded(request, self.config.http.max_body_bytes)
+        for candidate in in_body:
+            if candidate.detect(signed):
+                return candidate
+        raise SignatureMismatch("the request carries no signature of a supported scheme")
 
     # ------------------------------------------------------------- verification
 
@@ -340,6 +356,8 @@ class Proxy:
         endpoint: Endpoint,
         body: bytes | None,
     ) -> None:
+        if not constant_time_equal(auth.access_key, endpoint.proxy.access_key):
+            raise SignatureMismatch()
         self._check_fresh(auth)
         signer.verify(signed, auth, endpoint.proxy, body)
 

@@ -14,6 +14,12 @@ signed), and it answers four questions:
 The body is never handed over whole unless the signer asks for it with
 ``ParsedAuth.body is BodyPolicy.BUFFER``; with ``CLAIMED_SHA256`` the proxy streams the body
 and aborts the upstream request if the bytes do not hash to ``ParsedAuth.payload_sha256``.
+
+Schemes that carry the credential *inside* the body (form-encoded RPC APIs: UCloud, Alibaba
+RPC over POST, Qiniu form bodies) set the class attribute ``body_credentials = True``: the
+proxy then reads the body (bounded by ``Http.MaxBodyBytes``) *before* ``detect``/``parse`` and
+puts it in ``SigningRequest.body``.  ``resign`` may replace ``SigningRequest.body`` (e.g. to
+swap a signature parameter inside a form body); the proxy sends ``body`` as it is afterwards.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class SigningRequest:
     query: str
     headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
     scheme: str = "https"
+    #: the whole body, only for ``body_credentials`` schemes (see the module docstring)
+    body: bytes | None = None
 
     def query_pairs(self) -> list[tuple[str, str]]:
         """Decoded ``(name, value)`` pairs of the query, blank values kept."""
@@ -56,7 +64,13 @@ class SigningRequest:
 
     def copy(self) -> SigningRequest:
         return SigningRequest(
-            self.method, self.host, self.path, self.query, CIMultiDict(self.headers), self.scheme
+            self.method,
+            self.host,
+            self.path,
+            self.query,
+            CIMultiDict(self.headers),
+            self.scheme,
+            self.body,
         )
 
 
@@ -64,9 +78,8 @@ class BodyPolicy(enum.Enum):
     """How a signature covers the body."""
 
     UNSIGNED = "unsigned"  # the body is not signed (or explicitly UNSIGNED-PAYLOAD)
-    CLAIMED_SHA256 = (
-        "claimed-sha256"  # a header claims its SHA-256; the proxy checks while streaming
-    )
+    # a header claims the body's SHA-256; the proxy checks it while streaming
+    CLAIMED_SHA256 = "claimed-sha256"
     BUFFER = "buffer"  # the signer needs the whole body (bounded by the proxy)
     STREAMING = "streaming"  # a chunk-signed stream (aws-chunked); handled by the signer's stream
 
