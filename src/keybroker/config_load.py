@@ -538,8 +538,9 @@ def _endpoint(r: _Reader, node: Node, path: str, env: Mapping[str, str]) -> Endp
     creds_path = f"{path}.Credentials"
     creds_node = r.required(m, path, "Credentials")
     creds = r.mapping(creds_node, creds_path, ("Proxy", "Real")) if creds_node is not None else None
-    proxy = _credential(r, creds, creds_path, "Proxy", env)
-    real = _credential(r, creds, creds_path, "Real", env)
+    needed = _required_credential_keys(vendor.strip().lower())
+    proxy = _credential(r, creds, creds_path, "Proxy", env, needed)
+    real = _credential(r, creds, creds_path, "Real", env, needed)
     return Endpoint(name, vendor.strip().lower(), proxy, real, upstream or None)
 
 
@@ -554,15 +555,37 @@ def _required_text(r: _Reader, m: dict[str, Node] | None, path: str, key: str) -
     return text or ""
 
 
+_FIELD_KEYS = {
+    "access_key": "AccessKey",
+    "secret_key": "SecretKey",
+    "access_token": "AccessToken",
+    "client_token": "ClientToken",
+    "client_secret": "ClientSecret",
+}
+
+
+def _required_credential_keys(vendor: str) -> tuple[str, ...]:
+    """The credential keys ``vendor``'s scheme needs (AccessKey + SecretKey unless it says)."""
+    try:
+        signer = signers.get(vendor)
+    except KeyError:
+        return ("AccessKey", "SecretKey")
+    return tuple(_FIELD_KEYS[f] for f in signers.credential_fields(signer))
+
+
 def _credential(
-    r: _Reader, creds: dict[str, Node] | None, path: str, role: str, env: Mapping[str, str]
+    r: _Reader,
+    creds: dict[str, Node] | None,
+    path: str,
+    role: str,
+    env: Mapping[str, str],
+    needed: tuple[str, ...] = ("AccessKey", "SecretKey"),
 ) -> Credential:
     sub = f"{path}.{role}"
     node = r.required(creds, path, role)
     m = r.mapping(node, sub, _CREDENTIAL_KEYS) if node is not None else None
     access, secret, token, client_token, client_secret = (
-        _secret_field(r, m, sub, key, env, required=key in ("AccessKey", "SecretKey"))
-        for key in _CREDENTIAL_KEYS
+        _secret_field(r, m, sub, key, env, required=key in needed) for key in _CREDENTIAL_KEYS
     )
     optional = [Secret(v) if v else None for v in (token, client_token, client_secret)]
     return Credential(access or "", Secret(secret or ""), *optional)
@@ -701,16 +724,20 @@ def _upstream_problem(upstream: str) -> str | None:
     return None
 
 
-def _check_credential(cred: object, path: str, p: _Problems) -> None:
+def _check_credential(
+    cred: object, path: str, p: _Problems, needed: tuple[str, ...] = ("AccessKey", "SecretKey")
+) -> None:
     if not _is_type(p, path, cred, Credential, "a Credential"):
         return
     assert isinstance(cred, Credential)  # for mypy: _is_type just said so
     if not _is_type(p, f"{path}.AccessKey", cred.access_key, str, "a string"):
         pass
-    elif not cred.access_key:
+    elif not cred.access_key and "AccessKey" in needed:
         p.check(f"{path}.AccessKey", "must not be empty")
-    if _is_type(p, f"{path}.SecretKey", cred.secret_key, Secret, "a Secret") and not (
-        cred.secret_key
+    if (
+        _is_type(p, f"{path}.SecretKey", cred.secret_key, Secret, "a Secret")
+        and not cred.secret_key
+        and "SecretKey" in needed
     ):
         p.check(f"{path}.SecretKey", "must not be empty")
     for key, value in (
@@ -720,6 +747,8 @@ def _check_credential(cred: object, path: str, p: _Problems) -> None:
     ):
         if value is not None:
             _is_type(p, f"{path}.{key}", value, Secret, "a Secret or None")
+        if key in needed and not value:
+            p.check(f"{path}.{key}", "must not be empty")
 
 
 def _check_endpoint(ep: Endpoint, path: str, p: _Problems) -> None:
@@ -729,12 +758,22 @@ def _check_endpoint(ep: Endpoint, path: str, p: _Problems) -> None:
         p.check(f"{path}.Vendor", "must not be empty")
     elif problem := _vendor_problem(ep.vendor):
         p.check(f"{path}.Vendor", problem)
-    _check_credential(ep.proxy, f"{path}.Credentials.Proxy", p)
-    _check_credential(ep.real, f"{path}.Credentials.Real", p)
+    needed = _required_credential_keys(ep.vendor) if isinstance(ep.vendor, str) else ()
+    _check_credential(ep.proxy, f"{path}.Credentials.Proxy", p, needed)
+    _check_credential(ep.real, f"{path}.Credentials.Real", p, needed)
     if ep.upstream is not None and (
         not isinstance(ep.upstream, str) or (problem := _upstream_problem(ep.upstream))
     ):
         p.check(f"{path}.Upstream", problem if isinstance(ep.upstream, str) else "expected a URL")
+
+
+def _proxy_credential_id(ep: Endpoint) -> str | None:
+    if not isinstance(ep.proxy, Credential):
+        return None
+    try:
+        return signers.credential_id(signers.get(ep.vendor), ep.proxy)
+    except (KeyError, TypeError, AttributeError):
+        return ep.proxy.access_key
 
 
 def _check_endpoints(endpoints: list[Endpoint], p: _Problems) -> None:
@@ -750,7 +789,7 @@ def _check_endpoints(endpoints: list[Endpoint], p: _Problems) -> None:
         name = ep.cloud_account_name
         if isinstance(name, str) and name and names.setdefault(name, i) != i:
             p.check(f"{path}.CloudAccountName", f"duplicate name (also Endpoints[{names[name]}])")
-        key = ep.proxy.access_key if isinstance(ep.proxy, Credential) else None
+        key = _proxy_credential_id(ep)
         if isinstance(key, str) and key and proxy_keys.setdefault(key, i) != i:
             p.check(
                 f"{path}.Credentials.Proxy.AccessKey",

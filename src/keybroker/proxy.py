@@ -93,7 +93,9 @@ class _Accounts:
 
     def __init__(self, config: Config) -> None:
         self.by_name: dict[str, Endpoint] = {e.cloud_account_name: e for e in config.endpoints}
-        self.by_proxy_key: dict[str, Endpoint] = {e.proxy.access_key: e for e in config.endpoints}
+        self.by_proxy_key: dict[str, Endpoint] = {
+            signers.credential_id(signers.get(e.vendor), e.proxy): e for e in config.endpoints
+        }
         self.upstreams: dict[str, Destination] = {
             e.cloud_account_name: parse_base_url(e.upstream) for e in config.endpoints if e.upstream
         }
@@ -356,7 +358,7 @@ class Proxy:
         endpoint: Endpoint,
         body: bytes | None,
     ) -> None:
-        if not constant_time_equal(auth.access_key, endpoint.proxy.access_key):
+        if not constant_time_equal(auth.access_key, signers.credential_id(signer, endpoint.proxy)):
             raise SignatureMismatch()
         self._check_fresh(auth)
         signer.verify(signed, auth, endpoint.proxy, body)

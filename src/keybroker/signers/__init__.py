@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from keybroker.credentials import Credential
 from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "ParsedAuth",
     "Signer",
     "SigningRequest",
+    "all_signers",
+    "credential_fields",
+    "credential_id",
     "get",
     "known_vendors",
     "register",
@@ -23,9 +27,26 @@ __all__ = [
 
 #: key-proxy's vendor codes mapped to the module that implements each.
 BUILTIN_VENDORS: dict[str, str] = {
-    "aws": "keybroker.signers.aws",
-    "volcengine": "keybroker.signers.volcengine",
+    code: f"keybroker.signers.{code}"
+    for code in (
+        "aws",
+        "volcengine",
+        "ksyun",
+        "aliyun",
+        "tencent",
+        "huawei",
+        "baidu",
+        "jingdong",
+        "akamai",
+        "qiniu",
+        "ucloud",
+        "wangsu",
+        "baishan",
+    )
 }
+
+#: Credential fields a scheme needs when it does not say (``Signer.credential_fields``).
+DEFAULT_CREDENTIAL_FIELDS = ("access_key", "secret_key")
 
 _registry: dict[str, Signer] = {}
 _loaded = False
@@ -44,7 +65,12 @@ def _load_builtins() -> None:
         return
     for vendor, module in BUILTIN_VENDORS.items():
         if vendor not in _registry:
-            mod = importlib.import_module(module)
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # a dependency of the module is missing: a real bug
+                    raise
+                continue  # this vendor's scheme is not part of this build
             register(mod.SIGNER)
     _loaded = True
 
@@ -63,6 +89,20 @@ def get(vendor: str) -> Signer:
     except KeyError:
         known = ", ".join(_registry)
         raise KeyError(f"unknown vendor {vendor!r} (known: {known})") from None
+
+
+def credential_fields(signer: Signer) -> tuple[str, ...]:
+    """The :class:`~keybroker.credentials.Credential` fields ``signer`` needs (optional class
+    attribute ``credential_fields``; AccessKey + SecretKey by default)."""
+    fields: tuple[str, ...] = getattr(signer, "credential_fields", DEFAULT_CREDENTIAL_FIELDS)
+    return fields
+
+
+def credential_id(signer: Signer, cred: Credential) -> str:
+    """The public identifier a request names its credential by (optional method
+    ``credential_id``; the access key id by default — Akamai uses its client token)."""
+    fn = getattr(signer, "credential_id", None)
+    return str(fn(cred)) if fn is not None else cred.access_key
 
 
 def all_signers() -> list[Signer]:

@@ -20,6 +20,11 @@ RPC over POST, Qiniu form bodies) set the class attribute ``body_credentials = T
 proxy then reads the body (bounded by ``Http.MaxBodyBytes``) *before* ``detect``/``parse`` and
 puts it in ``SigningRequest.body``.  ``resign`` may replace ``SigningRequest.body`` (e.g. to
 swap a signature parameter inside a form body); the proxy sends ``body`` as it is afterwards.
+
+Two more optional members, for schemes whose credential is not an access key + secret key:
+``credential_fields`` (class attribute: the ``Credential`` fields the config must fill, e.g.
+``("client_token", "access_token", "client_secret")`` for Akamai) and ``credential_id(cred)``
+(the identifier ``ParsedAuth.access_key`` is compared with; ``cred.access_key`` by default).
 """
 
 from __future__ import annotations
