@@ -21,50 +21,31 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from keybroker import __version__, native_errors, signers
 from keybroker.config import Config, Endpoint
 from keybroker.config_load import validate
 from keybroker.context import RequestContext
 from keybroker.destinations import (
-    Destination,
-    parse_base_url,
-    parse_origin_uri,
     require_vendor_host,
 )
 from keybroker.errors import (
-    AccountNotFound,
     HeadersTooLarge,
     MalformedRequest,
-    MalformedSignature,
     ProxyError,
     RequestExpired,
     SignatureMismatch,
 )
-from keybroker.forwarding import HOP_BY_HOP, Forwarder, read_bounded
+from keybroker.forwarding import Forwarder, read_bounded
 from keybroker.logs import request_log_line
 from keybroker.redact import register_config_secrets
+from keybroker.routing import Route, Router, upstream_request, vendor_domains
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, Signer, SigningRequest
 
 __all__ = ["Hooks", "Proxy", "RequestContext"]
 
 log = logging.getLogger("keybroker.proxy")
-
-CONTROL_HEADERS = frozenset(
-    {
-        "x-mcdn-origin-uri",
-        "x-mcdn-cloud-account-name",
-        "x-mcdn-kept-headers",
-        "x-origin-host",
-        "x-mcdn-vendor-name",
-        "x-mcdn-cloud-account-id",
-        "x-mcdn-top-account-id",
-        "x-mcdn-request-id",
-        "x-mcdn-cloud-account-subproject",
-    }
-)
 
 HookFn = Callable[[RequestContext], Awaitable[None] | None]
 
@@ -86,19 +67,6 @@ async def _run_hooks(fns: list[HookFn], ctx: RequestContext) -> None:
         result = fn(ctx)
         if result is not None:
             await result
-
-
-class _Accounts:
-    """The accounts of one config, indexed for lookups by name and by proxy access key."""
-
-    def __init__(self, config: Config) -> None:
-        self.by_name: dict[str, Endpoint] = {e.cloud_account_name: e for e in config.endpoints}
-        self.by_proxy_key: dict[str, Endpoint] = {
-            signers.credential_id(signers.get(e.vendor), e.proxy): e for e in config.endpoints
-        }
-        self.upstreams: dict[str, Destination] = {
-            e.cloud_account_name: parse_base_url(e.upstream) for e in config.endpoints if e.upstream
-        }
 
 
 class Proxy:
@@ -127,7 +95,7 @@ class Proxy:
         self._draining = False
         validate(config)
         self.config = config
-        self._accounts = _Accounts(config)
+        self._router = Router(config)
         register_config_secrets(config)
         self.ports: list[int] = []
 
@@ -135,9 +103,9 @@ class Proxy:
         """Swap in a new config; in-flight requests keep the old one.  Raises ``ConfigError``
         (and keeps the old config) if the new one is invalid."""
         validate(config)
-        accounts = _Accounts(config)
+        router = Router(config)
         register_config_secrets(config)
-        self.config, self._accounts = config, accounts
+        self.config, self._router = config, router
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -253,12 +221,12 @@ class Proxy:
 
     async def _proxy(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         _check_header_size(request, self.config.http.max_header_bytes)
-        accounts = self._accounts
+        router = self._router
         if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
             ctx.mode = "keyproxy"
-            route = await self._route_keyproxy(request, accounts)
+            route = await router.keyproxy(request)
         else:
-            route = await self._route_native(request, accounts, ctx)
+            route = await router.native(request, ctx)
         if route.endpoint is None:
             return await self._pass_unsigned(request, ctx, route)
         endpoint, signer, auth = route.endpoint, route.signer, route.auth
@@ -275,78 +243,13 @@ class Proxy:
             if self.config.forbidden.forbidden_proxy_credential_err:
                 raise
             return await self._pass_unverified(request, ctx, route, body)
-        upstream = _upstream_request(route, accounts)
+        upstream = upstream_request(route, router.accounts)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
         await _run_hooks(self.hooks.before_forward, ctx)
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
         if upstream.body is not None:  # a body-credential scheme re-signed inside the body
             body = upstream.body
         return await self._forwarder.forward(request, ctx, upstream, body, auth)
-
-    # ------------------------------------------------------------- routing
-
-    async def _route_keyproxy(self, request: web.BaseRequest, accounts: _Accounts) -> _Route:
-        origin = request.headers.get("x-mcdn-origin-uri", "")
-        if not origin:
-            raise MalformedRequest("missing X-Mcdn-Origin-Uri header")
-        dest, path, query = parse_origin_uri(origin)
-        kept = _kept_headers(request.headers.get("x-mcdn-kept-headers", ""))
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in request.headers.items():
-            low = name.lower()
-            if low in kept and low not in CONTROL_HEADERS and low not in HOP_BY_HOP:
-                headers.add(name, value)
-        headers.popall("host", None)
-        signed = SigningRequest(request.method, dest.host, path, query, headers, dest.scheme)
-        name = request.headers.get("x-mcdn-cloud-account-name", "")
-        endpoint = accounts.by_name.get(name)
-        if endpoint is None:
-            if self.config.forbidden.forbidden_account_not_found:
-                raise AccountNotFound(f"cloud account {name!r} is not configured")
-            return _Route(None, None, None, signed, dest, vendor_hint=_vendor_hint(request))
-        signer = signers.get(endpoint.vendor)
-        if getattr(signer, "body_credentials", False):
-            signed.body = await read_bounded(request, self.config.http.max_body_bytes)
-        auth = _parse(signer, signed)
-        return _Route(endpoint, signer, auth, signed, dest)
-
-    async def _route_native(
-        self, request: web.BaseRequest, accounts: _Accounts, ctx: RequestContext
-    ) -> _Route:
-        path, _, query = request.raw_path.partition("?")
-        headers: CIMultiDict[str] = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
-        )
-        host = request.headers.get("host", "")
-        scheme = "https" if request.secure else "http"
-        signed = SigningRequest(request.method, host, path or "/", query, headers, scheme)
-        candidate = await self._detect(request, signed)
-        ctx.vendor = candidate.vendor  # errors from here on in this vendor's shape
-        auth = _parse(candidate, signed)
-        ctx.service = auth.service
-        endpoint = accounts.by_proxy_key.get(auth.access_key)
-        if endpoint is None:
-            raise AccountNotFound("no cloud account has this proxy access key")
-        signer = signers.get(endpoint.vendor)
-        if signer is not candidate:
-            auth = _parse(signer, signed)
-        return _Route(endpoint, signer, auth, signed, None)
-
-    async def _detect(self, request: web.BaseRequest, signed: SigningRequest) -> Signer:
-        """The scheme of a natively addressed request: header/query schemes first; schemes
-        that carry the credential in the body only if none of those matched."""
-        in_body = []
-        for candidate in signers.all_signers():
-            if getattr(candidate, "body_credentials", False):
-                in_body.append(candidate)
-            elif candidate.detect(signed):
-                return candidate
-        if in_body and request.body_exists:
-            signed.body = await read_bounded(request, self.config.http.max_body_bytes)
-        for candidate in in_body:
-            if candidate.detect(signed):
-                return candidate
-        raise SignatureMismatch("the request carries no signature of a supported scheme")
 
     # ------------------------------------------------------------- verification
 
@@ -386,12 +289,12 @@ class Proxy:
     # ------------------------------------------------------------- forwarding
 
     async def _pass_unsigned(
-        self, request: web.BaseRequest, ctx: RequestContext, route: _Route
+        self, request: web.BaseRequest, ctx: RequestContext, route: Route
     ) -> web.StreamResponse:
         """Unknown account with ``ForbiddenAccountNotFound: false``: pass the request on as it
         came, only to a public API host of a known vendor."""
         assert route.dest is not None
-        domains = _vendor_domains(route.vendor_hint)
+        domains = vendor_domains(route.vendor_hint)
         require_vendor_host(route.dest, domains, route.vendor_hint or "cloud vendor")
         ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
         up = route.signed.copy()
@@ -399,11 +302,11 @@ class Proxy:
         return await self._forwarder.forward(request, ctx, up, body, None)
 
     async def _pass_unverified(
-        self, request: web.BaseRequest, ctx: RequestContext, route: _Route, body: bytes | None
+        self, request: web.BaseRequest, ctx: RequestContext, route: Route, body: bytes | None
     ) -> web.StreamResponse:
         """``ForbiddenProxyCredentialErr: false``: forward exactly what came, never a signature
         the proxy computed, and only where the account's requests may go."""
-        up = _upstream_request(route, self._accounts)
+        up = upstream_request(route, self._router.accounts)
         ctx.upstream_url = f"{up.scheme}://{up.host}"
         ctx.error_code = SignatureMismatch.code
         if body is None:
@@ -466,74 +369,6 @@ class Proxy:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-@dataclass(slots=True)
-class _Route:
-    endpoint: Endpoint | None
-    signer: Signer | None
-    auth: ParsedAuth | None
-    signed: SigningRequest
-    dest: Destination | None  # key-proxy mode: the origin URI's destination
-    vendor_hint: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.endpoint is not None and self.signer is None:
-            raise ValueError("a routed endpoint needs a signer")
-
-
-def _parse(signer: Signer, req: SigningRequest) -> ParsedAuth:
-    try:
-        return signer.parse(req)
-    except ProxyError:
-        raise
-    except Exception as exc:  # a signer must only raise MalformedSignature; be safe anyway
-        log.warning("signer %s failed to parse: %s", signer.vendor, type(exc).__name__)
-        raise MalformedSignature("the signature cannot be parsed") from None
-
-
-def _vendor_hint(request: web.BaseRequest) -> str | None:
-    hint = request.headers.get("x-mcdn-vendor-name", "").strip().lower()
-    return hint or None
-
-
-def _vendor_domains(hint: str | None) -> tuple[str, ...]:
-    if hint:
-        try:
-            return signers.get(hint).public_domains
-        except KeyError:
-            return ()
-    return tuple(d for s in signers.all_signers() for d in s.public_domains)
-
-
-def _upstream_request(route: _Route, accounts: _Accounts) -> SigningRequest:
-    """The request as it will be sent: the endpoint's ``Upstream`` wins, else the origin URI
-    (key-proxy mode, vendor hosts only) or the vendor's public endpoint (native mode)."""
-    endpoint, signer, auth = route.endpoint, route.signer, route.auth
-    assert endpoint is not None and signer is not None and auth is not None
-    up = route.signed.copy()
-    override = accounts.upstreams.get(endpoint.cloud_account_name)
-    if override is not None:
-        dest = override
-    elif route.dest is not None:
-        dest = route.dest
-        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
-    else:
-        base = signer.native_upstream(route.signed, auth)
-        if base is None:
-            raise MalformedRequest(
-                "no public endpoint is known for this service; set Upstream for the account"
-            )
-        dest = parse_base_url(base)
-        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
-    up.scheme, up.host = dest.scheme, dest.host
-    up.path = dest.prefix + up.path if dest.prefix else up.path
-    return up
-
-
-def _kept_headers(value: str) -> frozenset[str]:
-    # key-proxy splits on "," without trimming; we also accept spaces around names.
-    return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
 
 
 def _request_id(request: web.BaseRequest) -> str:

@@ -1,0 +1,211 @@
+"""Which account a request is for, and where it may go.
+
+Two ways to address the proxy share one port: *key-proxy mode* (``X-Mcdn-*`` headers; the
+platform signed for the origin URI) and *native mode* (an unmodified SDK; the account is found
+from the proxy access key in the signature).  The router knows nothing vendor-specific: it asks
+the registered signers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from keybroker import signers
+from keybroker.config import Config, Endpoint
+from keybroker.context import RequestContext
+from keybroker.destinations import (
+    Destination,
+    parse_base_url,
+    parse_origin_uri,
+    require_vendor_host,
+)
+from keybroker.errors import (
+    AccountNotFound,
+    MalformedRequest,
+    MalformedSignature,
+    ProxyError,
+    SignatureMismatch,
+)
+from keybroker.forwarding import HOP_BY_HOP, read_bounded
+from keybroker.signers import ParsedAuth, Signer, SigningRequest
+
+__all__ = [
+    "CONTROL_HEADERS",
+    "Accounts",
+    "Route",
+    "Router",
+    "parse_auth",
+    "upstream_request",
+    "vendor_domains",
+]
+
+log = logging.getLogger("keybroker.proxy")
+
+CONTROL_HEADERS = frozenset(
+    {
+        "x-mcdn-origin-uri",
+        "x-mcdn-cloud-account-name",
+        "x-mcdn-kept-headers",
+        "x-origin-host",
+        "x-mcdn-vendor-name",
+        "x-mcdn-cloud-account-id",
+        "x-mcdn-top-account-id",
+        "x-mcdn-request-id",
+        "x-mcdn-cloud-account-subproject",
+    }
+)
+
+
+class Accounts:
+    """The accounts of one config, indexed for lookups by name and by proxy access key."""
+
+    def __init__(self, config: Config) -> None:
+        self.by_name: dict[str, Endpoint] = {e.cloud_account_name: e for e in config.endpoints}
+        self.by_proxy_key: dict[str, Endpoint] = {
+            signers.credential_id(signers.get(e.vendor), e.proxy): e for e in config.endpoints
+        }
+        self.upstreams: dict[str, Destination] = {
+            e.cloud_account_name: parse_base_url(e.upstream) for e in config.endpoints if e.upstream
+        }
+
+
+class Router:
+    """Finds the account, signer and parsed signature of a request, for one config."""
+
+    def __init__(self, config: Config) -> None:
+        self.accounts = Accounts(config)
+        self.forbid_unknown_account = config.forbidden.forbidden_account_not_found
+        self.max_body_bytes = config.http.max_body_bytes
+
+    async def keyproxy(self, request: web.BaseRequest) -> Route:
+        origin = request.headers.get("x-mcdn-origin-uri", "")
+        if not origin:
+            raise MalformedRequest("missing X-Mcdn-Origin-Uri header")
+        dest, path, query = parse_origin_uri(origin)
+        kept = kept_headers(request.headers.get("x-mcdn-kept-headers", ""))
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in request.headers.items():
+            low = name.lower()
+            if low in kept and low not in CONTROL_HEADERS and low not in HOP_BY_HOP:
+                headers.add(name, value)
+        headers.popall("host", None)
+        signed = SigningRequest(request.method, dest.host, path, query, headers, dest.scheme)
+        name = request.headers.get("x-mcdn-cloud-account-name", "")
+        endpoint = self.accounts.by_name.get(name)
+        if endpoint is None:
+            if self.forbid_unknown_account:
+                raise AccountNotFound(f"cloud account {name!r} is not configured")
+            return Route(None, None, None, signed, dest, vendor_hint=vendor_hint(request))
+        signer = signers.get(endpoint.vendor)
+        if getattr(signer, "body_credentials", False):
+            signed.body = await read_bounded(request, self.max_body_bytes)
+        auth = parse_auth(signer, signed)
+        return Route(endpoint, signer, auth, signed, dest)
+
+    async def native(self, request: web.BaseRequest, ctx: RequestContext) -> Route:
+        path, _, query = request.raw_path.partition("?")
+        headers: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+        )
+        host = request.headers.get("host", "")
+        scheme = "https" if request.secure else "http"
+        signed = SigningRequest(request.method, host, path or "/", query, headers, scheme)
+        candidate = await self._detect(request, signed)
+        ctx.vendor = candidate.vendor  # errors from here on in this vendor's shape
+        auth = parse_auth(candidate, signed)
+        ctx.service = auth.service
+        endpoint = self.accounts.by_proxy_key.get(auth.access_key)
+        if endpoint is None:
+            raise AccountNotFound("no cloud account has this proxy access key")
+        signer = signers.get(endpoint.vendor)
+        if signer is not candidate:
+            auth = parse_auth(signer, signed)
+        return Route(endpoint, signer, auth, signed, None)
+
+    async def _detect(self, request: web.BaseRequest, signed: SigningRequest) -> Signer:
+        """The scheme of a natively addressed request: header/query schemes first; schemes
+        that carry the credential in the body only if none of those matched."""
+        in_body = []
+        for candidate in signers.all_signers():
+            if getattr(candidate, "body_credentials", False):
+                in_body.append(candidate)
+            elif candidate.detect(signed):
+                return candidate
+        if in_body and request.body_exists:
+            signed.body = await read_bounded(request, self.max_body_bytes)
+        for candidate in in_body:
+            if candidate.detect(signed):
+                return candidate
+        raise SignatureMismatch("the request carries no signature of a supported scheme")
+
+
+@dataclass(slots=True)
+class Route:
+    endpoint: Endpoint | None
+    signer: Signer | None
+    auth: ParsedAuth | None
+    signed: SigningRequest
+    dest: Destination | None  # key-proxy mode: the origin URI's destination
+    vendor_hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None and self.signer is None:
+            raise ValueError("a routed endpoint needs a signer")
+
+
+def parse_auth(signer: Signer, req: SigningRequest) -> ParsedAuth:
+    try:
+        return signer.parse(req)
+    except ProxyError:
+        raise
+    except Exception as exc:  # a signer must only raise MalformedSignature; be safe anyway
+        log.warning("signer %s failed to parse: %s", signer.vendor, type(exc).__name__)
+        raise MalformedSignature("the signature cannot be parsed") from None
+
+
+def vendor_hint(request: web.BaseRequest) -> str | None:
+    hint = request.headers.get("x-mcdn-vendor-name", "").strip().lower()
+    return hint or None
+
+
+def vendor_domains(hint: str | None) -> tuple[str, ...]:
+    if hint:
+        try:
+            return signers.get(hint).public_domains
+        except KeyError:
+            return ()
+    return tuple(d for s in signers.all_signers() for d in s.public_domains)
+
+
+def upstream_request(route: Route, accounts: Accounts) -> SigningRequest:
+    """The request as it will be sent: the endpoint's ``Upstream`` wins, else the origin URI
+    (key-proxy mode, vendor hosts only) or the vendor's public endpoint (native mode)."""
+    endpoint, signer, auth = route.endpoint, route.signer, route.auth
+    assert endpoint is not None and signer is not None and auth is not None
+    up = route.signed.copy()
+    override = accounts.upstreams.get(endpoint.cloud_account_name)
+    if override is not None:
+        dest = override
+    elif route.dest is not None:
+        dest = route.dest
+        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
+    else:
+        base = signer.native_upstream(route.signed, auth)
+        if base is None:
+            raise MalformedRequest(
+                "no public endpoint is known for this service; set Upstream for the account"
+            )
+        dest = parse_base_url(base)
+        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
+    up.scheme, up.host = dest.scheme, dest.host
+    up.path = dest.prefix + up.path if dest.prefix else up.path
+    return up
+
+
+def kept_headers(value: str) -> frozenset[str]:
+    # key-proxy splits on "," without trimming; we also accept spaces around names.
+    return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
