@@ -31,6 +31,7 @@ links); no line is lost or torn.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -310,12 +311,26 @@ class SizeRotatingFileHandler(logging.Handler):
             view = view[os.write(self._fd, view) :]
 
     def _make_room(self, incoming: int) -> None:
-        if self._replaced():
-            os.close(self._fd)
-            self._open()
-        size = os.fstat(self._fd).st_size
-        if size > 0 and size + incoming > self.max_bytes:
-            self._rotate()
+        # Check-and-rotate must be atomic across worker processes: without the lock, two
+        # processes can both rotate, and the second one's unlink removes the fresh file the
+        # first one is already writing to (its lines would be lost).
+        with self._rotation_lock():
+            if self._replaced():
+                os.close(self._fd)
+                self._open()
+            size = os.fstat(self._fd).st_size
+            if size > 0 and size + incoming > self.max_bytes:
+                self._rotate()
+
+    @contextlib.contextmanager
+    def _rotation_lock(self) -> Iterator[None]:
+        # The directory itself is the lock: no extra file appears next to the logs.
+        fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def _replaced(self) -> bool:
         """Was the file renamed away (by another process) since we opened it?"""
