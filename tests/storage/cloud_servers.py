@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hmac
 import importlib.util
 import json
 import os
@@ -35,6 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests import logscan
+from tests.kms.tls_ca import TestCA
 from tests.servers import free_port, http_ok, port_open, running
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
@@ -48,28 +51,35 @@ AZURITE_KEY = (
 
 @dataclass(frozen=True)
 class Azurite:
-    """A running Azurite blob service."""
+    """A running Azurite blob service (HTTPS, certificate from ``ca_path``'s test CA)."""
 
-    blob_endpoint: str  # http://127.0.0.1:PORT/devstoreaccount1
+    blob_endpoint: str  # https://127.0.0.1:PORT/devstoreaccount1
+    ca: TestCA
     account: str = AZURITE_ACCOUNT
     key: str = AZURITE_KEY
 
     @property
+    def ca_path(self) -> Path:
+        return self.ca.ca_path
+
+    @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={self.account};"
+            f"DefaultEndpointsProtocol=https;AccountName={self.account};"
             f"AccountKey={self.key};BlobEndpoint={self.blob_endpoint};"
         )
 
 
 @contextlib.contextmanager
 def azurite_server(workdir: Path) -> Iterator[Azurite]:
-    """Azurite's blob service, in memory, on a free loopback port."""
+    """Azurite's blob service, in memory, on a free loopback port, over HTTPS with OAuth
+    enabled (Azure SDKs send bearer tokens over HTTPS only); shared-key auth works as well."""
     if shutil.which("node") is None:
         pytest.skip("node is not installed: Azurite (Azure Blob emulator) cannot run")
     binary = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
     if not binary.exists():
         raise RuntimeError(f"Azurite is not installed: run `npm ci` in {NODE_DIR}")
+    ca = TestCA.create(workdir)
     port = free_port()
     cmd = [
         str(binary),
@@ -78,10 +88,13 @@ def azurite_server(workdir: Path) -> Iterator[Azurite]:
         "--inMemoryPersistence",
         "--disableTelemetry",
         "--skipApiVersionCheck",
+        "--cert", str(ca.cert_path),
+        "--key", str(ca.key_path),
+        "--oauth", "basic",
     ]  # fmt: skip
     log = workdir / "azurite.log"
     with running(cmd, port_open(port), cwd=str(workdir), what="azurite-blob", log=log):
-        yield Azurite(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
+        yield Azurite(f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}", ca)
 
 
 def fake_gcs_binary() -> Path:
@@ -214,6 +227,111 @@ def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# -- Entra ID (Azure AD) token endpoint (protocol fake) ---------------------------------------
+
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
+class FakeEntraID:
+    """A protocol fake of Entra ID for ``ClientSecretCredential`` (MSAL), over HTTPS: OpenID
+    discovery and the client-credentials grant.  Access tokens are JWTs with the issuer and
+    audience Azure Storage expects (Azurite checks those, not a signature).  No emulator
+    exists for it here."""
+
+    def __init__(self, ca: TestCA, tenant: str, client_id: str, client_secret: str) -> None:
+        self.ca, self.tenant, self.client_id = ca, tenant, client_id
+        self._client_secret = client_secret
+        self.issued = 0
+        self.rejected = 0
+        self.url = ""
+
+    def openid_configuration(self, tenant: str) -> dict[str, object]:
+        base = f"{self.url}/{tenant}"
+        return {
+            "issuer": f"{base}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "response_types_supported": ["code", "id_token", "token"],
+        }
+
+    def token(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, object]]:
+        secret_ok = hmac.compare_digest(
+            form.get("client_secret", "").encode(), self._client_secret.encode()
+        )
+        if tenant != self.tenant or form.get("client_id") != self.client_id or not secret_ok:
+            self.rejected += 1
+            return 401, {"error": "invalid_client", "error_description": "AADSTS7000215"}
+        if form.get("grant_type") != "client_credentials" or form.get("scope") != STORAGE_SCOPE:
+            self.rejected += 1
+            return 400, {"error": "invalid_scope", "error_description": "AADSTS70011"}
+        self.issued += 1
+        return 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": self._jwt()}
+
+    def _jwt(self) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": "https://storage.azure.com",
+            "iss": f"https://sts.windows.net/{self.tenant}/",
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "appid": self.client_id,
+            "tid": self.tenant,
+        }
+        parts = [{"alg": "HS256", "typ": "JWT"}, claims]
+        head, body = (_b64url_encode(json.dumps(p).encode()) for p in parts)
+        sig = hmac.new(os.urandom(32), f"{head}.{body}".encode(), "sha256").digest()
+        return f"{head}.{body}.{_b64url_encode(sig)}"
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[FakeEntraID]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = [p for p in self.path.split("?")[0].split("/") if p]
+                if parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+                    self._reply(200, fake.openid_configuration(parts[0]))
+                else:
+                    self._reply(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                parts = [p for p in self.path.split("?")[0].split("/") if p]
+                length = int(self.headers.get("Content-Length", "0"))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                if parts[1:] == ["oauth2", "v2.0", "token"]:
+                    self._reply(*fake.token(parts[0], form))
+                else:
+                    self._reply(404, {"error": "not_found"})
+
+            def _reply(self, status: int, doc: dict[str, object]) -> None:
+                data = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.socket = self.ca.server_context().wrap_socket(httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{httpd.server_address[1]}"
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=10)
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 # -- moto: IAM users and signature enforcement ------------------------------------------------
 
 
@@ -274,6 +392,20 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         yield server
 
 
+ENTRA_TENANT = "72f988bf-0000-4000-8000-00000000abcd"
+ENTRA_CLIENT = "kb-storage-client"
+ENTRA_SECRET = "sp-s3cr3t+/%=value"  # characters that break double URL-decoding
+
+
+@pytest.fixture(scope="session")
+def entra(azurite: Azurite) -> Iterator[FakeEntraID]:
+    """One fake Entra ID for the session, knowing one service principal; its certificate
+    comes from Azurite's test CA, so one ``caFile`` verifies both."""
+    logscan.register(ENTRA_SECRET)
+    with FakeEntraID(azurite.ca, ENTRA_TENANT, ENTRA_CLIENT, ENTRA_SECRET).serve() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def fake_gcs_url() -> Iterator[str]:
     """One fake-gcs-server for the session; its base URL."""
@@ -291,4 +423,6 @@ def google_token_server() -> Iterator[FakeGoogleTokenServer]:
 @pytest.fixture(scope="session")
 def moto_s3_keys(moto_url: str) -> AwsKeys:
     """Real (moto-issued) credentials of an IAM user allowed s3:*."""
-    return moto_iam_user(moto_url, f"storage-tests-{os.getpid()}")
+    keys = moto_iam_user(moto_url, f"storage-tests-{os.getpid()}")
+    logscan.register(keys.secret_access_key)
+    return keys

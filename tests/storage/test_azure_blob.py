@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -16,10 +17,18 @@ from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
 from keybroker.storage import storage_from_uri
 from keybroker.storage.azure_blob import AzureBlobStorage
-from tests.storage.cloud_servers import Azurite, azurite
+from tests.storage.cloud_servers import (
+    ENTRA_CLIENT,
+    ENTRA_SECRET,
+    ENTRA_TENANT,
+    Azurite,
+    FakeEntraID,
+    azurite,
+    entra,
+)
 from tests.storage.conformance import StorageConformance
 
-__all__ = ["azurite"]  # a fixture: imported so pytest finds it here
+__all__ = ["azurite", "entra"]  # fixtures: imported so pytest finds them here
 
 
 def new_container() -> str:
@@ -28,13 +37,16 @@ def new_container() -> str:
 
 def admin(server: Azurite) -> BlobServiceClient:
     """A plain SDK client to look at Azurite's state independently of the code under test."""
-    return BlobServiceClient.from_connection_string(server.connection_string)
+    return BlobServiceClient.from_connection_string(
+        server.connection_string, connection_verify=str(server.ca_path)
+    )
 
 
 def from_conn(server: Azurite, container: str, **kw: object) -> AzureBlobStorage:
     return AzureBlobStorage(
         container,
         connection_string=Secret(server.connection_string),
+        ca_file=str(server.ca_path),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -43,6 +55,7 @@ def conn_uri(server: Azurite, container: str, *, account: str | None = None) -> 
     return (
         f"storage://azure?account={account or server.account}&container={container}"
         f"&connectionString={quote(server.connection_string, safe='')}"
+        f"&caFile={quote(str(server.ca_path), safe='')}"
     )
 
 
@@ -129,14 +142,13 @@ async def test_from_uri_with_connection_string(azurite: Azurite) -> None:
 
 
 async def test_connection_string_from_file_reference(azurite: Azurite, tmp_path: object) -> None:
-    from pathlib import Path
 
     path = Path(str(tmp_path)) / "conn"
     path.write_text(azurite.connection_string + "\n")
     s = AzureBlobStorage.from_uri(
         parse_uri(
             f"storage://azure?account={azurite.account}&container={new_container()}"
-            f"&connectionString=file:{path}"
+            f"&connectionString=file:{path}&caFile={azurite.ca_path}"
         )
     )
     await s.put("k", b"v")
@@ -147,14 +159,14 @@ async def test_connection_string_from_file_reference(azurite: Azurite, tmp_path:
 async def test_endpoint_overrides_connection_string(azurite: Azurite) -> None:
     """``endpoint=`` wins over the connection string's BlobEndpoint."""
     dead = "DefaultEndpointsProtocol=http;AccountName={a};AccountKey={k};BlobEndpoint={e};".format(
-        a=azurite.account, k=azurite.key, e="http://127.0.0.1:9/devstoreaccount1"
+        a=azurite.account, k=azurite.key, e="https://127.0.0.1:9/devstoreaccount1"
     )
     container = new_container()
     s = AzureBlobStorage.from_uri(
         parse_uri(
             f"storage://azure?account={azurite.account}&container={container}"
             f"&connectionString={quote(dead, safe='')}"
-            f"&endpoint={quote(azurite.blob_endpoint, safe='')}"
+            f"&endpoint={quote(azurite.blob_endpoint, safe='')}&caFile={azurite.ca_path}"
         )
     )
     await s.put("k", b"v")
@@ -168,6 +180,7 @@ async def test_account_key_credential_with_endpoint(azurite: Azurite) -> None:
         account=azurite.account,
         credential={"account_name": azurite.account, "account_key": azurite.key},
         endpoint=azurite.blob_endpoint,
+        ca_file=str(azurite.ca_path),
     )
     await s.put("k", b"v")
     assert await s.get("k") == b"v"
@@ -177,14 +190,75 @@ async def test_account_key_credential_with_endpoint(azurite: Azurite) -> None:
 async def test_wrong_key_is_a_backend_error_without_secrets(azurite: Azurite) -> None:
     wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ=="
     conn = azurite.connection_string.replace(azurite.key, wrong_key)
-    s = AzureBlobStorage(new_container(), connection_string=Secret(conn))
+    s = AzureBlobStorage(
+        new_container(), connection_string=Secret(conn), ca_file=str(azurite.ca_path)
+    )
     with pytest.raises(BackendError) as err:
         await s.put("k", b"v")
     text = str(err.value)
+    # Azurite answers 400 InvalidAuthenticationInfo when OAuth is on; Azure answers 403
     assert re.fullmatch(
-        r"Azure Create Container failed: Authori[sz]ationFailure \(HTTP 403\)", text
+        r"Azure Create Container failed: (InvalidAuthenticationInfo \(HTTP 400\)"
+        r"|Authori[sz]ationFailure \(HTTP 403\)|AuthenticationFailed \(HTTP 403\))",
+        text,
     )
     assert wrong_key not in text
+    await s.close()
+
+
+def sp_uri(azurite: Azurite, entra: FakeEntraID, container: str, secret: str) -> str:
+    return (
+        f"storage://azure?account={azurite.account}&container={container}"
+        f"&tenantID={ENTRA_TENANT}&clientID={ENTRA_CLIENT}&clientSecret={quote(secret, safe='')}"
+        f"&endpoint={quote(azurite.blob_endpoint, safe='')}"
+        f"&authorityHost={quote(entra.url, safe='')}&caFile={quote(str(azurite.ca_path), safe='')}"
+    )
+
+
+async def test_service_principal_end_to_end(
+    azurite: Azurite, entra: FakeEntraID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Constellation's way: tenant/client id/secret.  The credential gets a token from the
+    (fake) Entra ID and Azurite accepts it as a bearer token."""
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"):
+        monkeypatch.setenv(name, "bogus")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9")
+    container = new_container()
+    text = sp_uri(azurite, entra, container, ENTRA_SECRET)
+    before = entra.issued
+    s = AzureBlobStorage.from_uri(parse_uri(text))
+    await s.put("k", b"v")
+    assert await s.get("k") == b"v"
+    assert await s.list() == ["k"]
+    assert entra.issued == before + 1  # one token, cached for every later call
+    assert admin(azurite).get_blob_client(container, "k").download_blob().readall() == b"v"
+    await s.close()
+
+
+async def test_service_principal_wrong_secret(azurite: Azurite, entra: FakeEntraID) -> None:
+    """Built directly (no retries, to keep the test fast): the token request is refused and
+    the storage reports a clean error without the secret."""
+    credential = AzureBlobStorage.service_principal(
+        ENTRA_TENANT,
+        ENTRA_CLIENT,
+        Secret("wrong-secret"),
+        authority_host=entra.url,
+        ca_file=str(azurite.ca_path),
+    )
+    s = AzureBlobStorage(
+        new_container(),
+        account=azurite.account,
+        credential=credential,
+        endpoint=azurite.blob_endpoint,
+        ca_file=str(azurite.ca_path),
+        retries=0,
+    )
+    before = entra.rejected
+    with pytest.raises(BackendError) as err:
+        await s.get("k")
+    assert str(err.value) == "Azure Create Container failed: ClientAuthenticationError"
+    assert "wrong-secret" not in str(err.value)
+    assert entra.rejected == before + 1
     await s.close()
 
 
@@ -286,3 +360,10 @@ def test_validate_uri_checks_parameters_only() -> None:
     )
     with pytest.raises(KMSConfigError, match=r"^storage://azure: missing parameter\(s\): account$"):
         AzureBlobStorage.validate_uri(parse_uri("storage://azure?container=c&connectionString=x"))
+
+
+def test_retries_bounded() -> None:
+    with pytest.raises(
+        KMSConfigError, match=r"^Azure Blob storage: retries must be between 0 and 10$"
+    ):
+        AzureBlobStorage("c", account="a", retries=-1)

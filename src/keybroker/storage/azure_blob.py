@@ -4,8 +4,10 @@ URI: ``storage://azure?account=&container=&tenantID=&clientID=&clientSecret=`` (
 principal, as in Constellation), or ours: ``storage://azure?account=&container=&connectionString=``
 (the storage account's connection string instead of the three service-principal values).
 Optional: ``endpoint=`` (the blob service URL: an emulator or a sovereign cloud such as
-``https://<account>.blob.core.chinacloudapi.cn``) and ``authorityHost=`` (the Entra ID host of a
-sovereign cloud, e.g. ``login.chinacloudapi.cn``).  ``clientSecret`` and ``connectionString``
+``https://<account>.blob.core.chinacloudapi.cn``), ``authorityHost=`` (the Entra ID host of a
+sovereign cloud, e.g. ``login.chinacloudapi.cn``; a host given here is trusted as is, without
+Microsoft's instance discovery) and ``caFile=`` (a PEM bundle to verify both against, for
+private endpoints and emulators).  ``clientSecret`` and ``connectionString``
 may be secret references (``env:NAME``, ``file:PATH``).
 
 - The container is created on first use (or by :meth:`AzureBlobStorage.open`) when missing.
@@ -32,7 +34,7 @@ from keybroker.storage import validate_blob, validate_key_id, validate_prefix
 
 try:
     from azure.core import exceptions as azexc
-    from azure.storage.blob import BlobServiceClient
+    from azure.storage.blob import BlobServiceClient, ExponentialRetry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtra(
         "Azure Blob storage needs azure-storage-blob: install keybroker[azure]"
@@ -43,10 +45,20 @@ __all__ = ["AzureBlobStorage"]
 T = TypeVar("T")
 
 _SP_PARAMS = ("tenantID", "clientID", "clientSecret")
-_KNOWN = ("account", "container", *_SP_PARAMS, "connectionString", "endpoint", "authorityHost")
+_KNOWN = (
+    "account",
+    "container",
+    *_SP_PARAMS,
+    "connectionString",
+    "endpoint",
+    "authorityHost",
+    "caFile",
+)
 _PUBLIC_AUTHORITY = "login.microsoftonline.com"
-# Bounded retries: the SDK default (10, exponential) turns a dead endpoint into minutes.
+# Bounded retries: the SDK defaults (back-off from 15 s, also on authentication failures)
+# turn a dead endpoint or a wrong secret into minutes.
 _CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 3, "connection_timeout": 20}
+_RETRIES = 3
 
 
 class AzureBlobStorage:
@@ -70,14 +82,27 @@ class AzureBlobStorage:
         connection_string: Secret | None = None,
         credential: Any = None,
         endpoint: str | None = None,
+        ca_file: str | None = None,
         client: BlobServiceClient | None = None,
         page_size: int = 1000,
+        retries: int = _RETRIES,
     ) -> None:
         _check_args(container, account, connection_string, credential, endpoint, page_size)
+        if not 0 <= retries <= 10:
+            raise KMSConfigError("Azure Blob storage: retries must be between 0 and 10")
         self.container = container
         self._page_size = page_size
         self._credential = credential
-        self._service = client or _make_service(account, connection_string, credential, endpoint)
+        options = {
+            **_CLIENT_OPTIONS,
+            "connection_verify": ca_file or True,
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=1
+            ),
+        }
+        self._service = client or _make_service(
+            account, connection_string, credential, endpoint, options
+        )
         self._container = self._service.get_container_client(container)
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -85,9 +110,16 @@ class AzureBlobStorage:
 
     @staticmethod
     def service_principal(
-        tenant_id: str, client_id: str, client_secret: Secret, *, authority_host: str | None = None
+        tenant_id: str,
+        client_id: str,
+        client_secret: Secret,
+        *,
+        authority_host: str | None = None,
+        ca_file: str | None = None,
     ) -> Any:
         """An Entra ID client-secret credential (``azure.identity.ClientSecretCredential``).
+        A custom ``authority_host`` is trusted as given (no instance discovery, which would
+        ask login.microsoftonline.com about it).
 
         Raises ``MissingExtra`` without azure-identity.
         """
@@ -102,6 +134,9 @@ class AzureBlobStorage:
             client_id,
             client_secret.reveal(),
             authority=authority_host or _PUBLIC_AUTHORITY,
+            disable_instance_discovery=authority_host is not None,
+            connection_verify=ca_file or True,
+            **_CLIENT_OPTIONS,
         )
 
     @classmethod
@@ -115,6 +150,7 @@ class AzureBlobStorage:
         if parsed.optional("connectionString") is None:
             parsed.require("account", "container", *_SP_PARAMS)
             parsed.optional("authorityHost")
+            parsed.optional("caFile")
             return
         clash = [n for n in (*_SP_PARAMS, "authorityHost") if n in parsed.params]
         if clash:
@@ -133,19 +169,27 @@ class AzureBlobStorage:
         cls.validate_uri(parsed)
         p = parsed.require("account", "container")
         endpoint = parsed.optional("endpoint")
+        ca_file = parsed.optional("caFile")
         conn = parsed.optional("connectionString")
         if conn is not None:
             secret = resolve_secret(conn, what=f"{parsed.label} connectionString")
             _check_account(parsed.label, p["account"], secret)
-            return cls(p["container"], connection_string=secret, endpoint=endpoint)
+            return cls(p["container"], connection_string=secret, endpoint=endpoint, ca_file=ca_file)
         sp = parsed.require(*_SP_PARAMS)
         credential = cls.service_principal(
             sp["tenantID"],
             sp["clientID"],
             resolve_secret(sp["clientSecret"], what=f"{parsed.label} clientSecret"),
             authority_host=parsed.optional("authorityHost"),
+            ca_file=ca_file,
         )
-        return cls(p["container"], account=p["account"], credential=credential, endpoint=endpoint)
+        return cls(
+            p["container"],
+            account=p["account"],
+            credential=credential,
+            endpoint=endpoint,
+            ca_file=ca_file,
+        )
 
     @property
     def account(self) -> str:
@@ -288,27 +332,33 @@ def _check_account(label: str, account: str, conn: Secret) -> None:
 
 
 def _make_service(
-    account: str | None, conn: Secret | None, credential: Any, endpoint: str | None
+    account: str | None,
+    conn: Secret | None,
+    credential: Any,
+    endpoint: str | None,
+    options: dict[str, Any],
 ) -> BlobServiceClient:
     try:
         if conn is not None:
-            return _from_connection_string(conn, endpoint)
+            return _from_connection_string(conn, endpoint, options)
         url = endpoint or f"https://{account}.blob.core.windows.net"
-        return BlobServiceClient(url, credential=credential, **_CLIENT_OPTIONS)
+        return BlobServiceClient(url, credential=credential, **options)
     except (ValueError, TypeError, azexc.AzureError):
         # the SDK's message may quote the connection string: name only the argument
         raise KMSConfigError("Azure Blob storage: invalid connection string or endpoint") from None
 
 
-def _from_connection_string(conn: Secret, endpoint: str | None) -> BlobServiceClient:
+def _from_connection_string(
+    conn: Secret, endpoint: str | None, options: dict[str, Any]
+) -> BlobServiceClient:
     if endpoint is None:
-        return BlobServiceClient.from_connection_string(conn.reveal(), **_CLIENT_OPTIONS)
+        return BlobServiceClient.from_connection_string(conn.reveal(), **options)
     # An explicit endpoint wins over the connection string's BlobEndpoint/EndpointSuffix.
     fields = _connection_fields(conn)
     if "accountname" not in fields or "accountkey" not in fields:
         raise ValueError("an endpoint override needs AccountName and AccountKey")
     key = {"account_name": fields["accountname"], "account_key": fields["accountkey"]}
-    return BlobServiceClient(endpoint, credential=key, **_CLIENT_OPTIONS)
+    return BlobServiceClient(endpoint, credential=key, **options)
 
 
 def _backend(operation: str, exc: Exception) -> BackendError:
