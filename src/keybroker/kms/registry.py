@@ -149,7 +149,7 @@ def _import(target: str, label: str, extra: str | None) -> type[Any]:
         raise
     except ImportError as exc:
         missing = exc.name or "a dependency"
-        if missing.startswith("keybroker"):
+        if missing == "keybroker" or missing.startswith("keybroker."):
             raise MissingExtra(f"{label}: {target} is not available in this installation") from exc
         hint = f"install keybroker[{extra}]" if extra else f"install {missing}"
         raise MissingExtra(f"{label} needs {missing}: {hint}") from exc

@@ -24,9 +24,14 @@ class MemoryStorage:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_uri(cls, parsed: ParsedURI) -> Self:
+    def validate_uri(cls, parsed: ParsedURI) -> None:
         """``storage://memory`` takes no parameters.  Raises ``KMSConfigError``."""
         parsed.check_known()
+
+    @classmethod
+    def from_uri(cls, parsed: ParsedURI) -> Self:
+        """A new, empty store.  Raises ``KMSConfigError`` for any parameter."""
+        cls.validate_uri(parsed)
         return cls()
 
     async def get(self, key_id: str) -> bytes:
