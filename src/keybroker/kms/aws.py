@@ -171,11 +171,13 @@ def _make_client(
         region_name=region,
         botocore_session=core,
     )
-    config = botocore.config.Config(  # type: ignore[call-arg]  # stubs lag botocore
-        retries={"max_attempts": 2, "mode": "standard"},
+    options: dict[str, Any] = {
+        "retries": {"max_attempts": 2, "mode": "standard"},
         # Without this, AWS_ENDPOINT_URL* in the environment would silently redirect calls.
-        ignore_configured_endpoint_urls=True,
-    )
+        # (Passed by keyword dict: older botocore stubs do not know the option yet.)
+        "ignore_configured_endpoint_urls": True,
+    }
+    config = botocore.config.Config(**options)
     return session.client("kms", endpoint_url=endpoint, config=config)
 
 
