@@ -229,8 +229,9 @@ async def test_aws_end_to_end(moto_url: str) -> None:
     assert obj["Body"].read()[:5] == b"KBDK\x01"
 
 
-def test_memory_storage_from_uri_type() -> None:
-    assert isinstance(
-        MemoryStorage.from_uri(__import__("keybroker").kms.parse_uri("storage://memory")),
-        MemoryStorage,
-    )
+async def test_memory_storage_is_fresh_per_kms(key_file: Path) -> None:
+    uris = {"kms_uri": f"kms://local?keyFile={key_file}", "storage_uri": "storage://memory"}
+    a, b = from_uris(**uris), from_uris(**uris)
+    assert isinstance(a, ExternalKMS) and isinstance(b, ExternalKMS)
+    assert isinstance(a.storage, MemoryStorage) and a.storage is not b.storage
+    assert await a.get_dek("k", 32) != await b.get_dek("k", 32)
