@@ -155,6 +155,7 @@ class FakeGoogleTokenServer:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode()
+        logscan.register(pem)
         info = {
             "type": "service_account",
             "project_id": project,

@@ -11,6 +11,8 @@ from urllib.parse import quote
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
 from keybroker.kms.uri import parse_uri
@@ -367,3 +369,22 @@ def test_retries_bounded() -> None:
         KMSConfigError, match=r"^Azure Blob storage: retries must be between 0 and 10$"
     ):
         AzureBlobStorage("c", account="a", retries=-1)
+
+
+CONNECTION_STRING_ERRORS = {
+    "storage://azure: connectionString has no AccountName",
+    "storage://azure: account does not match the connectionString's AccountName",
+    "Azure Blob storage: invalid connection string or endpoint",
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(conn=st.text(min_size=1, max_size=200).filter(lambda t: not t.startswith(("env:", "file:"))))
+def test_fuzz_connection_string_errors_are_clean(conn: str) -> None:
+    """Any connection string either builds a storage or fails with KMSConfigError, and the
+    message never quotes it."""
+    text = f"storage://azure?account=acct&container=c&connectionString={quote(conn, safe='')}"
+    try:
+        AzureBlobStorage.from_uri(parse_uri(text))
+    except KMSConfigError as exc:
+        assert str(exc) in CONNECTION_STRING_ERRORS  # fixed texts: nothing of the input

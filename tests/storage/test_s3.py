@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from urllib.parse import quote
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import from_uris
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
@@ -371,3 +374,16 @@ async def test_external_kms_keeps_deks_in_s3(moto_url: str, moto_s3_keys: AwsKey
     assert await kms.get_dek("key-shared", 32) == deks[0]
     assert await kms.get_dek("key-other", 32) != deks[0]
     await kms.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(region=st.text(min_size=1, max_size=40), endpoint=st.text(min_size=1, max_size=60))
+def test_fuzz_uri_values_build_or_fail_cleanly(region: str, endpoint: str) -> None:
+    """Whatever the region and endpoint say, from_uri builds a client or raises KMSConfigError
+    (never a botocore traceback)."""
+    text = (
+        f"storage://aws?bucket=b&region={quote(region, safe='')}&accessKeyID=a"
+        f"&accessKey=s&endpoint={quote(endpoint, safe='')}"
+    )
+    with contextlib.suppress(KMSConfigError):
+        S3Storage.from_uri(parse_uri(text))
