@@ -1,0 +1,57 @@
+"""SyncKMS: blocking calls from plain threads onto one private event loop."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from keybroker.kms import ExternalKMS, LocalKeyWrapper
+from keybroker.kms.errors import IntegrityError, KMSConfigError
+from keybroker.kms.sync import SyncKMS
+from keybroker.storage.file import FileStorage
+
+ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
+
+
+def test_cluster_from_uris() -> None:
+    with SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}") as kms:
+        dek = kms.get_dek("key-00000000-0000-0000-0000-000000000000", 32)
+    assert dek.hex() == "2b5c829f691bfd4232f8aac464bccc07e605c7c8e82cbca09837e86d0b6d0665"
+
+
+def test_from_uris_error() -> None:
+    with pytest.raises(KMSConfigError, match=r"missing parameter\(s\): salt"):
+        SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}")
+
+
+def test_threads_share_one_dek(tmp_path: Path) -> None:
+    sync = SyncKMS(ExternalKMS(LocalKeyWrapper(bytes(32)), FileStorage(tmp_path)))
+    with ThreadPoolExecutor(8) as pool:
+        deks = list(pool.map(lambda _: sync.get_dek("shared", 32), range(32)))
+    assert len(set(deks)) == 1
+    with pytest.raises(IntegrityError, match="not the requested 16"):
+        sync.get_dek("shared", 16)
+    sync.close()
+
+
+def test_close_is_idempotent_and_stops_the_thread() -> None:
+    before = threading.active_count()
+    sync = SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}")
+    assert threading.active_count() == before + 1
+    sync.close()
+    sync.close()
+    assert threading.active_count() == before
+    with pytest.raises(RuntimeError, match="closed"):
+        sync.get_dek("x", 32)
+
+
+def test_errors_propagate_unchanged() -> None:
+    with (
+        SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}") as kms,
+        pytest.raises(ValueError, match="DEK size must be at least 1 byte"),
+    ):
+        kms.get_dek("x", 0)
