@@ -21,6 +21,7 @@ __all__ = [
     "ForbiddenConfig",
     "HttpConfig",
     "LogConfig",
+    "Policy",
     "SecurityConfig",
     "TlsConfig",
 ]
@@ -28,12 +29,17 @@ __all__ = [
 
 @dataclass
 class TlsConfig:
-    """``Http.Tls``: serve HTTPS on ``address`` instead of plain HTTP."""
+    """``Http.Tls``: serve HTTPS on ``address`` instead of plain HTTP.
+
+    ``client_ca_file`` (ours, ``ClientCAFile``): when set, every client must present a
+    certificate issued by that CA (mutual TLS for the platform).
+    """
 
     enabled: bool = False
     address: str = ":443"
     cert_file: str = ""
     key_file: str = ""
+    client_ca_file: str = ""
 
 
 @dataclass
@@ -48,6 +54,8 @@ class HttpConfig:
     upstream_connect_timeout: float = 10.0  # UpstreamConnectTimeout (seconds)
     upstream_read_timeout: float = 300.0  # UpstreamReadTimeout (seconds between reads)
     shutdown_timeout: float = 30.0  # ShutdownTimeout: drain deadline (seconds)
+    client_timeout: float = 60.0  # ClientTimeout: a slow client's body may stall this long
+    workers: int = 1  # Workers: worker processes sharing the port (0: one per core)
 
 
 @dataclass
@@ -81,9 +89,39 @@ class ForbiddenConfig:
 
 @dataclass
 class SecurityConfig:
-    """``Security`` (ours): freshness window for signed requests."""
+    """``Security`` (ours).
+
+    * ``clock_skew_seconds`` — signed requests older/newer than this are refused;
+    * ``replay_cache`` — ``memory`` (default; shared by the worker processes of one server),
+      ``redis://host:port/db`` (shared by several servers) or ``off``;
+    * ``rate_limit_store`` — where per-account concurrency counts live: ``memory`` or
+      ``redis://...`` (default: the replay cache's Redis when it is one);
+    * ``allowed_client_cidrs`` — if not empty, only these client addresses may connect.
+    """
 
     clock_skew_seconds: int = 900
+    replay_cache: str = "memory"
+    rate_limit_store: str = ""
+    allowed_client_cidrs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Policy:
+    """``Endpoints[i].Policy`` (ours): what the proxy credentials of one account may do.
+
+    Empty lists allow everything.  ``actions``/``deny_actions`` are glob patterns over
+    ``service:Action`` (``ec2:Describe*``, ``s3:GetObject``, ``iam:*``); a deny wins.
+    ``preset: read-only`` allows only reading actions (per vendor: Describe*/Get*/List*/
+    Head*/Query*, and GET/HEAD for REST APIs such as S3).  ``source_cidrs`` are the platform's
+    addresses allowed to use this account.
+    """
+
+    preset: str = ""
+    services: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    deny_actions: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)
+    source_cidrs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +133,12 @@ class Endpoint:
     proxy: Credential
     real: Credential
     upstream: str | None = None  # ours: base URL override, e.g. an emulator
+    # ours: more proxy credentials for the same account (rotation without downtime)
+    additional_proxies: list[Credential] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # more upstream DNS suffixes
+    max_body_bytes: int | None = None  # overrides Http.MaxBodyBytes for this account
+    max_concurrent_requests: int | None = None  # in flight at once; 503 + Retry-After above
+    policy: Policy = field(default_factory=Policy)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from keybroker.secret import Secret
 
@@ -23,6 +24,8 @@ class Credential:
     access_token: Secret | None = None
     client_token: Secret | None = None
     client_secret: Secret | None = None
+    #: a proxy credential stops working at this time (``ExpiresAt``, ours); ``None``: never
+    expires_at: datetime | None = None
 
     def secrets(self) -> list[str]:
         """Every secret value of this credential (for log scanning in tests)."""
