@@ -39,12 +39,13 @@ def test_threads_share_one_dek(tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent_and_stops_the_thread() -> None:
-    before = threading.active_count()
     sync = SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}")
-    assert threading.active_count() == before + 1
+    (loop_thread,) = [t for t in threading.enumerate() if t.name == "keybroker-kms"]
+    assert loop_thread.daemon and loop_thread.is_alive()
     sync.close()
     sync.close()
-    assert threading.active_count() == before
+    assert not loop_thread.is_alive()
+    assert [t for t in threading.enumerate() if t.name == "keybroker-kms"] == []
     with pytest.raises(RuntimeError, match="closed"):
         sync.get_dek("x", 32)
 
