@@ -1,0 +1,396 @@
+"""Huawei Cloud's ``SDK-HMAC-SHA256`` request signature (API Gateway "AK/SK signing").
+
+::
+
+    Authorization: SDK-HMAC-SHA256 Access=AK, SignedHeaders=content-type;host;x-sdk-date,
+                   Signature=<hex>
+    X-Sdk-Date: 20191115T033655Z
+
+The string to sign is ``SDK-HMAC-SHA256 \\n X-Sdk-Date \\n hex(sha256(canonical request))`` and
+the signature is ``hex(HMAC-SHA256(secret key, string to sign))`` — no derived key, no scope.
+The canonical request is built the way ``huaweicloudsdkcore.signer.Signer`` builds it:
+
+* path: percent-decoded *as a whole* (so ``%2F`` becomes a separator, as in the SDKs), split
+  on ``/``, each segment re-encoded with only ``A-Z a-z 0-9 - _ . ~`` kept, and always ending
+  with ``/`` (the documented rule: the canonical URI ends with a slash even when the request's
+  path does not);
+* query: pairs percent-decoded (``+`` is a space), sorted by name then value, re-encoded;
+* headers: the names listed in ``SignedHeaders``, ``name:trimmed value`` each on its line;
+  ``host`` is the Host really used (port included when the URL had one);
+* payload: ``sha256(body)``; the SDK puts ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD`` on every
+  request whose content type is not JSON/BSON, and then signs that literal instead of the hash.
+  An empty body is always signed as the hash of nothing, whatever that header says.
+
+Temporary credentials add ``X-Security-Token``, signed like every other header.  Not
+supported: the derived-key ``V11-HMAC-SHA256``, ``SDK-HMAC-SM3``, ``SDK-ECDSA-P256-SHA256`` and
+``SDK-SM2-SM3`` algorithms the SDK offers as options (their requests are not detected).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import ClassVar
+from urllib.parse import quote, unquote_to_bytes
+
+from keybroker.credentials import Credential
+from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+
+__all__ = ["ALGORITHM", "SIGNER", "HuaweiSigner", "canonical_query", "canonical_uri"]
+
+ALGORITHM = "SDK-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_MAX_AUTH_LEN = 8192
+_MAX_SIGNED_HEADERS = 64
+_FIELDS = ("Access", "SignedHeaders", "Signature")
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_SDK_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^`|~\-]{1,128}")
+_LENGTH = re.compile(r"[0-9]{1,19}")
+_REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
+
+#: API hosts are ``<service>.<region>.myhuaweicloud.com`` (``.eu`` for the European site) or,
+#: for global services, ``<service>.myhuaweicloud.com``.
+_API_SUFFIXES = (".myhuaweicloud.com", ".myhuaweicloud.eu", ".huaweicloud.com")
+
+
+# --------------------------------------------------------------------------- canonical form
+
+
+def _encode(raw: bytes) -> str:
+    # quote() with safe="" keeps exactly the RFC 3986 unreserved set, as the SDK's quote(s, "~").
+    return quote(raw, safe="")
+
+
+def canonical_uri(raw_path: str) -> str:
+    """The canonical path: decoded whole, split on ``/``, re-encoded, ending with ``/``."""
+    segments = unquote_to_bytes(raw_path or "/").split(b"/")
+    uri = "/".join(_encode(seg) for seg in segments)
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def _query_pairs(raw_query: str) -> list[tuple[bytes, bytes]]:
+    # Decoded at the byte level so two different wire queries never share a canonical form.
+    pairs = []
+    for part in raw_query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append(
+                (
+                    unquote_to_bytes(name.replace("+", " ")),
+                    unquote_to_bytes(value.replace("+", " ")),
+                )
+            )
+    return pairs
+
+
+def canonical_query(raw_query: str) -> str:
+    """Pairs sorted by decoded name, then decoded value (UTF-8 byte order is code point order,
+    which is how the SDK sorts its ``(name, value)`` tuples), then encoded."""
+    return "&".join(f"{_encode(n)}={_encode(v)}" for n, v in sorted(_query_pairs(raw_query)))
+
+
+def _canonical_headers(req: SigningRequest, names: tuple[str, ...]) -> str:
+    lines = []
+    for name in names:
+        value = req.host if name == "host" else req.headers.get(name, "")
+        lines.append(f"{name}:{value.strip()}\n")
+    return "".join(lines)
+
+
+def _sign(secret: bytes, text: str) -> str:
+    return hmac.new(secret, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What ``parse`` found, carried to ``verify``/``resign``.  Never printed whole.
+
+    ``claimed`` is the ``X-Sdk-Content-Sha256`` value (``None`` when absent: the body is
+    hashed); ``empty`` says whether the body is empty when that is known without reading it.
+    """
+
+    access_key: str
+    sdk_date: str
+    signed_headers: tuple[str, ...]
+    signature: str
+    claimed: str | None
+    empty: bool | None
+
+    def __repr__(self) -> str:
+        return f"_State(sdk_date={self.sdk_date!r}, signed_headers={self.signed_headers!r})"
+
+
+def _bad(message: str) -> MalformedSignature:
+    return MalformedSignature(f"Huawei signature: {message}")
+
+
+def _split_authorization(value: str) -> dict[str, str]:
+    if len(value) > _MAX_AUTH_LEN:
+        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
+    if not value.startswith(ALGORITHM + " "):
+        raise _bad(f"Authorization must start with '{ALGORITHM} '")
+    fields: dict[str, str] = {}
+    for part in value[len(ALGORITHM) + 1 :].split(","):
+        name, eq, content = part.strip().partition("=")
+        if not eq or name not in _FIELDS:
+            raise _bad("Authorization fields must be Access=, SignedHeaders=, Signature=")
+        if name in fields:
+            raise _bad(f"Authorization has {name} twice")
+        fields[name] = content
+    missing = [n for n in _FIELDS if n not in fields]
+    if missing:
+        raise _bad(f"Authorization lacks {', '.join(missing)}")
+    return fields
+
+
+def _parse_signed_headers(value: str) -> tuple[str, ...]:
+    names = tuple(value.split(";"))
+    if len(names) > _MAX_SIGNED_HEADERS:
+        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
+    for name in names:
+        if not _HEADER_NAME.fullmatch(name):
+            raise _bad("SignedHeaders must be lower-case header names separated by ';'")
+    if len(set(names)) != len(names):
+        raise _bad("SignedHeaders lists a header twice")
+    return names
+
+
+def _single_header(req: SigningRequest, name: str) -> str | None:
+    values = req.headers.getall(name, [])
+    if len(values) > 1:
+        raise _bad(f"{name} appears more than once")
+    return values[0] if values else None
+
+
+def _check_signed_headers_present(req: SigningRequest, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name == "host":
+            continue
+        count = len(req.headers.getall(name, []))
+        if count == 0:
+            raise _bad(f"signed header {name!r} is missing from the request")
+        if count > 1:
+            raise _bad(f"signed header {name!r} appears more than once")
+
+
+def _parse_sdk_date(req: SigningRequest) -> tuple[str, datetime]:
+    value = _single_header(req, "X-Sdk-Date")
+    if value is None:
+        raise _bad("X-Sdk-Date is missing")
+    if not _SDK_DATE.fullmatch(value):
+        raise _bad("X-Sdk-Date must be YYYYMMDDTHHMMSSZ")
+    try:
+        return value, datetime.strptime(value, _DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise _bad("X-Sdk-Date is not a valid date and time") from None
+
+
+def _parse_claimed(req: SigningRequest) -> str | None:
+    value = _single_header(req, "X-Sdk-Content-Sha256")
+    if value is None:
+        return None
+    value = value.strip()
+    if value != UNSIGNED_PAYLOAD and not _HEX64.fullmatch(value):
+        raise _bad(f"X-Sdk-Content-Sha256 must be {UNSIGNED_PAYLOAD} or 64 hex digits")
+    return value
+
+
+def _known_empty(req: SigningRequest) -> bool | None:
+    """Whether the body is empty, from Content-Length; ``None`` when it cannot be told."""
+    value = _single_header(req, "Content-Length")
+    if value is None or not _LENGTH.fullmatch(value.strip()):
+        return None
+    return int(value) == 0
+
+
+def _body_policy(claimed: str | None, empty: bool | None) -> tuple[BodyPolicy, str | None]:
+    if claimed is None or empty is None:
+        # The body is hashed into the signature, or we must see it to know whether it is empty
+        # (an empty body is signed as the empty hash whatever the header claims).
+        return BodyPolicy.BUFFER, None
+    if claimed == UNSIGNED_PAYLOAD or empty:
+        return BodyPolicy.UNSIGNED, None
+    return BodyPolicy.CLAIMED_SHA256, claimed.lower()
+
+
+def _host_parts(host: str) -> tuple[str | None, str | None]:
+    """``(service, region)`` from a public API host name, when it is one."""
+    name = host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
+    for suffix in _API_SUFFIXES:
+        if name.endswith(suffix):
+            labels = name[: -len(suffix)].split(".")
+            region = labels[1] if len(labels) > 1 and _REGION.fullmatch(labels[1]) else None
+            return labels[0] or None, region
+    return None, None
+
+
+# --------------------------------------------------------------------------- the signer
+
+
+class HuaweiSigner:
+    """Huawei Cloud ``SDK-HMAC-SHA256`` (header form)."""
+
+    vendor: ClassVar[str] = "huawei"
+    public_domains: ClassVar[tuple[str, ...]] = _API_SUFFIXES
+
+    def __repr__(self) -> str:
+        return "HuaweiSigner()"
+
+    def detect(self, req: SigningRequest) -> bool:
+        """True for an ``SDK-HMAC-SHA256 `` Authorization header."""
+        return req.headers.get("Authorization", "").startswith(ALGORITHM + " ")
+
+    def parse(self, req: SigningRequest) -> ParsedAuth:
+        """Parse the signature.  Raises ``MalformedSignature`` naming the faulty field."""
+        value = _single_header(req, "Authorization")
+        if value is None:
+            raise _bad("no Authorization header")
+        fields = _split_authorization(value)
+        access_key = fields["Access"]
+        if not _ACCESS_KEY.fullmatch(access_key):
+            raise _bad("Access is empty or has invalid characters")
+        headers = _parse_signed_headers(fields["SignedHeaders"])
+        if not _SIGNATURE.fullmatch(fields["Signature"]):
+            raise _bad("Signature must be 64 lower-case hex digits")
+        sdk_date, signed_at = _parse_sdk_date(req)
+        _check_signed_headers_present(req, headers)
+        claimed, empty = _parse_claimed(req), _known_empty(req)
+        body, payload = _body_policy(claimed, empty)
+        service, region = _host_parts(req.host)
+        state = _State(access_key, sdk_date, headers, fields["Signature"], claimed, empty)
+        return ParsedAuth(
+            access_key=access_key,
+            signed_at=signed_at,
+            region=region,
+            service=service,
+            body=body,
+            payload_sha256=payload,
+            state=state,
+        )
+
+    # verify ---------------------------------------------------------------------------
+
+    def verify(
+        self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
+    ) -> None:
+        """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
+        state = self._state(auth)
+        if not hmac.compare_digest(cred.access_key.encode(), state.access_key.encode()):
+            raise SignatureMismatch()
+        self._check_claimed_hash(state, body)
+        expected = self.signature(req, auth, cred, body)
+        if not hmac.compare_digest(expected.encode(), state.signature.encode()):
+            raise SignatureMismatch()
+
+    @staticmethod
+    def _check_claimed_hash(state: _State, body: bytes | None) -> None:
+        # A claimed hash over a buffered body is checked here; a streamed one by the proxy.
+        if body and state.claimed is not None and state.claimed != UNSIGNED_PAYLOAD:
+            actual = hashlib.sha256(body).hexdigest()
+            if not hmac.compare_digest(actual, state.claimed.lower()):
+                raise SignatureMismatch()
+
+    @staticmethod
+    def _state(auth: ParsedAuth) -> _State:
+        if not isinstance(auth.state, _State):
+            raise TypeError("ParsedAuth was not produced by HuaweiSigner.parse")
+        return auth.state
+
+    @staticmethod
+    def _payload_line(state: _State, body: bytes | None) -> str:
+        if body is None:  # streamed: parse only lets that happen with a known-empty flag
+            if state.claimed is None or state.empty:
+                return EMPTY_SHA256
+            return state.claimed
+        if not body:
+            return EMPTY_SHA256
+        return state.claimed if state.claimed is not None else hashlib.sha256(body).hexdigest()
+
+    def canonical_request(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> str:
+        """The canonical request ``verify`` would sign (for diagnostics and test vectors)."""
+        state = self._state(auth)
+        names = state.signed_headers
+        return "\n".join(
+            [
+                req.method.upper(),
+                canonical_uri(req.path),
+                canonical_query(req.query),
+                _canonical_headers(req, names),
+                ";".join(names),
+                self._payload_line(state, body),
+            ]
+        )
+
+    def signature(
+        self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
+    ) -> str:
+        """The hex signature ``cred`` makes over ``req`` as ``auth`` describes it."""
+        state = self._state(auth)
+        digest = hashlib.sha256(
+            self.canonical_request(req, auth, body).encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        to_sign = f"{ALGORITHM}\n{state.sdk_date}\n{digest}"
+        return _sign(cred.secret_key.reveal_bytes(), to_sign)
+
+    # resign ---------------------------------------------------------------------------
+
+    def resign(
+        self,
+        req: SigningRequest,
+        auth: ParsedAuth,
+        cred: Credential,
+        body: bytes | None,
+        now: datetime,
+    ) -> None:
+        """Sign ``req`` in place for ``cred`` at ``now``, over the same headers (the session
+        token swapped for the real one's).  Raises ``MalformedSignature`` when a signed header
+        is no longer in ``req``."""
+        state = self._state(auth)
+        sdk_date = now.astimezone(UTC).strftime(_DATE_FORMAT)
+        names = set(state.signed_headers)
+        req.headers.popall("X-Security-Token", None)
+        names.discard("x-security-token")
+        if cred.access_token:
+            req.headers["X-Security-Token"] = cred.access_token.reveal()
+            names.add("x-security-token")
+        req.headers["X-Sdk-Date"] = sdk_date
+        if "Host" in req.headers:
+            # A copied client Host header would contradict the host we sign for.
+            req.headers["Host"] = req.host
+        headers = tuple(sorted(names))
+        _check_signed_headers_present(req, headers)
+        new_state = replace(
+            state, access_key=cred.access_key, sdk_date=sdk_date, signed_headers=headers
+        )
+        signature = self.signature(req, replace(auth, state=new_state), cred, body)
+        req.headers["Authorization"] = (
+            f"{ALGORITHM} Access={cred.access_key}, "
+            f"SignedHeaders={';'.join(headers)}, Signature={signature}"
+        )
+
+    # upstream -------------------------------------------------------------------------
+
+    def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
+        """``https://host`` when the signed Host is itself a public API host (the client
+        resolved the vendor's name to keybroker); ``None`` otherwise — the signature names
+        no service or region, so an ``Upstream`` must be configured."""
+        name = req.host.rsplit(":", 1)[0].lower() if ":" in req.host else req.host.lower()
+        if any(name.endswith(suffix) for suffix in _API_SUFFIXES):
+            return f"https://{name}"
+        return None
+
+
+SIGNER = HuaweiSigner()
