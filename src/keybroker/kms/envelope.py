@@ -269,7 +269,7 @@ async def open_dek(wrapper: KeyWrapper, key_id: str, dek_size: int, blob: bytes)
     raise _malformed(key_id, "its format is not recognised")
 
 
-# -- helpers ---------------------------------------------------------------------------------
+# -- internals -------------------------------------------------------------------------------
 
 
 def _lp(text: str) -> bytes:
