@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from keybroker import signers
 from keybroker.config import Config, HttpConfig
 from keybroker.config_load import load, loads
 from keybroker.errors import ConfigError
@@ -22,6 +23,8 @@ Endpoints:
       Proxy: {AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret}
       Real: {AccessKey: AKIAREAL00000000001, SecretKey: real-secret}
 """
+
+KNOWN = ", ".join(signers.known_vendors())
 
 
 def problems(text: str, **kwargs: object) -> list[str]:
@@ -164,11 +167,10 @@ def test_broken_file_reports_every_problem_with_its_line() -> None:
         f"{src}:6: Http.MaxBodyBytes: must be greater than 0",
         f"{src}:8: Log.Level: expected one of debug, info, warn, warning, error, got 'verbose'",
         f"{src}:10: Forbidden.ForbiddenAccountNotFound: expected a boolean, got '1'",
-        f"{src}:13: Endpoints[0].Vendor: unknown vendor 'awz' (known: aws, volcengine)",
+        f"{src}:13: Endpoints[0].Vendor: unknown vendor 'awz' (known: {KNOWN})",
         f"{src}:15: Endpoints[0].Credentials.Proxy.SecretKey: must not be empty",
         f"{src}:16: Endpoints[0].Credentials.Real.SecretKey: required field is missing",
         f"{src}:17: Endpoints[1].CloudAccountName: duplicate name (also Endpoints[0])",
-        f"{src}:18: Endpoints[1].Vendor: vendor 'tencent' is not supported yet",
         f"{src}:19: Endpoints[1].Upstream: expected an http(s) URL with a host, got "
         "'ftp://example.com'",
         f"{src}:21: Endpoints[1].Credentials.Proxy.AccessKey: duplicate proxy access key "
@@ -304,7 +306,7 @@ def test_misplaced_secrets_are_not_echoed() -> None:
     assert found == [
         "config.yml:5: Endpoints[0].Credentials.Proxy: expected a mapping, got a string",
         "config.yml:9: Endpoints[0].Credentials.Real: unknown field (name not shown; known: "
-        "AccessKey, SecretKey, AccessToken, ClientToken, ClientSecret)",
+        "AccessKey, SecretKey, AccessToken, ClientToken, ClientSecret, ExpiresAt)",
         "config.yml:10: Endpoints[0].Credentials.Real.Secretkye: unknown field "
         "(did you mean SecretKey?)",
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from keybroker import signers
 from keybroker.config import Config, Endpoint, HttpConfig, LogConfig, TlsConfig
 from keybroker.config_load import load, validate
 from keybroker.credentials import Credential
@@ -14,6 +15,8 @@ from keybroker.secret import Secret
 from keybroker.summary import mask_key, render_summary
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
+
+KNOWN = ", ".join(signers.known_vendors())
 
 
 def endpoint(name: str = "volc_test", vendor: str = "volcengine", n: int = 1) -> Endpoint:
@@ -58,11 +61,10 @@ def test_same_checks_without_line_numbers() -> None:
         "Http.Tls.CertFile: required when Http.Tls.Enabled is true",
         "Http.Tls.KeyFile: required when Http.Tls.Enabled is true",
         "Log.Level: expected one of debug, info, warn, warning, error, got 'loud'",
-        "Endpoints[0].Vendor: unknown vendor 'awz' (known: aws, volcengine)",
-        "Endpoints[1].Vendor: vendor 'tencent' is not supported yet",
+        f"Endpoints[0].Vendor: unknown vendor 'awz' (known: {KNOWN})",
         "Endpoints[1].Upstream: expected an http(s) URL with a host, got 'ftp://example.com'",
         "Endpoints[1].CloudAccountName: duplicate name (also Endpoints[0])",
-        "Endpoints[1].Credentials.Proxy.AccessKey: duplicate proxy access key (also Endpoints[0])",
+        "Endpoints[1].Credentials.Proxy.AccessKey: duplicate proxy access key (also Endpoints[0].Credentials.Proxy)",
     ]
 
 

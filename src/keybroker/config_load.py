@@ -23,11 +23,13 @@ objects), so each problem keeps its line; size, nesting depth and endpoint count
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +45,7 @@ from keybroker.config import (
     ForbiddenConfig,
     HttpConfig,
     LogConfig,
+    Policy,
     SecurityConfig,
     TlsConfig,
 )
@@ -434,6 +437,21 @@ class _Reader:
             return None
         return value
 
+    def string_list(self, node: Node, path: str) -> list[str] | None:
+        """A list of strings; a single string is read as a one-element list."""
+        if isinstance(node, ScalarNode):
+            text = self.string(node, path)
+            return None if text is None else [text]
+        if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
+            self.p.add(path, f"expected a list of strings, got {self.describe(node)}", _line(node))
+            return None
+        out = []
+        for i, item in enumerate(node.value):
+            text = self.string(item, f"{path}[{i}]")
+            if text is not None:
+                out.append(text)
+        return out
+
     def required(self, m: dict[str, Node] | None, path: str, key: str) -> Node | None:
         """The node for a required ``key`` of mapping ``m`` (``None`` if ``m`` was broken)."""
         if m is None:
@@ -454,6 +472,7 @@ _TLS_FIELDS: _Fields = {
     "Address": ("address", _Reader.string),
     "CertFile": ("cert_file", _Reader.string),
     "KeyFile": ("key_file", _Reader.string),
+    "ClientCAFile": ("client_ca_file", _Reader.string),
 }
 _HTTP_FIELDS: _Fields = {
     "Address": ("address", _Reader.string),
@@ -462,6 +481,8 @@ _HTTP_FIELDS: _Fields = {
     "UpstreamConnectTimeout": ("upstream_connect_timeout", _Reader.number),
     "UpstreamReadTimeout": ("upstream_read_timeout", _Reader.number),
     "ShutdownTimeout": ("shutdown_timeout", _Reader.number),
+    "ClientTimeout": ("client_timeout", _Reader.number),
+    "Workers": ("workers", _Reader.integer),
 }
 _LOG_FIELDS: _Fields = {
     "Output": ("output", _Reader.string),
@@ -475,11 +496,37 @@ _FORBIDDEN_FIELDS: _Fields = {
     "ForbiddenAccountNotFound": ("forbidden_account_not_found", _Reader.boolean),
     "ForbiddenProxyCredentialErr": ("forbidden_proxy_credential_err", _Reader.boolean),
 }
-_SECURITY_FIELDS: _Fields = {"ClockSkewSeconds": ("clock_skew_seconds", _Reader.integer)}
+_SECURITY_FIELDS: _Fields = {
+    "ClockSkewSeconds": ("clock_skew_seconds", _Reader.integer),
+    "ReplayCache": ("replay_cache", _Reader.string),
+    "RateLimitStore": ("rate_limit_store", _Reader.string),
+    "AllowedClientCIDRs": ("allowed_client_cidrs", _Reader.string_list),
+}
+_POLICY_FIELDS: _Fields = {
+    "Preset": ("preset", _Reader.string),
+    "Services": ("services", _Reader.string_list),
+    "Actions": ("actions", _Reader.string_list),
+    "DenyActions": ("deny_actions", _Reader.string_list),
+    "Regions": ("regions", _Reader.string_list),
+    "SourceCIDRs": ("source_cidrs", _Reader.string_list),
+}
+_ENDPOINT_FIELDS: _Fields = {
+    "AllowedHosts": ("allowed_hosts", _Reader.string_list),
+    "MaxBodyBytes": ("max_body_bytes", _Reader.integer),
+    "MaxConcurrentRequests": ("max_concurrent_requests", _Reader.integer),
+}
 
 _TOP_KEYS = ("Http", "Log", "Audit", "Forbidden", "Security", "Endpoints")
-_ENDPOINT_KEYS = ("CloudAccountName", "Vendor", "Credentials", "Upstream")
+_ENDPOINT_KEYS = (
+    "CloudAccountName",
+    "Vendor",
+    "Credentials",
+    "Upstream",
+    "Policy",
+    *_ENDPOINT_FIELDS,
+)
 _CREDENTIAL_KEYS = ("AccessKey", "SecretKey", "AccessToken", "ClientToken", "ClientSecret")
+_CREDENTIAL_EXTRA = ("ExpiresAt",)
 
 
 def _fill(
@@ -537,11 +584,40 @@ def _endpoint(r: _Reader, node: Node, path: str, env: Mapping[str, str]) -> Endp
     upstream = r.string(m["Upstream"], f"{path}.Upstream") if m and "Upstream" in m else None
     creds_path = f"{path}.Credentials"
     creds_node = r.required(m, path, "Credentials")
-    creds = r.mapping(creds_node, creds_path, ("Proxy", "Real")) if creds_node is not None else None
+    creds = (
+        r.mapping(creds_node, creds_path, ("Proxy", "Real", "AdditionalProxies"))
+        if creds_node is not None
+        else None
+    )
     needed = _required_credential_keys(vendor.strip().lower())
     proxy = _credential(r, creds, creds_path, "Proxy", env, needed)
     real = _credential(r, creds, creds_path, "Real", env, needed)
-    return Endpoint(name, vendor.strip().lower(), proxy, real, upstream or None)
+    endpoint = Endpoint(name, vendor.strip().lower(), proxy, real, upstream or None)
+    endpoint.additional_proxies = _additional_proxies(r, creds, creds_path, env, needed)
+    for key, (attr, read) in _ENDPOINT_FIELDS.items():
+        if m and key in m and (value := read(r, m[key], r.join(path, key))) is not None:
+            setattr(endpoint, attr, value)
+    if m and "Policy" in m and not r.is_null(m["Policy"]):
+        _fill(r, endpoint.policy, m["Policy"], f"{path}.Policy", _POLICY_FIELDS)
+    return endpoint
+
+
+def _additional_proxies(
+    r: _Reader,
+    creds: dict[str, Node] | None,
+    path: str,
+    env: Mapping[str, str],
+    needed: tuple[str, ...],
+) -> list[Credential]:
+    node = (creds or {}).get("AdditionalProxies")
+    if node is None or r.is_null(node):
+        return []
+    sub = f"{path}.AdditionalProxies"
+    if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
+        r.p.add(sub, f"expected a list of credentials, got {r.describe(node)}", _line(node))
+        return []
+    wrapped = {f"[{i}]": item for i, item in enumerate(node.value)}
+    return [_credential(r, wrapped, sub, key, env, needed) for key in wrapped]
 
 
 def _required_text(r: _Reader, m: dict[str, Node] | None, path: str, key: str) -> str:
@@ -581,14 +657,39 @@ def _credential(
     env: Mapping[str, str],
     needed: tuple[str, ...] = ("AccessKey", "SecretKey"),
 ) -> Credential:
-    sub = f"{path}.{role}"
+    sub = f"{path}{role}" if role.startswith("[") else f"{path}.{role}"
     node = r.required(creds, path, role)
-    m = r.mapping(node, sub, _CREDENTIAL_KEYS) if node is not None else None
+    m = r.mapping(node, sub, (*_CREDENTIAL_KEYS, *_CREDENTIAL_EXTRA)) if node is not None else None
     access, secret, token, client_token, client_secret = (
         _secret_field(r, m, sub, key, env, required=key in needed) for key in _CREDENTIAL_KEYS
     )
-    optional = [Secret(v) if v else None for v in (token, client_token, client_secret)]
-    return Credential(access or "", Secret(secret or ""), *optional)
+    expires = _expires_at(r, m["ExpiresAt"], f"{sub}.ExpiresAt") if m and "ExpiresAt" in m else None
+    return Credential(
+        access or "",
+        Secret(secret or ""),
+        access_token=Secret(token) if token else None,
+        client_token=Secret(client_token) if client_token else None,
+        client_secret=Secret(client_secret) if client_secret else None,
+        expires_at=expires,
+    )
+
+
+def _expires_at(r: _Reader, node: Node, path: str) -> datetime | None:
+    """An RFC 3339 time (``2027-01-31T00:00:00Z``); a time without a zone is UTC."""
+    if isinstance(node, ScalarNode) and node.tag == f"{_STD}timestamp":
+        value = _INT_CONSTRUCTOR.construct_yaml_timestamp(node)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    text = r.string(node, path)
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        r.p.add(path, f"expected an RFC 3339 time, got '{_clip(text)}'", _line(node))
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _secret_field(
@@ -667,8 +768,10 @@ def _readable_problem(path: str) -> str | None:
 
 def _check_http(http: HttpConfig, p: _Problems) -> None:
     for key, (attr, read) in _HTTP_FIELDS.items():
-        if key != "Address":
+        if key not in ("Address", "Workers"):
             _positive(p, f"Http.{key}", getattr(http, attr), integer=read is _Reader.integer)
+    if isinstance(http.workers, bool) or not isinstance(http.workers, int) or http.workers < 0:
+        p.check("Http.Workers", "expected an integer >= 0 (0: one worker per core)")
     for path, address in (("Http.Address", http.address), ("Http.Tls.Address", http.tls.address)):
         if problem := _address_problem(address):
             p.check(path, problem)
@@ -696,6 +799,47 @@ def _check_sections(cfg: Config, p: _Problems) -> None:
     for key, (attr, _) in _FORBIDDEN_FIELDS.items():
         _is_type(p, f"Forbidden.{key}", getattr(cfg.forbidden, attr), bool, "a boolean")
     _positive(p, "Security.ClockSkewSeconds", cfg.security.clock_skew_seconds, integer=True)
+    _check_store(p, "Security.ReplayCache", cfg.security.replay_cache, ("memory", "off"))
+    _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
+    _check_cidrs(p, "Security.AllowedClientCIDRs", cfg.security.allowed_client_cidrs)
+
+
+def _check_store(p: _Problems, path: str, value: object, words: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        p.check(path, "expected a string")
+    elif value not in words and not value.startswith(("redis://", "rediss://", "unix://")):
+        allowed = ", ".join(w for w in words if w)
+        p.check(path, f"expected {allowed} or a redis:// URL, got '{_clip(value)}'")
+
+
+def _check_cidrs(p: _Problems, path: str, values: object) -> None:
+    if not isinstance(values, list):
+        p.check(path, "expected a list of CIDRs")
+        return
+    for i, value in enumerate(values):
+        try:
+            ipaddress.ip_network(str(value), strict=False)
+        except ValueError:
+            p.check(f"{path}[{i}]", f"not an IP network: '{_clip(str(value))}'")
+
+
+POLICY_PRESETS = ("", "read-only")
+
+
+def _check_policy(policy: object, path: str, p: _Problems) -> None:
+    if not _is_type(p, path, policy, Policy, "a Policy"):
+        return
+    assert isinstance(policy, Policy)
+    if policy.preset not in POLICY_PRESETS:
+        p.check(
+            f"{path}.Preset", f"unknown preset '{_clip(str(policy.preset))}' (known: read-only)"
+        )
+    for key in ("services", "actions", "deny_actions", "regions"):
+        values = getattr(policy, key)
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            name = "".join(w.capitalize() for w in key.split("_"))
+            p.check(f"{path}.{name}", "expected a list of non-empty strings")
+    _check_cidrs(p, f"{path}.SourceCIDRs", policy.source_cidrs)
 
 
 def _vendor_problem(vendor: str) -> str | None:
@@ -761,26 +905,44 @@ def _check_endpoint(ep: Endpoint, path: str, p: _Problems) -> None:
     needed = _required_credential_keys(ep.vendor) if isinstance(ep.vendor, str) else ()
     _check_credential(ep.proxy, f"{path}.Credentials.Proxy", p, needed)
     _check_credential(ep.real, f"{path}.Credentials.Real", p, needed)
+    for i, extra in enumerate(ep.additional_proxies):
+        _check_credential(extra, f"{path}.Credentials.AdditionalProxies[{i}]", p, needed)
+    for key, value in (
+        ("MaxBodyBytes", ep.max_body_bytes),
+        ("MaxConcurrentRequests", ep.max_concurrent_requests),
+    ):
+        if value is not None:
+            _positive(p, f"{path}.{key}", value, integer=True)
+    hosts = ep.allowed_hosts
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip(".") for h in hosts):
+        p.check(f"{path}.AllowedHosts", "expected a list of DNS names or suffixes")
+    _check_policy(ep.policy, f"{path}.Policy", p)
     if ep.upstream is not None and (
         not isinstance(ep.upstream, str) or (problem := _upstream_problem(ep.upstream))
     ):
         p.check(f"{path}.Upstream", problem if isinstance(ep.upstream, str) else "expected a URL")
 
 
-def _proxy_credential_id(ep: Endpoint) -> str | None:
-    if not isinstance(ep.proxy, Credential):
-        return None
-    try:
-        return signers.credential_id(signers.get(ep.vendor), ep.proxy)
-    except (KeyError, TypeError, AttributeError):
-        return ep.proxy.access_key
+def _proxy_credential_ids(ep: Endpoint) -> list[tuple[str, str | None]]:
+    creds = [("Proxy", ep.proxy)]
+    if isinstance(ep.additional_proxies, list):
+        creds += [(f"AdditionalProxies[{i}]", c) for i, c in enumerate(ep.additional_proxies)]
+    out: list[tuple[str, str | None]] = []
+    for where, cred in creds:
+        if not isinstance(cred, Credential):
+            continue
+        try:
+            out.append((where, signers.credential_id(signers.get(ep.vendor), cred)))
+        except (KeyError, TypeError, AttributeError):
+            out.append((where, cred.access_key))
+    return out
 
 
 def _check_endpoints(endpoints: list[Endpoint], p: _Problems) -> None:
     if not _is_type(p, "Endpoints", endpoints, list, "a list of Endpoint"):
         return
     names: dict[str, int] = {}
-    proxy_keys: dict[str, int] = {}
+    proxy_keys: dict[str, str] = {}
     for i, ep in enumerate(endpoints):
         path = f"Endpoints[{i}]"
         if not _is_type(p, path, ep, Endpoint, "an Endpoint"):
@@ -789,12 +951,16 @@ def _check_endpoints(endpoints: list[Endpoint], p: _Problems) -> None:
         name = ep.cloud_account_name
         if isinstance(name, str) and name and names.setdefault(name, i) != i:
             p.check(f"{path}.CloudAccountName", f"duplicate name (also Endpoints[{names[name]}])")
-        key = _proxy_credential_id(ep)
-        if isinstance(key, str) and key and proxy_keys.setdefault(key, i) != i:
-            p.check(
-                f"{path}.Credentials.Proxy.AccessKey",
-                f"duplicate proxy access key (also Endpoints[{proxy_keys[key]}])",
-            )
+        for where, key in _proxy_credential_ids(ep):
+            if not isinstance(key, str) or not key:
+                continue
+            if key in proxy_keys:
+                p.check(
+                    f"{path}.Credentials.{where}.AccessKey",
+                    f"duplicate proxy access key (also {proxy_keys[key]})",
+                )
+            else:
+                proxy_keys[key] = f"{path}.Credentials.{where}"
 
 
 _SECTION_TYPES = (
