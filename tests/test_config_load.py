@@ -174,7 +174,7 @@ def test_broken_file_reports_every_problem_with_its_line() -> None:
         f"{src}:19: Endpoints[1].Upstream: expected an http(s) URL with a host, got "
         "'ftp://example.com'",
         f"{src}:21: Endpoints[1].Credentials.Proxy.AccessKey: duplicate proxy access key "
-        "(also Endpoints[0])",
+        "(also Endpoints[0].Credentials.Proxy)",
     ]
     assert str(info.value) == "; ".join(info.value.problems)
 
