@@ -6,6 +6,8 @@ endpoint (``FakeGoogleTokenServer``), which checks the signed JWT assertion.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -286,3 +288,34 @@ def test_validate_uri_reads_no_file(tmp_path: Path) -> None:
     GCSStorage.validate_uri(parse_uri(uri(None, "b", tmp_path / "not-yet.json")))
     with pytest.raises(KMSConfigError, match=r"^storage://gcp: unknown parameter\(s\): location$"):
         GCSStorage.validate_uri(parse_uri(uri(None, "b", tmp_path / "x") + "&location=EU"))
+
+
+def test_threads_with_own_event_loops_exactly_one_wins(fake_gcs_url: str) -> None:
+    """One storage shared by threads that each run their own event loop (the SDK client is
+    not bound to a loop)."""
+    store = anonymous(fake_gcs_url, new_bucket())
+    asyncio.run(store.open())
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            asyncio.run(store.put("shared", f"t{i}".encode()))
+            outcomes.append("won")
+        except DEKExists:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
+    assert asyncio.run(store.get("shared")).startswith(b"t")
+    asyncio.run(store.close())
+
+
+def test_repr_names_bucket_not_secrets(key_file: Path) -> None:
+    s = GCSStorage.from_uri(parse_uri(uri(None, "my-bucket", key_file)))
+    assert repr(s) == "GCSStorage(bucket='my-bucket', project='my-project')"

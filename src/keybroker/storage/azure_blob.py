@@ -191,6 +191,9 @@ class AzureBlobStorage:
             ca_file=ca_file,
         )
 
+    def __repr__(self) -> str:
+        return f"AzureBlobStorage(account={self.account!r}, container={self.container!r})"
+
     @property
     def account(self) -> str:
         """The storage account name."""

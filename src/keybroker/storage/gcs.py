@@ -9,6 +9,9 @@ URI: ``storage://gcp?projectID=&bucket=&credentialsPath=`` plus an optional ``en
   writers cannot both win; the loser gets ``DEKExists``.  The upload is one request whose
   response is checked (Constellation's Go code ignored the writer's close error and reported
   success when the commit failed).
+- The SDK retries transient failures of the conditional upload.  If a retried upload had in
+  fact been stored, the retry sees 412 and reports ``DEKExists``; the KMS then re-reads the
+  blob, which is its own.
 - A storage built from a URI always passes the endpoint, credentials and project explicitly, so
   ``STORAGE_EMULATOR_HOST``, ``API_ENDPOINT_OVERRIDE``, ``GOOGLE_CLOUD_PROJECT`` and
   ``GOOGLE_APPLICATION_CREDENTIALS`` cannot redirect or re-credential it.
@@ -120,6 +123,9 @@ class GCSStorage:
             credentials_path=p["credentialsPath"],
             endpoint=endpoint,
         )
+
+    def __repr__(self) -> str:
+        return f"GCSStorage(bucket={self.bucket!r}, project={self.project!r})"
 
     @property
     def project(self) -> str | None:

@@ -9,6 +9,10 @@ for emulators and S3-compatible stores.  ``accessKey`` may be a secret reference
   other region it must.
 - ``put`` is ``PutObject`` with ``If-None-Match: *``: S3 (and moto) refuse to overwrite, so two
   racing first writers cannot both win; the loser gets ``DEKExists``.
+- The SDK retries transient failures.  If a retried ``PutObject`` had in fact been stored, the
+  retry sees 412 and reports ``DEKExists``; the KMS then re-reads the blob, which is its own.
+- ``delete`` looks the object up first (S3 deletes a missing key without complaint), so a
+  concurrent delete of the same id may make both callers succeed.
 - A storage built from a URI ignores the environment and the shared config files: bogus
   ``AWS_*`` variables, ``AWS_PROFILE`` or ``AWS_ENDPOINT_URL`` cannot redirect or re-credential it.
 
@@ -115,6 +119,9 @@ class S3Storage:
                 ignore_env_endpoint=True,
             )
         return cls(p["bucket"], client=client)
+
+    def __repr__(self) -> str:
+        return f"S3Storage(bucket={self.bucket!r}, region={self.region!r})"
 
     @property
     def region(self) -> str:
@@ -281,10 +288,11 @@ def _make_client(
     *,
     ignore_env_endpoint: bool = False,
 ) -> Any:
-    config = botocore.config.Config(  # type: ignore[call-arg]  # stubs lag botocore 1.31+
-        retries={"mode": "standard", "max_attempts": 3},
-        ignore_configured_endpoint_urls=ignore_env_endpoint,
-    )
+    options: dict[str, Any] = {  # a dict: some botocore stubs lack the endpoint option
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "ignore_configured_endpoint_urls": ignore_env_endpoint,
+    }
+    config = botocore.config.Config(**options)
     kwargs: dict[str, Any] = {"region_name": region, "endpoint_url": endpoint, "config": config}
     if access_key_id is not None and secret is not None:
         kwargs["aws_access_key_id"] = access_key_id
