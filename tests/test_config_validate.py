@@ -64,7 +64,8 @@ def test_same_checks_without_line_numbers() -> None:
         f"Endpoints[0].Vendor: unknown vendor 'awz' (known: {KNOWN})",
         "Endpoints[1].Upstream: expected an http(s) URL with a host, got 'ftp://example.com'",
         "Endpoints[1].CloudAccountName: duplicate name (also Endpoints[0])",
-        "Endpoints[1].Credentials.Proxy.AccessKey: duplicate proxy access key (also Endpoints[0].Credentials.Proxy)",
+        "Endpoints[1].Credentials.Proxy.AccessKey: duplicate proxy access key "
+        "(also Endpoints[0].Credentials.Proxy)",
     ]
 
 
