@@ -100,7 +100,7 @@ def test_native_qiniu_mac_json_post(qn: Qn) -> None:
 def test_native_refusals_never_reach_upstream(qn: Qn, case: str) -> None:
     before = qn.upstream.hits
     ak, sk = (qn.proxy_ak, "wrong") if case == "wrong-secret" else ("QNunknown", qn.proxy_sk)
-    ret, info = http._post_with_auth(f"{qn.proxy_url}/batch", {"op": "x"}, Auth(ak, sk))
+    _, info = http._post_with_auth(f"{qn.proxy_url}/batch", {"op": "x"}, Auth(ak, sk))
     assert info.status_code == (401 if case == "wrong-secret" else 404), info.text_body
     assert qn.upstream.hits == before
 
