@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from alibabacloud_tea_openapi.utils import Utils
 from aliyunsdkcore.auth.composer import rpc_signature_composer
 from aliyunsdkcore.utils import parameter_helper
-from alibabacloud_tea_openapi.utils import Utils
 from darabonba.request import DaraRequest
 
 HERE = Path(__file__).parent
@@ -279,7 +279,9 @@ def sdk_cases() -> list[dict[str, Any]]:
     ]
 
 
-ACS3_DOC = "https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature"
+ACS3_DOC = (
+    "https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature"
+)
 RPC_DOC = "https://developer.aliyun.com/ask/210168"
 
 
@@ -313,7 +315,15 @@ def doc_cases() -> list[dict[str, Any]]:
         },
         "credential": _cred("YourAccessKeyId", "YourAccessKeySecret", None),
         "signed_at": "2023-10-26T10:22:32Z",
-        "expected": {"authorization": acs3_headers["Authorization"]},
+        "expected": {
+            "authorization": acs3_headers["Authorization"],
+            # The canonical request as the page prints it.
+            "canonical_request": "\n".join(
+                ["POST", "/", query]
+                + [f"{k}:{v}" for k, v in acs3_headers.items() if k != "Authorization"]
+                + ["", signed, EMPTY_SHA256]
+            ),
+        },
     }
     rpc = {
         "name": "doc-rpc-describe-regions",
