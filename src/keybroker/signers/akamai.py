@@ -16,7 +16,8 @@ up to and including the ``;`` before ``signature=``.
   default), are not signed by the scheme.  The body is buffered (``BodyPolicy.BUFFER``) for
   POST only.
 * ``headers_to_sign`` and ``max_body`` are client settings that the request does not carry;
-  the defaults of the SDKs (no signed headers, 131072 bytes) are assumed.
+  the defaults of the SDKs (no signed headers, 131072 bytes) are assumed unless an
+  ``AkamaiSigner`` built with other values is registered.
 * The credential is three values: ``client_token`` and ``access_token`` (identifiers, sent in
   clear in every request) and ``client_secret``.  The client token names the account.
 * Each API client has its own host, ``akab-<id>.luna.akamaiapis.net``, and the host is part of
@@ -43,7 +44,15 @@ from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
-__all__ = ["ALGORITHM", "MAX_BODY", "SIGNER", "AkamaiSigner", "data_to_sign"]
+__all__ = [
+    "ALGORITHM",
+    "MAX_BODY",
+    "SIGNER",
+    "AkamaiSigner",
+    "canonical_headers",
+    "content_hash",
+    "data_to_sign",
+]
 
 ALGORITHM = "EG1-HMAC-SHA256"
 MAX_BODY = 131072  # the SDKs' default max_body
@@ -56,6 +65,7 @@ _TIMESTAMP = re.compile(r"[0-9]{8}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+0000")
 _TOKEN = re.compile(r"[\x21-\x3a\x3c-\x7e]{1,256}")  # printable ASCII without ';'
 _SIGNATURE = re.compile(r"[A-Za-z0-9+/]{43}=")
 _HOSTNAME = re.compile(r"[a-z0-9.\-]{1,253}")
+_WHITESPACE = re.compile(r"\s+")
 
 
 def _bad(message: str) -> MalformedSignature:
@@ -66,17 +76,41 @@ def _b64_hmac(key: bytes, msg: bytes) -> str:
     return base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest()).decode("ascii")
 
 
-def content_hash(method: str, body: bytes | None) -> str:
-    """The content hash the SDKs sign: only POST bodies, truncated to ``MAX_BODY``."""
+def content_hash(method: str, body: bytes | None, max_body: int = MAX_BODY) -> str:
+    """The content hash the SDKs sign: only POST bodies, truncated to ``max_body``."""
     if method.upper() != "POST" or not body:
         return ""
-    return base64.b64encode(hashlib.sha256(body[:MAX_BODY]).digest()).decode("ascii")
+    return base64.b64encode(hashlib.sha256(body[:max_body]).digest()).decode("ascii")
 
 
-def data_to_sign(req: SigningRequest, unsigned_auth: str, body: bytes | None) -> str:
-    """The tab-joined string the signature covers (no signed headers: see the module doc)."""
+def canonical_headers(req: SigningRequest, headers_to_sign: tuple[str, ...]) -> str:
+    """``name:value`` of each header to sign that is present, values trimmed with runs of
+    whitespace folded to one space, joined by tabs."""
+    return "\t".join(
+        f"{name}:{_WHITESPACE.sub(' ', req.headers[name].strip())}"
+        for name in headers_to_sign
+        if name in req.headers
+    )
+
+
+def data_to_sign(
+    req: SigningRequest,
+    unsigned_auth: str,
+    body: bytes | None,
+    *,
+    headers_to_sign: tuple[str, ...] = (),
+    max_body: int = MAX_BODY,
+) -> str:
+    """The tab-joined string the signature covers."""
     target = req.path + (f"?{req.query}" if req.query else "")
-    fields = [req.method.upper(), req.scheme, req.host, target, "", content_hash(req.method, body)]
+    fields = [
+        req.method.upper(),
+        req.scheme,
+        req.host,
+        target,
+        canonical_headers(req, headers_to_sign),
+        content_hash(req.method, body, max_body),
+    ]
     return "\t".join([*fields, unsigned_auth])
 
 
@@ -128,19 +162,37 @@ def _parse_timestamp(value: str) -> datetime:
 class AkamaiSigner:
     """Akamai EdgeGrid ``EG1-HMAC-SHA256``.
 
-    ``nonce`` makes the nonce of re-signed requests (a fresh UUID4 by default; injectable so
-    tests can compare with the SDK at the same instant and nonce).
+    ``headers_to_sign`` and ``max_body`` are the client settings of the same names (they are
+    not in the request; the SDK defaults are assumed); register an ``AkamaiSigner`` built with
+    other values to change them.  ``nonce`` makes the nonce of re-signed requests (a fresh
+    UUID4 by default; injectable so tests can compare with the SDK at the same nonce).
+    Raises ``ValueError`` for a ``max_body`` below 1.
     """
 
     vendor: ClassVar[str] = "akamai"
     public_domains: ClassVar[tuple[str, ...]] = (PUBLIC_DOMAIN,)
     credential_fields: ClassVar[tuple[str, ...]] = ("client_token", "access_token", "client_secret")
 
-    def __init__(self, nonce: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        headers_to_sign: tuple[str, ...] = (),
+        max_body: int = MAX_BODY,
+        nonce: Callable[[], str] | None = None,
+    ) -> None:
+        if max_body < 1:
+            raise ValueError("max_body must be a positive number of bytes")
+        self.headers_to_sign = tuple(h.lower() for h in headers_to_sign)
+        self.max_body = max_body
         self._nonce = nonce or (lambda: str(uuid.uuid4()))
 
     def __repr__(self) -> str:
-        return "AkamaiSigner()"
+        return f"AkamaiSigner(headers_to_sign={self.headers_to_sign!r}, max_body={self.max_body})"
+
+    def _data(self, req: SigningRequest, unsigned: str, body: bytes | None) -> str:
+        return data_to_sign(
+            req, unsigned, body, headers_to_sign=self.headers_to_sign, max_body=self.max_body
+        )
 
     @staticmethod
     def credential_id(cred: Credential) -> str:
@@ -194,7 +246,7 @@ class AkamaiSigner:
         ok = _same(cred.client_token, state.client_token)
         ok &= _same(cred.access_token, state.access_token)
         secret = cred.client_secret.reveal_bytes() if cred.client_secret else b""
-        expected = _signature(secret, state.timestamp, data_to_sign(req, state.unsigned, body))
+        expected = _signature(secret, state.timestamp, self._data(req, state.unsigned, body))
         ok &= hmac.compare_digest(expected.encode(), state.signature.encode())
         if not ok or not secret:
             raise SignatureMismatch()
@@ -220,7 +272,7 @@ class AkamaiSigner:
         )
         if "Host" in req.headers:
             req.headers["Host"] = req.host  # the signed host must be the one sent
-        data = data_to_sign(req, unsigned, body)
+        data = self._data(req, unsigned, body)
         signature = _signature(cred.client_secret.reveal_bytes(), timestamp, data)
         req.headers["Authorization"] = f"{unsigned}signature={signature}"
 
