@@ -552,6 +552,9 @@ def test_parsed_fields_and_signed_at_not_now() -> None:
     v3 = SIGNER.parse(tea_sign(date=old))
     assert (v3.signed_at, v3.action) == (at(old), "RunInstances")
     assert "secret" not in repr(rpc.state) and "Signature" not in repr(v3.state)
+    assert rpc.service is None  # addressed to the proxy: no product in the host
+    (case,) = [c for c in SDK_CASES if c["name"] == "acs3-roa-json-body"]
+    assert SIGNER.parse(vector_request(case)).service == "cs"
 
 
 def test_acs3_canonical_query() -> None:

@@ -141,6 +141,17 @@ def _format_time(now: datetime) -> str:
     return now.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
+def _hostname(host: str) -> str:
+    name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return name.lower()
+
+
+def _service(host: str) -> str | None:
+    """The product code of an API host (``ecs`` for ``ecs.cn-hangzhou.aliyuncs.com``)."""
+    name = _hostname(host)
+    return name.split(".", 1)[0] if name.endswith(".aliyuncs.com") else None
+
+
 # --------------------------------------------------------------------------- RPC (v2)
 
 
@@ -225,6 +236,7 @@ def _parse_rpc(req: SigningRequest) -> ParsedAuth:
         access_key=ak,
         signed_at=signed_at,
         region=region.value if region else None,
+        service=_service(req.host),
         body=BodyPolicy.BUFFER,
         in_query=not get["Signature"].in_body,
         action=action.value if action else None,
@@ -343,6 +355,7 @@ def _parse_acs3(req: SigningRequest) -> ParsedAuth:
     return ParsedAuth(
         access_key=fields["Credential"],
         signed_at=signed_at,
+        service=_service(req.host),
         body=BodyPolicy.BUFFER,
         payload_sha256=claimed.lower(),
         action=req.headers.get("x-acs-action"),
@@ -493,8 +506,7 @@ class AliyunSigner:
         Alibaba Cloud has one endpoint per product and region, and neither scheme names the
         product, so a request addressed to the proxy itself needs the account's ``Upstream``.
         """
-        name = req.host.rpartition(":")[0] if req.host.count(":") == 1 else req.host
-        name = name.lower()
+        name = _hostname(req.host)
         if any(name.endswith(d) for d in self.public_domains):
             return f"https://{name}"
         return None
