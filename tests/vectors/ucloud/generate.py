@@ -23,8 +23,14 @@ SDK = f"ucloud-sdk-python3 {version('ucloud-sdk-python3')} Credential.verify_ac"
 FORM = "application/x-www-form-urlencoded"
 
 
-def case(name: str, params: dict[str, Any], *, form: str, public_key: str = "ucloud-proxy-pk",
-         private_key: str = "ucloud-proxy-private") -> dict[str, Any]:  # fmt: skip
+def case(
+    name: str,
+    params: dict[str, Any],
+    *,
+    form: str,
+    public_key: str = "ucloud-proxy-pk",
+    private_key: str = "ucloud-proxy-private",
+) -> dict[str, Any]:
     flat = encoder.encode(params)
     flat["Signature"] = Credential(public_key, private_key).verify_ac(flat)
     if form == "query":
