@@ -21,9 +21,11 @@ from keybroker.audit import (
     GENESIS,
     AuditLog,
     audit_files,
+    request_event,
     verify,
 )
 from keybroker.config import AuditConfig
+from keybroker.context import RequestContext
 from keybroker.errors import ConfigError
 from keybroker.redact import SecretRegistry
 from keybroker.secret import Secret
@@ -518,3 +520,45 @@ def test_worker_processes_build_one_chain(tmp_path: Path, max_bytes: int) -> Non
     # Each writer's own lines appear in its own order.
     for p in map(str, range(3)):
         assert [e["i"] for e in entries if e["p"] == p] == list(range(n))
+
+
+# --- the proxy's event ------------------------------------------------------------------
+
+
+def test_request_event_from_a_context(tmp_path: Path) -> None:
+    ctx = RequestContext(
+        request_id="rid-1",
+        mode="native",
+        method="POST",
+        remote="198.51.100.4",
+        account="acct",
+        vendor="aws",
+        service="s3",
+        region="us-east-1",
+        action="PutObject",
+        upstream_url="https://user:pw@bucket.s3.amazonaws.com:8443/key?X-Amz-Signature=abc",
+        status=200,
+        started=100.0,
+    )
+    allowed = request_event(ctx, now=100.25)
+    assert allowed["upstream_host"] == "bucket.s3.amazonaws.com:8443"
+    assert (allowed["decision"], allowed["latency_ms"], allowed["source_ip"]) == (
+        "allow",
+        250.0,
+        "198.51.100.4",
+    )
+    ctx.error_code, ctx.status, ctx.upstream_url = "Proxy.Forbidden", 403, "http://[::1]/x"
+    denied = request_event(ctx, now=101.0)
+    assert (denied["decision"], denied["error_code"], denied["upstream_host"]) == (
+        "deny",
+        "Proxy.Forbidden",
+        "[::1]",
+    )
+    ctx.upstream_url = "http://bad:port/"
+    assert request_event(ctx)["upstream_host"] is None
+    with AuditLog(tmp_path) as log:
+        log.record(allowed)
+        log.record(denied)
+    text = (tmp_path / AUDIT_FILE_NAME).read_text()
+    assert "abc" not in text and "pw" not in text and "/key" not in text
+    assert verify(tmp_path).lines == 2

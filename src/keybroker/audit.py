@@ -48,8 +48,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from keybroker.config import AuditConfig
+from keybroker.context import RequestContext
 from keybroker.errors import ConfigError
 from keybroker.redact import SECRETS, SecretRegistry, is_secret_name
 from keybroker.secret import Secret
@@ -63,6 +65,7 @@ __all__ = [
     "AuditLog",
     "VerifyResult",
     "audit_files",
+    "request_event",
     "verify",
 ]
 
@@ -180,6 +183,56 @@ def _clean_scalar(name: str, value: object, registry: SecretRegistry) -> Scalar:
         f"audit event field {name!r}: values must be str, int, float, bool, None "
         f"or a list of those, not {type(value).__name__}"
     )
+
+
+_MAX_TEXT = 256  # request-derived strings are capped, as in the access log
+
+
+def request_event(
+    ctx: RequestContext, *, decision: str | None = None, now: float | None = None
+) -> dict[str, object]:
+    """The audit event of a finished proxied request.
+
+    ``decision`` defaults to ``deny`` when the proxy itself refused or failed the request
+    (``ctx.error_code`` set) and ``allow`` otherwise: a vendor's own error passed through is
+    still a request the proxy allowed.  ``now`` is a :func:`time.perf_counter` reading
+    (default: the current one) for ``latency_ms``.  Only the upstream ``host[:port]`` is kept,
+    never a path or query.
+    """
+    elapsed = (time.perf_counter() if now is None else now) - ctx.started
+    return {
+        "request_id": _cap(ctx.request_id),
+        "source_ip": _cap(ctx.remote),
+        "mode": ctx.mode,
+        "account": _cap(ctx.account),
+        "vendor": _cap(ctx.vendor),
+        "service": _cap(ctx.service),
+        "region": _cap(ctx.region),
+        "action": _cap(ctx.action),
+        "upstream_host": _cap(_netloc(ctx.upstream_url)),
+        "decision": decision or ("deny" if ctx.error_code else "allow"),
+        "status": ctx.status,
+        "latency_ms": round(max(elapsed, 0.0) * 1000, 3),
+        "error_code": _cap(ctx.error_code),
+    }
+
+
+def _cap(text: str | None) -> str | None:
+    return None if text is None else text[:_MAX_TEXT]
+
+
+def _netloc(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if host is None:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
 
 
 # --- file names -------------------------------------------------------------------------
