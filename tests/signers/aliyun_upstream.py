@@ -7,7 +7,9 @@ its own thread) and yields its base URL.  For every request it recomputes the si
 ``get_rpcsignature`` for RPC ``HMAC-SHA1`` (over the query plus the form body) — and answers:
 
 * 200 with ``{"RequestId": ..., "Echo": {scheme, method, path, query, body_sha256,
-  access_key, security_token, action}}`` when the signature matches exactly;
+  access_key, security_token, action}}`` when the signature matches exactly (the token is
+  never echoed: ``security_token`` says whether the expected one came, and ``SecurityToken``
+  is masked in ``query`` — the SDKs log response bodies at debug level);
 * 403 ``{"Code": "SignatureDoesNotMatch", ...}`` (the shape the SDKs parse) otherwise;
 * 400 ``{"Code": "SignatureNonceUsed", ...}`` for a nonce already accepted, as Alibaba Cloud
   does — which is why the proxy keeps the client's nonce when it re-signs.
@@ -120,6 +122,11 @@ def _rpc_check(req: web.Request, raw: bytes, ak: str, sk: str, token: str | None
     return params["SignatureNonce"]
 
 
+def _masked(query: str) -> str:
+    pieces = query.split("&")
+    return "&".join("SecurityToken=***" if p.startswith("SecurityToken=") else p for p in pieces)
+
+
 def _app(ak: str, sk: str, token: str | None, url: UpstreamURL) -> web.Application:
     async def handle(req: web.Request) -> web.Response:
         url.hits += 1
@@ -149,10 +156,10 @@ def _app(ak: str, sk: str, token: str | None, url: UpstreamURL) -> web.Applicati
             "scheme": "acs3" if acs3 else "rpc",
             "method": req.method,
             "path": req.rel_url.raw_path,
-            "query": req.rel_url.raw_query_string,
+            "query": _masked(req.rel_url.raw_query_string),
             "body_sha256": hashlib.sha256(raw).hexdigest(),
             "access_key": ak,
-            "security_token": token,
+            "security_token": token is not None,
             "action": req.headers.get("x-acs-action") or req.rel_url.query.get("Action"),
         }
         url.echoes.append(echo)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from keybroker.credentials import Credential
 from keybroker.secret import Secret
 from keybroker.signers.aliyun import SIGNER
 from keybroker.signers.base import SigningRequest
+from tests import logscan
 from tests.signers.aliyun_upstream import Seen, UpstreamURL, aliyun_upstream
 
 REAL = Credential("LTAIrealUP", Secret("real-upstream-secret"), Secret("real-up-token"))
@@ -33,9 +35,18 @@ PROXY = Credential("LTAIproxyUP", Secret("proxy-upstream-secret"))
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[UpstreamURL]:
+    logscan.register(*REAL.secrets(), *PROXY.secrets())
+    # aliyunsdkcore logs every request's parameters (an STS token among them) at debug level;
+    # these tests call it directly with the real token, which keybroker would never do.
+    sdk_log = logging.getLogger("aliyunsdkcore")
+    level = sdk_log.level
+    sdk_log.setLevel(logging.INFO)
     token = REAL.access_token.reveal() if REAL.access_token else None
-    with aliyun_upstream(REAL.access_key, REAL.secret_key.reveal(), token) as url:
-        yield url
+    try:
+        with aliyun_upstream(REAL.access_key, REAL.secret_key.reveal(), token) as url:
+            yield url
+    finally:
+        sdk_log.setLevel(level)
 
 
 def tea(url: str, cred: Credential, algorithm: str | None = None) -> TeaClient:
@@ -112,7 +123,7 @@ def test_tea_acs3_accepted_with_real_creds(upstream: UpstreamURL) -> None:
     answer = tea_call(tea(upstream, REAL))
     echo = answer["body"]["Echo"]
     assert (echo["scheme"], echo["access_key"]) == ("acs3", REAL.access_key)
-    assert echo["security_token"] == "real-up-token"
+    assert echo["security_token"] is True
 
 
 def test_tea_rpc_v2_and_core_accepted_with_real_creds(upstream: UpstreamURL) -> None:
@@ -165,7 +176,7 @@ def test_sdk_request_verified_resigned_and_accepted(upstream: UpstreamURL, name:
     status, answer = send(upstream, req)
     assert status == 200, answer
     assert answer["Echo"]["access_key"] == REAL.access_key
-    assert answer["Echo"]["security_token"] == "real-up-token"
+    assert answer["Echo"]["security_token"] is True
     # Sent again, the same nonce is refused, as Alibaba Cloud refuses it.
     status, answer = send(upstream, req)
     assert (status, answer["Code"]) == (400, "SignatureNonceUsed")
