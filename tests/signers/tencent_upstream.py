@@ -10,7 +10,7 @@ own thread) that recomputes every signature with the SDK's algorithm and the *re
 ``Sign.sign`` over ``AbstractClient._format_sign_string`` for v1 — and answers:
 
 * 200 ``{"Response": {"RequestId", "Echo": {method, path, query, body_sha256, secret_id,
-  token, scheme}}}`` when the signature matches exactly;
+  token_present, scheme}}}`` when the signature matches exactly;
 * 200 ``{"Response": {"Error": {"Code": "AuthFailure.SignatureFailure"}, "RequestId"}}``
   otherwise (Tencent answers errors with status 200; ``.hits`` tells what reached it).
 """
@@ -131,20 +131,27 @@ def _v1_ok(req: web.Request, raw: bytes, ak: str, sk: str) -> bool:
     return bool(params["SecretId"] == ak and expected == sent)
 
 
+def _params(req: web.Request, raw: bytes) -> dict[str, str]:
+    text = req.rel_url.raw_query_string if req.method == "GET" else raw.decode("utf-8", "replace")
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
 def _tc3_secret_id(auth: str) -> str:
     return auth.partition("Credential=")[2].partition("/")[0]
 
 
 def _echo(req: web.Request, raw: bytes, scheme: str) -> dict[str, Any]:
-    text = req.rel_url.raw_query_string if req.method == "GET" else raw.decode("utf-8", "replace")
-    params = dict(parse_qsl(text, keep_blank_values=True))
+    params = _params(req, raw)
     return {
         "method": req.method,
         "path": req.rel_url.raw_path,
-        "query": req.rel_url.raw_query_string,
+        "query": "&".join(
+            p for p in req.rel_url.raw_query_string.split("&") if not p.startswith("Token=")
+        ),
         "body_sha256": hashlib.sha256(raw).hexdigest(),
         "secret_id": params.get("SecretId") or _tc3_secret_id(req.headers.get("Authorization", "")),
-        "token": req.headers.get("X-TC-Token") or params.get("Token"),
+        # never the token itself: SDKs log responses, and the suite scans logs for secrets
+        "token_present": bool(req.headers.get("X-TC-Token") or params.get("Token")),
         "scheme": scheme,
     }
 
@@ -158,7 +165,8 @@ def _app(ak: str, sk: str, token: str | None, url: UpstreamURL) -> web.Applicati
         try:
             ok = _tc3_ok(req, raw, ak, sk) if scheme == "tc3" else _v1_ok(req, raw, ak, sk)
             echo = _echo(req, raw, scheme)
-            ok = ok and echo["token"] == token
+            sent = req.headers.get("X-TC-Token") or _params(req, raw).get("Token")
+            ok = ok and sent == token
         except (KeyError, ValueError, UnicodeDecodeError):
             ok = False
         if not ok:

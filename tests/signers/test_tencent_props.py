@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -55,6 +55,10 @@ def test_single_byte_change_fails(
     auth = SIGNER.parse(req)
     i = data.draw(st.integers(0, len(wire) - 1))
     wire[i] = data.draw(st.sampled_from([c for c in b"aZ09" if c != wire[i]]))
+    if parse_qsl(bytes(wire).decode("utf-8", "replace")) == parse_qsl(
+        req.query or (req.body or b"").decode()
+    ):
+        return  # another spelling of the same parameters (e.g. %A0 -> %a0)
     changed = req.copy()
     if req.query:
         changed.query = wire.decode("utf-8", "replace")
