@@ -482,11 +482,19 @@ class SharedReplayClient:
         if proto is not None and not proto.lost and self._loop is loop:
             return proto
         if self._loop is not loop or self._lock is None:
+            self._drop_other_loop_connection()
             self._loop, self._lock, self._proto = loop, asyncio.Lock(), None
         async with self._lock:
             if self._proto is None or self._proto.lost:
                 self._proto = await self._connect(loop)
             return self._proto
+
+    def _drop_other_loop_connection(self) -> None:
+        """A connection belongs to the loop that made it: close it there, if that loop lives."""
+        old, transport = self._loop, self._proto.transport if self._proto else None
+        if old is not None and transport is not None and not old.is_closed():
+            with contextlib.suppress(RuntimeError):
+                old.call_soon_threadsafe(transport.close)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _ClientProtocol:
         try:
