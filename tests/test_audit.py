@@ -413,8 +413,15 @@ def test_registered_secret_values_are_masked(tmp_path: Path) -> None:
     registry.register(secret)
     with AuditLog(tmp_path, registry=registry) as log:
         log.record({"error_code": f"upstream said {secret}", "hosts": [secret]})
+        hex_secret = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+        logscan.register(hex_secret)
+        registry.register(hex_secret)
+        with pytest.raises(ValueError, match="field name holds a configured secret") as info:
+            log.record({hex_secret: 1})
+        assert hex_secret not in str(info.value)
     text = (tmp_path / AUDIT_FILE_NAME).read_text()
     assert secret not in text and "upstream said ***" in text
+    assert hex_secret not in text
     assert verify(tmp_path).ok
 
 
@@ -562,3 +569,35 @@ def test_request_event_from_a_context(tmp_path: Path) -> None:
     text = (tmp_path / AUDIT_FILE_NAME).read_text()
     assert "abc" not in text and "pw" not in text and "/key" not in text
     assert verify(tmp_path).lines == 2
+
+
+def test_forked_worker_shares_the_log_opened_before_the_fork(tmp_path: Path) -> None:
+    # Pre-fork servers open the log, then fork: parent and child hold one descriptor.
+    log = AuditLog(tmp_path, max_bytes=8000)
+    log.record(event(0, p="parent"))
+    holder = threading.Thread(target=log._lock.acquire)  # a lock held at fork time
+    holder.start()
+    holder.join()
+    pid = os.fork()
+    if pid == 0:  # the child: must not hang on the inherited (held) lock
+        code = 1
+        try:
+            for i in range(50):
+                log.record(event(i, p="child"))
+            code = 0
+        finally:
+            os._exit(code)
+    log._lock.release()
+    for i in range(1, 51):
+        log.record(event(i, p="parent"))
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    log.close()
+    assert done[0] == pid, "the child hung on the lock it inherited"
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    result = verify(tmp_path)
+    assert result.ok and result.lines == 101 and result.files > 1, result

@@ -27,7 +27,8 @@ Record :attr:`VerifyResult.last_hash` elsewhere (or ship lines off the host) to 
 Writers: every append happens under an exclusive ``flock`` of the directory, after checking
 that ``audit.log`` is still the file we hold and whether anyone appended since our last line
 (size and inode); only then is the file's last line re-read.  So several worker processes can
-share one directory and the chain stays one chain.  A file whose last line is broken (a crash
+share one directory and the chain stays one chain, whether each opened the log itself or
+inherited it across ``fork()``.  A file whose last line is broken (a crash
 mid-write) is moved aside and a new chain begins; :func:`verify` reports the broken line.
 """
 
@@ -44,6 +45,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,6 +145,8 @@ def _clean_event(event: Mapping[str, object], registry: SecretRegistry) -> dict[
     clean: dict[str, object] = {}
     for key, value in event.items():
         name = _check_key(key)
+        if registry.scrub(name) != name:  # checked after the shape, so never echoed
+            raise ValueError("an audit event field name holds a configured secret value")
         clean[name] = _clean_value(name, value, registry)
     return clean
 
@@ -301,6 +305,7 @@ class AuditLog:
         self._clock = clock
         self._registry = registry
         self._lock = threading.Lock()
+        _LIVE.add(self)
         self._fd = -1
         self._closed = False
         # What we know of the chain's end, valid while the file is (dev, ino, size) = _seen.
@@ -521,6 +526,19 @@ class AuditLog:
 
     def _path_or_raise(self) -> Path:
         return self._dir_or_raise() / AUDIT_FILE_NAME
+
+
+_LIVE: weakref.WeakSet[AuditLog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A worker forked while another thread was mid-record would inherit a held lock and
+    # hang on its first line; the child has only the forking thread, so a fresh lock is safe.
+    for log in list(_LIVE):
+        log._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _move(source: Path, target: Path) -> None:
