@@ -244,11 +244,15 @@ def test_rpc_credentials_in_body_are_resigned_in_body() -> None:
     SIGNER.verify(req, SIGNER.parse(req), REAL, req.body)
 
 
-def test_rpc_resign_strips_acs3_token_headers() -> None:
+def test_rpc_resign_strips_acs3_token_headers_and_aligns_unsigned_ones() -> None:
     req = core_sign()
     req.headers["x-acs-security-token"] = "proxy-token"
+    req.headers["x-acs-action"] = "DeleteInstance"  # not covered by an RPC signature
+    req.headers["x-acs-version"] = "2099-01-01"
     SIGNER.resign(req, SIGNER.parse(req), REAL_NO_TOKEN, None, datetime.now(UTC))
     assert "x-acs-security-token" not in req.headers
+    assert req.headers["x-acs-action"] == "DescribeRegions"
+    assert req.headers["x-acs-version"] == "2014-05-26"
 
 
 # --------------------------------------------------------------------------- ACS3 interop

@@ -270,6 +270,17 @@ def _resign_rpc(req: SigningRequest, state: _RpcState, cred: Credential, now: da
         req.body = "&".join(body).encode("ascii")
     for name in _ACS3_TOKEN_HEADERS:  # never forward the proxy's ACS3 token headers
         req.headers.popall(name, None)
+    _align_rpc_headers(req, {p.name: p.value for p in kept})
+
+
+def _align_rpc_headers(req: SigningRequest, params: dict[str, str]) -> None:
+    # The SDKs also send x-acs-action/x-acs-version with RPC requests, outside the signature:
+    # forward them only as the signed Action/Version say.
+    for header, param in (("x-acs-action", "Action"), ("x-acs-version", "Version")):
+        if header in req.headers:
+            req.headers.popall(header)
+            if param in params:
+                req.headers[header] = params[param]
 
 
 # --------------------------------------------------------------------------- ACS3 (v3)
