@@ -155,14 +155,19 @@ def _control(kept: str, account: str = "aliyun-main", query: str = "") -> dict[s
 
 
 def _rpc_platform(
-    a: Aliyun, *, sk: str | None = None, body: dict[str, str] | None = None, when: str = ""
+    a: Aliyun,
+    *,
+    sk: str | None = None,
+    ak: str | None = None,
+    body: dict[str, str] | None = None,
+    when: str = "",
 ) -> tuple[str, dict[str, str], bytes]:
     """A platform signs an RPC request for the origin URI (as aliyun-python-sdk-core does)."""
     params = {"Action": "DescribeRegions", "Version": "2014-05-26", "RegionId": "cn-hangzhou"}
     method = "POST" if body else "GET"
     with core_clock(when or _now(), secrets.token_hex(16)):
         url, _ = rpc_signature_composer.get_signed_url(
-            params, a.proxy_ak, sk or a.proxy_sk, "JSON", method, dict(body or {})
+            params, ak or a.proxy_ak, sk or a.proxy_sk, "JSON", method, dict(body or {})
         )
     query = url.removeprefix("/?")
     return query, ({"Content-Type": FORM} if body else {}), urlencode(body or {}).encode()
@@ -232,7 +237,10 @@ def _refusal(aliyun: Aliyun, case: str) -> requests.Response:
         return requests.post(aliyun.proxy_url, headers=headers, data=body, timeout=10)
     form = case == "rpc-tampered-body"
     query, headers, _ = _rpc_platform(
-        aliyun, sk="nope" if case == "rpc-wrong-secret" else None, body={"A": "1"} if form else None
+        aliyun,
+        sk="nope" if case == "rpc-wrong-secret" else None,
+        ak="LTAIotherKEY" if case == "rpc-wrong-access-key" else None,
+        body={"A": "1"} if form else None,
     )
     if case == "rpc-tampered-query":
         query = query.replace("cn-hangzhou", "cn-beijing")
@@ -249,6 +257,7 @@ def _refusal(aliyun: Aliyun, case: str) -> requests.Response:
 
 REFUSALS = {
     "rpc-wrong-secret": (401, "Proxy.ValidateCredentialErr"),
+    "rpc-wrong-access-key": (401, "Proxy.ValidateCredentialErr"),
     "rpc-tampered-query": (401, "Proxy.ValidateCredentialErr"),
     "rpc-tampered-body": (401, "Proxy.ValidateCredentialErr"),
     "rpc-malformed": (400, "Proxy.MalformedSignature"),
