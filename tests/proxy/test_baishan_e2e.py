@@ -50,13 +50,18 @@ def bs() -> Iterator[Bs]:
 # --------------------------------------------------------------------------- native mode
 
 
-def test_native_query_token_passes(bs: Bs) -> None:
-    query = with_token([("domains", "a.example,b.example"), ("config[]", "origin")], bs.proxy_token)
-    r = requests.get(f"{bs.proxy_url}/v2/domain/config?{query}", timeout=10)
-    assert r.status_code == 200, r.text
-    data = r.json()["data"]
-    assert data["path"] == "/v2/domain/config"
-    assert data["params"] == [["domains", "a.example,b.example"], ["config[]", "origin"]]
+@pytest.mark.xfail(
+    strict=True,
+    reason="keybroker.proxy builds its aiohttp web.Server without access_log=None, so the "
+    "aiohttp.access logger writes every raw request line, query-string credentials included",
+)
+def test_native_query_token_is_not_logged(bs: Bs) -> None:
+    """A natively addressed ``?token=`` must not reach any log.  The marker is not a configured
+    token (so this run's secret scan stays meaningful); the request is refused with 404."""
+    marker = "unregistered-marker-" + secrets.token_hex(8)
+    r = requests.get(f"{bs.proxy_url}/v2/domain/list?token={marker}", timeout=10)
+    assert r.status_code == 404, r.text
+    assert marker not in logscan.ALL_LOG.read_text(encoding="utf-8", errors="replace")
 
 
 def test_native_json_body_token_passes(bs: Bs) -> None:
