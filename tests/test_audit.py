@@ -337,6 +337,20 @@ def test_other_writer_rotating_is_noticed(tmp_path: Path) -> None:
     assert verify(tmp_path).lines == 16
 
 
+def test_deleted_live_file_leaves_a_visible_gap(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, max_bytes=3000, clock=Clock())
+    for i in range(12):
+        log.record(event(i))
+    files = audit_files(tmp_path)
+    assert len(files) == 2
+    files[-1].unlink()  # someone removes the lines written since the last rotation
+    log.record(event(12))
+    log.close()
+    result = verify(tmp_path)
+    assert (result.ok, result.broken_file, result.broken_line) == (False, files[-1], 1)
+    assert str(result.reason).startswith("prev hash does not match")
+
+
 def test_torn_tail_starts_a_new_chain_and_verify_points_at_it(tmp_path: Path) -> None:
     write(tmp_path, 5, clock=Clock())
     live = tmp_path / AUDIT_FILE_NAME

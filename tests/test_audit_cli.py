@@ -46,6 +46,17 @@ def test_single_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().out == "OK: 4 lines in 1 files\n"
 
 
+def test_pruned_start_is_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_log(tmp_path, 30, max_bytes=2000)
+    oldest = sorted(p for p in tmp_path.iterdir() if p.name != AUDIT_FILE_NAME)[0]
+    first_kept = len(oldest.read_bytes().splitlines()) + 1
+    oldest.unlink()
+    assert main(["audit", "verify", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"OK: {30 - first_kept + 1} lines in ")
+    assert lines[1] == f"note: the retained chain starts at seq {first_kept} (older files pruned)"
+
+
 def test_missing_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nowhere"
     assert main(["audit", "verify", str(missing)]) == 2

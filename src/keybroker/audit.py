@@ -437,7 +437,9 @@ class AuditLog:
 
     def _sync(self) -> None:
         """Make our descriptor the current file and our idea of the chain's end current."""
+        lost = None
         if self._replaced():
+            lost = self._deleted_end()
             os.close(self._fd)
             self._fd = -1
             self._open()
@@ -447,8 +449,20 @@ class AuditLog:
         self._seen = (st.st_dev, st.st_ino, st.st_size)
         if st.st_size > 0:
             self._resume(_tail(self._fd, st.st_size), self._path_or_raise())
-        else:
-            self._continue_from_rotated()
+            return
+        self._continue_from_rotated()
+        if lost is not None and lost[1] > self._seq:
+            # The file we were writing was deleted, not rotated: chain on from its real end,
+            # so verify sees the gap instead of a clean continuation of an older file.
+            _log.warning("audit file %s was deleted; its lines are gone", AUDIT_FILE_NAME)
+            (self._prev, self._seq), self._start = lost, "rotated"
+
+    def _deleted_end(self) -> tuple[str, int] | None:
+        """``(hash, seq)`` of our file's last line if that file was unlinked (not rotated)."""
+        st = os.fstat(self._fd)
+        if st.st_nlink == 0 and (st.st_dev, st.st_ino, st.st_size) == self._seen:
+            return self._prev, self._seq
+        return None
 
     def _resume(self, tail: tuple[str, int] | str, where: Path) -> None:
         if isinstance(tail, tuple):

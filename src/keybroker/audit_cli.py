@@ -4,7 +4,8 @@
 
     keybroker audit verify PATH     # PATH: the Audit.Output directory, or one audit file
 
-Prints ``OK: N lines in M files`` and exits 0 when the chain is sound; prints
+Prints ``OK: N lines in M files`` and exits 0 when the chain is sound (with a note when it
+starts after seq 1: older files were pruned, or removed); prints
 ``tampered: <file>:<line>: <reason>`` for the first broken line and exits 1; exits 2 with a
 one-line message on stderr when PATH is missing or unreadable.  Never a traceback.
 """
@@ -49,6 +50,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"keybroker audit verify: {path}: cannot read: {reason}", file=sys.stderr)
         return EXIT_USAGE
     print(result)
+    if result.ok and result.first_seq is not None and result.first_seq > 1:
+        print(f"note: the retained chain starts at seq {result.first_seq} (older files pruned)")
     return EXIT_OK if result.ok else EXIT_TAMPERED
 
 
