@@ -13,6 +13,9 @@
     │   ├── Forbidden                403 Proxy.Forbidden (destination or policy refused)
     │   ├── PayloadTooLarge          413 Proxy.PayloadTooLarge
     │   ├── HeadersTooLarge          431 Proxy.HeadersTooLarge
+    │   ├── RequestTimeout           408 Proxy.RequestTimeout (a client too slow to send)
+    │   ├── TooManyRequests          503 Proxy.TooManyRequests (account limit; Retry-After)
+    │   ├── ServiceUnavailable       503 Proxy.ServiceUnavailable (a shared store is down)
     │   └── UpstreamError            502 Proxy.NetworkErr
     └── KMSError                     key management (see keybroker.kms.errors)
 
@@ -33,7 +36,10 @@ __all__ = [
     "PayloadTooLarge",
     "ProxyError",
     "RequestExpired",
+    "RequestTimeout",
+    "ServiceUnavailable",
     "SignatureMismatch",
+    "TooManyRequests",
     "UpstreamError",
 ]
 
@@ -105,6 +111,21 @@ class PayloadTooLarge(ProxyError):
 class HeadersTooLarge(ProxyError):
     status = 431
     code = "Proxy.HeadersTooLarge"
+
+
+class RequestTimeout(ProxyError):
+    status = 408
+    code = "Proxy.RequestTimeout"
+
+
+class TooManyRequests(ProxyError):
+    status = 503
+    code = "Proxy.TooManyRequests"
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    code = "Proxy.ServiceUnavailable"
 
 
 class UpstreamError(ProxyError):

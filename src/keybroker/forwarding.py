@@ -3,6 +3,7 @@ passes), the answer streamed back unchanged.  Nothing is buffered whole without 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,7 +15,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from keybroker.context import RequestContext
-from keybroker.errors import PayloadTooLarge, ProxyError, SignatureMismatch, UpstreamError
+from keybroker.errors import (
+    PayloadTooLarge,
+    ProxyError,
+    RequestTimeout,
+    SignatureMismatch,
+    UpstreamError,
+)
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
 
@@ -33,6 +40,7 @@ HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        "expect",  # the proxy answers 100-continue itself; upstream gets the body at once
     }
 )
 SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
@@ -43,10 +51,15 @@ class Forwarder:
     """Sends re-signed requests upstream over a pooled client session."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, max_body_bytes: int, extra_headers: dict[str, str]
+        self,
+        session: aiohttp.ClientSession,
+        max_body_bytes: int,
+        extra_headers: dict[str, str],
+        client_timeout: float | None = None,
     ) -> None:
         self.session = session
         self.max_body_bytes = max_body_bytes
+        self.client_timeout = client_timeout
         self.extra_headers = extra_headers
 
     async def forward(
@@ -56,10 +69,15 @@ class Forwarder:
         up: SigningRequest,
         body: bytes | None,
         auth: ParsedAuth | None,
+        limit: int | None = None,
     ) -> web.StreamResponse:
+        """Send ``up`` and stream the answer back.  A body not given whole is streamed from
+        the client, checked against the signed hash, bounded by ``limit``."""
         headers = CIMultiDict(up.headers)
         headers["Host"] = up.host
-        data, state = self._body_for_upstream(request, body, auth, headers)
+        data, state = self._body_for_upstream(
+            request, body, auth, headers, limit or self.max_body_bytes
+        )
         url = URL(up.url(), encoded=True)
         try:
             upstream = await self.session.request(
@@ -93,6 +111,7 @@ class Forwarder:
         body: bytes | None,
         auth: ParsedAuth | None,
         headers: CIMultiDict[str],
+        limit: int,
     ) -> tuple[Any, _BodyState | None]:
         for name in ("content-length", "transfer-encoding"):
             headers.popall(name, None)
@@ -108,7 +127,9 @@ class Forwarder:
         claimed = None
         if auth is not None and auth.body is BodyPolicy.CLAIMED_SHA256:
             claimed = auth.payload_sha256
-        state = _BodyState(claimed, self.max_body_bytes, length)
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        state = _BodyState(claimed, limit, length, self.client_timeout)
         return _stream_body(request, state), state
 
     async def _stream_back(
@@ -142,7 +163,9 @@ class Forwarder:
         return response
 
 
-async def read_bounded(request: web.BaseRequest, limit: int) -> bytes:
+async def read_bounded(request: web.BaseRequest, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, at most ``limit`` bytes (``PayloadTooLarge``), each read within
+    ``timeout`` seconds (``RequestTimeout``: a client too slow to send)."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -150,12 +173,39 @@ async def read_bounded(request: web.BaseRequest, limit: int) -> bytes:
         return b""
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
+    async for chunk in body_chunks(request, timeout):
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` once, when the body is really wanted (a refusal before
+    that closes the connection instead: see ``Proxy._error``)."""
+    if request.headers.get("expect", "").lower() == "100-continue" and not getattr(
+        request, "_kb_continued", False
+    ):
+        request._kb_continued = True  # type: ignore[attr-defined]
+        if request.writer is not None:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+async def body_chunks(request: web.BaseRequest, timeout: float | None) -> AsyncIterator[bytes]:
+    """The inbound body in chunks; a client that sends nothing for ``timeout`` seconds gets
+    ``RequestTimeout`` instead of holding a worker's memory and a slot forever."""
+    await send_continue(request)
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.read(CHUNK)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body stalled for more than {timeout} s") from None
+        if not chunk:
+            return
+        yield chunk
 
 
 class _BodyRejected(Exception):
@@ -170,10 +220,13 @@ class _BodyState:
     ``error`` is set when the stream was cut on purpose, so the caller can answer with it.
     """
 
-    def __init__(self, expected_sha256: str | None, limit: int, length: int | None) -> None:
+    def __init__(
+        self, expected_sha256: str | None, limit: int, length: int | None, timeout: float | None
+    ) -> None:
         self.expected = expected_sha256.lower() if expected_sha256 else None
         self.digest = hashlib.sha256() if expected_sha256 else None
         self.limit = limit if length is None else None
+        self.timeout = timeout
         self.error: ProxyError | None = None
 
     def fail(self, error: ProxyError) -> _BodyRejected:
@@ -186,7 +239,7 @@ async def _stream_body(request: web.BaseRequest, state: _BodyState) -> AsyncIter
     upstream never receives a complete request."""
     size = 0
     pending: bytes | None = None
-    async for chunk in request.content.iter_chunked(CHUNK):
+    async for chunk in body_chunks(request, state.timeout):
         size += len(chunk)
         if state.limit is not None and size > state.limit:
             raise state.fail(PayloadTooLarge(f"request body exceeds {state.limit} bytes"))

@@ -22,14 +22,16 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from aiohttp import web
 
-from keybroker import __version__, native_errors, signers
+from keybroker import __version__, native_errors, policy, signers
 from keybroker.config import Config, Endpoint
 from keybroker.config_load import validate
 from keybroker.context import RequestContext
+from keybroker.credentials import Credential
 from keybroker.destinations import (
     require_vendor_host,
 )
 from keybroker.errors import (
+    Forbidden,
     HeadersTooLarge,
     MalformedRequest,
     ProxyError,
@@ -37,6 +39,7 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import Forwarder, read_bounded
+from keybroker.limits import AccountLimits
 from keybroker.logs import request_log_line
 from keybroker.redact import register_config_secrets
 from keybroker.routing import Route, Router, upstream_request, vendor_domains
@@ -96,6 +99,7 @@ class Proxy:
         validate(config)
         self.config = config
         self._router = Router(config)
+        self._limits = AccountLimits()
         register_config_secrets(config)
         self.ports: list[int] = []
 
@@ -126,13 +130,19 @@ class Proxy:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._forwarder_ = Forwarder(
-            self._session, self.config.http.max_body_bytes, self._version_headers()
+            self._session,
+            self.config.http.max_body_bytes,
+            self._version_headers(),
+            self.config.http.client_timeout,
         )
         server = web.Server(
             self._handle,
             max_line_size=64 * 1024,
             max_field_size=64 * 1024,
             handler_cancellation=True,
+            # aiohttp's own access log writes raw request lines (presigned signatures, query
+            # tokens); our access line is the redacted one.
+            access_log=None,
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=self.config.http.shutdown_timeout)
         await self._runner.setup()
@@ -221,6 +231,8 @@ class Proxy:
 
     async def _proxy(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         _check_header_size(request, self.config.http.max_header_bytes)
+        if not policy.ip_allowed(request.remote, self.config.security.allowed_client_cidrs):
+            raise Forbidden("this client address may not use the proxy")
         router = self._router
         if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
             ctx.mode = "keyproxy"
@@ -229,27 +241,37 @@ class Proxy:
             route = await router.native(request, ctx)
         if route.endpoint is None:
             return await self._pass_unsigned(request, ctx, route)
-        endpoint, signer, auth = route.endpoint, route.signer, route.auth
+        endpoint = route.endpoint
+        ctx.account, ctx.vendor = endpoint.cloud_account_name, endpoint.vendor
+        with self._limits.slot(endpoint):
+            return await self._proxy_account(request, ctx, route, endpoint)
+
+    async def _proxy_account(
+        self, request: web.BaseRequest, ctx: RequestContext, route: Route, endpoint: Endpoint
+    ) -> web.StreamResponse:
+        signer, auth = route.signer, route.auth
         # a routed endpoint always has a signer and a parsed signature
         assert signer is not None and auth is not None
-        ctx.account, ctx.vendor = endpoint.cloud_account_name, endpoint.vendor
         ctx.service, ctx.region, ctx.action = auth.service, auth.region, auth.action
+        limit = endpoint.max_body_bytes or self.config.http.max_body_bytes
         body = route.signed.body
-        if body is None:
-            body = await self._read_body_if_needed(request, auth)
+        if body is None and auth.body is BodyPolicy.BUFFER:
+            body = await read_bounded(request, limit, self.config.http.client_timeout)
         try:
             self._verify(route.signed, signer, auth, endpoint, body)
         except (SignatureMismatch, RequestExpired):
             if self.config.forbidden.forbidden_proxy_credential_err:
                 raise
             return await self._pass_unverified(request, ctx, route, body)
-        upstream = upstream_request(route, router.accounts)
+        ctx.action = _action(route, auth, body)
+        policy.check(endpoint.policy, _facts(ctx, request))
+        upstream = upstream_request(route, self._router.accounts)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
         await _run_hooks(self.hooks.before_forward, ctx)
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
         if upstream.body is not None:  # a body-credential scheme re-signed inside the body
             body = upstream.body
-        return await self._forwarder.forward(request, ctx, upstream, body, auth)
+        return await self._forwarder.forward(request, ctx, upstream, body, auth, limit)
 
     # ------------------------------------------------------------- verification
 
@@ -261,10 +283,11 @@ class Proxy:
         endpoint: Endpoint,
         body: bytes | None,
     ) -> None:
-        if not constant_time_equal(auth.access_key, signers.credential_id(signer, endpoint.proxy)):
-            raise SignatureMismatch()
+        cred = _proxy_credential(signer, endpoint, auth.access_key)
+        if cred.expires_at is not None and self.clock() >= cred.expires_at:
+            raise SignatureMismatch("the proxy credential has expired")
         self._check_fresh(auth)
-        signer.verify(signed, auth, endpoint.proxy, body)
+        signer.verify(signed, auth, cred, body)
 
     def _check_fresh(self, auth: ParsedAuth) -> None:
         if auth.signed_at is None:
@@ -279,13 +302,6 @@ class Proxy:
         elif auth.signed_at < now - skew:
             raise RequestExpired("the request signature is too old")
 
-    async def _read_body_if_needed(
-        self, request: web.BaseRequest, auth: ParsedAuth
-    ) -> bytes | None:
-        if auth.body is not BodyPolicy.BUFFER:
-            return None
-        return await read_bounded(request, self.config.http.max_body_bytes)
-
     # ------------------------------------------------------------- forwarding
 
     async def _pass_unsigned(
@@ -298,7 +314,9 @@ class Proxy:
         require_vendor_host(route.dest, domains, route.vendor_hint or "cloud vendor")
         ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
         up = route.signed.copy()
-        body = await read_bounded(request, self.config.http.max_body_bytes)
+        body = await read_bounded(
+            request, self.config.http.max_body_bytes, self.config.http.client_timeout
+        )
         return await self._forwarder.forward(request, ctx, up, body, None)
 
     async def _pass_unverified(
@@ -310,7 +328,9 @@ class Proxy:
         ctx.upstream_url = f"{up.scheme}://{up.host}"
         ctx.error_code = SignatureMismatch.code
         if body is None:
-            body = await read_bounded(request, self.config.http.max_body_bytes)
+            body = await read_bounded(
+                request, self.config.http.max_body_bytes, self.config.http.client_timeout
+            )
         return await self._forwarder.forward(request, ctx, up, body, None)
 
     # ------------------------------------------------------------- answers
@@ -326,6 +346,7 @@ class Proxy:
         headers["X-Mcdn-Request-Id"] = ctx.request_id
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
+        unread = request is not None and request.body_exists and not request.content.is_eof()
         if ctx.mode == "native" and request is not None:
             lowered = {k.lower(): v for k, v in request.headers.items()}
             native = native_errors.render(
@@ -334,9 +355,10 @@ class Proxy:
             if native is not None:
                 content_type, body, extra = native
                 headers.update(extra)
-                return web.Response(
+                native_resp = web.Response(
                     body=body, status=exc.status, headers=headers, content_type=content_type
                 )
+                return _close_if(unread, native_resp)
         payload = {
             "ResponseMetadata": {
                 "Error": {"Code": exc.code, "Message": exc.message},
@@ -344,7 +366,7 @@ class Proxy:
                 "Version": __version__,
             }
         }
-        return web.json_response(payload, status=exc.status, headers=headers)
+        return _close_if(unread, web.json_response(payload, status=exc.status, headers=headers))
 
     async def _finish(self, ctx: RequestContext) -> None:
         if ctx.mode in ("keyproxy", "native"):
@@ -369,6 +391,44 @@ class Proxy:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _close_if(unread: bool, response: web.Response) -> web.Response:
+    """A request whose body was never read (a client waiting for ``100-continue`` never sends
+    it) leaves the connection unusable for another request: close it after this answer."""
+    if unread:
+        response.force_close()
+    return response
+
+
+def _proxy_credential(signer: Signer, endpoint: Endpoint, access_key: str) -> Credential:
+    """The account's proxy credential named in the signature (several may be valid during a
+    rotation); every candidate is compared, in constant time."""
+    found = None
+    for cred in (endpoint.proxy, *endpoint.additional_proxies):
+        if constant_time_equal(access_key, signers.credential_id(signer, cred)):
+            found = cred
+    if found is None:
+        raise SignatureMismatch()
+    return found
+
+
+def _action(route: Route, auth: ParsedAuth, body: bytes | None) -> str | None:
+    """The API action: from the signature scheme, a form body, or a REST API's method and path."""
+    if auth.action:
+        return auth.action
+    signed = route.signed
+    found = policy.form_action(signed.headers.get("content-type"), body)
+    if found:
+        return found
+    vendor = route.endpoint.vendor if route.endpoint else ""
+    return policy.rest_action(
+        vendor, auth.service, signed.method, signed.path, signed.query, signed.host
+    )
+
+
+def _facts(ctx: RequestContext, request: web.BaseRequest) -> policy.RequestFacts:
+    return policy.RequestFacts(ctx.service, ctx.action, ctx.region, request.method, request.remote)
 
 
 def _request_id(request: web.BaseRequest) -> str:

@@ -42,7 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from keybroker.config import SecurityConfig
 from keybroker.errors import ConfigError, ProxyError
@@ -275,8 +275,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's stream transports are not asyncio.Transport subclasses, only look-alikes
+        self._transport = cast(asyncio.Transport, transport)
         self._live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -417,8 +417,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: a look-alike
 
     def data_received(self, data: bytes) -> None:
         if len(data) > len(self.pending):

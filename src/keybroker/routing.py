@@ -66,7 +66,9 @@ class Accounts:
     def __init__(self, config: Config) -> None:
         self.by_name: dict[str, Endpoint] = {e.cloud_account_name: e for e in config.endpoints}
         self.by_proxy_key: dict[str, Endpoint] = {
-            signers.credential_id(signers.get(e.vendor), e.proxy): e for e in config.endpoints
+            signers.credential_id(signers.get(e.vendor), cred): e
+            for e in config.endpoints
+            for cred in (e.proxy, *e.additional_proxies)
         }
         self.upstreams: dict[str, Destination] = {
             e.cloud_account_name: parse_base_url(e.upstream) for e in config.endpoints if e.upstream

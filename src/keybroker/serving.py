@@ -35,6 +35,9 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(http.tls.cert_file, http.tls.key_file)
+    if http.tls.client_ca_file:  # mutual TLS: only platforms with a certificate from this CA
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=http.tls.client_ca_file)
     return ctx
 
 
