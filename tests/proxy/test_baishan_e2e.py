@@ -50,11 +50,6 @@ def bs() -> Iterator[Bs]:
 # --------------------------------------------------------------------------- native mode
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keybroker.proxy builds its aiohttp web.Server without access_log=None, so the "
-    "aiohttp.access logger writes every raw request line, query-string credentials included",
-)
 def test_native_query_token_is_not_logged(bs: Bs) -> None:
     """A natively addressed ``?token=`` must not reach any log.  The marker is not a configured
     token (so this run's secret scan stays meaningful); the request is refused with 404."""
