@@ -112,3 +112,17 @@ async def test_wrong_password_is_unavailable_and_never_shown(
             await right.close()
     shown = str(info.value) + repr(wrong) + repr(right) + caplog.text
     assert "not-it-pw" not in shown and "s3cret-replay-pw" not in shown
+
+
+def test_under_uvloop(redis_url: str) -> None:
+    import uvloop
+
+    async def use() -> list[bool]:
+        cache = RedisReplayCache(redis_url)
+        k = os.urandom(32)
+        try:
+            return [await cache.first_use(k, 60), await cache.first_use(k, 60)]
+        finally:
+            await cache.close()
+
+    assert uvloop.run(use()) == [True, False]

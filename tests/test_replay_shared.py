@@ -247,6 +247,23 @@ async def test_a_client_follows_its_event_loop(server: SharedReplayServer) -> No
     await client.close()
 
 
+def test_server_and_client_under_uvloop(sock_path: str) -> None:
+    """The proxy runs on uvloop when installed, whose transports are only look-alikes."""
+    import uvloop
+
+    async def use() -> list[bool]:
+        async with SharedReplayServer(sock_path) as srv:
+            client = SharedReplayClient(srv.path)
+            try:
+                return list(
+                    await asyncio.gather(*(client.first_use(key(i % 2), 60) for i in range(4)))
+                )
+            finally:
+                await client.close()
+
+    assert sorted(uvloop.run(use())) == [False, False, True, True]
+
+
 # ------------------------------------------------------------------ the socket path
 
 
