@@ -40,5 +40,14 @@ def install_root_handler() -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "asyncio", "azure", "google"):
+    for noisy in (
+        "botocore",
+        "boto3",
+        "urllib3",
+        "s3transfer",
+        "asyncio",
+        "azure",
+        "google",
+        "aliyunsdkcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.INFO)

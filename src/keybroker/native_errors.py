@@ -23,8 +23,11 @@ def render(
     request_id: str,
 ) -> tuple[str, bytes, dict[str, str]] | None:
     """(content type, body, extra headers) for ``vendor``'s SDKs, or ``None`` for key-proxy's."""
-    if vendor == "aws":
+    if vendor in ("aws", "ksyun"):
         return _aws(service, headers, code, message, request_id)
+    if vendor == "aliyun":
+        body = json.dumps({"Code": code, "Message": message, "RequestId": request_id})
+        return "application/json", body.encode(), {}
     return None
 
 
