@@ -201,3 +201,27 @@ def test_keyproxy_mode_refusals(akamai: Akamai, case: str) -> None:
     assert r.status_code == 401, r.text
     assert _error_code(r) == "Proxy.ValidateCredentialErr"
     assert akamai.upstream.hits == before
+
+
+def test_keyproxy_yaml_config_keys_work(akamai: Akamai) -> None:
+    """key-proxy's ClientToken/AccessToken/ClientSecret keys, read from YAML verbatim."""
+    from keybroker.config_load import loads
+
+    secret = secrets.token_urlsafe(24)
+    logscan.register(secret)
+    text = f"""
+Endpoints:
+  - CloudAccountName: from-yaml
+    Vendor: akamai
+    Upstream: "{akamai.upstream}"
+    Credentials:
+      Proxy: {{ClientToken: akab-yaml-ct, AccessToken: akab-yaml-at, ClientSecret: "{secret}"}}
+      Real: {{ClientToken: akab-yaml-real, AccessToken: akab-yaml-real-at, ClientSecret: x}}
+"""
+    with proxy_running(loads(text)) as (url, _), requests.Session() as s:
+        s.auth = EdgeGridAuth("akab-yaml-ct", secret, "akab-yaml-at")
+        r = s.get(url + "/papi/v1/groups", timeout=10)
+    # the upstream holds another real credential: it refuses, but only after keybroker
+    # verified the proxy signature and re-signed with the YAML's real client token
+    assert r.status_code == 401, r.text
+    assert "ResponseMetadata" not in r.json() and r.json()["title"] == "Not authorized"
