@@ -66,8 +66,9 @@ def sdk_sign(
                      query_params=list(query or []), header_params=headers,
                      body=body)  # fmt: skip
     basic.sign_request(req)
-    wire_path, _, wire_query = req.uri.partition("?")
-    signed = SigningRequest(method, host, quote(wire_path, safe="/~"), wire_query,
+    # uri is resource_path + "?" + query: split on the known path, a "?" may be inside it.
+    wire_query = req.uri[len(req.resource_path) :].removeprefix("?")
+    signed = SigningRequest(method, host, quote(req.resource_path, safe="/~"), wire_query,
                             CIMultiDict(req.header_params))  # fmt: skip
     return signed, body.encode()
 

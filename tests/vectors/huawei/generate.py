@@ -56,9 +56,10 @@ def sdk_case(
         body=body,
     )
     cred.sign_request(req)
-    path_part, _, wire_query = req.uri.partition("?")
-    # The SDK's HTTP layer percent-encodes the path on the wire; the signature decodes it.
-    wire_path = quote(path_part, safe="/~")
+    # uri is resource_path + "?" + query; the SDK's HTTP layer percent-encodes the path on
+    # the wire, and the signature decodes it.
+    wire_query = req.uri[len(req.resource_path) :].removeprefix("?")
+    wire_path = quote(req.resource_path, safe="/~")
     return {
         "name": name,
         "source": SDK,
