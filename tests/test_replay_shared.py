@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,20 @@ def test_frames_split_across_writes(server: SharedReplayServer) -> None:
             s.sendall(data[i : i + 1])
             time.sleep(0.0005 if i % 9 == 0 else 0)
         assert recv_exactly(s, 2) == b"\x01\x00"
+
+
+def test_a_slow_reader_gets_every_answer(server: SharedReplayServer) -> None:
+    """Requests keep coming while the answers are not read: the server stops reading (no
+    unbounded buffer) and catches up once they are."""
+    n = 40_000
+    data = b"".join(frame(os.urandom(32), 60_000) for _ in range(n))
+    with raw(server.path) as s:
+        sender = threading.Thread(target=s.sendall, args=(data,))
+        sender.start()
+        time.sleep(0.3)
+        answer = recv_exactly(s, n)
+        sender.join()
+    assert answer == b"\x01" * n
 
 
 @pytest.mark.parametrize("ttl_ms", [0, 30 * 24 * 3600 * 1000 + 1, 0xFFFFFFFF])
