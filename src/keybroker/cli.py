@@ -15,7 +15,7 @@ from keybroker.errors import ConfigError
 
 __all__ = ["main"]
 
-COMMANDS = ("serve", "check", "kms")
+COMMANDS = ("serve", "check", "kms", "audit")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arg(serve)
     check = sub.add_parser("check", help="validate a config and print a summary (no secrets)")
     _add_config_arg(check)
-    try:
-        from keybroker.kms.cli import add_kms_parser
-    except ImportError:  # pragma: no cover - the KMS CLI ships with the package
-        pass
-    else:
-        add_kms_parser(sub)
+    from keybroker.audit_cli import add_audit_parser
+    from keybroker.kms.cli import add_kms_parser
+
+    add_kms_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from keybroker import __version__, native_errors, policy, signers
+from keybroker.audit import AuditLog, request_event
 from keybroker.config import Config, Endpoint
 from keybroker.config_load import validate
 from keybroker.context import RequestContext
@@ -100,6 +101,7 @@ class Proxy:
         self.config = config
         self._router = Router(config)
         self._limits = AccountLimits()
+        self._audit: AuditLog | None = None
         register_config_secrets(config)
         self.ports: list[int] = []
 
@@ -109,6 +111,10 @@ class Proxy:
         validate(config)
         router = Router(config)
         register_config_secrets(config)
+        if self._audit is not None and config.audit != self.config.audit:
+            new_audit = AuditLog.open(config.audit)
+            self._audit, old = new_audit, self._audit
+            old.close()
         self.config, self._router = config, router
 
     # ---------------------------------------------------------------- lifecycle
@@ -117,6 +123,7 @@ class Proxy:
         """Listen on ``Http.Address`` (or ``host``/``port``); TLS when ``Http.Tls.Enabled``."""
         from keybroker.serving import make_site
 
+        self._audit = AuditLog.open(self.config.audit)
         timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=self.config.http.upstream_connect_timeout,
@@ -164,6 +171,9 @@ class Proxy:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
@@ -368,6 +378,19 @@ class Proxy:
         }
         return _close_if(unread, web.json_response(payload, status=exc.status, headers=headers))
 
+    def _record_audit(self, ctx: RequestContext) -> None:
+        if self._audit is None or not self._audit.enabled:
+            return
+        try:
+            self._audit.record(request_event(ctx))
+        except (OSError, ValueError, TypeError) as exc:
+            # the answer is gone already; a failing audit must be loud in the log
+            log.error(
+                "audit record failed: %s",
+                type(exc).__name__,
+                extra={"fields": {"request_id": ctx.request_id}},
+            )
+
     async def _finish(self, ctx: RequestContext) -> None:
         if ctx.mode in ("keyproxy", "native"):
             request_log_line(
@@ -384,6 +407,7 @@ class Proxy:
                 latency_ms=(time.perf_counter() - ctx.started) * 1000,
                 error_code=ctx.error_code,
             )
+            self._record_audit(ctx)
         try:
             await _run_hooks(self.hooks.after_response, ctx)
         except Exception:

@@ -1,0 +1,66 @@
+"""Every proxied request leaves exactly one audit line; editing a line breaks verification."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from keybroker.config import AuditConfig, Config
+from tests import logscan
+from tests.proxy.conftest import aws_endpoint
+from tests.proxy.harness import proxy_running
+from tests.proxy.platform import send, sign_aws
+from tests.proxy.recording_upstream import recording_upstream
+
+STS = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
+AK, SK, REAL_SK = "AKIDPROXYAUDIT000001", secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+logscan.register(SK, REAL_SK)
+
+
+def _verify(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keybroker", "audit", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_one_audit_line_per_request_and_tamper_detection(tmp_path: Path) -> None:
+    audit_dir = logscan.log_dir(tmp_path / "audit")
+    with recording_upstream() as up:
+        cfg = Config(
+            audit=AuditConfig(output=str(audit_dir), enabled=True),
+            endpoints=[aws_endpoint("acct", AK, SK, "AKIAREALAUDIT0000001", REAL_SK, up.url)],
+        )
+        with proxy_running(cfg) as (url, _):
+            ids = []
+            for i in range(6):
+                sk = SK if i % 2 == 0 else "wrong-secret"
+                signed = sign_aws("GET", STS, ak=AK, sk=sk, service="sts")
+                rid = f"req-{i}"
+                r = send(url, "GET", STS, signed, account="acct", extra={"X-Mcdn-Request-Id": rid})
+                assert r.status == (200 if i % 2 == 0 else 401)
+                ids.append(rid)
+            send(url, "GET", STS, {}, account="nobody", extra={"X-Mcdn-Request-Id": "req-unknown"})
+            ids.append("req-unknown")
+    lines = [json.loads(x) for x in (audit_dir / "audit.log").read_text().splitlines()]
+    assert [x["request_id"] for x in lines] == ids
+    assert [x["decision"] for x in lines] == ["allow", "deny"] * 3 + ["deny"]
+    assert lines[0]["account"] == "acct" and lines[0]["service"] == "sts"
+    assert lines[0]["upstream_host"] == up.url.removeprefix("http://")
+    assert lines[1]["error_code"] == "Proxy.ValidateCredentialErr"
+    text = (audit_dir / "audit.log").read_text()
+    assert SK not in text and REAL_SK not in text
+    ok = _verify(audit_dir)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: 7 lines"), ok.stdout + ok.stderr
+    # edit one field of line 3: verification fails at exactly that line
+    raw = (audit_dir / "audit.log").read_text().splitlines(keepends=True)
+    raw[2] = raw[2].replace('"decision":"allow"', '"decision":"deny"')
+    (audit_dir / "audit.log").write_text("".join(raw))
+    bad = _verify(audit_dir)
+    assert bad.returncode == 1
+    assert "audit.log:3:" in bad.stdout
