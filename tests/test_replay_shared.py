@@ -87,7 +87,6 @@ def test_two_worker_processes_accept_each_key_once(server: SharedReplayServer) -
     assert [p.exitcode for p in procs] == [0, 0]
     assert not set(accepted[0]) & set(accepted[1])
     assert sorted(accepted[0] + accepted[1]) == sorted(keys)
-    assert all(accepted)  # each worker won part of the race
 
 
 # ------------------------------------------------------------------ wire format
