@@ -1,10 +1,11 @@
-"""Wangsu through keybroker: requests signed with PROXY credentials by the documentation-based
-reference implementation (no installable SDK signs this scheme; see
-``tests/signers/wangsu_upstream.py``) pass through keybroker to an upstream that checks the
-REAL API key with that same independent implementation.
+"""Wangsu through keybroker, both schemes, to an upstream that checks the REAL credential.
 
-The scheme signs only the date, so a changed body or query cannot be detected; what the proxy
-adds is the clock-skew window: a stale or future date is refused.
+* AK/SK (``CNC-HMAC-SHA256``): ``wangsu-sdk-python``'s own signer makes the requests with the
+  PROXY key; the upstream recomputes with the SDK's ``AkSkAuth.get_signature``.
+* API-key (Basic over the date): no installable SDK signs it, so requests are made and checked
+  by the documentation-based reference implementation of ``tests/signers/wangsu_upstream.py``.
+  That scheme signs only the date, so a changed body or query cannot be detected; what the
+  proxy adds is the clock-skew window: a stale or future date is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.signers.wangsu_upstream import (
     UpstreamURL,
     docs_authorization,
     docs_date,
+    sdk_aksk_headers,
     wangsu_upstream,
 )
 
@@ -56,9 +58,15 @@ def ws() -> Iterator[Ws]:
             yield Ws(url, upstream, proxy_user, proxy_key)
 
 
-def _headers(ws: Ws, *, user: str | None = None, key: str | None = None,
-             when: datetime | None = None, algorithm: str = "sha1",
-             date_header: str = "Date") -> dict[str, str]:  # fmt: skip
+def _headers(
+    ws: Ws,
+    *,
+    user: str | None = None,
+    key: str | None = None,
+    when: datetime | None = None,
+    algorithm: str = "sha1",
+    date_header: str = "Date",
+) -> dict[str, str]:
     date = docs_date(when)
     auth = docs_authorization(user or ws.proxy_user, key or ws.proxy_key, date, algorithm)
     return {date_header: date, "Authorization": auth, "Accept": "application/json"}
@@ -72,8 +80,12 @@ def _headers(ws: Ws, *, user: str | None = None, key: str | None = None,
 def test_native_call_passes(ws: Ws, algorithm: str, date_header: str) -> None:
     headers = _headers(ws, algorithm=algorithm, date_header=date_header)
     headers["Content-Type"] = "application/json"
-    r = requests.post(f"{ws.proxy_url}/api/report/domainbandwidth?x=1", headers=headers,
-                      data=b'{"domain":"a.example"}', timeout=10)  # fmt: skip
+    r = requests.post(
+        f"{ws.proxy_url}/api/report/domainbandwidth?x=1",
+        headers=headers,
+        data=b'{"domain":"a.example"}',
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
     echo: dict[str, Any] = r.json()
     assert echo["algorithm"] == algorithm and echo["path"] == "/api/report/domainbandwidth"
@@ -138,3 +150,92 @@ def test_keyproxy_mode_refusals(ws: Ws, kwargs: dict[str, Any], status: int, cod
     assert r.status_code == status, r.text
     assert r.json()["ResponseMetadata"]["Error"]["Code"] == code
     assert ws.upstream.hits == before
+
+
+# --------------------------------------------------------------------------- AK/SK scheme
+
+
+def _aksk(
+    ws: Ws,
+    method: str,
+    uri: str,
+    host: str,
+    body: str | None = None,
+    *,
+    sk: str | None = None,
+    ak: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    headers = sdk_aksk_headers(
+        method, uri, host, body, ak or ws.proxy_user, sk or ws.proxy_key, timestamp
+    )
+    headers.pop("Host")  # requests sends the Host of the URL, which is what was signed
+    return headers
+
+
+@pytest.mark.parametrize(
+    ("method", "uri", "body"),
+    [
+        ("GET", "/api/v1/domain?name=a%20b", None),
+        ("POST", "/api/v1/refresh", '{"u":["x"]}'),
+        ("PUT", "/api/v1/config/1", "{}"),
+        ("DELETE", "/api/v1/d/2", None),
+    ],
+)
+def test_native_aksk_sdk_call_passes(ws: Ws, method: str, uri: str, body: str | None) -> None:
+    host = ws.proxy_url.removeprefix("http://")
+    headers = _aksk(ws, method, uri, host, body)
+    r = requests.request(method, ws.proxy_url + uri, headers=headers, data=body, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["algorithm"] == "CNC-HMAC-SHA256"
+    assert r.json()["path"] == uri.partition("?")[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"sk": "wrong"}, 401),
+        ({"ak": "nobody"}, 404),
+        ({"timestamp": 1_000_000_000}, 401),
+        ({"tamper": True}, 401),
+    ],
+    ids=["wrong-secret", "wrong-key", "stale", "tampered-body"],
+)
+def test_native_aksk_refusals(ws: Ws, kwargs: dict[str, Any], status: int) -> None:
+    before = ws.upstream.hits
+    tamper = kwargs.pop("tamper", False)
+    host = ws.proxy_url.removeprefix("http://")
+    headers = _aksk(ws, "POST", "/api/v1/refresh", host, '{"a":1}', **kwargs)
+    body = '{"a":2}' if tamper else '{"a":1}'
+    r = requests.post(ws.proxy_url + "/api/v1/refresh", headers=headers, data=body, timeout=10)
+    assert r.status_code == status, r.text
+    assert ws.upstream.hits == before
+
+
+@pytest.mark.parametrize("case", ["ok", "wrong-secret", "tampered-query"])
+def test_keyproxy_aksk(ws: Ws, case: str) -> None:
+    before = ws.upstream.hits
+    headers = _aksk(
+        ws,
+        "GET",
+        "/api/v1/domain?page=1",
+        "open.chinanetcenter.com",
+        sk="wrong" if case == "wrong-secret" else None,
+    )
+    query = "page=2" if case == "tampered-query" else "page=1"
+    headers.update(
+        {
+            "X-Mcdn-Origin-Uri": f"https://open.chinanetcenter.com/api/v1/domain?{query}",
+            "X-Mcdn-Cloud-Account-Name": "wangsu-main",
+            "X-Mcdn-Kept-Headers": "authorization,x-cnc-accesskey,x-cnc-timestamp,"
+            "x-cnc-auth-method,content-type,accept",
+        }
+    )
+    r = requests.get(ws.proxy_url + "/ignored", headers=headers, timeout=10)
+    if case == "ok":
+        assert r.status_code == 200, r.text
+        assert r.json()["query"] == "page=1"
+    else:
+        assert r.status_code == 401, r.text
+        assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.ValidateCredentialErr"
+        assert ws.upstream.hits == before

@@ -1,6 +1,6 @@
-"""Wangsu (ChinaNetCenter / CDNetworks) API-key authentication: HTTP Basic over a signed date.
+"""Wangsu (ChinaNetCenter / CDNetworks) API authentication, both documented schemes.
 
-::
+**API-key** (the scheme key-proxy supports): HTTP Basic over a signed date::
 
     Date: Thu, 17 May 2012 19:37:58 GMT
     Authorization: Basic base64( <user> ":" base64( HMAC(<apiKey>, <Date value>) ) )
@@ -15,6 +15,22 @@ The config's ``AccessKey`` is the Wangsu user name and ``SecretKey`` the API key
 Only the date is signed: not the method, path, query, host or body.  Within the proxy's
 clock-skew window a captured Authorization can be replayed with *any* request of that user,
 so deploy the proxy only behind TLS and keep the skew window short.
+
+**AK/SK** (``CNC-HMAC-SHA256``, what ``wangsu-sdk-python`` signs)::
+
+    x-cnc-accessKey: <AccessKey>
+    x-cnc-timestamp: <unix seconds>
+    Authorization: CNC-HMAC-SHA256 Credential=<AccessKey>, SignedHeaders=content-type;host,
+                   Signature=hex(HMAC-SHA256(SecretKey, string to sign))
+
+    string to sign = "CNC-HMAC-SHA256" \n timestamp \n hex(SHA256(canonical request))
+    canonical request = METHOD \n path \n percent-decoded query \n
+                        name:lower-cased value \n ... (each signed header) \n
+                        signed headers \n hex(SHA256(body))
+
+as the SDK builds it: the query is left out for POST and the body is hashed only for POST and
+PUT (a POST's query and a DELETE's body are therefore not covered).  The timestamp becomes
+``ParsedAuth.signed_at``; the proxy's skew window bounds replay.
 """
 
 from __future__ import annotations
@@ -28,12 +44,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import ClassVar
+from urllib.parse import unquote
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
-__all__ = ["SIGNER", "WangsuSigner", "password"]
+__all__ = ["AKSK_ALGORITHM", "SIGNER", "WangsuSigner", "aksk_canonical_request", "password"]
+
+AKSK_ALGORITHM = "CNC-HMAC-SHA256"
 
 DEFAULT_ENDPOINT = "https://open.chinanetcenter.com"
 _DATE_HEADERS = ("x-cnc-date", "Date")
@@ -119,6 +138,133 @@ def _date(req: SigningRequest) -> tuple[str, str, datetime]:
     raise _bad("the Date (or x-cnc-date) header is missing")
 
 
+# --------------------------------------------------------------------------- AK/SK scheme
+
+_AK_HEADER = "x-cnc-accessKey"
+_TS_HEADER = "x-cnc-timestamp"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,11}")  # up to year 5138: datetime cannot go past 9999
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
+_ACCESS_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,256}")  # printable ASCII except ','
+_MAX_SIGNED_HEADERS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _AkSkState:
+    access_key: str
+    timestamp: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+    def __repr__(self) -> str:
+        return f"_AkSkState(signed_headers={self.signed_headers!r})"
+
+
+def _single_header(req: SigningRequest, name: str) -> str | None:
+    values = req.headers.getall(name, [])
+    if len(values) > 1:
+        raise _bad(f"{name} appears more than once")
+    return values[0] if values else None
+
+
+def aksk_canonical_request(
+    req: SigningRequest, signed_headers: tuple[str, ...], body: bytes | None
+) -> str:
+    """The canonical request of the ``CNC-HMAC-SHA256`` scheme, as the vendor SDK builds it."""
+    method = req.method.upper()
+    query = "" if method == "POST" else unquote(req.query)
+    lines = []
+    for name in signed_headers:
+        value = req.host if name == "host" else (req.headers.get(name) or "")
+        lines.append(f"{name}:{value.lower()}\n")
+    payload = body if method in ("POST", "PUT") and body else b""
+    return "\n".join(
+        [
+            method,
+            req.path,
+            query,
+            "".join(lines),
+            ";".join(signed_headers),
+            hashlib.sha256(payload).hexdigest(),
+        ]
+    )
+
+
+def _aksk_signature(secret: bytes, timestamp: str, canonical: str) -> str:
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
+    to_sign = f"{AKSK_ALGORITHM}\n{timestamp}\n{digest}"
+    return hmac.new(secret, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _aksk_fields(value: str) -> dict[str, str]:
+    if len(value) > _MAX_AUTH_LEN:
+        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
+    fields: dict[str, str] = {}
+    for part in value[len(AKSK_ALGORITHM) + 1 :].split(","):
+        name, eq, content = part.strip().partition("=")
+        if not eq or name not in ("Credential", "SignedHeaders", "Signature"):
+            raise _bad("Authorization fields must be Credential=, SignedHeaders=, Signature=")
+        if name in fields:
+            raise _bad(f"Authorization has {name} twice")
+        fields[name] = content
+    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
+    if missing:
+        raise _bad(f"Authorization lacks {', '.join(missing)}")
+    return fields
+
+
+def _aksk_signed_headers(value: str) -> tuple[str, ...]:
+    names = tuple(value.split(";"))
+    if len(names) > _MAX_SIGNED_HEADERS:
+        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
+    if any(not _HEADER_NAME.fullmatch(n) for n in names):
+        raise _bad("SignedHeaders must be lower-case header names separated by ';'")
+    if len(set(names)) != len(names):
+        raise _bad("SignedHeaders lists a header twice")
+    return names
+
+
+def _parse_aksk(req: SigningRequest, value: str) -> ParsedAuth:
+    fields = _aksk_fields(value)
+    access_key = fields["Credential"]
+    if not _ACCESS_KEY.fullmatch(access_key):
+        raise _bad("Credential is empty or has invalid characters")
+    header_key = _single_header(req, _AK_HEADER)
+    if header_key is not None and header_key != access_key:
+        raise _bad(f"{_AK_HEADER} and the Credential differ")
+    names = _aksk_signed_headers(fields["SignedHeaders"])
+    if not _HEX64.fullmatch(fields["Signature"]):
+        raise _bad("Signature must be 64 lower-case hex digits")
+    timestamp = _single_header(req, _TS_HEADER)
+    if timestamp is None or not _TIMESTAMP.fullmatch(timestamp):
+        raise _bad(f"{_TS_HEADER} must be the signing time in Unix seconds")
+    for name in names:
+        _single_header(req, name)
+    when = datetime.fromtimestamp(int(timestamp), UTC)
+    state = _AkSkState(access_key, timestamp, names, fields["Signature"])
+    return ParsedAuth(access_key=access_key, signed_at=when, body=BodyPolicy.BUFFER, state=state)
+
+
+def _resign_aksk(
+    req: SigningRequest, state: _AkSkState, cred: Credential, body: bytes | None, now: datetime
+) -> None:
+    timestamp = str(int(now.timestamp()))
+    req.headers[_AK_HEADER] = cred.access_key
+    req.headers[_TS_HEADER] = timestamp
+    if "Host" in req.headers:
+        # A copied client Host header would contradict the host we sign for.
+        req.headers["Host"] = req.host
+    canonical = aksk_canonical_request(req, state.signed_headers, body)
+    signature = _aksk_signature(cred.secret_key.reveal_bytes(), timestamp, canonical)
+    req.headers["Authorization"] = (
+        f"{AKSK_ALGORITHM} Credential={cred.access_key}, "
+        f"SignedHeaders={';'.join(state.signed_headers)}, Signature={signature}"
+    )
+
+
+# --------------------------------------------------------------------------- the signer
+
+
 class WangsuSigner:
     """Wangsu / CDNetworks API-key (Basic + signed date) authentication."""
 
@@ -133,11 +279,15 @@ class WangsuSigner:
         return "WangsuSigner()"
 
     def detect(self, req: SigningRequest) -> bool:
-        """True for ``Basic`` whose password is a base64 SHA-1/SHA-256 HMAC, with a date header.
+        """True for ``CNC-HMAC-SHA256``, or for ``Basic`` whose password is a base64
+        SHA-1/SHA-256 HMAC, with a date header.
 
         A plain user:password Basic header (any other API) is not claimed.
         """
-        if not req.headers.get("Authorization", "").startswith("Basic "):
+        value = req.headers.get("Authorization", "")
+        if value.startswith(AKSK_ALGORITHM + " "):
+            return True
+        if not value.startswith("Basic "):
             return False
         if not any(name in req.headers for name in _DATE_HEADERS):
             return False
@@ -148,23 +298,34 @@ class WangsuSigner:
         return True
 
     def parse(self, req: SigningRequest) -> ParsedAuth:
-        """Parse the Basic credential and the date.  Raises ``MalformedSignature``."""
+        """Parse either scheme.  Raises ``MalformedSignature``."""
+        values = req.headers.getall("Authorization", [])
+        if len(values) == 1 and values[0].startswith(AKSK_ALGORITHM + " "):
+            return _parse_aksk(req, values[0])
         user, signature = _split_basic(req)
         header, value, when = _date(req)
         state = _State(user, _DIGESTS[len(signature)], header, value, signature)
         return ParsedAuth(access_key=user, signed_at=when, body=BodyPolicy.UNSIGNED, state=state)
 
     @staticmethod
-    def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
+    def _state(auth: ParsedAuth) -> _State | _AkSkState:
+        if not isinstance(auth.state, _State | _AkSkState):
             raise TypeError("ParsedAuth was not produced by WangsuSigner.parse")
         return auth.state
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
     ) -> None:
-        """Recompute the HMAC of the date with ``cred``.  Raises ``SignatureMismatch``."""
+        """Recompute the HMAC with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
+        if isinstance(state, _AkSkState):
+            if not hmac.compare_digest(cred.access_key.encode(), state.access_key.encode()):
+                raise SignatureMismatch()
+            canonical = aksk_canonical_request(req, state.signed_headers, body)
+            expected = _aksk_signature(cred.secret_key.reveal_bytes(), state.timestamp, canonical)
+            if not hmac.compare_digest(expected.encode(), state.signature.encode()):
+                raise SignatureMismatch()
+            return
         if not hmac.compare_digest(cred.access_key.encode(), state.user.encode()):
             raise SignatureMismatch()
         mac = hmac.new(
@@ -183,8 +344,12 @@ class WangsuSigner:
         body: bytes | None,
         now: datetime,
     ) -> None:
-        """Set the date header to ``now`` and sign it with ``cred`` (same HMAC digest)."""
+        """Sign at ``now`` with ``cred``, in the client's scheme (same HMAC digest, same date
+        header, same signed headers)."""
         state = self._state(auth)
+        if isinstance(state, _AkSkState):
+            _resign_aksk(req, state, cred, body, now)
+            return
         date = format_datetime(now.astimezone(UTC), usegmt=True)
         req.headers[state.date_header] = date
         secret = password(cred.secret_key.reveal_bytes(), date, state.digest)
