@@ -110,7 +110,8 @@ def host_in_domains(hostname: str, domains: tuple[str, ...]) -> bool:
     h = hostname.lower().rstrip(".")
     if not h or is_ip_literal(h):
         return False
-    return any(h.endswith(d) and len(h) > len(d) for d in domains)
+    # "=name" entries match that exact host; the others are suffixes like ".amazonaws.com"
+    return any(h == d[1:] if d[0] == "=" else h.endswith(d) and len(h) > len(d) for d in domains)
 
 
 def require_vendor_host(dest: Destination, domains: tuple[str, ...], vendor: str) -> None:

@@ -16,12 +16,14 @@ from yarl import URL
 
 from keybroker.context import RequestContext
 from keybroker.errors import (
+    Forbidden,
     PayloadTooLarge,
     ProxyError,
     RequestTimeout,
     SignatureMismatch,
     UpstreamError,
 )
+from keybroker.netguard import DestinationRefused
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
 
@@ -94,6 +96,8 @@ class Forwarder:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if state is not None and state.error is not None:
                 raise state.error from None
+            if isinstance(getattr(exc, "os_error", None), DestinationRefused):
+                raise Forbidden("the destination does not resolve to a public address") from None
             log.warning(
                 "upstream request failed: %s",
                 type(exc).__name__,

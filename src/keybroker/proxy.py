@@ -42,6 +42,7 @@ from keybroker.errors import (
 from keybroker.forwarding import Forwarder, read_bounded
 from keybroker.limits import AccountLimits
 from keybroker.logs import request_log_line
+from keybroker.netguard import GuardedResolver
 from keybroker.redact import register_config_secrets
 from keybroker.routing import Route, Router, upstream_request, vendor_domains
 from keybroker.secret import constant_time_equal
@@ -102,6 +103,7 @@ class Proxy:
         self._router = Router(config)
         self._limits = AccountLimits()
         self._audit: AuditLog | None = None
+        self._resolver: GuardedResolver | None = None  # made in start(): it needs the loop
         register_config_secrets(config)
         self.ports: list[int] = []
 
@@ -115,6 +117,8 @@ class Proxy:
             new_audit = AuditLog.open(config.audit)
             self._audit, old = new_audit, self._audit
             old.close()
+        if self._resolver is not None:
+            self._resolver.trust(router.accounts.upstream_hosts())
         self.config, self._router = config, router
 
     # ---------------------------------------------------------------- lifecycle
@@ -129,7 +133,11 @@ class Proxy:
             sock_connect=self.config.http.upstream_connect_timeout,
             sock_read=self.config.http.upstream_read_timeout,
         )
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60)
+        self._resolver = GuardedResolver()
+        self._resolver.trust(self._router.accounts.upstream_hosts())
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=256, ttl_dns_cache=60, resolver=self._resolver
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,

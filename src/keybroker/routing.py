@@ -38,6 +38,7 @@ __all__ = [
     "Accounts",
     "Route",
     "Router",
+    "allowed_domains",
     "parse_auth",
     "upstream_request",
     "vendor_domains",
@@ -73,6 +74,10 @@ class Accounts:
         self.upstreams: dict[str, Destination] = {
             e.cloud_account_name: parse_base_url(e.upstream) for e in config.endpoints if e.upstream
         }
+
+    def upstream_hosts(self) -> set[str]:
+        """Host names the operator configured explicitly (trusted even if not public)."""
+        return {d.hostname for d in self.upstreams.values()}
 
 
 class Router:
@@ -194,7 +199,7 @@ def upstream_request(route: Route, accounts: Accounts) -> SigningRequest:
         dest = override
     elif route.dest is not None:
         dest = route.dest
-        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
+        require_vendor_host(dest, allowed_domains(signer, endpoint), endpoint.vendor)
     else:
         base = signer.native_upstream(route.signed, auth)
         if base is None:
@@ -202,10 +207,22 @@ def upstream_request(route: Route, accounts: Accounts) -> SigningRequest:
                 "no public endpoint is known for this service; set Upstream for the account"
             )
         dest = parse_base_url(base)
-        require_vendor_host(dest, signer.public_domains, endpoint.vendor)
+        require_vendor_host(dest, allowed_domains(signer, endpoint), endpoint.vendor)
     up.scheme, up.host = dest.scheme, dest.host
     up.path = dest.prefix + up.path if dest.prefix else up.path
     return up
+
+
+def allowed_domains(signer: Signer, endpoint: Endpoint) -> tuple[str, ...]:
+    """The vendor's public API domains plus the account's ``AllowedHosts`` (a name without a
+    leading dot allows that host and its subdomains)."""
+    extra = []
+    for host in endpoint.allowed_hosts:
+        name = host.strip().lower().rstrip(".")
+        extra.append(name if name.startswith(".") else f".{name}")
+        if not name.startswith("."):
+            extra.append(f"={name}")
+    return (*signer.public_domains, *extra)
 
 
 def kept_headers(value: str) -> frozenset[str]:

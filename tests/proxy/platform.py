@@ -71,6 +71,11 @@ def send(
     headers["X-Mcdn-Request-Id"] = "platform-req-1"
     headers.update(extra or {})
     r = requests.request(
-        method, proxy_url + "/anything?ignored=1", headers=headers, data=body, timeout=30
+        method,
+        proxy_url + "/anything?ignored=1",
+        headers=headers,
+        data=body,
+        timeout=30,
+        allow_redirects=False,  # a test client never leaves the loopback
     )
     return Sent(r.status_code, dict(r.headers), r.content)
