@@ -15,7 +15,7 @@ from keybroker.errors import ConfigError
 
 __all__ = ["main"]
 
-COMMANDS = ("serve", "check", "kms", "audit")
+COMMANDS = ("serve", "check", "kms", "audit", "_worker")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arg(serve)
     check = sub.add_parser("check", help="validate a config and print a summary (no secrets)")
     _add_config_arg(check)
+    worker = sub.add_parser("_worker")  # started by the supervisor, not by people
+    worker.add_argument("--fd", type=int, required=True)
+    worker.add_argument("--config", required=True)
     from keybroker.audit_cli import add_audit_parser
     from keybroker.kms.cli import add_kms_parser
 
@@ -65,31 +68,54 @@ def _load(path: str) -> Config:
 def cmd_check(path: str) -> int:
     from keybroker.summary import render_summary
 
-    try:
-        config = _load(path)
-    except ConfigError as exc:
-        print(f"{path}: invalid config:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    config = _load_or_report(path)
+    if config is None:
         return 1
     print(render_summary(config))
     return 0
 
 
-def cmd_serve(path: str) -> int:
-    from keybroker.logs import setup_logging
-    from keybroker.proxy import Proxy
-    from keybroker.serving import run_until_signalled
-
+def _load_or_report(path: str) -> Config | None:
     try:
-        config = _load(path)
+        return _load(path)
     except ConfigError as exc:
         print(f"{path}: invalid config:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(path: str) -> int:
+    """One process for ``Http.Workers: 1``; else a supervisor and that many workers."""
+    from keybroker.logs import setup_logging
+    from keybroker.proxy import Proxy
+    from keybroker.serving import run_until_signalled
+    from keybroker.supervisor import Supervisor, worker_count
+
+    config = _load_or_report(path)
+    if config is None:
         return 1
     setup_logging(config.log)
-    run_until_signalled(Proxy(config), reload=lambda: _load(path))
+    if worker_count(config.http.workers) > 1:
+        return Supervisor(path, config, lambda: _load(path)).run()
+    run_until_signalled(Proxy(config), reload=lambda: _load(path), watch=path)
+    return 0
+
+
+def cmd_worker(fd: int, path: str) -> int:
+    """A worker process of a supervisor: serve on the inherited listening socket."""
+    import socket
+
+    from keybroker.logs import setup_logging
+    from keybroker.proxy import Proxy
+    from keybroker.serving import run_until_signalled
+
+    config = _load_or_report(path)
+    if config is None:
+        return 1
+    setup_logging(config.log)
+    sock = socket.socket(fileno=fd)
+    run_until_signalled(Proxy(config), reload=lambda: _load(path), sock=sock)
     return 0
 
 
@@ -99,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args.config)
     if args.command == "check":
         return cmd_check(args.config)
+    if args.command == "_worker":
+        return cmd_worker(args.fd, args.config)
     handler = getattr(args, "handler", None)
     if handler is None:  # pragma: no cover - argparse requires a sub-command
         return 2

@@ -55,7 +55,7 @@ class HttpConfig:
     upstream_read_timeout: float = 300.0  # UpstreamReadTimeout (seconds between reads)
     shutdown_timeout: float = 30.0  # ShutdownTimeout: drain deadline (seconds)
     client_timeout: float = 60.0  # ClientTimeout: a slow client's body may stall this long
-    workers: int = 1  # Workers: worker processes sharing the port (0: one per core)
+    workers: int = 0  # Workers: worker processes sharing the port (0: one per core)
 
 
 @dataclass

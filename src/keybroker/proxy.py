@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -123,8 +124,11 @@ class Proxy:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self, host: str | None = None, port: int | None = None) -> None:
-        """Listen on ``Http.Address`` (or ``host``/``port``); TLS when ``Http.Tls.Enabled``."""
+    async def start(
+        self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on ``Http.Address`` (or ``host``/``port``, or an already bound listening
+        ``sock`` shared by worker processes); TLS when ``Http.Tls.Enabled``."""
         from keybroker.serving import make_site
 
         self._audit = AuditLog.open(self.config.audit)
@@ -161,7 +165,7 @@ class Proxy:
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=self.config.http.shutdown_timeout)
         await self._runner.setup()
-        site = make_site(self._runner, self.config.http, host, port)
+        site = make_site(self._runner, self.config.http, host, port, sock=sock)
         await site.start()
         self.ports = _bound_ports(site)
 

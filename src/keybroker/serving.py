@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -17,7 +19,14 @@ from keybroker.config import Config, HttpConfig
 if TYPE_CHECKING:
     from keybroker.proxy import Proxy
 
-__all__ = ["make_site", "parse_address", "run_until_signalled"]
+__all__ = [
+    "bind_socket",
+    "make_site",
+    "parse_address",
+    "reload_proxy",
+    "run_until_signalled",
+    "watch_file",
+]
 
 log = logging.getLogger("keybroker.server")
 
@@ -41,13 +50,48 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext:
     return ctx
 
 
-def make_site(
-    runner: web.BaseRunner, http: HttpConfig, host: str | None, port: int | None
-) -> web.TCPSite:
+def listen_address(http: HttpConfig) -> str:
     """HTTPS on ``Tls.Address`` when TLS is enabled (as key-proxy), else HTTP on ``Address``."""
-    address = http.tls.address if http.tls.enabled else http.address
-    cfg_host, cfg_port = parse_address(address)
+    return http.tls.address if http.tls.enabled else http.address
+
+
+def bind_socket(http: HttpConfig) -> socket.socket:
+    """A listening TCP socket for the configured address, to share with worker processes.
+    ``:port`` listens on every interface (IPv6 and IPv4 where the system allows)."""
+    host, port = parse_address(listen_address(http))
+    if host:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    else:
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            addr = ("::", port)
+        except OSError:  # no IPv6 here: every IPv4 interface
+            sock, addr = socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_site(
+    runner: web.BaseRunner,
+    http: HttpConfig,
+    host: str | None,
+    port: int | None,
+    *,
+    sock: socket.socket | None = None,
+) -> web.BaseSite:
+    """The site to serve on: a shared listening ``sock`` (worker processes), else the
+    configured address (``host``/``port`` override it)."""
     ctx = tls_context(http) if http.tls.enabled else None
+    if sock is not None:
+        return web.SockSite(runner, sock, ssl_context=ctx)
+    cfg_host, cfg_port = parse_address(listen_address(http))
     return web.TCPSite(
         runner,
         host if host is not None else cfg_host,
@@ -66,39 +110,83 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def run_until_signalled(proxy: Proxy, reload: Callable[[], Config] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; on SIGHUP call ``reload()`` and swap the config in (an
-    invalid new config is logged and the old one keeps serving)."""
+def run_until_signalled(
+    proxy: Proxy,
+    reload: Callable[[], Config] | None = None,
+    *,
+    watch: str | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests.  On SIGHUP — and when the
+    file ``watch`` changes — call ``reload()`` and swap the new config in; an invalid new
+    config is logged and the old one keeps serving."""
     loop = _new_loop()
     try:
-        loop.run_until_complete(_serve(proxy, reload))
+        loop.run_until_complete(_serve(proxy, reload, watch, sock))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
 
-async def _serve(proxy: Proxy, reload: Callable[[], Config] | None) -> None:
+async def _serve(
+    proxy: Proxy,
+    reload: Callable[[], Config] | None,
+    watch: str | None,
+    sock: socket.socket | None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None
     if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(proxy, reload))
-    await proxy.start()
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_proxy(proxy, reload))
+        if watch is not None:
+            watcher = asyncio.create_task(watch_file(watch, lambda: reload_proxy(proxy, reload)))
+    await proxy.start(sock=sock)
     log.info("listening", extra={"fields": {"ports": proxy.ports}})
     await stop.wait()
     log.info("shutting down: draining in-flight requests")
+    if watcher is not None:
+        watcher.cancel()
     await proxy.stop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(sig)
 
 
-def _reload(proxy: Proxy, reload: Callable[[], Config]) -> None:
+def reload_proxy(proxy: Proxy, reload: Callable[[], Config]) -> bool:
+    """Load the new config and swap it in; False (old config kept, error logged) if invalid."""
+    from keybroker.logs import setup_logging
+
     try:
         config = reload()
+        old_log = proxy.config.log
+        proxy.reload(config)
+        if config.log != old_log:
+            setup_logging(config.log)
     except Exception as exc:
         log.error("config reload rejected; keeping the old config: %s", exc)
-        return
-    proxy.reload(config)
+        return False
     log.info("config reloaded", extra={"fields": {"accounts": len(config.endpoints)}})
+    return True
+
+
+def file_state(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def watch_file(path: str, on_change: Callable[[], object], interval: float = 1.0) -> None:
+    """Call ``on_change`` whenever ``path`` is replaced or modified (polled: works for editors,
+    atomic renames and mounted config maps alike)."""
+    last = file_state(path)
+    while True:
+        await asyncio.sleep(interval)
+        now = file_state(path)
+        if now is not None and now != last:
+            last = now
+            on_change()
