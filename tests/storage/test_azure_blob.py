@@ -422,3 +422,15 @@ def test_repr_names_container_not_secrets(azurite: Azurite) -> None:
     s = AzureBlobStorage.from_uri(parse_uri(conn_uri(azurite, "my-container")))
     assert repr(s) == "AzureBlobStorage(account='devstoreaccount1', container='my-container')"
     assert azurite.key not in repr(s)
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from keybroker.kms.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "azure.storage.blob", None)  # its import now fails
+    monkeypatch.delitem(sys.modules, "keybroker.storage.azure_blob")
+    with pytest.raises(MissingExtra, match=r"install keybroker\[azure\]$"):
+        importlib.import_module("keybroker.storage.azure_blob")

@@ -319,3 +319,15 @@ def test_threads_with_own_event_loops_exactly_one_wins(fake_gcs_url: str) -> Non
 def test_repr_names_bucket_not_secrets(key_file: Path) -> None:
     s = GCSStorage.from_uri(parse_uri(uri(None, "my-bucket", key_file)))
     assert repr(s) == "GCSStorage(bucket='my-bucket', project='my-project')"
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from keybroker.kms.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)  # its import now fails
+    monkeypatch.delitem(sys.modules, "keybroker.storage.gcs")
+    with pytest.raises(MissingExtra, match=r"install keybroker\[gcp\]$"):
+        importlib.import_module("keybroker.storage.gcs")

@@ -419,3 +419,15 @@ def test_threads_with_own_event_loops_exactly_one_wins(moto_url: str) -> None:
 def test_repr_names_bucket_not_secrets(moto_url: str, moto_s3_keys: AwsKeys) -> None:
     s = S3Storage.from_uri(parse_uri(uri(moto_url, "my-bucket", moto_s3_keys, "eu-west-1")))
     assert repr(s) == "S3Storage(bucket='my-bucket', region='eu-west-1')"
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from keybroker.kms.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # its import now fails
+    monkeypatch.delitem(sys.modules, "keybroker.storage.s3")
+    with pytest.raises(MissingExtra, match=r"install keybroker\[aws\]$"):
+        importlib.import_module("keybroker.storage.s3")
