@@ -27,7 +27,7 @@ from keybroker.signers.base import SigningRequest
 from tests.signers.baidu_upstream import UpstreamURL, baidu_upstream, sdk_sign
 
 REAL = Credential("bcerealup", Secret("real-upstream-secret"))
-REAL_TOKEN = Credential("bcerealup", Secret("real-upstream-secret"), Secret("real-up-token"))
+REAL_TOKEN = Credential("bcerealup", Secret("real-upstream-secret"), Secret("bd-real-up-token"))
 PROXY = Credential("bceproxyup", Secret("proxy-upstream-secret"))
 
 
@@ -114,7 +114,7 @@ def test_resigned_request_reaches_upstream(upstream: UpstreamURL) -> None:
 
 
 def test_resigned_token_is_checked() -> None:
-    with baidu_upstream(REAL.access_key, REAL.secret_key.reveal(), "real-up-token") as url:
+    with baidu_upstream(REAL.access_key, REAL.secret_key.reveal(), "bd-real-up-token") as url:
         req, body = sdk_sign(PROXY, method="GET", body="")
         auth = SIGNER.parse(req)
         req.host = urlsplit(url).netloc
@@ -123,4 +123,4 @@ def test_resigned_token_is_checked() -> None:
         SIGNER.resign(req, SIGNER.parse(req), REAL_TOKEN, body, datetime.now(UTC))
         status, echo = send(url, req, body)
         assert status == 200, echo
-        assert echo["security_token"] == "real-up-token"
+        assert echo["security_token"] == "bd-real-up-token"

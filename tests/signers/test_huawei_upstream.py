@@ -25,7 +25,7 @@ from keybroker.signers.base import SigningRequest
 from keybroker.signers.huawei import SIGNER
 from tests.signers.huawei_upstream import PROJECT, UpstreamURL, huawei_upstream, sdk_sign
 
-REAL = Credential("HPUAREALUP", Secret("real-upstream-secret"), Secret("real-up-token"))
+REAL = Credential("HPUAREALUP", Secret("real-upstream-secret"), Secret("hw-real-up-token"))
 PROXY = Credential("HPUAPROXYUP", Secret("proxy-upstream-secret"))
 
 
@@ -117,7 +117,7 @@ def test_resigned_request_reaches_upstream(upstream: UpstreamURL, content_type: 
     status, echo = send(upstream, req, body)
     assert status == 200, echo
     assert echo["access_key"] == REAL.access_key
-    assert echo["security_token"] == "real-up-token"
+    assert echo["security_token"] == "hw-real-up-token"
     assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
     assert upstream.hits == before + 2
 
