@@ -211,7 +211,6 @@ class QiniuSigner:
         return ParsedAuth(
             access_key=access_key,
             signed_at=signed_at,
-            service="qiniu",
             body=BodyPolicy.BUFFER if signed else BodyPolicy.UNSIGNED,
             state=_State(scheme, access_key, digest, x_date),
         )
