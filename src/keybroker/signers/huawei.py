@@ -59,8 +59,9 @@ _LENGTH = re.compile(r"[0-9]{1,19}")
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 
 #: API hosts are ``<service>.<region>.myhuaweicloud.com`` (``.eu`` for the European site) or,
-#: for global services, ``<service>.myhuaweicloud.com``.
-_API_SUFFIXES = (".myhuaweicloud.com", ".myhuaweicloud.eu", ".huaweicloud.com")
+#: for global services, ``<service>.myhuaweicloud.com``; the wider ``huaweicloud.com`` (web
+#: sites, documentation) is deliberately not an upstream the real credential may go to.
+_API_SUFFIXES = (".myhuaweicloud.com", ".myhuaweicloud.eu")
 
 
 # --------------------------------------------------------------------------- canonical form
