@@ -53,10 +53,15 @@ _WRAPPERS: dict[str, str] = {
     "aws": "keybroker.kms.aws:AWSKMSWrapper",
     "azure": "keybroker.kms.azure:AzureKeyVaultWrapper",
     "gcp": "keybroker.kms.gcp:GCPKMSWrapper",
+    "vault": "keybroker.kms.vault:VaultTransitWrapper",
 }
 
 #: backend name -> the pip extra that brings its SDK
-_EXTRAS: dict[str, str] = {"aws": "aws", "gcp": "gcp", "azure": "azure"}
+_EXTRAS: dict[str, str] = {
+    "aws": "aws",
+    "gcp": "gcp",
+    "azure": "azure",
+}
 
 _SPECIAL = {"storage": ("no-store",), "kms": ("cluster-kms",)}
 

