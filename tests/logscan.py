@@ -49,5 +49,13 @@ def install_root_handler() -> None:
         "azure",
         "google",
         "aliyunsdkcore",
+        "volcenginesdkcore",
+        "baidubce",
+        "tencentcloud",
+        "huaweicloudsdkcore",
+        "jdcloud_sdk",
+        "qiniu",
+        "ucloud",
+        "akamai",
     ):
         logging.getLogger(noisy).setLevel(logging.INFO)

@@ -9,6 +9,7 @@ error code the SDK reports.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from xml.sax.saxutils import escape
 
 __all__ = ["render"]
@@ -25,10 +26,21 @@ def render(
     """(content type, body, extra headers) for ``vendor``'s SDKs, or ``None`` for key-proxy's."""
     if vendor in ("aws", "ksyun"):
         return _aws(service, headers, code, message, request_id)
-    if vendor == "aliyun":
-        body = json.dumps({"Code": code, "Message": message, "RequestId": request_id})
-        return "application/json", body.encode(), {}
+    shape = _JSON_SHAPES.get(vendor or "")
+    if shape is not None:
+        return "application/json", json.dumps(shape(code, message, request_id)).encode(), {}
     return None
+
+
+_Shape = Callable[[str, str, str], object]
+_JSON_SHAPES: dict[str, _Shape] = {
+    "aliyun": lambda c, m, r: {"Code": c, "Message": m, "RequestId": r},
+    "baidu": lambda c, m, r: {"code": c, "message": m, "requestId": r},
+    "huawei": lambda c, m, r: {"error_code": c, "error_msg": m, "request_id": r},
+    "ucloud": lambda c, m, r: {"RetCode": 172, "Message": f"{c}: {m}", "RequestId": r},
+    "qiniu": lambda c, m, r: {"error": f"{c}: {m}", "reqid": r},
+    "tencent": lambda c, m, r: {"Response": {"Error": {"Code": c, "Message": m}, "RequestId": r}},
+}
 
 
 def _aws(
