@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from aiohttp import web
 
-from keybroker import __version__, native_errors, policy, signers
+from keybroker import __version__, metrics, native_errors, policy, signers
 from keybroker.audit import AuditLog, request_event
 from keybroker.config import Config, Endpoint
 from keybroker.config_load import validate
@@ -210,10 +210,12 @@ class Proxy:
         )
         self._inflight += 1
         self._idle.clear()
+        metrics.DEFAULT.inflight.inc()
         try:
             return await self._serve(request, ctx)
         finally:
             self._inflight -= 1
+            metrics.DEFAULT.inflight.dec()
             if not self._inflight:
                 self._idle.set()
             await self._finish(ctx)
@@ -240,6 +242,10 @@ class Proxy:
             return None
         if request.path == "/ping":
             return web.Response(text="pong", headers=self._version_headers())
+        if request.path == "/metrics":
+            body = metrics.DEFAULT.render().encode("utf-8")
+            headers = {**self._version_headers(), "Content-Type": metrics.CONTENT_TYPE}
+            return web.Response(body=body, headers=headers)
         if request.path == "/healthz":
             return web.json_response({"status": "ok"}, headers=self._version_headers())
         if request.path == "/readyz":
@@ -419,6 +425,7 @@ class Proxy:
                 latency_ms=(time.perf_counter() - ctx.started) * 1000,
                 error_code=ctx.error_code,
             )
+            metrics.DEFAULT.observe(ctx)
             self._record_audit(ctx)
         try:
             await _run_hooks(self.hooks.after_response, ctx)
