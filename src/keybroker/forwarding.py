@@ -17,6 +17,7 @@ from yarl import URL
 from keybroker.context import RequestContext
 from keybroker.errors import (
     Forbidden,
+    MalformedSignature,
     PayloadTooLarge,
     ProxyError,
     RequestTimeout,
@@ -26,6 +27,7 @@ from keybroker.errors import (
 from keybroker.netguard import DestinationRefused
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyTransformer
 
 __all__ = ["CHUNK", "HOP_BY_HOP", "Forwarder", "read_bounded"]
 
@@ -117,6 +119,9 @@ class Forwarder:
         headers: CIMultiDict[str],
         limit: int,
     ) -> tuple[Any, _BodyState | None]:
+        transformer = _transformer(auth)
+        # a re-framed chunked body has the length the signer chose (and signed)
+        resent_length = headers.get("content-length") if transformer is not None else None
         for name in ("content-length", "transfer-encoding"):
             headers.popall(name, None)
         if body is not None:
@@ -127,13 +132,15 @@ class Forwarder:
             return None, None
         length = request.content_length
         if length is not None:
-            headers["Content-Length"] = str(length)
+            headers["Content-Length"] = resent_length or str(length)
         claimed = None
         if auth is not None and auth.body is BodyPolicy.CLAIMED_SHA256:
             claimed = auth.payload_sha256
         if length is not None and length > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
         state = _BodyState(claimed, limit, length, self.client_timeout)
+        if transformer is not None:
+            return _transform(_stream_body(request, state), transformer, state), state
         return _stream_body(request, state), state
 
     async def _stream_back(
@@ -236,6 +243,33 @@ class _BodyState:
     def fail(self, error: ProxyError) -> _BodyRejected:
         self.error = error
         return _BodyRejected(error)
+
+
+def _transformer(auth: ParsedAuth | None) -> BodyTransformer | None:
+    """The signer's chunk re-signer for a STREAMING body.  Raises ``MalformedSignature`` when
+    there is none: its chunks would reach the upstream signed with the proxy key."""
+    if auth is None or auth.body is not BodyPolicy.STREAMING:
+        return None
+    if auth.body_transformer is None:
+        raise MalformedSignature("this chunk-signed body cannot be re-signed")
+    return auth.body_transformer
+
+
+async def _transform(
+    chunks: AsyncIterator[bytes], transformer: BodyTransformer, state: _BodyState
+) -> AsyncIterator[bytes]:
+    """Pipe the body through ``transformer``; a chunk that fails cuts the upstream request
+    before its end (the transformer holds the end back until everything verified)."""
+    try:
+        async for chunk in chunks:
+            out = transformer.feed(chunk)
+            if out:
+                yield out
+        out = transformer.finish()
+    except (SignatureMismatch, MalformedSignature) as exc:
+        raise state.fail(exc) from None
+    if out:
+        yield out
 
 
 async def _stream_body(request: web.BaseRequest, state: _BodyState) -> AsyncIterator[bytes]:

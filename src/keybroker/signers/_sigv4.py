@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import ClassVar
@@ -32,7 +32,8 @@ from multidict import CIMultiDict
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers import _aws_chunked as chunked
+from keybroker.signers.base import BodyPolicy, BodyTransformer, ParsedAuth, SigningRequest
 
 __all__ = [
     "ALGORITHM",
@@ -80,6 +81,12 @@ class SigV4State:
     signed_headers: tuple[str, ...]
     payload_line: str | None  # the claimed payload line; None: hash the body
     signature: str = field(default="", repr=False)  # lower-case hex; never printed
+    # aws-chunked bodies: the announced trailers and decoded length (from parse), the proxy
+    # credential that verified the seed (from verify), the new seed signature (from resign)
+    trailers: tuple[str, ...] = ()
+    decoded_length: int | None = None
+    proxy_cred: Credential | None = field(default=None, repr=False, compare=False)
+    resigned_seed: str = field(default="", repr=False)
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -371,6 +378,8 @@ class SigV4Scheme:
             raise MalformedSignature("request has neither an Authorization header nor X-Amz-*")
         state = _state(auth)
         _check_ascii_headers(req, state.signed_headers)
+        if auth.body is BodyPolicy.STREAMING:
+            auth.state = state = _streaming_state(req, auth, state)
         # fail here, with a precise message, rather than later in verify
         canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))
         canonical_query(req.query)
@@ -447,9 +456,9 @@ class SigV4Scheme:
         line = values[0].strip()
         if _HEX64.fullmatch(line):
             return BodyPolicy.CLAIMED_SHA256, line.lower(), line
-        if line in (UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER):
+        if line == UNSIGNED_PAYLOAD:
             return BodyPolicy.UNSIGNED, None, line
-        if line in STREAMING_SIGNED:
+        if line in STREAMING_SIGNED or line == STREAMING_UNSIGNED_TRAILER:
             return BodyPolicy.STREAMING, None, line
         raise MalformedSignature("x-amz-content-sha256 must be a hex SHA-256 or a payload marker")
 
@@ -480,6 +489,9 @@ class SigV4Scheme:
                 matched |= hmac.compare_digest(expected, state.signature)
         if not matched:
             raise SignatureMismatch()
+        if auth.body is BodyPolicy.STREAMING:
+            # the chunks are checked later, while they stream, with this same credential
+            auth.state = replace(state, proxy_cred=cred)
 
     def _check_token(self, req: SigningRequest, auth: ParsedAuth, cred: Credential) -> None:
         """When the proxy credential has a session token, the request must carry it."""
@@ -513,20 +525,63 @@ class SigV4Scheme:
     ) -> None:
         """Sign ``req`` in place with ``cred`` at ``now``, in the form the client used.
 
-        Raises ``MalformedSignature`` for aws-chunked signed streams (not supported yet) and
-        ``ValueError`` for a naive ``now``.
+        For an aws-chunked body the headers (seed) are signed here, with the
+        ``Content-Length`` of the re-framed body; the new seed is kept in ``auth.state``, and
+        when :meth:`verify` ran first ``auth.body_transformer`` is set to re-sign the chunks.
+        Raises ``ValueError`` for a naive ``now``.
         """
         state = _state(auth)
-        if auth.body is BodyPolicy.STREAMING:
-            raise MalformedSignature("aws-chunked signed streaming uploads are not supported yet")
         if now.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
         timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
         payload = state.payload_line or hashlib.sha256(body or b"").hexdigest()
+        streaming = auth.body is BodyPolicy.STREAMING
+        if streaming and state.payload_line in STREAMING_SIGNED and "Content-Length" in req.headers:
+            length = chunked.encoded_length(state.decoded_length or 0, state.trailers)
+            req.headers["Content-Length"] = str(length)
         if auth.in_query:
-            self._resign_query(req, auth, state, cred, timestamp, payload)
+            seed = self._resign_query(req, auth, state, cred, timestamp, payload)
         else:
-            self._resign_header(req, auth, state, cred, now, payload)
+            seed = self._resign_header(req, auth, state, cred, now, payload)
+        if streaming:
+            auth.state = replace(state, resigned_seed=seed)
+            if state.proxy_cred is not None:
+                auth.body_transformer = self.body_transformer(
+                    auth, state.proxy_cred, cred, seed, now
+                )
+
+    def body_transformer(
+        self,
+        auth: ParsedAuth,
+        proxy_cred: Credential,
+        real_cred: Credential,
+        resigned_seed: str,
+        now: datetime,
+    ) -> BodyTransformer | None:
+        """The re-signer of an aws-chunked body (``None`` for any other body): chunks are
+        verified with ``proxy_cred`` from the client's seed and re-signed with ``real_cred``
+        from ``resigned_seed``, made at ``now``.  Raises ``ValueError`` for a naive ``now``.
+        """
+        state = _state(auth)
+        if auth.body is not BodyPolicy.STREAMING:
+            return None
+        if state.payload_line == STREAMING_UNSIGNED_TRAILER:
+            return chunked.UnsignedTrailerTransformer(state.trailers, state.decoded_length)
+        if now.tzinfo is None:
+            raise ValueError("now must be a timezone-aware datetime")
+        timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
+        incoming = self._chain(proxy_cred, auth, state.timestamp, state.signature)
+        outgoing = self._chain(real_cred, auth, timestamp, resigned_seed)
+        declared = state.decoded_length or 0
+        return chunked.SignedChunkTransformer(incoming, outgoing, state.trailers, declared)
+
+    def _chain(
+        self, cred: Credential, auth: ParsedAuth, timestamp: str, seed: str
+    ) -> chunked.ChunkChain:
+        key = self._key(cred.secret_key, auth, timestamp)
+        return chunked.ChunkChain(
+            key, self.algorithm, timestamp, self._scope(auth, timestamp), seed
+        )
 
     def _resign_header(
         self,
@@ -536,7 +591,7 @@ class SigV4Scheme:
         cred: Credential,
         now: datetime,
         payload: str,
-    ) -> None:
+    ) -> str:
         timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
         if state.date_header == "date":
             # keep the client's style ("GMT" or botocore's "-0000"): both mean UTC
@@ -555,6 +610,7 @@ class SigV4Scheme:
             f"{self.algorithm} Credential={cred.access_key}/{scope}, "
             f"SignedHeaders={';'.join(signed)}, Signature={sig}"
         )
+        return sig
 
     def _resign_query(
         self,
@@ -564,7 +620,7 @@ class SigV4Scheme:
         cred: Credential,
         timestamp: str,
         payload: str,
-    ) -> None:
+    ) -> str:
         names = set(state.signed_headers) - {"x-amz-security-token"}
         signed = tuple(sorted(n for n in names | {"host"} if n == "host" or n in req.headers))
         params = [(k, v) for k, v in _decode_query(req.query) if k not in _QUERY_AUTH]
@@ -582,6 +638,7 @@ class SigV4Scheme:
         headers = _canonical_headers(req, signed) or ""
         sig = self._sign(req, auth, cred, timestamp, headers, signed, payload, True)
         req.query += f"&X-Amz-Signature={sig}"
+        return sig
 
     def _sign(
         self,
@@ -618,6 +675,21 @@ def _state(auth: ParsedAuth) -> SigV4State:
     if not isinstance(auth.state, SigV4State):
         raise TypeError("ParsedAuth was not produced by a SigV4 signer")
     return auth.state
+
+
+def _streaming_state(req: SigningRequest, auth: ParsedAuth, state: SigV4State) -> SigV4State:
+    """Check the headers an aws-chunked body depends on.  Raises ``MalformedSignature``."""
+    line = state.payload_line
+    trailers = chunked.trailer_names(req.headers)
+    declared = chunked.decoded_length(req.headers)
+    if line in STREAMING_SIGNED:
+        if auth.in_query:
+            raise MalformedSignature("chunk-signed uploads must use the Authorization header")
+        if declared is None:
+            raise MalformedSignature("chunk-signed uploads need x-amz-decoded-content-length")
+        if bool(trailers) != (line == chunked.SIGNED_TRAILER):
+            raise MalformedSignature("x-amz-trailer goes with, and only with, a -TRAILER payload")
+    return replace(state, trailers=trailers, decoded_length=declared)
 
 
 def _request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:

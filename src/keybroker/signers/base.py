@@ -25,6 +25,17 @@ Two more optional members, for schemes whose credential is not an access key + s
 ``credential_fields`` (class attribute: the ``Credential`` fields the config must fill, e.g.
 ``("client_token", "access_token", "client_secret")`` for Akamai) and ``credential_id(cred)``
 (the identifier ``ParsedAuth.access_key`` is compared with; ``cred.access_key`` by default).
+
+Chunk-signed bodies (``ParsedAuth.body is BodyPolicy.STREAMING``, e.g. AWS ``aws-chunked``)
+are re-signed chunk by chunk while they stream.  A signer that supports them has the optional
+method ``body_transformer(auth, proxy_cred, real_cred, resigned_seed, now)`` returning a
+:class:`BodyTransformer` (or ``None`` when the body needs no rewriting): it verifies each chunk
+with ``proxy_cred``, chained from the client's seed signature, and re-signs it with
+``real_cred``, chained from ``resigned_seed`` (the signature ``resign`` just made).  ``verify``
+and ``resign`` of such a signer build the transformer themselves and leave it in
+``ParsedAuth.body_transformer``; the forwarder pipes the streamed body through it, sends the
+``Content-Length`` that ``resign`` set, and cuts the upstream request, before its last bytes,
+when ``feed`` or ``finish`` raises.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
 
-__all__ = ["BodyPolicy", "ParsedAuth", "Signer", "SigningRequest"]
+__all__ = ["BodyPolicy", "BodyTransformer", "ParsedAuth", "Signer", "SigningRequest"]
 
 
 @dataclass(slots=True)
@@ -89,6 +100,24 @@ class BodyPolicy(enum.Enum):
     STREAMING = "streaming"  # a chunk-signed stream (aws-chunked); handled by the signer's stream
 
 
+class BodyTransformer(Protocol):
+    """Rewrites a chunk-signed body as it streams; memory stays bounded whatever its size.
+
+    A transformer is single-use: ``feed`` every piece of the body in order, then ``finish``.
+    """
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to send upstream now (possibly empty).  Raises ``SignatureMismatch`` on
+        the first chunk that does not verify and ``MalformedSignature`` on broken framing."""
+        ...
+
+    def finish(self) -> bytes:
+        """The held-back end of the body, once everything verified.  Raises
+        ``SignatureMismatch`` (a final chunk, trailer signature or checksum that does not
+        match) and ``MalformedSignature`` (a body cut short)."""
+        ...
+
+
 @dataclass(slots=True)
 class ParsedAuth:
     """What :meth:`Signer.parse` found in a request, before any verification."""
@@ -103,6 +132,8 @@ class ParsedAuth:
     expires: int | None = None  # seconds of validity after signed_at (presigned URLs)
     action: str | None = None
     state: object = None  # scheme-private data carried from parse to verify/resign
+    #: set by ``resign`` for a STREAMING body (see the module docstring)
+    body_transformer: BodyTransformer | None = None
 
 
 @runtime_checkable
