@@ -4,7 +4,14 @@ The key must be an enabled, symmetric ``ENCRYPT_DECRYPT`` key; it is checked wit
 ``DescribeKey`` on first use.  ``wrap`` is ``Encrypt`` with an encryption context carrying the
 associated data, ``unwrap`` is ``Decrypt`` with the same context and the key ARN recorded at
 wrap time.  AWS has no user-visible key versions (rotation keeps old material behind the same
-ARN), so ``kek_version`` is the ARN that ``Encrypt`` reports.
+ARN, and ``Decrypt`` finds it), so ``kek_version`` is the ARN that ``Encrypt`` reports — plus,
+once the key has been rotated, a ``#`` and a marker of the key material current when the wrapper
+looked (``#material-<CurrentKeyMaterialId>`` from ``DescribeKey``, or ``#rotation-<n>`` counted
+with ``ListKeyRotations`` where ``DescribeKey`` does not report it).  The marker is only a label
+for rewrap (:mod:`keybroker.kms.rewrap`) to tell blobs made before the latest rotation; ``Decrypt``
+uses the ARN alone.  It is read when the wrapper opens and refreshed by :meth:`current_version`
+and :meth:`rotate`, so a long-running wrapper may label new blobs with an older marker: a later
+rewrap then redoes them, which is harmless.
 
 Values given to the constructor (or in the URI) are used as they are: environment variables and
 shared config files never override them (see :func:`_client_kwargs`).
@@ -72,6 +79,7 @@ class AWSKMSWrapper:
         self.kek_id = key_id
         self._client = _make_client(region, access_key_id, secret_access_key, endpoint)
         self._arn: str | None = None
+        self._marker = ""
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -105,8 +113,48 @@ class AWSKMSWrapper:
         """
         async with self._open_lock:
             if self._arn is None:
-                meta = await self._call("DescribeKey", self._client.describe_key, KeyId=self.kek_id)
-                self._arn = _check_key(self.kek_id, meta["KeyMetadata"])
+                await self._describe()
+
+    async def current_version(self) -> str:
+        """The label new wraps carry (ARN and material marker), freshly looked up.
+
+        Raises ``KMSConfigError`` (unusable key), ``BackendError``.
+        """
+        async with self._open_lock:
+            await self._describe()
+            return f"{self._arn}{self._marker}"
+
+    async def rotate(self) -> str:
+        """``RotateKeyOnDemand``: new key material behind the same ARN (old material still
+        decrypts).  Returns the new :meth:`current_version`.  Raises ``KMSConfigError``,
+        ``BackendError`` (e.g. the rotation quota is exhausted, or the key has imported
+        material)."""
+        await self.open()
+        # Rotation and its listing take a key id or ARN, never an alias: use the ARN.
+        await self._call("RotateKeyOnDemand", self._client.rotate_key_on_demand, KeyId=self._arn)
+        return await self.current_version()
+
+    async def _describe(self) -> None:
+        meta = await self._call("DescribeKey", self._client.describe_key, KeyId=self.kek_id)
+        self._arn = _check_key(self.kek_id, meta["KeyMetadata"])
+        material = meta["KeyMetadata"].get("CurrentKeyMaterialId")
+        self._marker = f"#material-{material}" if material else await self._rotation_marker()
+
+    async def _rotation_marker(self) -> str:
+        """``#rotation-<n>`` after n rotations, ``""`` before any (or if we may not list)."""
+        count, marker = 0, None
+        while True:
+            page_args = {"KeyId": self._arn, **({"Marker": marker} if marker else {})}
+            try:
+                page = await self._call(
+                    "ListKeyRotations", self._client.list_key_rotations, **page_args
+                )
+            except BackendError:
+                return ""  # no kms:ListKeyRotations grant: rewrap then cannot skip, only redo
+            count += len(page.get("Rotations", ()))
+            marker = page.get("NextMarker") if page.get("Truncated") else None
+            if not marker:
+                return f"#rotation-{count}" if count else ""
 
     async def wrap(self, plaintext: bytes, aad: bytes) -> WrappedKey:
         """``Encrypt`` under the key, binding ``aad`` in the encryption context.
@@ -121,7 +169,8 @@ class AWSKMSWrapper:
             Plaintext=plaintext,
             EncryptionContext=_context(aad),
         )
-        return WrappedKey(self.kek_id, str(out["KeyId"]), bytes(out["CiphertextBlob"]))
+        label = f"{out['KeyId']}{self._marker}"
+        return WrappedKey(self.kek_id, label, bytes(out["CiphertextBlob"]))
 
     async def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
         """``Decrypt`` with the recorded key ARN and the context made from ``aad``.
@@ -134,7 +183,7 @@ class AWSKMSWrapper:
         out = await self._call(
             "Decrypt",
             self._client.decrypt,
-            KeyId=wrapped.kek_version or self.kek_id,
+            KeyId=wrapped.kek_version.partition("#")[0] or self.kek_id,
             CiphertextBlob=wrapped.ciphertext,
             EncryptionContext=_context(aad),
         )

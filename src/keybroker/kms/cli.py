@@ -1,13 +1,18 @@
-"""``keybroker kms ...``: fetch a DEK or list stored ids from the command line.
+"""``keybroker kms ...``: fetch a DEK, list stored ids, rotate the KEK and rewrap DEKs.
 
 ::
 
     keybroker kms get-dek --kms URI [--storage URI] --id ID --size N [--write-format F]
     keybroker kms list --storage URI [--prefix P]
+    keybroker kms rotate --kms URI
+    keybroker kms rewrap --kms URI --storage URI [--state FILE] [--prefix P] [--concurrency N]
 
-``get-dek`` prints the DEK as hex; ``list`` prints one id per line.  Exit codes: 0 success,
-1 the operation failed (bad blob, service error, invalid id), 2 bad usage or configuration
-(unparseable or incomplete URI, missing SDK).  Errors are one line on stderr, no traceback.
+``get-dek`` prints the DEK as hex; ``list`` prints one id per line; ``rotate`` makes a new KEK
+version and prints it; ``rewrap`` re-seals every stored DEK under the newest KEK version,
+drawing a progress bar on stderr and printing one report line (exit 1 if any id failed).
+Exit codes: 0 success, 1 the operation failed (bad blob, service error, invalid id), 2 bad
+usage or configuration (unparseable or incomplete URI, missing SDK).  Errors are one line on
+stderr, no traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +55,21 @@ def add_kms_parser(subparsers: Any) -> argparse.ArgumentParser:
     lst.add_argument("--storage", required=True, metavar="URI", help="storage://... URI")
     lst.add_argument("--prefix", default="", help="only ids starting with this")
     lst.set_defaults(handler=cmd_list)
+    rot = leaves.add_parser("rotate", help="make a new KEK version (local, aws)")
+    rot.add_argument("--kms", required=True, metavar="URI", help="kms://... URI")
+    rot.set_defaults(handler=cmd_rotate)
+    _add_rewrap_parser(leaves)
     return kms
+
+
+def _add_rewrap_parser(leaves: Any) -> None:
+    rew = leaves.add_parser("rewrap", help="re-seal every stored DEK under the newest KEK")
+    rew.add_argument("--kms", required=True, metavar="URI", help="kms://... URI")
+    rew.add_argument("--storage", required=True, metavar="URI", help="storage://... URI")
+    rew.add_argument("--state", metavar="FILE", help="resume file (kept until a clean finish)")
+    rew.add_argument("--prefix", default="", help="only ids starting with this")
+    rew.add_argument("--concurrency", type=int, default=8, help="ids in flight (default 8)")
+    rew.set_defaults(handler=cmd_rewrap)
 
 
 def cmd_get_dek(args: argparse.Namespace) -> int:
@@ -89,17 +109,119 @@ async def _list(args: argparse.Namespace) -> None:
         print(key_id)
 
 
-def _guarded(coro: Any) -> int:
-    """Run ``coro``; map our errors to an exit code and a one-line message."""
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """``kms rotate``: print the new KEK version."""
+    return _guarded(_rotate(args))
+
+
+def cmd_rewrap(args: argparse.Namespace) -> int:
+    """``kms rewrap``: progress on stderr, the report line on stdout; 1 if any id failed."""
+    return _guarded(_rewrap(args))
+
+
+async def _rotate(args: argparse.Namespace) -> None:
+    from keybroker.kms.registry import wrapper_from_uri
+    from keybroker.kms.uri import parse_uri
+
+    parsed = parse_uri(args.kms)
+    if parsed.scheme != "kms" or parsed.name == "cluster-kms":
+        raise KMSConfigError("--kms must name a key-wrapping kms:// URI (not cluster-kms)")
+    wrapper = wrapper_from_uri(parsed)
     try:
-        asyncio.run(coro)
+        rotate = getattr(wrapper, "rotate", None)
+        if rotate is None:
+            raise KMSConfigError(
+                f"{parsed.label} cannot be rotated by keybroker: rotate it with the provider's "
+                "tools, then run 'keybroker kms rewrap'"
+            )
+        opener = getattr(wrapper, "open", None)
+        if opener is not None:
+            await opener()
+        version = await rotate()
+    finally:
+        await wrapper.close()
+    print(version)
+
+
+async def _rewrap(args: argparse.Namespace) -> bool:
+    from keybroker.kms import ExternalKMS, from_uris
+    from keybroker.kms.rewrap import rewrap_all
+
+    kms = from_uris(kms_uri=args.kms, storage_uri=args.storage)
+    if not isinstance(kms, ExternalKMS):
+        await kms.close()
+        raise KMSConfigError("rewrap needs an external KMS: cluster-kms stores nothing")
+    bar = _ProgressBar(sys.stderr)
+    try:
+        report = await rewrap_all(
+            kms,
+            prefix=args.prefix,
+            state_path=args.state,
+            progress=bar.update,
+            concurrency=args.concurrency,
+        )
+    finally:
+        bar.finish()
+        await kms.close()
+    for key_id, reason in report.failures[:_MAX_LISTED_FAILURES]:
+        _error(f"{key_id!r}: {reason}")
+    resumed = f", resumed after {report.resumed_after!r}" if report.resumed_after else ""
+    print(
+        f"rewrap: {report.rewrapped} rewrapped, {report.skipped} skipped, {report.failed} "
+        f"failed of {report.total} (KEK version {report.kek_version}{resumed})"
+    )
+    return report.failed == 0
+
+
+_MAX_LISTED_FAILURES = 20
+
+
+class _ProgressBar:
+    """``[#####.....] done/total`` redrawn in place on a stream, at most ten times a second
+    (plain text: no dependency, no colour)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any, *, interval: float = 0.1) -> None:
+        self._stream, self._interval = stream, interval
+        self._drawn_at = 0.0
+        self._last: Any = None
+
+    def update(self, p: Any) -> None:
+        self._last = p
+        now = time.monotonic()
+        if now - self._drawn_at >= self._interval or p.done == p.total:
+            self._drawn_at = now
+            self._draw(p)
+
+    def _draw(self, p: Any) -> None:
+        filled = self.WIDTH * p.done // p.total if p.total else self.WIDTH
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self._stream.write(
+            f"\rrewrap [{bar}] {p.done}/{p.total} "
+            f"({p.rewrapped} rewrapped, {p.skipped} skipped, {p.failed} failed)"
+        )
+        self._stream.flush()
+
+    def finish(self) -> None:
+        if self._last is not None:
+            self._draw(self._last)
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _guarded(coro: Any) -> int:
+    """Run ``coro``; map our errors to an exit code and a one-line message.  A coroutine
+    that returns ``False`` (some items failed, already reported) exits with 1."""
+    try:
+        succeeded = asyncio.run(coro)
     except (KMSConfigError, MissingExtra) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except (KeybrokerError, ValueError, TypeError, OSError) as exc:
         _error(str(exc) or type(exc).__name__)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_FAILED if succeeded is False else EXIT_OK
 
 
 def _error(message: str) -> None:

@@ -13,6 +13,12 @@ Writes are atomic and create-only, across threads *and processes*: the blob goes
 ``link`` fails with ``EEXIST`` if the id exists, so exactly one writer wins and a reader sees a
 whole blob or none.  The directory is ``fsync``-ed after a create or delete.  Directories are
 created with mode ``0700`` and files with ``0600``.
+
+``replace`` (compare-and-swap, used by rewrap) holds an exclusive ``flock`` on ``.replace.lock``
+in the root directory while it re-reads the blob, compares, and ``rename``-s a fully written
+temporary file over it: concurrent replacers in any process are serialised, and a reader sees
+the old blob or the new one.  (``delete`` does not take the lock, so a replace racing a delete
+of the same id may put the blob back.)
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import fcntl
 import os
 import secrets
 import urllib.parse
@@ -96,6 +103,13 @@ class FileStorage:
         """Create-only.  Raises ``DEKExists``, ``ValueError``, ``BackendError``."""
         await _run(self._put, validate_key_id(key_id), validate_blob(data))
 
+    async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-swap: write ``new`` only if the blob is still ``old`` (``False``, no
+        change, if not).  Not part of the Storage protocol.  Raises ``DEKNotFound``,
+        ``ValueError``, ``BackendError``."""
+        validate_key_id(key_id)
+        return await _run(self._replace, key_id, validate_blob(old), validate_blob(new))
+
     async def delete(self, key_id: str) -> None:
         """Raises ``DEKNotFound``, ``ValueError`` (bad id), ``BackendError``."""
         await _run(self._delete, validate_key_id(key_id))
@@ -142,6 +156,34 @@ class FileStorage:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         _fsync_dir(target.parent)
+
+    def _replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        self._mkdir(self._root)
+        lock = os.open(self._root / ".replace.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by close
+            if self._get(key_id) != old:
+                return False
+            target = self._path(key_id)
+            tmp = target.parent / f".tmp-{secrets.token_hex(8)}"
+            try:
+                self._write_new(tmp, new)
+                os.replace(tmp, target)  # atomic: readers see the old blob or the new one
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            _fsync_dir(target.parent)
+            return True
+        finally:
+            os.close(lock)
+
+    @staticmethod
+    def _write_new(tmp: Path, data: bytes) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
     def _delete(self, key_id: str) -> None:
         target = self._path(key_id)

@@ -52,6 +52,21 @@ class MemoryStorage:
                 raise DEKExists(f"a DEK is already stored for id {key_id!r}")
             self._blobs[key_id] = blob
 
+    async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-swap: store ``new`` only if the blob is still ``old``; ``False`` (and no
+        change) if it is not.  Not part of the Storage protocol.  Raises ``DEKNotFound``,
+        ``ValueError`` (bad id or blob)."""
+        validate_key_id(key_id)
+        expected, blob = validate_blob(old), validate_blob(new)
+        with self._lock:
+            current = self._blobs.get(key_id)
+            if current is None:
+                raise DEKNotFound(f"no DEK stored for id {key_id!r}")
+            if current != expected:
+                return False
+            self._blobs[key_id] = blob
+            return True
+
     async def delete(self, key_id: str) -> None:
         """Raises ``DEKNotFound``, ``ValueError`` (bad id)."""
         validate_key_id(key_id)

@@ -11,6 +11,11 @@ for emulators and S3-compatible stores.  ``accessKey`` may be a secret reference
   racing first writers cannot both win; the loser gets ``DEKExists``.
 - The SDK retries transient failures.  If a retried ``PutObject`` had in fact been stored, the
   retry sees 412 and reports ``DEKExists``; the KMS then re-reads the blob, which is its own.
+- ``replace`` (compare-and-swap, used by rewrap; not part of the Storage protocol) is
+  ``PutObject`` with ``If-Match``.  It first tries the ETag S3 gives a single-part upload
+  without SSE-KMS, the MD5 of ``old`` — one request in the usual case; if that fails it reads
+  the object, compares the bytes and retries with the ETag it read.  A concurrent writer
+  makes the write fail with 412, reported as ``False``.
 - ``delete`` looks the object up first (S3 deletes a missing key without complaint), so a
   concurrent delete of the same id may make both callers succeed.
 - A storage built from a URI ignores the environment and the shared config files: bogus
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -140,6 +146,12 @@ class S3Storage:
         """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
         await self._run(self._put, validate_key_id(key_id), validate_blob(data))
 
+    async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-swap: write ``new`` only if the object still holds ``old``; ``False``
+        (no change) if it does not.  Raises ``DEKNotFound``, ``BackendError``."""
+        validate_key_id(key_id)
+        return await self._run(self._replace, key_id, validate_blob(old), validate_blob(new))
+
     async def delete(self, key_id: str) -> None:
         """Remove the object.  Raises ``DEKNotFound``, ``BackendError``."""
         await self._run(self._delete, validate_key_id(key_id))
@@ -222,6 +234,42 @@ class S3Storage:
                     raise _backend("PutObject", exc) from exc
             except botocore.exceptions.BotoCoreError as exc:
                 raise _backend("PutObject", exc) from exc
+
+    def _replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        # MD5 is S3's ETag for a plain upload, not a security check: If-Match only has to
+        # recognise our own earlier write; any other ETag falls through to the exact compare.
+        guess = '"' + hashlib.md5(old, usedforsecurity=False).hexdigest() + '"'
+        if self._put_if_match(key_id, new, guess):
+            return True
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key_id)
+            with response["Body"] as body:
+                current, etag = bytes(body.read()), str(response["ETag"])
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _NOT_FOUND_CODES:
+                raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+            raise _backend("GetObject", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _backend("GetObject", exc) from exc
+        return current == old and self._put_if_match(key_id, new, etag)
+
+    def _put_if_match(self, key_id: str, data: bytes, etag: str) -> bool:
+        """``PutObject`` with ``If-Match``: ``False`` on 412.  Raises ``DEKNotFound``."""
+        for attempt in range(_PUT_RETRIES):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=key_id, Body=data, IfMatch=etag)
+                return True
+            except botocore.exceptions.ClientError as exc:
+                code = _code(exc)
+                if code == "PreconditionFailed":
+                    return False
+                if code in _NOT_FOUND_CODES:
+                    raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+                if code != "ConditionalRequestConflict" or attempt == _PUT_RETRIES - 1:
+                    raise _backend("PutObject", exc) from exc
+            except botocore.exceptions.BotoCoreError as exc:
+                raise _backend("PutObject", exc) from exc
+        return False  # pragma: no cover - the loop returns or raises
 
     def _delete(self, key_id: str) -> None:
         # S3's DeleteObject succeeds on a missing key; look first so absence is reported.
