@@ -108,7 +108,8 @@ def test_lines_are_json_with_time_level_logger_msg(tmp_path: Path) -> None:
     before = datetime.now(UTC)
     logging.getLogger("keybroker.kms").info("wrapped %d keys", 3)
     (line,) = lines(path)
-    assert list(line)[:4] == ["time", "level", "logger", "msg"]
+    assert list(line)[:5] == ["time", "level", "logger", "pid", "msg"]
+    assert line["pid"] == os.getpid()
     assert TIME_RE.match(str(line["time"]))
     stamp = datetime.strptime(str(line["time"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert abs((stamp - before).total_seconds()) < 5

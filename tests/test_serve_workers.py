@@ -46,9 +46,14 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.stdout.split()]
 
 
+_SEQ = iter(range(1_000_000))
+
+
 def _call(url: str, account: str, ak: str, sk: str) -> int:
-    signed = sign_aws("GET", STS, ak=ak, sk=sk, service="sts")
-    return send(url, "GET", STS, signed, account=account).status
+    # a new request every time: the replay cache (on by default) refuses a repeated one
+    uri = f"{STS}&n={next(_SEQ)}"
+    signed = sign_aws("GET", uri, ak=ak, sk=sk, service="sts")
+    return send(url, "GET", uri, signed, account=account).status
 
 
 def test_workers_reload_restart_and_drain(tmp_path: Path) -> None:

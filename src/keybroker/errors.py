@@ -10,6 +10,7 @@
     │   ├── MalformedSignature       400 Proxy.MalformedSignature (Authorization cannot be parsed)
     │   ├── SignatureMismatch        401 Proxy.ValidateCredentialErr (one opaque failure)
     │   ├── RequestExpired           401 Proxy.RequestExpired (outside the clock-skew window)
+    │   ├── Replayed                 401 Proxy.Replay (a signed request used a second time)
     │   ├── Forbidden                403 Proxy.Forbidden (destination or policy refused)
     │   ├── PayloadTooLarge          413 Proxy.PayloadTooLarge
     │   ├── HeadersTooLarge          431 Proxy.HeadersTooLarge
@@ -35,6 +36,7 @@ __all__ = [
     "MalformedSignature",
     "PayloadTooLarge",
     "ProxyError",
+    "Replayed",
     "RequestExpired",
     "RequestTimeout",
     "ServiceUnavailable",
@@ -96,6 +98,11 @@ class SignatureMismatch(ProxyError):
 class RequestExpired(ProxyError):
     status = 401
     code = "Proxy.RequestExpired"
+
+
+class Replayed(ProxyError):
+    status = 401
+    code = "Proxy.Replay"
 
 
 class Forbidden(ProxyError):

@@ -138,6 +138,7 @@ class JsonFormatter(logging.Formatter):
             "time": _rfc3339(record.created),
             "level": _LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
             "logger": record.name,
+            "pid": record.process,  # which worker process wrote it
         }
 
     def _entry(self, record: logging.LogRecord) -> dict[str, object]:

@@ -12,7 +12,9 @@ The HTTP layer stays thin and knows nothing vendor-specific: every scheme lives 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import socket
 import time
 import uuid
@@ -37,6 +39,7 @@ from keybroker.errors import (
     HeadersTooLarge,
     MalformedRequest,
     ProxyError,
+    Replayed,
     RequestExpired,
     SignatureMismatch,
 )
@@ -45,6 +48,7 @@ from keybroker.limits import AccountLimits
 from keybroker.logs import request_log_line
 from keybroker.netguard import GuardedResolver
 from keybroker.redact import register_config_secrets
+from keybroker.replay import ReplayCache, replay_cache_from_config
 from keybroker.routing import Route, Router, upstream_request, vendor_domains
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, Signer, SigningRequest
@@ -54,6 +58,7 @@ __all__ = ["Hooks", "Proxy", "RequestContext"]
 log = logging.getLogger("keybroker.proxy")
 
 HookFn = Callable[[RequestContext], Awaitable[None] | None]
+ServiceHandler = Callable[[web.BaseRequest, RequestContext], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -104,6 +109,9 @@ class Proxy:
         self._router = Router(config)
         self._limits = AccountLimits()
         self._audit: AuditLog | None = None
+        self._replay: ReplayCache | None = None
+        #: keybroker's own services on the proxy port, by first path segment (``_keybroker``)
+        self.services: dict[str, ServiceHandler] = {}
         self._resolver: GuardedResolver | None = None  # made in start(): it needs the loop
         register_config_secrets(config)
         self.ports: list[int] = []
@@ -132,6 +140,9 @@ class Proxy:
         from keybroker.serving import make_site
 
         self._audit = AuditLog.open(self.config.audit)
+        self._replay = replay_cache_from_config(
+            self.config.security, shared_path=os.environ.get("KEYBROKER_REPLAY_SOCKET")
+        )
         timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=self.config.http.upstream_connect_timeout,
@@ -186,6 +197,9 @@ class Proxy:
         if self._audit is not None:
             self._audit.close()
             self._audit = None
+        if self._replay is not None:
+            await self._replay.close()
+            self._replay = None
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
@@ -227,6 +241,10 @@ class Proxy:
                 ctx.mode = "health"
                 ctx.status = health.status
                 return health
+            service = self.services.get(_first_segment(request.path))
+            if service is not None:
+                ctx.mode = "native"
+                return await service(request, ctx)
             return await self._proxy(request, ctx)
         except ProxyError as exc:
             return self._error(ctx, exc, request)
@@ -234,6 +252,41 @@ class Proxy:
             log.exception("internal error", extra={"fields": {"request_id": ctx.request_id}})
             err = ProxyError("internal error; see the proxy log for this request id")
             return self._error(ctx, err, request)
+
+    async def authenticate(
+        self, request: web.BaseRequest, ctx: RequestContext
+    ) -> tuple[Endpoint, bytes]:
+        """Verify a request signed with an account's proxy credential (any registered scheme,
+        addressed natively) and return the account and the whole (bounded) body.
+
+        For services keybroker itself offers on the proxy's port (the key service): a
+        platform authenticates with the proxy credentials it already has.  Raises the same
+        ``ProxyError``s as proxying (401, 404, 400, 413, ...); the policy check is the
+        service's.
+        """
+        _check_header_size(request, self.config.http.max_header_bytes)
+        if not policy.ip_allowed(request.remote, self.config.security.allowed_client_cidrs):
+            raise Forbidden("this client address may not use the proxy")
+        route = await self._router.native(request, ctx)
+        endpoint, signer, auth = route.endpoint, route.signer, route.auth
+        assert endpoint is not None and signer is not None and auth is not None
+        ctx.account, ctx.vendor, ctx.service = (
+            endpoint.cloud_account_name,
+            endpoint.vendor,
+            auth.service,
+        )
+        limit = endpoint.max_body_bytes or self.config.http.max_body_bytes
+        body = route.signed.body
+        if body is None:
+            body = await read_bounded(request, limit, self.config.http.client_timeout)
+        claimed = auth.payload_sha256 if auth.body is BodyPolicy.CLAIMED_SHA256 else None
+        digest = hashlib.sha256(body).hexdigest()
+        if claimed and not constant_time_equal(digest, claimed.lower()):
+            raise SignatureMismatch("the body does not match the signed payload hash")
+        self._verify(route.signed, signer, auth, endpoint, body)
+        if not policy.ip_allowed(request.remote, endpoint.policy.source_cidrs):
+            raise Forbidden("the policy does not allow this client address for the account")
+        return endpoint, body
 
     def _health(self, request: web.BaseRequest) -> web.Response | None:
         if request.method != "GET" or "authorization" in request.headers:
@@ -291,6 +344,7 @@ class Proxy:
             if self.config.forbidden.forbidden_proxy_credential_err:
                 raise
             return await self._pass_unverified(request, ctx, route, body)
+        await self._check_replay(route.signed, auth, endpoint, body)
         ctx.action = _action(route, auth, body)
         policy.check(endpoint.policy, _facts(ctx, request))
         upstream = upstream_request(route, self._router.accounts)
@@ -316,6 +370,26 @@ class Proxy:
             raise SignatureMismatch("the proxy credential has expired")
         self._check_fresh(auth)
         signer.verify(signed, auth, cred, body)
+
+    async def _check_replay(
+        self, signed: SigningRequest, auth: ParsedAuth, endpoint: Endpoint, body: bytes | None
+    ) -> None:
+        """Refuse a second use of the same signed request within its validity.
+
+        Only for schemes that sign a time: a scheme without one (QBox, UCloud, Baishan) makes
+        two legitimate identical requests indistinguishable from a replay, forever.
+        """
+        cache = self._replay
+        if cache is None or auth.signed_at is None:
+            return
+        skew = self.config.security.clock_skew_seconds
+        valid_until = auth.signed_at.timestamp() + max(skew, auth.expires or 0)
+        ttl = valid_until - self.clock().timestamp() + 1.0
+        if ttl <= 0:
+            return
+        key = _replay_key(endpoint.vendor, signed, body)
+        if not await cache.first_use(key, min(ttl, 30 * 86400)):
+            raise Replayed("this signed request was already used (replay)")
 
     def _check_fresh(self, auth: ParsedAuth) -> None:
         if auth.signed_at is None:
@@ -434,6 +508,24 @@ class Proxy:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _replay_key(vendor: str, signed: SigningRequest, body: bytes | None) -> bytes:
+    """Everything a signature can cover: two requests with the same key are the same signed
+    request (the signature lives in the Authorization header, the query or the body)."""
+    h = hashlib.sha256()
+    for part in (vendor, signed.method, signed.host, signed.path, signed.query):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for value in signed.headers.getall("authorization", []):
+        h.update(value.encode("utf-8", "surrogateescape") + b"\0")
+    if body:
+        h.update(hashlib.sha256(body).digest())
+    return h.digest()
+
+
+def _first_segment(path: str) -> str:
+    """``/_keybroker/kms/v1/...`` -> ``_keybroker``: services register under one segment."""
+    return path.lstrip("/").split("/", 1)[0]
 
 
 def _close_if(unread: bool, response: web.Response) -> web.Response:

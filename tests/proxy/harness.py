@@ -20,7 +20,12 @@ class ProxyThread:
         *,
         clock: Callable[[], datetime] | None = None,
         hooks: Hooks | None = None,
+        replay: bool = False,
     ) -> None:
+        if not replay:
+            # Most tests send the same signed request more than once on purpose; the replay
+            # cache has its own tests (tests/proxy/test_replay_proxy.py).
+            config.security.replay_cache = "off"
         self.proxy = Proxy(config, clock=clock, hooks=hooks)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
