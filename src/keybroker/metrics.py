@@ -397,7 +397,7 @@ class Registry:
             return
         with self._lock:
             if self._flusher is None:
-                self._dir = self._explicit_dir or os.environ.get(ENV_DIR) or None
+                self._dir = self._directory()
                 self._flusher = threading.Thread(
                     target=self._flush_loop, name="keybroker-metrics", daemon=True
                 )
@@ -418,6 +418,7 @@ class Registry:
     def flush(self) -> None:
         """Write this process's snapshot now (no-op without a directory).  Raises ``OSError``
         when the directory cannot be written."""
+        self._dir = self._dir or self._directory()
         if self._dir is None:
             return
         with self._lock:
@@ -443,9 +444,12 @@ class Registry:
             self._flusher.join()
         self._flush_quietly()
 
+    def _directory(self) -> str | None:
+        return self._explicit_dir or os.environ.get(ENV_DIR) or None
+
     def _peer_snapshots(self) -> Iterable[tuple[dict[str, Any], bool]]:
-        directory = self._explicit_dir or os.environ.get(ENV_DIR)
-        if not directory:
+        directory = self._directory()
+        if directory is None:
             return
         try:
             names = os.listdir(directory)
