@@ -610,3 +610,45 @@ def test_the_aggregate_is_capped_too(tmp_path: Path) -> None:
     fam = parse(reg.render())["t_agg_total"]
     assert len(fam.samples) == 3 and fam.get("t_agg_total", k="other") == 2
     reg.close()
+
+
+SERVE_CONFIG = """Http:
+  Address: "127.0.0.1:{port}"
+  Workers: 2
+Log:
+  Output: {log}
+Endpoints:
+  - CloudAccountName: "m-ok"
+    Vendor: aws
+    Upstream: "{upstream}"
+    Credentials:
+      Proxy: {{AccessKey: "{ak}", SecretKey: "{sk}"}}
+      Real: {{AccessKey: "{real_ak}", SecretKey: "{real_sk}"}}
+"""
+
+
+def test_keybroker_serve_with_two_workers_answers_the_sum(
+    upstream: Recorder, tmp_path: Path
+) -> None:
+    port = free_port()
+    cfg = tmp_path / "config.yml"
+    log_dir = logscan.log_dir(tmp_path / "log")
+    cfg.write_text(
+        SERVE_CONFIG.format(
+            port=port,
+            log=log_dir,
+            upstream=upstream.url,
+            ak=AK,
+            sk=SK,
+            real_ak=REAL_AK,
+            real_sk=REAL_SK,
+        )
+    )
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "keybroker", "serve", "--config", str(cfg)]
+    with running(cmd, http_ok(url + "/healthz"), cwd=str(ROOT), what="keybroker serve"):
+        # fresh connections each time: the kernel spreads them over the workers
+        assert [_post(url, "m-ok", AK) for _ in range(8)] == [200] * 8
+        wait_until(lambda: _ok_count(url) == 8, 10, "summed metrics")
+        # whichever worker answers, it answers for both
+        assert [_ok_count(url) for _ in range(10)] == [8] * 10

@@ -377,6 +377,7 @@ class Registry:
         # fork() would never be released here: a new one.
         gauges = {f._index: f._copy() for f in self._families.values() if f.kind == "gauge"}
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._local = threading.local()
         self._shards = []
         shard = self._new_shard()
@@ -421,18 +422,24 @@ class Registry:
         self._dir = self._dir or self._directory()
         if self._dir is None:
             return
+        # one flush at a time (the flusher and the exit hook): an older snapshot must never
+        # replace a newer one, and two writers must not share the temporary file
+        with self._flush_lock:
+            self._write_snapshot(self._dir)
+
+    def _write_snapshot(self, directory: str) -> None:
         with self._lock:
             # cleared before copying: a change made meanwhile marks the registry dirty again
             self._dirty = False
             snap = {n: [[k, v] for k, v in f._copy().items()] for n, f in self._families.items()}
-        os.makedirs(self._dir, exist_ok=True)
-        final = os.path.join(self._dir, f"w-{self._pid}.json")
+        os.makedirs(directory, exist_ok=True)
+        final = os.path.join(directory, f"w-{self._pid}.json")
         if not self._retired_old:
             # a file under our pid is a dead process's (pid reuse): keep its counts
             with contextlib.suppress(FileNotFoundError):
-                os.replace(final, os.path.join(self._dir, f"r-{self._pid}-{time.time_ns()}.json"))
+                os.replace(final, os.path.join(directory, f"r-{self._pid}-{time.time_ns()}.json"))
             self._retired_old = True
-        tmp = os.path.join(self._dir, f".w-{self._pid}.json.tmp")
+        tmp = os.path.join(directory, f".w-{self._pid}.json.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"pid": self._pid, "metrics": snap}, fh, separators=(",", ":"))
         os.replace(tmp, final)
