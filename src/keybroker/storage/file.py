@@ -14,10 +14,11 @@ Writes are atomic and create-only, across threads *and processes*: the blob goes
 whole blob or none.  The directory is ``fsync``-ed after a create or delete.  Directories are
 created with mode ``0700`` and files with ``0600``.
 
-``replace`` (compare-and-swap, used by rewrap) holds an exclusive ``flock`` on ``.replace.lock``
-in the root directory while it re-reads the blob, compares, and ``rename``-s a fully written
-temporary file over it: concurrent replacers in any process are serialised, and a reader sees
-the old blob or the new one.  (``delete`` does not take the lock, so a replace racing a delete
+``replace`` (compare-and-swap, used by rewrap) holds an exclusive ``flock`` on one of 16
+``.replace-lock-N`` files in the root directory (picked by a hash of the id) while it re-reads
+the blob, compares, and ``rename``-s a fully written temporary file over it: concurrent
+replacers of one id in any process are serialised, and a reader sees the old blob or the new
+one.  (``delete`` does not take the lock, so a replace racing a delete
 of the same id may put the blob back.)
 """
 
@@ -27,6 +28,7 @@ import asyncio
 import builtins
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 import urllib.parse
@@ -43,6 +45,7 @@ __all__ = ["FileStorage", "decode_name", "encode_name"]
 _SAFE = "-_~"  # plus ASCII letters and digits, which quote() always keeps
 _CHUNK = 200
 _DIR_MARK = "+"
+_LOCK_STRIPES = 16  # replace() locks: few files, yet unrelated ids rarely wait on each other
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -159,7 +162,8 @@ class FileStorage:
 
     def _replace(self, key_id: str, old: bytes, new: bytes) -> bool:
         self._mkdir(self._root)
-        lock = os.open(self._root / ".replace.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        stripe = hashlib.sha256(key_id.encode()).digest()[0] % _LOCK_STRIPES
+        lock = os.open(self._root / f".replace-lock-{stripe}", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released by close
             if self._get(key_id) != old:
