@@ -272,3 +272,57 @@ def test_cli_rotate_missing_key_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert capsys.readouterr().err == (
         f"keybroker kms: error: kms://local: cannot read keyFile {path}: {reason}\n"
     )
+
+
+def test_cli_rewrap_after_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key, store = tmp_path / "kek", tmp_path / "store"
+    key.write_bytes(os.urandom(32))
+    kms, storage = f"kms://local?keyFile={key}", f"storage://file?path={store}"
+    for key_id in ("a", "b", "c"):
+        assert (
+            main(["get-dek", "--kms", kms, "--storage", storage, "--id", key_id, "--size", "32"])
+            == 0
+        )
+    deks = capsys.readouterr().out
+    assert main(["rotate", "--kms", kms]) == 0
+    capsys.readouterr()
+
+    assert main(["rewrap", "--kms", kms, "--storage", storage, "--state", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    assert out == "rewrap: 3 rewrapped, 0 skipped, 0 failed of 3 (KEK version 2)\n"
+    assert err.startswith("\rrewrap [") and err.endswith(
+        "] 3/3 (3 rewrapped, 0 skipped, 0 failed)\n"
+    )
+    assert "#" * 30 in err.rsplit("\r", 1)[-1]
+    assert main(["rewrap", "--kms", kms, "--storage", storage]) == 0
+    assert capsys.readouterr().out == (
+        "rewrap: 0 rewrapped, 3 skipped, 0 failed of 3 (KEK version 2)\n"
+    )
+    for key_id in ("a", "b", "c"):
+        assert (
+            main(["get-dek", "--kms", kms, "--storage", storage, "--id", key_id, "--size", "32"])
+            == 0
+        )
+    assert capsys.readouterr().out == deks  # the same DEKs, now under version 2
+
+
+def test_cli_rewrap_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key, store = tmp_path / "kek", tmp_path / "store"
+    key.write_bytes(os.urandom(32))
+    (store).mkdir()
+    (store / "junk").write_bytes(b"not a blob")
+    kms, storage = f"kms://local?keyFile={key}", f"storage://file?path={store}"
+    assert main(["rewrap", "--kms", kms, "--storage", storage]) == 1
+    out, err = capsys.readouterr()
+    assert out == "rewrap: 0 rewrapped, 0 skipped, 1 failed of 1 (KEK version 1)\n"
+    assert (
+        "keybroker kms: error: 'junk': stored blob for id 'junk' is malformed: "
+        "its format is unknown\n"
+    ) in err
+
+
+def test_cli_rewrap_refuses_cluster_kms(capsys: pytest.CaptureFixture[str]) -> None:
+    zero = base64.urlsafe_b64encode(bytes(32)).decode()
+    cluster = f"kms://cluster-kms?key={zero}&salt={zero}"
+    assert main(["rewrap", "--kms", cluster, "--storage", "storage://memory"]) == 2
+    assert "cluster-kms" in capsys.readouterr().err
