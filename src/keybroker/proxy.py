@@ -44,7 +44,7 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import Forwarder, read_bounded
-from keybroker.limits import AccountLimits
+from keybroker.limits import AccountLimits, limits_from_config
 from keybroker.logs import request_log_line
 from keybroker.netguard import GuardedResolver
 from keybroker.redact import register_config_secrets
@@ -140,6 +140,9 @@ class Proxy:
         from keybroker.serving import make_site
 
         self._audit = AuditLog.open(self.config.audit)
+        self._limits = limits_from_config(
+            self.config.security, stale_after=self.config.http.upstream_read_timeout * 2 + 60
+        )
         self._replay = replay_cache_from_config(
             self.config.security, shared_path=os.environ.get("KEYBROKER_REPLAY_SOCKET")
         )
@@ -200,6 +203,7 @@ class Proxy:
         if self._replay is not None:
             await self._replay.close()
             self._replay = None
+        await self._limits.close()
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
@@ -324,7 +328,7 @@ class Proxy:
             return await self._pass_unsigned(request, ctx, route)
         endpoint = route.endpoint
         ctx.account, ctx.vendor = endpoint.cloud_account_name, endpoint.vendor
-        with self._limits.slot(endpoint):
+        async with self._limits.slot(endpoint):
             return await self._proxy_account(request, ctx, route, endpoint)
 
     async def _proxy_account(

@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from keybroker.config import Config, HttpConfig, TlsConfig
-from tests import logscan
+from tests import logscan, replay_servers
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
 from tests.proxy.platform import send, sign_aws
 from tests.proxy.recording_upstream import recording_upstream
 from tests.servers import free_port
 
+redis_url = replay_servers.redis_url
 STS = "https://sts.us-east-1.amazonaws.com/"
 AK, SK, REAL_SK = "AKIDPROXYLIMIT000001", secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 logscan.register(SK, REAL_SK)
@@ -172,3 +173,37 @@ def test_mutual_tls(tmp_path: Path) -> None:
             with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
                 requests.get(base + "/ping", cert=cert, verify=str(ca_file), timeout=5)
     assert ssl.OPENSSL_VERSION
+
+
+def test_concurrency_limit_shared_by_two_servers_through_redis(redis_url: str) -> None:
+    from keybroker.config import SecurityConfig
+
+    with recording_upstream(delay=1.0) as up:
+        cfgs = [_cfg(up.url, max_concurrent_requests=1) for _ in range(2)]
+        for cfg in cfgs:
+            cfg.security = SecurityConfig(replay_cache="off", rate_limit_store=redis_url)
+        with proxy_running(cfgs[0]) as (a, _), proxy_running(cfgs[1]) as (b, _):
+            results: list[int] = []
+
+            def slow() -> None:
+                signed = sign_aws(
+                    "GET", STS + "?Action=GetCallerIdentity", ak=AK, sk=SK, service="sts"
+                )
+                results.append(
+                    send(a, "GET", STS + "?Action=GetCallerIdentity", signed, account="acct").status
+                )
+
+            t = threading.Thread(target=slow)
+            t.start()
+            time.sleep(0.4)
+            signed = sign_aws("GET", STS + "?Action=GetCallerIdentity", ak=AK, sk=SK, service="sts")
+            other = send(b, "GET", STS + "?Action=GetCallerIdentity", signed, account="acct")
+            t.join(10)
+            assert other.status == 503 and other.headers["Retry-After"] == "1"
+            assert results == [200]
+            # released: server B can take it now
+            signed = sign_aws("GET", STS + "?Action=GetCallerIdentity", ak=AK, sk=SK, service="sts")
+            assert (
+                send(b, "GET", STS + "?Action=GetCallerIdentity", signed, account="acct").status
+                == 200
+            )
