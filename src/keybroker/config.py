@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from keybroker.credentials import Credential
 
 __all__ = [
+    "KEY_OPERATIONS",
     "AuditConfig",
     "Config",
     "Endpoint",
     "ForbiddenConfig",
+    "GrpcConfig",
     "HttpConfig",
+    "KeyPolicy",
+    "KeyServiceConfig",
     "LogConfig",
     "Policy",
     "SecurityConfig",
@@ -124,6 +128,23 @@ class Policy:
     source_cidrs: list[str] = field(default_factory=list)
 
 
+#: Key-service operations a ``KeyPolicy`` may grant (``*`` grants them all).
+KEY_OPERATIONS = ("get", "create", "generate", "unwrap", "rewrap", "list", "delete", "status")
+
+
+@dataclass
+class KeyPolicy:
+    """``Endpoints[i].KeyPolicy`` (ours): what this account may do with the key service.
+
+    An account without a ``KeyPolicy`` may not use the key service at all.  ``operations``
+    names what it may do (:data:`KEY_OPERATIONS`, or ``*``); ``prefixes`` are the key ids it may
+    touch (plain, case-sensitive string prefixes such as ``tenant-a/``; empty: every id).
+    """
+
+    prefixes: list[str] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Endpoint:
     """One cloud account (``Endpoints[i]``)."""
@@ -139,6 +160,39 @@ class Endpoint:
     max_body_bytes: int | None = None  # overrides Http.MaxBodyBytes for this account
     max_concurrent_requests: int | None = None  # in flight at once; 503 + Retry-After above
     policy: Policy = field(default_factory=Policy)
+    key_policy: KeyPolicy | None = None  # ours: None means no key-service access
+
+
+@dataclass
+class GrpcConfig:
+    """``KeyService.Grpc``: Constellation's ``kms.API`` gRPC service on its own port.
+
+    Plain gRPC unless ``cert_file``/``key_file`` are set; ``client_ca_file`` then demands a
+    client certificate from that CA (mutual TLS).
+    """
+
+    enabled: bool = False
+    address: str = "127.0.0.1:9000"
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+
+@dataclass
+class KeyServiceConfig:
+    """``KeyService`` (ours): data-encryption keys served on the proxy's port.
+
+    ``kms`` and ``storage`` are the ``kms://`` / ``storage://`` URIs of
+    :func:`keybroker.kms.from_uris`; ``path_prefix`` is where the HTTP API lives on the proxy's
+    port; ``max_dek_size`` bounds the size a caller may ask for (bytes).
+    """
+
+    enabled: bool = False
+    path_prefix: str = "/_keybroker/kms"
+    kms: str = ""
+    storage: str = ""
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    max_dek_size: int = 64
 
 
 @dataclass
@@ -149,3 +203,4 @@ class Config:
     forbidden: ForbiddenConfig = field(default_factory=ForbiddenConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     endpoints: list[Endpoint] = field(default_factory=list)
+    key_service: KeyServiceConfig = field(default_factory=KeyServiceConfig)
