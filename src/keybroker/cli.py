@@ -1,4 +1,4 @@
-"""The ``keybroker`` command: ``serve``, ``check`` and ``kms``.
+"""The ``keybroker`` command: ``serve``, ``check``, ``kms``, ``audit`` and ``seal``.
 
 ``keybroker -conf-file PATH`` (key-proxy's own flag, no sub-command) means ``serve``.
 """
@@ -15,7 +15,7 @@ from keybroker.errors import ConfigError
 
 __all__ = ["main"]
 
-COMMANDS = ("serve", "check", "kms", "audit", "_worker")
+COMMANDS = ("serve", "check", "kms", "audit", "seal", "_worker")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", required=True)
     from keybroker.audit_cli import add_audit_parser
     from keybroker.kms.cli import add_kms_parser
+    from keybroker.seal_cli import add_seal_parser
 
     add_kms_parser(sub)
     add_audit_parser(sub)
+    add_seal_parser(sub)
     return parser
 
 

@@ -14,6 +14,9 @@ Credential fields may hold references instead of values:
 * ``${file:/path}`` — the content of a file, one trailing newline removed;
 * ``${prefix:rest}`` — any resolver added with :func:`register_secret_resolver`
   (``sealed`` is reserved for values sealed with keybroker's KMS);
+* ``${sealed:kb1....}`` — a value made by ``keybroker seal``, opened with the KMS named in the
+  top-level ``Seal`` section (``KMS: kms://...``, ``Storage: storage://...``), bound to its
+  endpoint's ``CloudAccountName`` and field (see :mod:`keybroker.sealing`);
 * ``$${...}`` — the literal text ``${...}`` (each extra leading ``$`` escapes one more).
 
 The YAML is composed into nodes with PyYAML's safe loader (no tags are ever constructed into
@@ -22,12 +25,14 @@ objects), so each problem keeps its line; size, nesting depth and endpoint count
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +55,7 @@ from keybroker.config import (
     TlsConfig,
 )
 from keybroker.credentials import Credential
-from keybroker.errors import ConfigError
+from keybroker.errors import ConfigError, KMSError
 from keybroker.secret import Secret
 
 __all__ = [
@@ -156,8 +161,13 @@ def register_secret_resolver(prefix: str, fn: SecretResolver) -> None:
     _resolvers[prefix] = fn
 
 
-def _resolve_secret(raw: str, env: Mapping[str, str]) -> str:
-    """Expand one credential value.  Raises ``ConfigError`` (message without the value)."""
+def _resolve_secret(
+    raw: str, env: Mapping[str, str], resolvers: Mapping[str, SecretResolver] | None = None
+) -> str:
+    """Expand one credential value (``resolvers`` replaces the registered ones).
+
+    Raises ``ConfigError`` (message without the value)."""
+    resolvers = _resolvers if resolvers is None else resolvers
     if _ESCAPED_REF.match(raw):
         return raw[1:]
     if not raw.startswith("${"):
@@ -172,9 +182,9 @@ def _resolve_secret(raw: str, env: Mapping[str, str]) -> str:
         return value
     if m := _PREFIX_REF.fullmatch(raw):
         prefix, rest = m.group(1), m.group(2)
-        resolver = _resolvers.get(prefix)
+        resolver = resolvers.get(prefix)
         if resolver is None:
-            known = ", ".join(sorted(_resolvers))
+            known = ", ".join(sorted(resolvers))
             raise ConfigError(f"unknown secret reference '${{{prefix}:...}}' (known: {known})")
         return _call_resolver(prefix, resolver, rest)
     raise ConfigError(
@@ -305,6 +315,19 @@ class _Reader:
 
     def __init__(self, problems: _Problems) -> None:
         self.p = problems
+        # Sealed values are bound to their account and field: while an endpoint is read,
+        # ``endpoint`` is its (path, CloudAccountName); ``unseal`` is set by a Seal section.
+        self.endpoint = ("", "")
+        self.unseal: Callable[..., str] | None = None
+
+    def resolvers_for(self, path: str) -> Mapping[str, SecretResolver]:
+        """The secret resolvers for the credential field at ``path``."""
+        if self.unseal is None:
+            return _resolvers
+        where, account = self.endpoint
+        inside = path[len(where) + 1 :] if path.startswith(f"{where}.") else path
+        opener = functools.partial(self.unseal, account=account, field=inside)
+        return {**_resolvers, "sealed": opener}
 
     def mapping(self, node: Node, path: str, known: tuple[str, ...]) -> dict[str, Node] | None:
         """The ``{canonical key: value node}`` of a mapping; ``None`` if not a mapping."""
@@ -516,7 +539,8 @@ _ENDPOINT_FIELDS: _Fields = {
     "MaxConcurrentRequests": ("max_concurrent_requests", _Reader.integer),
 }
 
-_TOP_KEYS = ("Http", "Log", "Audit", "Forbidden", "Security", "Endpoints")
+_TOP_KEYS = ("Http", "Log", "Audit", "Forbidden", "Security", "Seal", "Endpoints")
+_SEAL_KEYS = ("KMS", "Storage")
 _ENDPOINT_KEYS = (
     "CloudAccountName",
     "Vendor",
@@ -557,8 +581,56 @@ def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
         if name in top:
             _fill(r, obj, top[name], name, fields)
     if "Endpoints" in top:
-        cfg.endpoints = _endpoints(r, top["Endpoints"], env)
+        with _sealing(r, top.get("Seal")):
+            cfg.endpoints = _endpoints(r, top["Endpoints"], env)
+    elif "Seal" in top:
+        _seal_uris(r, top["Seal"])
     return cfg
+
+
+def _seal_uris(r: _Reader, node: Node) -> tuple[str, str | None] | None:
+    """``Seal: {KMS: kms://..., Storage: storage://...}``; ``None`` if absent or broken."""
+    m = r.mapping(node, "Seal", _SEAL_KEYS)
+    if m is None:
+        return None
+    kms = r.string(m["KMS"], "Seal.KMS") if "KMS" in m else None
+    storage = r.string(m["Storage"], "Seal.Storage") if "Storage" in m else None
+    if not kms:
+        if "Seal.KMS" not in r.p.failed:
+            r.p.add("Seal.KMS", "required field is missing (a kms:// URI)")
+        return None
+    return kms, storage or None
+
+
+@contextlib.contextmanager
+def _sealing(r: _Reader, node: Node | None) -> Iterator[None]:
+    """While the endpoints are read, open ``${sealed:...}`` values with the Seal section's KMS
+    (built here, closed after)."""
+    uris = _seal_uris(r, node) if node is not None and not r.is_null(node) else None
+    if uris is None:
+        if node is not None and not r.is_null(node):
+            r.unseal = _broken_seal_section
+        yield
+        return
+    from keybroker.sealing import Sealer  # only configs with a Seal section need the KMS
+
+    try:
+        sealer = Sealer.from_uris(*uris)
+    except KMSError as exc:  # our KMS messages name parameters, never their values
+        r.p.add("Seal.KMS", str(exc))
+        r.unseal = _broken_seal_section
+        yield
+        return
+    r.unseal = sealer.open
+    try:
+        yield
+    finally:
+        r.unseal = None
+        sealer.close()
+
+
+def _broken_seal_section(token: str, **_: str) -> str:
+    raise ConfigError("sealed value cannot be opened: the Seal section is invalid")
 
 
 def _endpoints(r: _Reader, node: Node, env: Mapping[str, str]) -> list[Endpoint]:
@@ -580,6 +652,7 @@ def _endpoint(r: _Reader, node: Node, path: str, env: Mapping[str, str]) -> Endp
         r.p.add(path, "empty entry (expected CloudAccountName, Vendor, Credentials)", _line(node))
     m = None if r.is_null(node) else r.mapping(node, path, _ENDPOINT_KEYS)
     name = _required_text(r, m, path, "CloudAccountName")
+    r.endpoint = (path, name)
     vendor = _required_text(r, m, path, "Vendor")
     upstream = r.string(m["Upstream"], f"{path}.Upstream") if m and "Upstream" in m else None
     creds_path = f"{path}.Credentials"
@@ -710,7 +783,7 @@ def _secret_field(
     value = None
     if raw:
         try:
-            value = _resolve_secret(raw, env)
+            value = _resolve_secret(raw, env, r.resolvers_for(sub))
         except ConfigError as exc:
             for message in exc.problems:
                 r.p.add(sub, message, _line(node))
