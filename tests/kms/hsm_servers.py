@@ -14,9 +14,12 @@ module; processes run in their own session and are stopped by PID (tests/servers
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -28,9 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from tests import logscan, servers
 
-__all__ = ["BaoServer", "SoftHSM", "bao_server", "softhsm_tokens"]
+__all__ = [
+    "BaoServer",
+    "KmipCA",
+    "KmipServer",
+    "SoftHSM",
+    "bao_server",
+    "kmip_server",
+    "softhsm_tokens",
+]
 
 
 # -- OpenBao ---------------------------------------------------------------------------------
@@ -208,3 +224,179 @@ def softhsm_tokens(directory: Path, *labels: str) -> Iterator[SoftHSM]:
             os.environ.pop("SOFTHSM2_CONF", None)
         else:
             os.environ["SOFTHSM2_CONF"] = old
+
+
+# -- PyKMIP ----------------------------------------------------------------------------------
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.write_bytes(pem)
+    path.chmod(0o600)
+
+
+@dataclass(frozen=True)
+class KmipCA:
+    """A test CA that signs the KMIP server's certificate and client certificates."""
+
+    directory: Path
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "kmip-ca.pem"
+
+    @classmethod
+    def create(cls, directory: Path, name: str = "keybroker KMIP test CA") -> KmipCA:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            cls._builder(_name(name), _name(name), key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        ca = cls(directory, key, cert)
+        ca.ca_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return ca
+
+    @staticmethod
+    def _builder(
+        subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+    ) -> x509.CertificateBuilder:
+        now = datetime.datetime.now(datetime.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    def issue(self, stem: str, common_name: str, *, server: bool = False) -> tuple[Path, Path]:
+        """(certificate, key) files for a leaf: a server for 127.0.0.1, or a client whose
+        common name is its KMIP identity."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            self._builder(_name(common_name), self.cert.subject, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if server:
+            san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        cert_path, key_path = self.directory / f"{stem}.pem", self.directory / f"{stem}-key.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key_path, key)
+        return cert_path, key_path
+
+
+@dataclass(frozen=True)
+class KmipServer:
+    """A running PyKMIP server and the files a client needs."""
+
+    port: int
+    ca: KmipCA
+    client_cert: Path
+    client_key: Path
+    directory: Path
+
+    def admin(self, script: str, *, cert: Path | None = None, key: Path | None = None) -> str:
+        """Run ``script`` in a separate Python process with ``client`` (PyKMIP's own
+        ``ProxyKmipClient``, connected with the test client's certificate unless ``cert`` /
+        ``key`` say otherwise), ``enums`` and ``json`` in scope; returns its stdout."""
+        prelude = (
+            "import json, os, ssl, warnings\n"
+            "warnings.simplefilter('ignore')\n"  # PyKMIP asks for deprecated ssl constants
+            "from kmip import enums\n"
+            "from kmip.pie.client import ProxyKmipClient\n"
+            "client = ProxyKmipClient(hostname='127.0.0.1', port=int(os.environ['KB_PORT']),"
+            " cert=os.environ['KB_CERT'], key=os.environ['KB_KEY'], ca=os.environ['KB_CA'],"
+            " ssl_version='PROTOCOL_TLSv1_2', config_file=os.devnull,"
+            " kmip_version=enums.KMIPVersion.KMIP_1_4)\n"
+            "client.open()\n"
+        )
+        env = {
+            **os.environ,
+            "KB_PORT": str(self.port),
+            "KB_CERT": str(cert or self.client_cert),
+            "KB_KEY": str(key or self.client_key),
+            "KB_CA": str(self.ca.ca_path),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", prelude + script + "\nclient.close()\n"],
+            env=env,
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode:
+            raise RuntimeError(f"KMIP admin script failed: {out.stderr[-2000:]}")
+        return out.stdout
+
+    def create_keys(self, count: int) -> list[str]:
+        """Make ``count`` active AES-256 keys (usage: encrypt, decrypt); their unique ids."""
+        script = (
+            "uids = [client.create(enums.CryptographicAlgorithm.AES, 256) for _ in range("
+            f"{count})]\n"
+            "for uid in uids:\n    client.activate(uid)\n"
+            "print(json.dumps(uids))\n"
+        )
+        return list(json.loads(self.admin(script)))
+
+
+@contextlib.contextmanager
+def kmip_server(directory: Path) -> Iterator[KmipServer]:
+    """``pykmip-server`` with TLS 1.2 and client-certificate authentication."""
+    binary = servers.BIN / "pykmip-server"
+    if not binary.exists():
+        raise RuntimeError("pykmip-server not found: pip install pykmip")
+    ca = KmipCA.create(directory)
+    server_cert, server_key = ca.issue("server", "127.0.0.1", server=True)
+    client_cert, client_key = ca.issue("client", "keybroker")
+    port = servers.free_port()
+    (directory / "policies").mkdir()
+    conf = directory / "server.conf"
+    conf.write_text(
+        "[server]\n"
+        "hostname=127.0.0.1\n"
+        f"port={port}\n"
+        f"certificate_path={server_cert}\n"
+        f"key_path={server_key}\n"
+        f"ca_path={ca.ca_path}\n"
+        "auth_suite=TLS1.2\n"
+        f"policy_path={directory / 'policies'}\n"
+        "enable_tls_client_auth=True\n"
+        "logging_level=INFO\n"
+        f"database_path={directory / 'pykmip.db'}\n"
+    )
+    cmd = [str(binary), "-f", str(conf), "-l", str(directory / "server.log")]
+    with servers.running(
+        cmd,
+        servers.port_open(port),
+        cwd=str(directory),
+        what="pykmip-server",
+        log=directory / "stdout.log",
+    ) as proc:
+        try:
+            yield KmipServer(port, ca, client_cert, client_key, directory)
+        finally:
+            # On SIGTERM the server waits out its 10 s accept timeout; its state is scratch.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

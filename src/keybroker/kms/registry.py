@@ -55,6 +55,7 @@ _WRAPPERS: dict[str, str] = {
     "gcp": "keybroker.kms.gcp:GCPKMSWrapper",
     "vault": "keybroker.kms.vault:VaultTransitWrapper",
     "pkcs11": "keybroker.kms.pkcs11:PKCS11Wrapper",
+    "kmip": "keybroker.kms.kmip:KMIPWrapper",
 }
 
 #: backend name -> the pip extra that brings its SDK
@@ -63,6 +64,7 @@ _EXTRAS: dict[str, str] = {
     "gcp": "gcp",
     "azure": "azure",
     "pkcs11": "pkcs11",
+    "kmip": "kmip",
 }
 
 _SPECIAL = {"storage": ("no-store",), "kms": ("cluster-kms",)}
