@@ -120,7 +120,8 @@ class Forwarder:
         limit: int,
     ) -> tuple[Any, _BodyState | None]:
         transformer = _transformer(auth)
-        # a re-framed chunked body has the length the signer chose (and signed)
+        # a re-framed chunked body has the length the signer set (and signed); when the
+        # upstream request carries none, the body goes with chunked transfer encoding
         resent_length = headers.get("content-length") if transformer is not None else None
         for name in ("content-length", "transfer-encoding"):
             headers.popall(name, None)
@@ -129,9 +130,11 @@ class Forwarder:
                 headers["Content-Length"] = str(len(body))
             return (body or None), None
         if not request.body_exists:
+            if transformer is not None:
+                raise MalformedSignature("a chunk-signed request has no body")
             return None, None
         length = request.content_length
-        if length is not None:
+        if length is not None and (transformer is None or resent_length is not None):
             headers["Content-Length"] = resent_length or str(length)
         claimed = None
         if auth is not None and auth.body is BodyPolicy.CLAIMED_SHA256:

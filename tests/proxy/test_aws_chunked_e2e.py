@@ -294,9 +294,11 @@ def _raw_put(
     data: bytes = b"",
     sizes: tuple[int, ...] = (65536,),
     tamper_at: int | None = None,
+    http_chunked: bool = False,
 ) -> tuple[int, bytes]:
     """PUT /chunked/<key> signed with the account's proxy key; chunk-signed bodies are written
-    here (``body is None``) from ``data``, chained from the seed just made."""
+    here (``body is None``) from ``data``, chained from the seed just made.  ``http_chunked``:
+    no Content-Length, the body goes with ``Transfer-Encoding: chunked``."""
     ak, sk = b.keys[account]
     now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     host = f"127.0.0.1:{b.https_port}"
@@ -315,7 +317,10 @@ def _raw_put(
     }
     if trailer:
         headers["x-amz-trailer"] = trailer
-    names = sorted(headers)
+    if http_chunked:
+        del headers["content-length"]
+        headers["transfer-encoding"] = "chunked"
+    names = sorted(n for n in headers if n != "transfer-encoding")
     path = f"/chunked/{key}"
     seed = ref.seed_signature(
         _chain(sk, now, ""), ref.canonical_seed("PUT", path, headers, names, line)
@@ -339,7 +344,10 @@ def _raw_put(
         conn.endheaders()
         try:
             for i in range(0, len(body), 65536):
-                conn.send(body[i : i + 65536])
+                piece = body[i : i + 65536]
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if http_chunked else piece)
+            if http_chunked:
+                conn.send(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the proxy answered early and stopped reading: its answer is still there
         resp = conn.getresponse()
@@ -369,6 +377,30 @@ def test_chunk_signed_upload_is_resigned_for_the_upstream(
     assert status == 200, answer
     seen = broker.recorder.seen[before]
     assert int(seen.headers["Content-Length"]) == len(seen.body)
+    _check_resigned(broker, seen, line, trailer, data)
+
+
+def test_chunk_signed_upload_without_content_length_is_sent_chunked(broker: Broker) -> None:
+    data = os.urandom(300_000)
+    before = len(broker.recorder.seen)
+    status, answer = _raw_put(
+        broker, "rec", "signed", None, len(data), chunked.SIGNED, None, data, http_chunked=True
+    )
+    assert status == 200, answer
+    seen = broker.recorder.seen[before]
+    assert "Content-Length" not in seen.headers
+    assert seen.headers["Transfer-Encoding"] == "chunked"
+    _check_resigned(broker, seen, chunked.SIGNED, None, data)
+
+
+def test_chunk_signed_request_without_a_body_is_a_400(broker: Broker) -> None:
+    status, answer = _raw_put(broker, "rec", "empty", b"", 0, chunked.SIGNED)
+    assert status == 400
+    assert b"has no body" in answer
+
+
+def _check_resigned(broker: Broker, seen: Any, line: str, trailer: str | None, data: bytes) -> None:
+    """The reference reader accepts the body with the real key, and only with it."""
     authz = seen.headers["Authorization"]
     rak, rsk = broker.rec_real
     assert authz.startswith(f"AWS4-HMAC-SHA256 Credential={rak}/")
