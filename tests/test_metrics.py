@@ -646,9 +646,21 @@ def test_keybroker_serve_with_two_workers_answers_the_sum(
     )
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "keybroker", "serve", "--config", str(cfg)]
-    with running(cmd, http_ok(url + "/healthz"), cwd=str(ROOT), what="keybroker serve"):
+    env = {"TMPDIR": str(tmp_path)}  # the supervisor's metrics directory lands here
+    ready = http_ok(url + "/healthz")
+    with running(cmd, ready, env=env, cwd=str(ROOT), what="keybroker serve"):
         # fresh connections each time: the kernel spreads them over the workers
         assert [_post(url, "m-ok", AK) for _ in range(8)] == [200] * 8
-        wait_until(lambda: _ok_count(url) == 8, 10, "summed metrics")
+
+        def flushed() -> bool:  # both workers' snapshots hold all their counts
+            files = list(tmp_path.glob("keybroker-*/metrics/w-*.json"))
+            return len(files) == 2 and sum(map(_ok_in_file, files)) == 8
+
+        wait_until(flushed, 10, "worker snapshots")
         # whichever worker answers, it answers for both
         assert [_ok_count(url) for _ in range(10)] == [8] * 10
+
+
+def _ok_in_file(path: Path) -> float:
+    series = json.loads(path.read_text())["metrics"]["keybroker_requests_total"]
+    return sum(v for labels, v in series if labels == ["m-ok", "aws", "keyproxy", 200])

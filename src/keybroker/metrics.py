@@ -1,7 +1,9 @@
 """Prometheus metrics for the proxy and the KMS, without a client library.
 
 Counters, gauges and histograms with labels, rendered in the Prometheus text exposition
-format 0.0.4.  Observing is a dict update under a lock; text is built only when scraped.
+format 0.0.4.  Observing is a dict update in the calling thread's own shard (no lock, and no
+update lost between threads); text is built only when scraped.  A proxied request costs about
+a microsecond (``python -m bench.metrics_cost``).
 
 *Several worker processes, one answer.*  When a directory is configured (the ``directory``
 argument, or ``KEYBROKER_METRICS_DIR`` set by the supervisor for its workers), each process
