@@ -89,3 +89,30 @@ def test_reference_and_transformer_agree_on_the_framed_length() -> None:
             out = _feed(auth.body_transformer, body, [4096])
             assert len(out) == int(up.headers["Content-Length"])
             assert len(out) == chunked.encoded_length(n, [trailer] if trailer else [])
+
+
+@SETTINGS
+@given(
+    st.sampled_from(VARIANTS),
+    st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.sampled_from([b"\r\n", b"0\r\n", b"10;chunk-signature=", b"a" * 64, b"x-amz-"]),
+        ),
+        max_size=12,
+    ),
+)
+def test_arbitrary_bytes_only_ever_raise_our_errors(
+    variant: tuple[str, str | None], parts: list[bytes]
+) -> None:
+    line, trailer = variant
+    req, _ = client_upload(b"abc", [3], line, trailer)
+    _, auth = proxy_transform(req)
+    t = auth.body_transformer
+    assert t is not None
+    try:
+        for part in parts:
+            t.feed(part)
+        t.finish()
+    except (SignatureMismatch, MalformedSignature):
+        return

@@ -18,6 +18,10 @@ An S3 upload may send its body in chunks (``Content-Encoding: aws-chunked``), an
   chunks without signatures and a checksum trailer; the body is forwarded byte for byte and only
   the checksum is checked.
 
+Checksums (CRC32, SHA-1, SHA-256; CRC32C when ``google-crc32c`` or ``crc32c`` is installed) are
+computed over the decoded payload and compared with the trailer; CRC64/NVME has no fast
+implementation here and is left to the upstream, which checks it too.
+
 Memory stays flat whatever the body's size.  Incoming chunks are checked with a running
 SHA-256, never held whole.  A re-signed chunk's signature must precede its data, so the signed
 variants are re-framed into chunks of :data:`OUT_CHUNK` bytes: at most one such chunk is held
@@ -494,8 +498,6 @@ class SignedChunkTransformer(_Framing):
 
     def _final_chunk(self, sig: str | None, line: bytes) -> None:
         self._check(self._in.chunk(_EMPTY_SHA256), sig or "")
-        if not self._trailers:
-            return
 
     def _end(self) -> None:
         if self._trailers:

@@ -8,6 +8,10 @@ exactly as botocore's ``SigV4Auth``/``S3SigV4Auth`` and the AWS signing test sui
     METHOD \\n canonical URI \\n canonical query \\n canonical headers \\n
     signed header names \\n payload hash
 
+Chunked uploads (``x-amz-content-sha256: STREAMING-...``) are re-signed in two steps: ``resign``
+signs the headers (the seed), and :meth:`SigV4Scheme.body_transformer` re-signs the chunks as
+they stream (see :mod:`keybroker.signers._aws_chunked`).
+
 Parsing errors raise :class:`~keybroker.errors.MalformedSignature` with a message that names the
 faulty field, never its value; a wrong signature raises the opaque
 :class:`~keybroker.errors.SignatureMismatch`.

@@ -4,7 +4,8 @@ Header auth (``Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...
 Signature=...`` with ``X-Amz-Date``) and presigned URLs (``X-Amz-Algorithm``, ...,
 ``X-Amz-Signature``) are both verified and re-signed; see :mod:`keybroker.signers._sigv4` for
 the algorithm.  S3 and its relatives keep the path as sent; other services sign it normalised
-and encoded once more, as botocore does.
+and encoded once more, as botocore does.  S3 uploads in ``aws-chunked`` encoding are verified and
+re-signed chunk by chunk while they stream (:mod:`keybroker.signers._aws_chunked`).
 
 ``native_upstream`` maps the signing service and region back to the public endpoint, using the
 same host names as botocore's endpoint rules for the services that differ from
