@@ -7,17 +7,23 @@ process, as an operator's tool would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import socket
+import ssl
 import sys
+import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.envelope import WriteFormat
@@ -283,3 +289,100 @@ async def test_external_kms_end_to_end(
 def test_bad_uri_fails_before_storage() -> None:
     with pytest.raises(KMSConfigError, match="kms://kmip: missing parameter"):
         from_uris(kms_uri="kms://kmip?host=h", storage_uri="storage://memory")
+
+
+# -- hostile or broken servers --------------------------------------------------------------
+
+
+def _encoded_response(data: bytes) -> bytes:
+    """A well-formed Decrypt response, encoded by PyKMIP's own server-side classes."""
+    from kmip.core import enums, primitives, utils
+    from kmip.core.messages import contents, messages, payloads
+
+    item = messages.ResponseBatchItem(
+        operation=contents.Operation(enums.Operation.DECRYPT),
+        result_status=contents.ResultStatus(enums.ResultStatus.SUCCESS),
+        response_payload=payloads.DecryptResponsePayload(unique_identifier="1", data=data),
+    )
+    header = messages.ResponseHeader(
+        protocol_version=contents.ProtocolVersion(1, 4),
+        time_stamp=primitives.DateTime(0, enums.Tags.TIME_STAMP),
+        batch_count=contents.BatchCount(1),
+    )
+    stream = utils.BytearrayStream()
+    messages.ResponseMessage(response_header=header, batch_items=[item]).write(
+        stream, enums.KMIPVersion.KMIP_1_4
+    )
+    return bytes(stream.buffer)
+
+
+def test_response_decoder_reads_a_real_response(wrapper: KMIPWrapper) -> None:
+    assert wrapper._decode("DECRYPT", _encoded_response(b"plain")).data == b"plain"
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_damaged_responses_fail_only_with_backend_errors(wrapper: KMIPWrapper, data: Any) -> None:
+    raw = bytearray(_encoded_response(b"p" * 32))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    raw = raw[: data.draw(st.integers(0, len(raw)))]
+    try:
+        out = wrapper._decode("DECRYPT", bytes(raw))
+    except BackendError:
+        return
+    except Exception as exc:  # a KMIP failure status decoded from the damage is fine too
+        assert type(exc).__name__ == "_Failed"
+        return
+    assert out is not None
+
+
+@contextlib.contextmanager
+def bogus_server(kmip: KmipServer, reply: bytes) -> Iterator[int]:
+    """A TLS server (trusted by our CA) that answers every request with ``reply``."""
+    cert, key = kmip.ca.issue("bogus", "127.0.0.1", server=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+                tls.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 400 Bad Request\r\n\r\n",  # not KMIP at all
+        b"\x42\x00\x7b\x01\xff\xff\xff\xff",  # claims a 4 GiB message
+        b"\x42\x00\x7b\x01\x00\x00\x01\x00short",  # ends early
+        b"",
+    ],
+)
+async def test_bogus_server_is_a_backend_error(
+    kmip: KmipServer, make: list[KMIPWrapper], reply: bytes
+) -> None:
+    with bogus_server(kmip, reply) as port:
+        w = build(make, kmip, "1", port=str(port))
+        with pytest.raises(BackendError, match="KMIP GET_ATTRIBUTES failed"):
+            await w.open()

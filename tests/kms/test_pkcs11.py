@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.envelope import WriteFormat
@@ -278,3 +280,19 @@ async def test_external_kms_end_to_end(
 def test_bad_uri_fails_before_storage() -> None:
     with pytest.raises(KMSConfigError, match="kms://pkcs11: missing parameter"):
         from_uris(kms_uri="kms://pkcs11?module=x", storage_uri="storage://memory")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(version=st.one_of(st.text(max_size=20), st.binary(max_size=9).map(bytes.hex)))
+async def test_recorded_versions_fail_only_with_integrity_errors(
+    wrapper: PKCS11Wrapper, version: str
+) -> None:
+    wrapped = await wrapper.wrap(b"f" * 16, b"")
+    relabelled = dataclasses.replace(wrapped, kek_version=version)
+    if version == wrapped.kek_version:
+        assert await wrapper.unwrap(relabelled, b"") == b"f" * 16
+    else:
+        with pytest.raises(IntegrityError):
+            await wrapper.unwrap(relabelled, b"")

@@ -5,18 +5,21 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError
 from keybroker.kms.uri import parse_uri
-from keybroker.kms.vault import VaultTransitWrapper
+from keybroker.kms.vault import VaultTransitWrapper, _split_ciphertext
 from keybroker.secret import Secret
 from tests import logscan, servers
 from tests.kms.hsm_servers import BaoServer, bao_server
@@ -348,3 +351,36 @@ async def test_external_kms_end_to_end(
 def test_bad_uri_fails_before_storage() -> None:
     with pytest.raises(KMSConfigError, match="kms://vault: missing parameter"):
         from_uris(kms_uri="kms://vault?address=http://x", storage_uri="storage://memory")
+
+
+# -- fuzzing --------------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60), st.text(max_size=60), st.text(max_size=60), st.text(max_size=60))
+def test_settings_fail_only_with_config_errors(
+    address: str, key: str, mount: str, namespace: str
+) -> None:
+    try:
+        w = VaultTransitWrapper(
+            address, key, token=Secret("t"), mount=mount, namespace=namespace or None
+        )
+    except KMSConfigError:
+        return
+    # Whatever was accepted cannot step outside the mount: no '..', no empty segment.
+    assert _SEGMENT.fullmatch(key)
+    for part in (*mount.split("/"), *(namespace.split("/") if namespace else ())):
+        assert _SEGMENT.fullmatch(part)
+    assert w.kek_id.endswith(f"{mount}/{key}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.from_regex(r"vault:v[0-9]{1,3}:[A-Za-z0-9+/=]{0,40}")))
+def test_server_ciphertext_parser(value: str) -> None:
+    try:
+        version, raw = _split_ciphertext(value)
+    except BackendError:
+        return
+    assert value == f"vault:{version}:{base64.b64encode(raw).decode()}"
