@@ -416,6 +416,7 @@ class Registry:
         try:
             self.flush()
         except OSError as exc:  # metrics must never take a worker down
+            self._dirty = True  # try again on the next tick
             log.warning("metrics snapshot not written: %s", type(exc).__name__)
 
     def flush(self) -> None:
