@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import json
 import os
 import re
 import urllib.parse
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -384,3 +387,56 @@ def test_server_ciphertext_parser(value: str) -> None:
     except BackendError:
         return
     assert value == f"vault:{version}:{base64.b64encode(raw).decode()}"
+
+
+# -- broken servers -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def broken_server(body: bytes, status: int = 200) -> AsyncIterator[str]:
+    """An HTTP server on loopback that answers every request with ``body``."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = servers.free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{" + b" " * (2 << 20) + b"}", 200, "oversized body"),
+        (b"<html>proxy error</html>", 200, "without a data object"),
+        (b'{"data": []}', 200, "without a data object"),
+        (b"", 502, "vault key read failed: HTTP 502"),
+        (b'{"errors": ["Vault is sealed"]}', 503, "vault key read failed: HTTP 503"),
+    ],
+)
+async def test_broken_server_answers(body: bytes, status: int, message: str) -> None:
+    async with broken_server(body, status) as url:
+        w = VaultTransitWrapper(url, "k", token=Secret("t"))
+        try:
+            with pytest.raises(BackendError, match=message):
+                await w.open()
+        finally:
+            await w.close()
+
+
+async def test_encrypt_answer_that_is_not_transit_ciphertext() -> None:
+    key = {"type": "aes256-gcm96", "supports_encryption": True, "supports_decryption": True}
+    async with broken_server(json.dumps({"data": {**key, "ciphertext": "v1:abc"}}).encode()) as url:
+        w = VaultTransitWrapper(url, "k", token=Secret("t"))
+        try:
+            with pytest.raises(BackendError, match="not a vault:vN: ciphertext"):
+                await w.wrap(b"k" * 32, b"")
+        finally:
+            await w.close()

@@ -209,7 +209,7 @@ class VaultTransitWrapper:
             async with self._client().request(
                 method, url, json=payload, headers=headers, ssl=self._ssl or True
             ) as resp:
-                return resp.status, await resp.content.read(_MAX_RESPONSE)
+                return resp.status, await _read_bounded(resp)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             what = path.partition("/")[0]
             raise BackendError(f"vault {what} failed: {type(exc).__name__}") from exc
@@ -262,6 +262,17 @@ def _ssl_context(ca_file: str) -> ssl.SSLContext:
         raise KMSConfigError(f"vault: cannot load caFile {ca_file}: {type(exc).__name__}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body, refusing more than ``_MAX_RESPONSE`` bytes (transit answers are tiny).
+    Raises ``BackendError``."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > _MAX_RESPONSE:
+            raise BackendError("vault answered with an oversized body")
+    return bytes(body)
 
 
 def _b64(data: bytes) -> str:
