@@ -580,11 +580,9 @@ def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
     for name, obj, fields in sections:
         if name in top:
             _fill(r, obj, top[name], name, fields)
-    if "Endpoints" in top:
-        with _sealing(r, top.get("Seal")):
+    with _sealing(r, top.get("Seal")):
+        if "Endpoints" in top:
             cfg.endpoints = _endpoints(r, top["Endpoints"], env)
-    elif "Seal" in top:
-        _seal_uris(r, top["Seal"])
     return cfg
 
 

@@ -128,9 +128,14 @@ def _b64decode(text: str) -> bytes:
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise ConfigError("sealed value is not valid URL-safe base64 after 'kb1.'")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):  # pragma: no cover - the pattern above rules it out
         raise ConfigError("sealed value is not valid URL-safe base64 after 'kb1.'") from None
+    if _b64encode(data) != text:
+        # Unused low bits of the last character would let two texts carry one value: refuse,
+        # so that any changed character is noticed.
+        raise ConfigError("sealed value is not valid URL-safe base64 after 'kb1.'")
+    return data
 
 
 def _split(payload: bytes) -> tuple[str, bytes, bytes]:
