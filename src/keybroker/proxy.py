@@ -44,6 +44,8 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import Forwarder, read_bounded
+from keybroker.keyservice import KeyService
+from keybroker.keyservice import attach as attach_key_service
 from keybroker.limits import AccountLimits, limits_from_config
 from keybroker.logs import request_log_line
 from keybroker.netguard import GuardedResolver
@@ -112,6 +114,7 @@ class Proxy:
         self._replay: ReplayCache | None = None
         #: keybroker's own services on the proxy port, by first path segment (``_keybroker``)
         self.services: dict[str, ServiceHandler] = {}
+        self._keyservice: KeyService | None = attach_key_service(self)  # KeyService.Enabled
         self._resolver: GuardedResolver | None = None  # made in start(): it needs the loop
         register_config_secrets(config)
         self.ports: list[int] = []
@@ -128,7 +131,14 @@ class Proxy:
             old.close()
         if self._resolver is not None:
             self._resolver.trust(router.accounts.upstream_hosts())
+        if config.key_service != self.config.key_service:
+            log.warning("KeyService changes take effect after a restart (key policies now)")
         self.config, self._router = config, router
+
+    @property
+    def audit(self) -> AuditLog | None:
+        """The audit log while the proxy runs: the key service records its events in it."""
+        return self._audit
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -182,6 +192,8 @@ class Proxy:
         site = make_site(self._runner, self.config.http, host, port, sock=sock)
         await site.start()
         self.ports = _bound_ports(site)
+        if self._keyservice is not None:
+            await self._keyservice.start()
 
     async def stop(self) -> None:
         """Stop accepting, wait for in-flight requests (up to ``Http.ShutdownTimeout``), close."""
@@ -194,6 +206,8 @@ class Proxy:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._keyservice is not None:
+            await self._keyservice.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -288,6 +302,7 @@ class Proxy:
         if claimed and not constant_time_equal(digest, claimed.lower()):
             raise SignatureMismatch("the body does not match the signed payload hash")
         self._verify(route.signed, signer, auth, endpoint, body)
+        await self._check_replay(route.signed, auth, endpoint, body)  # a key request is one use
         if not policy.ip_allowed(request.remote, endpoint.policy.source_cidrs):
             raise Forbidden("the policy does not allow this client address for the account")
         return endpoint, body
@@ -488,7 +503,7 @@ class Proxy:
             )
 
     async def _finish(self, ctx: RequestContext) -> None:
-        if ctx.mode in ("keyproxy", "native"):
+        if ctx.mode in ("keyproxy", "native", "keyservice"):
             request_log_line(
                 request_id=ctx.request_id,
                 method=ctx.method,

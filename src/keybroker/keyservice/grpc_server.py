@@ -1,0 +1,178 @@
+"""Constellation's key service over gRPC: ``kms.API/GetDataKey`` on its own port (grpc.aio).
+
+The checks and messages are Constellation's, in its order: ``length`` 0 is
+``INVALID_ARGUMENT "can't derive key with length zero"``, an empty ``data_key_id`` is
+``INVALID_ARGUMENT "no data key ID specified"``, and the KMS is asked for ``"key-" + id``.
+Ours on top: a length over ``KeyService.MaxDEKSize`` is ``INVALID_ARGUMENT`` (Constellation
+lets a client ask for 4 GiB), a deleted id is ``FAILED_PRECONDITION``, a KMS that is down is
+``UNAVAILABLE``, and other failures are ``INTERNAL`` with a generic message (Constellation
+returns the KMS's error text).  Requests are bounded to 4 KiB.
+
+Transport: plain gRPC, as Constellation's (bind it to a loopback or cluster-internal
+address), or TLS with ``Grpc.CertFile``/``KeyFile``, mutual TLS with ``Grpc.ClientCAFile``.
+Every call writes a key audit line (``api: "grpc"``) with the peer's address and, under
+mutual TLS, its certificate's common name.
+
+Needs ``grpcio`` and ``protobuf``: ``install keybroker[grpc]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keybroker.config import GrpcConfig
+from keybroker.errors import ConfigError, ProxyError, ServiceUnavailable
+from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound
+from keybroker.keyservice.service import KeyEvent
+from keybroker.kms.errors import MissingExtra
+
+try:
+    import grpc
+    import grpc.aio
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise MissingExtra("the gRPC key service needs grpcio: install keybroker[grpc]") from exc
+
+from keybroker.keyservice import proto
+
+if TYPE_CHECKING:
+    from keybroker.keyservice.service import KeyService
+
+__all__ = ["MAX_REQUEST_BYTES", "GrpcKeyServer"]
+
+log = logging.getLogger("keybroker.keyservice")
+
+MAX_REQUEST_BYTES = 4096
+_LENGTH_ZERO = "can't derive key with length zero"
+_NO_ID = "no data key ID specified"
+
+_CODES: dict[type[ProxyError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    KeyDeleted: grpc.StatusCode.FAILED_PRECONDITION,
+    KeyNotFound: grpc.StatusCode.NOT_FOUND,
+    ServiceUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class GrpcKeyServer:
+    """The ``kms.API`` server of one key service."""
+
+    def __init__(self, service: KeyService, config: GrpcConfig) -> None:
+        self.service = service
+        self.config = config
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen on ``Grpc.Address``.  Raises ``ConfigError`` (cannot read the TLS files or
+        bind the address)."""
+        # gRPC binds with SO_REUSEPORT, so the worker processes of one server share the port.
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._get_data_key,
+            request_deserializer=proto.GetDataKeyRequest.FromString,
+            response_serializer=_serialize,
+        )
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(proto.SERVICE, {proto.METHOD: handler})]
+        )
+        self.port = _bind(server, self.config)
+        await server.start()
+        self._server = server
+        log.info("key service gRPC listening on port %d", self.port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop; in-flight calls get ``grace`` seconds.  Idempotent."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace)
+
+    async def _get_data_key(
+        self, request: proto.DataKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        event = KeyEvent("grpc", "get", client=_client_name(context))
+        event.source_ip = _peer_ip(context.peer())
+        try:
+            dek = await self._serve(request, event)
+        except ProxyError as exc:
+            event.failed(exc)
+            self.service.audit(event)
+            code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
+            details = exc.message if code is not grpc.StatusCode.INTERNAL else "internal error"
+            await context.abort(code, details)
+        try:
+            self.service.audit(event)
+        except ProxyError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the audit log cannot be written")
+        return proto.GetDataKeyResponse(data_key=dek)
+
+    async def _serve(self, request: proto.DataKeyRequest, event: KeyEvent) -> bytes:
+        """Constellation's checks in its order, then ours; the DEK (created on first use)."""
+        if request.length == 0:
+            raise InvalidArgument(_LENGTH_ZERO)
+        if not request.data_key_id:
+            raise InvalidArgument(_NO_ID)
+        store = self.service.store
+        if request.length > store.max_dek_size:
+            raise InvalidArgument(f"key length must be at most {store.max_dek_size} bytes")
+        key_id = event.key_id = store.check_id(request.data_key_id)
+        dek = await store.lookup(key_id, request.length)
+        if dek is None:
+            event.operation = "create"
+            dek = await store.create(key_id, request.length)
+        return dek
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _bind(server: grpc.aio.Server, config: GrpcConfig) -> int:
+    """Add the listening port (TLS when a certificate is configured).  Raises
+    ``ConfigError``."""
+    try:
+        if config.cert_file or config.key_file:
+            port = server.add_secure_port(config.address, _credentials(config))
+        else:
+            port = server.add_insecure_port(config.address)
+    except RuntimeError as exc:  # grpc raises when the address cannot be bound
+        raise ConfigError(f"KeyService.Grpc.Address: cannot listen: {exc}") from None
+    if not port:
+        raise ConfigError("KeyService.Grpc.Address: cannot listen on this address")
+    return port
+
+
+def _credentials(config: GrpcConfig) -> grpc.ServerCredentials:
+    cert, key = _read(config, "CertFile"), _read(config, "KeyFile")
+    ca = _read(config, "ClientCAFile") if config.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+_FILES = {"CertFile": "cert_file", "KeyFile": "key_file", "ClientCAFile": "client_ca_file"}
+
+
+def _read(config: GrpcConfig, name: str) -> bytes:
+    path = getattr(config, _FILES[name])
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"KeyService.Grpc.{name}: cannot read: {exc.strerror}") from None
+
+
+def _client_name(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The common name of a verified client certificate (mutual TLS), else ``None``."""
+    names = list(context.auth_context().get("x509_common_name", ()))
+    return names[0].decode("utf-8", "replace")[:256] if names else None
+
+
+def _peer_ip(peer: str) -> str:
+    """``ipv4:127.0.0.1:5000`` -> ``127.0.0.1``; ``ipv6:[::1]:5000`` -> ``::1``."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or rest
+    return peer[:256]

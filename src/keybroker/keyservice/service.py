@@ -1,0 +1,138 @@
+"""The key service's life cycle: its KMS, its HTTP handler on the proxy's port, its gRPC
+server, and the audit line of every key operation.
+
+:func:`attach` is what the proxy calls: with ``KeyService.Enabled`` it builds a
+:class:`KeyService` and registers its HTTP handler under the first segment of
+``KeyService.PathPrefix``; the proxy then awaits :meth:`KeyService.start` and
+:meth:`KeyService.stop` with its own.
+
+Audit: one line per key operation (``event: "key"``) with the API, operation, key id (or list
+prefix), caller account, decision, status and error code — never key material (the audit log
+itself refuses ``bytes`` and :class:`~keybroker.secret.Secret` values).  A key is released
+only after its ``allow`` line is written: if the audit log cannot be written the caller gets
+503 instead of the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from keybroker.config import KeyServiceConfig
+from keybroker.errors import ConfigError, KMSError, ProxyError, ServiceUnavailable
+from keybroker.keyservice.keys import KeyStore
+from keybroker.kms import ExternalKMS, from_uris
+from keybroker.kms.cluster import KEY_SERVICE_MIN_SALT
+
+if TYPE_CHECKING:
+    from keybroker.keyservice.grpc_server import GrpcKeyServer
+    from keybroker.proxy import Proxy
+
+__all__ = ["KeyEvent", "KeyService", "attach", "build_store"]
+
+log = logging.getLogger("keybroker.keyservice")
+
+
+@dataclass
+class KeyEvent:
+    """The audit record of one key operation, filled in as the request is served."""
+
+    api: str
+    operation: str | None = None
+    key_id: str | None = None
+    prefix: str | None = None
+    account: str | None = None
+    client: str | None = None
+    source_ip: str | None = None
+    request_id: str | None = None
+    decision: str = "allow"
+    status: int = 200
+    error_code: str | None = None
+
+    def failed(self, exc: ProxyError) -> None:
+        self.decision, self.status, self.error_code = "deny", exc.status, exc.code
+
+    def fields(self) -> dict[str, object]:
+        """The audit line's fields (``None`` values left out)."""
+        return {"event": "key", **{k: v for k, v in asdict(self).items() if v is not None}}
+
+
+def build_store(config: KeyServiceConfig) -> KeyStore:
+    """The key store the config names (no I/O but reading a local key file).
+
+    Raises ``ConfigError`` naming ``KeyService.KMS`` (bad URI, missing SDK, bad key file)."""
+    try:
+        kms = from_uris(
+            kms_uri=config.kms,
+            storage_uri=config.storage or None,
+            min_salt_bytes=KEY_SERVICE_MIN_SALT,
+        )
+    except KMSError as exc:  # our KMS messages name parameters, never their values
+        raise ConfigError(f"KeyService.KMS: {exc}") from None
+    return KeyStore(kms, max_dek_size=config.max_dek_size)
+
+
+class KeyService:
+    """The key service of one proxy; see the module docstring."""
+
+    def __init__(self, proxy: Proxy, config: KeyServiceConfig) -> None:
+        """Raises ``ConfigError`` (see :func:`build_store`)."""
+        from keybroker.keyservice.http import KeyServiceHTTP
+
+        self.proxy = proxy
+        self.config = config
+        self.store = build_store(config)
+        self.http = KeyServiceHTTP(self, config.path_prefix)
+        self.grpc: GrpcKeyServer | None = None
+
+    @property
+    def kms_name(self) -> str:
+        kms = self.store.kms
+        return kms.wrapper.name if isinstance(kms, ExternalKMS) else "cluster-kms"
+
+    async def start(self) -> None:
+        """Start the gRPC server if configured.  Raises ``ConfigError`` (it cannot listen),
+        ``MissingExtra`` (grpcio is not installed)."""
+        if not self.config.grpc.enabled:
+            return
+        from keybroker.keyservice.grpc_server import GrpcKeyServer
+
+        self.grpc = GrpcKeyServer(self, self.config.grpc)
+        await self.grpc.start()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the gRPC server (in-flight calls get ``grace`` seconds), close the KMS."""
+        try:
+            if self.grpc is not None:
+                await self.grpc.stop(grace)
+                self.grpc = None
+        finally:
+            await self.store.close()
+
+    def audit(self, event: KeyEvent) -> None:
+        """Write ``event``.  A failed write of an ``allow`` raises ``ServiceUnavailable``
+        (the key must not go out unrecorded); of a ``deny`` it is only logged."""
+        audit_log = self.proxy.audit
+        if audit_log is None or not audit_log.enabled:
+            return
+        try:
+            audit_log.record(event.fields())
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("key audit record failed: %s", type(exc).__name__)
+            if event.decision == "allow":
+                raise ServiceUnavailable(
+                    "the audit log cannot be written: no key released"
+                ) from None
+
+
+def attach(proxy: Proxy) -> KeyService | None:
+    """Build the key service of ``proxy.config`` and register its HTTP handler in
+    ``proxy.services``; ``None`` when ``KeyService.Enabled`` is false.  Raises
+    ``ConfigError``."""
+    config = proxy.config.key_service
+    if not config.enabled:
+        return None
+    service = KeyService(proxy, config)
+    proxy.services[service.http.segment] = service.http.handle
+    return service
