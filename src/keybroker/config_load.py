@@ -44,11 +44,15 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from keybroker import signers
 from keybroker.config import (
+    KEY_OPERATIONS,
     AuditConfig,
     Config,
     Endpoint,
     ForbiddenConfig,
+    GrpcConfig,
     HttpConfig,
+    KeyPolicy,
+    KeyServiceConfig,
     LogConfig,
     Policy,
     SecurityConfig,
@@ -533,13 +537,31 @@ _POLICY_FIELDS: _Fields = {
     "Regions": ("regions", _Reader.string_list),
     "SourceCIDRs": ("source_cidrs", _Reader.string_list),
 }
+_GRPC_FIELDS: _Fields = {
+    "Enabled": ("enabled", _Reader.boolean),
+    "Address": ("address", _Reader.string),
+    "CertFile": ("cert_file", _Reader.string),
+    "KeyFile": ("key_file", _Reader.string),
+    "ClientCAFile": ("client_ca_file", _Reader.string),
+}
+_KEY_SERVICE_FIELDS: _Fields = {
+    "Enabled": ("enabled", _Reader.boolean),
+    "PathPrefix": ("path_prefix", _Reader.string),
+    "KMS": ("kms", _Reader.string),
+    "Storage": ("storage", _Reader.string),
+    "MaxDEKSize": ("max_dek_size", _Reader.integer),
+}
+_KEY_POLICY_FIELDS: _Fields = {
+    "Prefixes": ("prefixes", _Reader.string_list),
+    "Operations": ("operations", _Reader.string_list),
+}
 _ENDPOINT_FIELDS: _Fields = {
     "AllowedHosts": ("allowed_hosts", _Reader.string_list),
     "MaxBodyBytes": ("max_body_bytes", _Reader.integer),
     "MaxConcurrentRequests": ("max_concurrent_requests", _Reader.integer),
 }
 
-_TOP_KEYS = ("Http", "Log", "Audit", "Forbidden", "Security", "Seal", "Endpoints")
+_TOP_KEYS = ("Http", "Log", "Audit", "Forbidden", "Security", "Seal", "KeyService", "Endpoints")
 _SEAL_KEYS = ("KMS", "Storage")
 _ENDPOINT_KEYS = (
     "CloudAccountName",
@@ -547,6 +569,7 @@ _ENDPOINT_KEYS = (
     "Credentials",
     "Upstream",
     "Policy",
+    "KeyPolicy",
     *_ENDPOINT_FIELDS,
 )
 _CREDENTIAL_KEYS = ("AccessKey", "SecretKey", "AccessToken", "ClientToken", "ClientSecret")
@@ -580,6 +603,8 @@ def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
     for name, obj, fields in sections:
         if name in top:
             _fill(r, obj, top[name], name, fields)
+    if "KeyService" in top:
+        _key_service(r, cfg.key_service, top["KeyService"])
     with _sealing(r, top.get("Seal")):
         if "Endpoints" in top:
             cfg.endpoints = _endpoints(r, top["Endpoints"], env)
@@ -631,6 +656,13 @@ def _broken_seal_section(token: str, **_: str) -> str:
     raise ConfigError("sealed value cannot be opened: the Seal section is invalid")
 
 
+def _key_service(r: _Reader, cfg: KeyServiceConfig, node: Node) -> None:
+    """``KeyService`` and its ``Grpc`` block."""
+    m = _fill(r, cfg, node, "KeyService", _KEY_SERVICE_FIELDS, ("Grpc",))
+    if "Grpc" in m:
+        _fill(r, cfg.grpc, m["Grpc"], "KeyService.Grpc", _GRPC_FIELDS)
+
+
 def _endpoints(r: _Reader, node: Node, env: Mapping[str, str]) -> list[Endpoint]:
     r.p.lines["Endpoints"] = _line(node)
     if r.is_null(node):
@@ -670,6 +702,9 @@ def _endpoint(r: _Reader, node: Node, path: str, env: Mapping[str, str]) -> Endp
             setattr(endpoint, attr, value)
     if m and "Policy" in m and not r.is_null(m["Policy"]):
         _fill(r, endpoint.policy, m["Policy"], f"{path}.Policy", _POLICY_FIELDS)
+    if m and "KeyPolicy" in m and not r.is_null(m["KeyPolicy"]):
+        endpoint.key_policy = KeyPolicy()
+        _fill(r, endpoint.key_policy, m["KeyPolicy"], f"{path}.KeyPolicy", _KEY_POLICY_FIELDS)
     return endpoint
 
 
@@ -988,6 +1023,7 @@ def _check_endpoint(ep: Endpoint, path: str, p: _Problems) -> None:
     if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip(".") for h in hosts):
         p.check(f"{path}.AllowedHosts", "expected a list of DNS names or suffixes")
     _check_policy(ep.policy, f"{path}.Policy", p)
+    _check_key_policy(ep.key_policy, f"{path}.KeyPolicy", p)
     if ep.upstream is not None and (
         not isinstance(ep.upstream, str) or (problem := _upstream_problem(ep.upstream))
     ):
@@ -1054,6 +1090,100 @@ def _check_config(cfg: Config, p: _Problems) -> None:
         _check_http(cfg.http, p)
         _check_sections(cfg, p)
     _check_endpoints(cfg.endpoints, p)
+    _check_key_service(cfg.key_service, p)
+
+
+# --- the key service (keybroker.keyservice) ---------------------------------------------------
+
+_PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def _check_key_policy(kp: object, path: str, p: _Problems) -> None:
+    if kp is None or not _is_type(p, path, kp, KeyPolicy, "a KeyPolicy or None"):
+        return
+    assert isinstance(kp, KeyPolicy)
+    if not isinstance(kp.prefixes, list) or not all(isinstance(x, str) for x in kp.prefixes):
+        p.check(f"{path}.Prefixes", "expected a list of key id prefixes")
+    ops = kp.operations
+    if not isinstance(ops, list) or not all(isinstance(x, str) for x in ops):
+        p.check(f"{path}.Operations", "expected a list of operations")
+        return
+    known = ", ".join((*KEY_OPERATIONS, "*"))
+    if not ops:
+        p.check(f"{path}.Operations", f"name at least one operation ({known})")
+    for i, op in enumerate(ops):
+        if op != "*" and op not in KEY_OPERATIONS:
+            p.check(f"{path}.Operations[{i}]", f"unknown operation '{_clip(op)}' (known: {known})")
+
+
+def _check_key_service(ks: object, p: _Problems) -> None:
+    if not _is_type(p, "KeyService", ks, KeyServiceConfig, "a KeyServiceConfig"):
+        return
+    assert isinstance(ks, KeyServiceConfig)
+    if not _is_type(p, "KeyService.Enabled", ks.enabled, bool, "a boolean") or not ks.enabled:
+        return
+    if problem := _path_prefix_problem(ks.path_prefix):
+        p.check("KeyService.PathPrefix", problem)
+    size = ks.max_dek_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 8160:
+        p.check("KeyService.MaxDEKSize", "expected an integer from 1 to 8160 (bytes)")
+    if not isinstance(ks.kms, str) or not ks.kms:
+        p.check("KeyService.KMS", "required when KeyService.Enabled is true (a kms:// URI)")
+    elif not isinstance(ks.storage, str):
+        p.check("KeyService.Storage", "expected a storage:// URI")
+    else:
+        for key, problem in _key_service_uri_problems(ks.kms, ks.storage):
+            p.check(f"KeyService.{key}", problem)
+    _check_grpc(ks.grpc, p)
+
+
+def _path_prefix_problem(prefix: object) -> str | None:
+    if not isinstance(prefix, str) or not _PATH_PREFIX.fullmatch(prefix.rstrip("/")):
+        return "expected a path such as /_keybroker/kms (letters, digits and . _ ~ -)"
+    if not prefix.lstrip("/").startswith("_"):
+        # so the key service can never shadow a cloud API path in native mode
+        return "the first path segment must start with '_' (such as /_keybroker/kms)"
+    return None
+
+
+def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
+    """Parameter checks of the two URIs, without building anything (no file or network)."""
+    from keybroker.kms.registry import load_storage_class, load_wrapper_class, validate_uri
+    from keybroker.kms.uri import parse_uri
+
+    out: list[tuple[str, str]] = []
+    for key, uri, scheme in (("KMS", kms, "kms"), ("Storage", storage, "storage")):
+        if not uri:
+            continue
+        try:
+            parsed = parse_uri(uri)
+            if parsed.scheme != scheme:
+                out.append((key, f"expected a {scheme}:// URI, not {parsed.scheme}://"))
+            elif (scheme, parsed.name) not in (("kms", "cluster-kms"), ("storage", "no-store")):
+                load = load_wrapper_class if scheme == "kms" else load_storage_class
+                validate_uri(load(parsed), parsed)
+        except KMSError as exc:  # our KMS messages name parameters, never their values
+            out.append((key, str(exc)))
+    return out
+
+
+def _check_grpc(grpc: object, p: _Problems) -> None:
+    path = "KeyService.Grpc"
+    if not _is_type(p, path, grpc, GrpcConfig, "a GrpcConfig"):
+        return
+    assert isinstance(grpc, GrpcConfig)
+    if not _is_type(p, f"{path}.Enabled", grpc.enabled, bool, "a boolean") or not grpc.enabled:
+        return
+    if problem := _address_problem(grpc.address):
+        p.check(f"{path}.Address", problem)
+    files: list[tuple[str, str]] = [("CertFile", grpc.cert_file), ("KeyFile", grpc.key_file)]
+    if grpc.cert_file or grpc.key_file or grpc.client_ca_file:
+        files += [("ClientCAFile", grpc.client_ca_file)] if grpc.client_ca_file else []
+        for key, value in files:
+            if not value or not isinstance(value, str):
+                p.check(f"{path}.{key}", "required for TLS (CertFile and KeyFile go together)")
+            elif problem := _readable_problem(value):
+                p.check(f"{path}.{key}", problem)
 
 
 # --- entry points ----------------------------------------------------------------------------
