@@ -507,7 +507,8 @@ class Proxy:
             request_log_line(
                 request_id=ctx.request_id,
                 method=ctx.method,
-                mode=ctx.mode,
+                # a key-service request is addressed natively; its action says "keyservice:"
+                mode="native" if ctx.mode == "keyservice" else ctx.mode,
                 status=ctx.status or 0,
                 account=ctx.account,
                 vendor=ctx.vendor,
