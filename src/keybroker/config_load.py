@@ -1148,6 +1148,7 @@ def _path_prefix_problem(prefix: object) -> str | None:
 
 def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
     """Parameter checks of the two URIs, without building anything (no file or network)."""
+    from keybroker.kms.cluster import ClusterKMS
     from keybroker.kms.registry import load_storage_class, load_wrapper_class, validate_uri
     from keybroker.kms.uri import parse_uri
 
@@ -1159,7 +1160,11 @@ def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
             parsed = parse_uri(uri)
             if parsed.scheme != scheme:
                 out.append((key, f"expected a {scheme}:// URI, not {parsed.scheme}://"))
-            elif (scheme, parsed.name) not in (("kms", "cluster-kms"), ("storage", "no-store")):
+            elif (scheme, parsed.name) == ("kms", "cluster-kms"):
+                ClusterKMS.validate_uri(parsed)
+            elif (scheme, parsed.name) == ("storage", "no-store"):
+                parsed.check_known()
+            else:
                 load = load_wrapper_class if scheme == "kms" else load_storage_class
                 validate_uri(load(parsed), parsed)
         except KMSError as exc:  # our KMS messages name parameters, never their values

@@ -1,0 +1,129 @@
+"""The KeyService section and per-endpoint KeyPolicy in config.yml: read, checked, refused
+with exact problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keybroker.config import KeyPolicy
+from keybroker.config_load import loads
+from keybroker.errors import ConfigError
+
+ENDPOINT = """
+Endpoints:
+  - CloudAccountName: a
+    Vendor: aws
+    Credentials:
+      Proxy: {AccessKey: AKIDPROXY1, SecretKey: proxy-secret-1}
+      Real: {AccessKey: AKIDREAL1, SecretKey: real-secret-1}
+    KeyPolicy: {Prefixes: ["tenant-a/"], Operations: [get, create, list]}
+"""
+
+
+def _config(key_service: str) -> str:
+    return key_service + ENDPOINT
+
+
+def test_reads_the_section_and_the_policy(tmp_path: Path) -> None:
+    kek = tmp_path / "kek.bin"
+    kek.write_bytes(bytes(32))
+    cfg = loads(
+        _config(f"""
+KeyService:
+  Enabled: true
+  PathPrefix: /_keybroker/kms
+  KMS: "kms://local?keyFile={kek}"
+  Storage: "storage://file?path={tmp_path}/deks"
+  Grpc: {{Enabled: true, Address: "127.0.0.1:9000"}}
+  MaxDEKSize: 48
+""")
+    )
+    ks = cfg.key_service
+    assert ks.enabled and ks.path_prefix == "/_keybroker/kms" and ks.max_dek_size == 48
+    assert ks.kms.startswith("kms://local") and ks.storage.startswith("storage://file")
+    assert ks.grpc.enabled and ks.grpc.address == "127.0.0.1:9000"
+    assert cfg.endpoints[0].key_policy == KeyPolicy(["tenant-a/"], ["get", "create", "list"])
+
+
+def test_absent_key_policy_is_none() -> None:
+    cfg = loads(
+        ENDPOINT.replace(
+            '    KeyPolicy: {Prefixes: ["tenant-a/"], Operations: [get, create, list]}\n', ""
+        )
+    )
+    assert cfg.endpoints[0].key_policy is None
+    assert cfg.key_service.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("KeyService: {Enabled: true}", "KeyService.KMS: required when KeyService.Enabled is true"),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://cluster-kms?key=AA", PathPrefix: /kms}',
+            "KeyService.PathPrefix: the first path segment must start with '_'",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://cluster-kms?key=AA", PathPrefix: "/_a/?x"}',
+            "KeyService.PathPrefix: expected a path",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://cluster-kms?key=AA", MaxDEKSize: 0}',
+            "KeyService.MaxDEKSize: expected an integer from 1 to 8160",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "storage://memory"}',
+            "KeyService.KMS: expected a kms:// URI, not storage://",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://local?keyFil=x", Storage: "storage://memory"}',
+            "KeyService.KMS: kms://local",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://nope", Storage: "storage://memory"}',
+            "unknown key-wrapping backend",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://cluster-kms?key=AA&salt=AA", '
+            'Grpc: {Enabled: true, Address: "nowhere"}}',
+            "KeyService.Grpc.Address: expected 'host:port'",
+        ),
+        (
+            'KeyService: {Enabled: true, KMS: "kms://cluster-kms?key=AA&salt=AA", '
+            "Grpc: {Enabled: true, CertFile: /no/such/cert.pem}}",
+            "KeyService.Grpc.KeyFile: required for TLS",
+        ),
+        ("KeyService: {Enabled: maybe}", "KeyService.Enabled: expected a boolean"),
+        ("KeyService: {Colour: red}", "KeyService.Colour: unknown field"),
+    ],
+)
+def test_problems_are_named(section: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        loads(_config(section + "\n"))
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ("{Operations: [get, steal]}", "KeyPolicy.Operations[1]: unknown operation 'steal'"),
+        ("{Operations: []}", "KeyPolicy.Operations: name at least one operation"),
+        ("{Prefixes: [a]}", "KeyPolicy.Operations: name at least one operation"),
+        ("{Operations: [get], Colour: red}", "KeyPolicy.Colour: unknown field"),
+    ],
+)
+def test_key_policy_problems(policy: str, problem: str) -> None:
+    text = ENDPOINT.replace('{Prefixes: ["tenant-a/"], Operations: [get, create, list]}', policy)
+    with pytest.raises(ConfigError) as caught:
+        loads(text)
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_a_secret_in_the_kms_uri_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        loads(
+            _config('KeyService: {Enabled: true, KMS: "kms://cluster-kms?key=SUPERSECRET&bad=1"}\n')
+        )
+    assert "SUPERSECRET" not in str(caught.value)
