@@ -203,7 +203,7 @@ def test_broken_file_reports_every_problem_with_its_line() -> None:
         (
             "Zzz: 1",
             "config.yml:1: Zzz: unknown field (known: Http, Log, Audit, Forbidden, Security, "
-            "Endpoints)",
+            "Seal, KeyService, Endpoints)",
         ),
         (
             "Http:\n  Address: ':1'\n  address: ':2'",
