@@ -55,10 +55,15 @@ def listen_address(http: HttpConfig) -> str:
     return http.tls.address if http.tls.enabled else http.address
 
 
-def bind_socket(http: HttpConfig) -> socket.socket:
-    """A listening TCP socket for the configured address, to share with worker processes.
-    ``:port`` listens on every interface (IPv6 and IPv4 where the system allows)."""
-    host, port = parse_address(listen_address(http))
+def bind_socket(
+    http: HttpConfig, *, reuse_port: bool = False, port: int | None = None
+) -> socket.socket:
+    """A listening TCP socket for the configured address (or ``port``), for a worker process.
+    ``:port`` listens on every interface (IPv6 and IPv4 where the system allows).  With
+    ``reuse_port`` several sockets share the port and the kernel spreads connections over
+    them (SO_REUSEPORT): one per worker keeps the cores evenly busy."""
+    host, cfg_port = parse_address(listen_address(http))
+    port = cfg_port if port is None else port
     if host:
         family, kind, proto, _, addr = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -72,6 +77,8 @@ def bind_socket(http: HttpConfig) -> socket.socket:
         except OSError:  # no IPv6 here: every IPv4 interface
             sock, addr = socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(addr)
     sock.listen(1024)
     sock.set_inheritable(True)

@@ -1,7 +1,8 @@
 """Several worker processes sharing one listening socket (``Http.Workers``).
 
-The supervisor binds the socket, starts ``N`` workers (``python -m keybroker _worker``, each
-handed the socket's file descriptor and the config path), and owns what they must share: the
+The supervisor binds one listening socket per worker on the same port (SO_REUSEPORT), starts
+``N`` workers (``python -m keybroker _worker``, each handed its socket's file descriptor and
+the config path), and owns what they must share: the
 replay cache (a UNIX socket server, see :mod:`keybroker.replay`) and the metrics directory.
 It restarts a worker that dies, forwards SIGHUP (and config-file changes, after checking the
 new file itself) to every worker, and on SIGTERM/SIGINT lets them drain and exits 0.
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -47,14 +49,35 @@ class Supervisor:
         self.count = worker_count(config.http.workers)
         self.workers: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = False
-        self._state_dir = Path(tempfile.mkdtemp(prefix="keybroker-"))
+        self._state_dir = Path(tempfile.mkdtemp(prefix="keybroker-"))  # mode 0700
         self._extra_env: dict[str, str] = {}
+        # Workers read the last config the supervisor accepted, never the file being edited:
+        # a worker restarted while the file holds a broken config must still come up.
+        self._snapshot = self._state_dir / "config.yml"
+        self._save_snapshot()
 
     def run(self) -> int:
-        return asyncio.run(self._main())
+        try:
+            return asyncio.run(self._main())
+        finally:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+
+    def _save_snapshot(self) -> None:
+        data = Path(self.config_path).read_bytes()
+        tmp = self._snapshot.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self._snapshot)
 
     async def _main(self) -> int:
-        sock = bind_socket(self.config.http)
+        # one listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
+        # connections evenly, and a restarting worker's connections wait in its backlog
+        first = bind_socket(self.config.http, reuse_port=True)
+        port = int(first.getsockname()[1])
+        socks = [first] + [
+            bind_socket(self.config.http, reuse_port=True, port=port) for _ in range(self.count - 1)
+        ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,14 +86,15 @@ class Supervisor:
         shared = await self._start_shared_state()
         watcher = asyncio.create_task(watch_file(self.config_path, self._reload))
         keepers = [
-            asyncio.create_task(self._keep_worker(slot, sock.fileno()))
+            asyncio.create_task(self._keep_worker(slot, socks[slot].fileno()))
             for slot in range(self.count)
         ]
         log.info("supervising %d workers", self.count)
         await stop.wait()
         self._stopping = True
         watcher.cancel()
-        sock.close()  # no new connections; workers finish what they have
+        for sock in socks:
+            sock.close()  # no new connections; workers finish what they have
         for proc in list(self.workers.values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -118,7 +142,7 @@ class Supervisor:
                 "--fd",
                 str(fd),
                 "--config",
-                self.config_path,
+                str(self._snapshot),
                 pass_fds=(fd,),
                 env={**os.environ, **self._extra_env, "KEYBROKER_WORKER": str(slot)},
             )
@@ -136,6 +160,7 @@ class Supervisor:
         """Check the new config here (one clear log line if it is bad), then tell workers."""
         try:
             self.config = self.load()
+            self._save_snapshot()
         except Exception as exc:
             log.error("config reload rejected; workers keep the old config: %s", exc)
             return
