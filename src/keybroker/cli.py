@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from keybroker import __version__
 from keybroker.config import Config
 from keybroker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keybroker.proxy import Proxy
 
 __all__ = ["main"]
 
@@ -90,7 +94,6 @@ def _load_or_report(path: str) -> Config | None:
 def cmd_serve(path: str) -> int:
     """One process for ``Http.Workers: 1``; else a supervisor and that many workers."""
     from keybroker.logs import setup_logging
-    from keybroker.proxy import Proxy
     from keybroker.serving import run_until_signalled
     from keybroker.supervisor import Supervisor, worker_count
 
@@ -100,7 +103,10 @@ def cmd_serve(path: str) -> int:
     setup_logging(config.log)
     if worker_count(config.http.workers) > 1:
         return Supervisor(path, config, lambda: _load(path)).run()
-    run_until_signalled(Proxy(config), reload=lambda: _load(path), watch=path)
+    proxy = _proxy_or_report(path, config)
+    if proxy is None:
+        return 1
+    run_until_signalled(proxy, reload=lambda: _load(path), watch=path)
     return 0
 
 
@@ -109,7 +115,6 @@ def cmd_worker(fd: int, path: str) -> int:
     import socket
 
     from keybroker.logs import setup_logging
-    from keybroker.proxy import Proxy
     from keybroker.serving import run_until_signalled
 
     config = _load_or_report(path)
@@ -117,8 +122,25 @@ def cmd_worker(fd: int, path: str) -> int:
         return 1
     setup_logging(config.log)
     sock = socket.socket(fileno=fd)
-    run_until_signalled(Proxy(config), reload=lambda: _load(path), sock=sock)
+    proxy = _proxy_or_report(path, config)
+    if proxy is None:
+        return 1
+    run_until_signalled(proxy, reload=lambda: _load(path), sock=sock)
     return 0
+
+
+def _proxy_or_report(path: str, config: Config) -> Proxy | None:
+    """The proxy, or ``None`` after printing why it cannot be built (a key service whose KMS
+    cannot be set up, say)."""
+    from keybroker.proxy import Proxy
+
+    try:
+        return Proxy(config)
+    except ConfigError as exc:
+        print(f"{path}: cannot start:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
