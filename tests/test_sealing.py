@@ -222,6 +222,9 @@ def test_seal_argument_guards(sealer: Sealer) -> None:
         sealer.seal("", account="acct", field=REAL)
     with pytest.raises(ValueError, match=r"1\.\.65536 bytes"):
         sealer.seal("x" * 65537, account="acct", field=REAL)
+    with pytest.raises(ValueError, match="valid unicode") as info:
+        sealer.seal("xq\ud800zw", account="acct", field=REAL)
+    assert "\\ud800" not in str(info.value) and "xq" not in str(info.value)
     with pytest.raises(ValueError, match="account name must be"):
         sealer.seal("v", account="", field=REAL)
     with pytest.raises(ValueError, match="account name must be"):

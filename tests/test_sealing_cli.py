@@ -22,6 +22,8 @@ import boto3
 import pytest
 import yaml
 from botocore.config import Config as BotoConfig
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keybroker.config_load import loads
 from keybroker.sealing import CANNOT_OPEN
@@ -370,3 +372,57 @@ def test_serve_refuses_a_tampered_value_at_start_up(tmp_path: Path, seal_section
     assert r.returncode == 1 and time.monotonic() - started < 30
     assert f"config.yml:14: Endpoints[0].{REAL}: {CANNOT_OPEN}" in r.stderr
     assert sealed not in r.stderr and flip(sealed) not in r.stderr and "Traceback" not in r.stderr
+
+
+def _yaml_scalar(value: str, style: str) -> str:
+    if style == "double":
+        return json.dumps(value, ensure_ascii=False)
+    if style == "single":
+        return "'" + value.replace("'", "''") + "'"
+    return value
+
+
+_VALUE = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), max_codepoint=0x3000),
+    min_size=1,
+    max_size=30,
+).filter(lambda v: not v.startswith("$") and v.strip() == v)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(
+        st.tuples(_VALUE, st.sampled_from(["double", "single", "plain"])), min_size=2, max_size=2
+    )
+)
+def test_rewrite_keeps_every_value_whatever_its_quoting(
+    tmp_path: Path, seal_section: str, values: list[tuple[str, str]]
+) -> None:
+    from keybroker.cli import main
+
+    # The proxy's value sits in a flow mapping, the real one in a block: check each parses.
+    wrappers = ("{{k: {}}}", "k: {}")
+    scalars = []
+    for (value, style), wrap in zip(values, wrappers, strict=True):
+        text = _yaml_scalar(value, style)
+        try:
+            ok = yaml.safe_load(wrap.format(text)) == {"k": value}
+        except yaml.YAMLError:
+            ok = False
+        scalars.append(text if ok else json.dumps(value, ensure_ascii=False))
+    proxy = f"{{AccessKey: AKIDPROXY0000000001, SecretKey: {scalars[0]}}}"
+    cfg = tmp_path / "prop.yml"
+    cfg.write_text(
+        f"{seal_section}Endpoints:\n  - CloudAccountName: acct\n    Vendor: aws\n"
+        f"    Credentials:\n      Proxy: {proxy}\n"
+        f"      Real:\n        AccessKey: AKIAREAL00000000001\n        SecretKey: {scalars[1]}\n"
+    )
+    before = loads(cfg.read_text(), env={}).endpoints[0]
+    assert main(["seal", "--config", str(cfg), "--rewrite"]) == 0
+    after_text = cfg.read_text()
+    assert len(REFERENCE.findall(after_text)) == 2
+    after = loads(after_text, env={}).endpoints[0]
+    assert after.proxy.secret_key == before.proxy.secret_key
+    assert after.real.secret_key == before.real.secret_key

@@ -185,7 +185,10 @@ class Sealer:
 
         Raises ``ValueError`` (empty or oversized value, bad field or account), ``KMSError``
         (the KMS failed), ``RuntimeError`` once closed."""
-        raw = (value.reveal() if isinstance(value, Secret) else value).encode("utf-8")
+        try:
+            raw = (value.reveal() if isinstance(value, Secret) else value).encode("utf-8")
+        except UnicodeEncodeError:  # its text would quote the value
+            raise ValueError("a sealed value must be valid unicode (no lone surrogates)") from None
         if not raw or len(raw) > _MAX_VALUE_BYTES:
             raise ValueError(f"a sealed value must be 1..{_MAX_VALUE_BYTES} bytes")
         field = normalise_field(field)
