@@ -70,7 +70,16 @@ async def test_write_format_option(key_file: Path) -> None:
 
 def test_registry_names() -> None:
     assert storage_names() == ["aws", "azure", "file", "gcp", "memory", "no-store"]
-    assert wrapper_names() == ["aws", "azure", "cluster-kms", "gcp", "local"]
+    assert wrapper_names() == [
+        "aws",
+        "azure",
+        "cluster-kms",
+        "gcp",
+        "kmip",
+        "local",
+        "pkcs11",
+        "vault",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -100,10 +109,10 @@ def test_registry_names() -> None:
             "kms://local stores wrapped DEKs: it needs a storage URI, not storage://no-store",
         ),
         (
-            "kms://vault?x=1",
+            "kms://nosuch?x=1",
             "storage://memory",
-            "kms://vault: unknown key-wrapping backend"
-            " (known: aws, azure, cluster-kms, gcp, local)",
+            "kms://nosuch: unknown key-wrapping backend"
+            " (known: aws, azure, cluster-kms, gcp, kmip, local, pkcs11, vault)",
         ),
         (
             "kms://local?keyFile=/k",
