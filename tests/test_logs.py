@@ -335,7 +335,7 @@ def test_request_log_line_has_the_access_fields_and_no_secret(tmp_path: Path) ->
 def test_request_log_line_caps_request_strings_and_checks_mode() -> None:
     fields = request_log_line(request_id="x" * 5000, method="GET", mode="native", status=200)
     assert fields["request_id"] == "x" * 256
-    with pytest.raises(ValueError, match=r"^mode must be 'keyproxy' or 'native'$"):
+    with pytest.raises(ValueError, match=r"^mode must be 'keyproxy', 'native' or 'keyservice'$"):
         request_log_line(request_id="r", method="GET", mode="proxy", status=200)
 
 

@@ -476,7 +476,7 @@ def log_event(
         target.log(number, "%s", msg, extra={"fields": fields}, stacklevel=2)
 
 
-_MODES = frozenset({"keyproxy", "native"})
+_MODES = frozenset({"keyproxy", "native", "keyservice"})
 _MAX_TEXT = 256  # request-derived strings are capped: a log line is not a dump channel
 ACCESS_LOGGER = LOGGER_NAME + ".access"
 
@@ -507,7 +507,7 @@ def request_log_line(
     or ``native``.
     """
     if mode not in _MODES:
-        raise ValueError("mode must be 'keyproxy' or 'native'")
+        raise ValueError("mode must be 'keyproxy', 'native' or 'keyservice'")
     status_code = int(status)
     fields: dict[str, object] = {
         "request_id": _cap(request_id),

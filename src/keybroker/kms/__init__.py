@@ -16,6 +16,7 @@ a wrong KMS URI never creates a bucket.
 from __future__ import annotations
 
 from keybroker.kms.base import KMS, KeyWrapper, WrappedKey
+from keybroker.kms.cache import CachedKMS
 from keybroker.kms.cluster import ClusterKMS, hkdf_sha256
 from keybroker.kms.envelope import WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import (
@@ -38,11 +39,13 @@ from keybroker.kms.registry import (
     validate_uri,
     wrapper_from_uri,
 )
+from keybroker.kms.rewrap import RewrapReport, rewrap_all
 from keybroker.kms.uri import ParsedURI, parse_uri, resolve_secret
 
 __all__ = [
     "KMS",
     "BackendError",
+    "CachedKMS",
     "ClusterKMS",
     "DEKExists",
     "DEKNotFound",
@@ -54,6 +57,7 @@ __all__ = [
     "LocalKeyWrapper",
     "MissingExtra",
     "ParsedURI",
+    "RewrapReport",
     "WrappedKey",
     "WriteFormat",
     "from_uris",
@@ -63,6 +67,7 @@ __all__ = [
     "register_storage",
     "register_wrapper",
     "resolve_secret",
+    "rewrap_all",
     "seal_dek",
     "storage_from_uri",
     "wrapper_from_uri",

@@ -91,6 +91,10 @@ async def current_kek_version(wrapper: KeyWrapper) -> str:
     return probe.kek_version
 
 
+#: ids under these prefixes hold markers, not wrapped DEKs (the key service's tombstones)
+_NOT_DEKS = ("keybroker-tombstones/",)
+
+
 async def rewrap_all(
     kms: ExternalKMS,
     *,
@@ -115,7 +119,11 @@ async def rewrap_all(
     target = await current_kek_version(kms.wrapper)
     state = _State(Path(state_path) if state_path is not None else None, prefix, target)
     resumed_after = state.load()
-    ids = [i for i in await kms.storage.list(prefix) if resumed_after is None or i > resumed_after]
+    ids = [
+        i
+        for i in await kms.storage.list(prefix)
+        if (resumed_after is None or i > resumed_after) and not i.startswith(_NOT_DEKS)
+    ]
     walk = _Walk(kms, ids, target, state, progress)
     await walk.run(concurrency)
     if walk.failures:
