@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from keybroker import metrics
 from keybroker.config import Config, HttpConfig
 
 if TYPE_CHECKING:
@@ -174,8 +175,10 @@ def reload_proxy(proxy: Proxy, reload: Callable[[], Config]) -> bool:
             setup_logging(config.log)
     except Exception as exc:
         log.error("config reload rejected; keeping the old config: %s", exc)
+        metrics.config_reload("rejected")
         return False
     log.info("config reloaded", extra={"fields": {"accounts": len(config.endpoints)}})
+    metrics.config_reload("ok")
     return True
 
 

@@ -12,6 +12,7 @@ import asyncio
 import os
 from typing import Any
 
+from keybroker import metrics
 from keybroker.kms.base import KeyWrapper
 from keybroker.kms.cluster import check_dek_size
 from keybroker.kms.envelope import WriteFormat, open_dek, seal_dek
@@ -75,11 +76,20 @@ class ExternalKMS:
         if self._closed:
             raise RuntimeError("this KMS is closed")
         await self.open()
+        backend = getattr(self._wrapper, "name", "external")
         try:
-            blob = await self._storage.get(dek_id)
-        except DEKNotFound:
-            return await self._create(dek_id, dek_size)
-        return await open_dek(self._wrapper, dek_id, dek_size, blob)
+            try:
+                blob = await self._storage.get(dek_id)
+            except DEKNotFound:
+                dek = await self._create(dek_id, dek_size)
+                metrics.kms_op(backend, "create", "ok")
+                return dek
+            dek = await open_dek(self._wrapper, dek_id, dek_size, blob)
+        except Exception as exc:
+            metrics.kms_op(backend, "get", type(exc).__name__)
+            raise
+        metrics.kms_op(backend, "get", "ok")
+        return dek
 
     async def _create(self, dek_id: str, dek_size: int) -> bytes:
         dek = os.urandom(dek_size)
