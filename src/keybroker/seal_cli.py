@@ -119,11 +119,11 @@ def _init(args: argparse.Namespace) -> int:
         "# sealed values cannot be opened.  Add this section to the config:",
         file=sys.stderr,
     )
-    print(f"Seal:\n  KMS: {json.dumps(cluster_uri(master, salt))}")
+    print(f"Seal:\n  KMS: {json.dumps(_cluster_uri(master, salt))}")
     return EXIT_OK
 
 
-def cluster_uri(master: Path, salt: str) -> str:
+def _cluster_uri(master: Path, salt: str) -> str:
     """``kms://cluster-kms?key=file:PATH&salt=...`` with ``PATH`` %-escaped for the URI."""
     path = urllib.parse.quote(str(master), safe="/-_.~+")
     return f"kms://cluster-kms?key=file:{path}&salt={salt}"
