@@ -49,11 +49,19 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
         axes[0].plot(conns, [r["proxied"]["rps"] for r in mine], "o-", label=f"{vendor} proxied")
         cpu = [r["proxied"]["proxy_cpu_us_per_request"] for r in mine]
         axes[1].plot(conns, cpu, "o-", label=vendor)
-    axes[0].set(title="requests/s", xlabel="connections", xscale="log")
+    for r in results.get("floor", []):
+        p = r["proxied"]
+        axes[0].plot([r["connections"]], [p["rps"]], "k^", label=f"{r['vendor']} aiohttp floor")
+        axes[1].plot([r["connections"]], [p["proxy_cpu_us_per_request"]], "k^")
+    axes[0].set(title="requests/s (log scale)", xlabel="connections", yscale="log")
     axes[1].axhline(60, color="grey", linestyle=":", label="target 60 µs")
-    axes[1].set(title="proxy CPU per request (µs)", xlabel="connections", xscale="log")
+    axes[1].set(title="proxy CPU per request, µs (▲ aiohttp floor)", xlabel="connections")
+    ticks = sorted({r["connections"] for r in rows})
     for ax in axes:
-        ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     return fig
 

@@ -134,6 +134,14 @@ def print_table(results: dict[str, Any], targets: list[Target]) -> None:
             f"{p['latency_ms']['p50']:7.2f} {p['latency_ms']['p99']:7.2f} "
             f"{p['foreign_cores']:8.2f} cores"
         )
+    refs = [("Log.Level warn", r) for r in results.get("log_warn", [])]
+    refs += [("aiohttp floor", r) for r in results.get("floor", [])]
+    for label, r in refs:
+        p = r["proxied"]
+        print(
+            f"{r['vendor']:11} {r['connections']:5d} {label:>21} {p['rps']:10.0f}/s"
+            f" {p['proxy_cpu_us_per_request']:10.0f} µs/req"
+        )
     print()
     print(f"{'target':52} {'measured':>10} {'target':>10}  {'':3} reference")
     for t in targets:

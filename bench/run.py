@@ -240,6 +240,28 @@ def posts(bench: Bench, kb: ProxyServer) -> dict[str, Any]:
     return out
 
 
+def quiet_log(bench: Bench, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep's peak runs again with ``Log.Level: warn`` (no access line per request): what
+    the access log costs."""
+    s, out = bench.settings, []
+    a, up = bench.accounts, bench.upstream_port
+    with keybroker_serve(bench.workdir, up, a, replay=False, level="warn") as kb:
+        for vendor in VENDORS:
+            c = _peak(rows, vendor, "proxied")["connections"]
+            reqs = bench.fresh(vendor, min(bench.settings.pool, 2000))
+            bench.load(f"{vendor}-warn", kb.port, reqs, 8, 1.0)
+            p = _measured(
+                bench, kb, partial(bench.load, f"{vendor}-warn", kb.port, reqs, c, s.duration)
+            )
+            out.append({"vendor": vendor, "connections": c, "proxied": p})
+            print(
+                f"  {vendor:10} c={c:<3} Log.Level warn: {p['rps']:8.0f}/s"
+                f"  proxy CPU {p['proxy_cpu_us_per_request']:7.0f} µs/req",
+                flush=True,
+            )
+    return out
+
+
 def floor(bench: Bench, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same load through the cheapest aiohttp pass-through proxy (one process): the part
     of the per-request cost that aiohttp itself sets."""
@@ -325,6 +347,9 @@ def run(settings: Settings) -> dict[str, Any]:
                 results["throughput"] = sweep(bench, kb, pools)
                 if settings.profile:
                     results["profile"] = profile(bench, kb, pools["aws"])
+            if level.lower() in ("debug", "info"):
+                print("the same with Log.Level warn (no access log line):", flush=True)
+                results["log_warn"] = quiet_log(bench, results["throughput"])
             print("the floor: a bare aiohttp pass-through proxy, same load:", flush=True)
             results["floor"] = floor(bench, results["throughput"])
             print(

@@ -70,14 +70,17 @@ def test_replay_on_every_request_accepted(results: dict[str, Any]) -> None:
         _load_result(r["proxied"])  # a repeat would be refused: non_2xx == 0 means all unique
 
 
-def test_latency_and_floor(results: dict[str, Any]) -> None:
+def test_latency_and_reference_runs(results: dict[str, Any]) -> None:
     for r in results["latency"]:
         assert r["rate"] >= 10
         _load_result(r["direct"])
         _load_result(r["proxied"])
         assert set(r["added_ms"]) == {"p50", "p90", "p99"}
-    for r in results["floor"]:
-        _load_result(r["proxied"])
+    for part in ("floor", "log_warn"):
+        assert {r["vendor"] for r in results[part]} == VENDORS
+        for r in results[part]:
+            _load_result(r["proxied"])
+            assert r["proxied"]["proxy_cpu_us_per_request"] > 0
 
 
 def test_large_bodies_and_posts(results: dict[str, Any]) -> None:
