@@ -29,6 +29,15 @@ from bench.wrk import have_wrk, run_wrk, write_requests
 __all__ = ["Settings", "run"]
 
 VENDORS = ("aws", "volcengine")
+METHOD = {
+    "requests": "key-proxy wire contract (X-Mcdn-* headers), signed with the vendor SDKs",
+    "throughput": "closed loop (wrk, Lua cycling pre-signed requests), replay cache off",
+    "replay_on": "the same at the peak concurrency, every request unique, replay cache on",
+    "latency": "open loop (Python, fixed rate = share of peak), latency from the scheduled time",
+    "proxy_cpu": "utime+stime of the supervisor and workers (/proc) over the run / requests",
+    "foreign_cores": "machine CPU (/proc/stat) not used by the proxy, upstream or load generator",
+    "rss": "VmRSS of each worker sampled every 10 ms, and VmHWM after clear_refs",
+}
 MIB = 1 << 20
 
 
@@ -321,6 +330,7 @@ def meta(settings: Settings) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "settings": {k: v for k, v in settings.__dict__.items() if k != "artifacts"},
+        "method": METHOD,
     }
 
 
