@@ -28,6 +28,7 @@ from keybroker.netguard import DestinationRefused
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
 from keybroker.signers.base import BodyTransformer
+from keybroker.spool import SpooledBody
 
 __all__ = ["CHUNK", "HOP_BY_HOP", "Forwarder", "read_bounded"]
 
@@ -71,7 +72,7 @@ class Forwarder:
         request: web.BaseRequest,
         ctx: RequestContext,
         up: SigningRequest,
-        body: bytes | None,
+        body: bytes | SpooledBody | None,
         auth: ParsedAuth | None,
         limit: int | None = None,
     ) -> web.StreamResponse:
@@ -114,7 +115,7 @@ class Forwarder:
     def _body_for_upstream(
         self,
         request: web.BaseRequest,
-        body: bytes | None,
+        body: bytes | SpooledBody | None,
         auth: ParsedAuth | None,
         headers: CIMultiDict[str],
         limit: int,
@@ -125,6 +126,9 @@ class Forwarder:
         resent_length = headers.get("content-length") if transformer is not None else None
         for name in ("content-length", "transfer-encoding"):
             headers.popall(name, None)
+        if isinstance(body, SpooledBody):  # verified from its hash; now sent from the spool
+            headers["Content-Length"] = str(body.size)
+            return body.chunks(), None
         if body is not None:
             if body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
                 headers["Content-Length"] = str(len(body))

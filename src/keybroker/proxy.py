@@ -54,6 +54,7 @@ from keybroker.replay import ReplayCache, replay_cache_from_config
 from keybroker.routing import Route, Router, upstream_request, vendor_domains
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, Signer, SigningRequest
+from keybroker.spool import SPOOL_THRESHOLD, SpooledBody, spool_body
 
 __all__ = ["Hooks", "Proxy", "RequestContext"]
 
@@ -355,14 +356,37 @@ class Proxy:
         ctx.service, ctx.region, ctx.action = auth.service, auth.region, auth.action
         limit = endpoint.max_body_bytes or self.config.http.max_body_bytes
         body = route.signed.body
+        spooled = None
         if body is None and auth.body is BodyPolicy.BUFFER:
-            body = await read_bounded(request, limit, self.config.http.client_timeout)
+            if _spools(signer, request):
+                spooled = await spool_body(request, limit, self.config.http.client_timeout)
+                auth.body_sha256 = spooled.sha256
+            else:
+                body = await read_bounded(request, limit, self.config.http.client_timeout)
+        try:
+            return await self._verified(request, ctx, route, endpoint, body, spooled, limit)
+        finally:
+            if spooled is not None:
+                spooled.close()
+
+    async def _verified(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: Route,
+        endpoint: Endpoint,
+        body: bytes | None,
+        spooled: SpooledBody | None,
+        limit: int,
+    ) -> web.StreamResponse:
+        signer, auth = route.signer, route.auth
+        assert signer is not None and auth is not None
         try:
             self._verify(route.signed, signer, auth, endpoint, body)
         except (SignatureMismatch, RequestExpired):
             if self.config.forbidden.forbidden_proxy_credential_err:
                 raise
-            return await self._pass_unverified(request, ctx, route, body)
+            return await self._pass_unverified(request, ctx, route, body or spooled)
         await self._check_replay(route.signed, auth, endpoint, body)
         ctx.action = _action(route, auth, body)
         policy.check(endpoint.policy, _facts(ctx, request))
@@ -372,7 +396,7 @@ class Proxy:
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
         if upstream.body is not None:  # a body-credential scheme re-signed inside the body
             body = upstream.body
-        return await self._forwarder.forward(request, ctx, upstream, body, auth, limit)
+        return await self._forwarder.forward(request, ctx, upstream, body or spooled, auth, limit)
 
     # ------------------------------------------------------------- verification
 
@@ -406,7 +430,7 @@ class Proxy:
         ttl = valid_until - self.clock().timestamp() + 1.0
         if ttl <= 0:
             return
-        key = _replay_key(endpoint.vendor, signed, body)
+        key = _replay_key(endpoint.vendor, signed, body, auth.body_sha256)
         if not await cache.first_use(key, min(ttl, 30 * 86400)):
             raise Replayed("this signed request was already used (replay)")
 
@@ -441,7 +465,11 @@ class Proxy:
         return await self._forwarder.forward(request, ctx, up, body, None)
 
     async def _pass_unverified(
-        self, request: web.BaseRequest, ctx: RequestContext, route: Route, body: bytes | None
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: Route,
+        body: bytes | SpooledBody | None,
     ) -> web.StreamResponse:
         """``ForbiddenProxyCredentialErr: false``: forward exactly what came, never a signature
         the proxy computed, and only where the account's requests may go."""
@@ -530,7 +558,9 @@ class Proxy:
 # ---------------------------------------------------------------------- helpers
 
 
-def _replay_key(vendor: str, signed: SigningRequest, body: bytes | None) -> bytes:
+def _replay_key(
+    vendor: str, signed: SigningRequest, body: bytes | None, body_sha256: str | None = None
+) -> bytes:
     """Everything a signature can cover: two requests with the same key are the same signed
     request (the signature lives in the Authorization header, the query or the body)."""
     h = hashlib.sha256()
@@ -540,7 +570,18 @@ def _replay_key(vendor: str, signed: SigningRequest, body: bytes | None) -> byte
         h.update(value.encode("utf-8", "surrogateescape") + b"\0")
     if body:
         h.update(hashlib.sha256(body).digest())
+    elif body_sha256:
+        h.update(bytes.fromhex(body_sha256))
     return h.digest()
+
+
+def _spools(signer: Signer, request: web.BaseRequest) -> bool:
+    """Spool (hash into a temporary file) rather than buffer: only for signers that can verify
+    from the hash alone, and only when the body is large or of unknown length."""
+    if not getattr(signer, "accepts_body_sha256", False):
+        return False
+    length = request.content_length
+    return length is None or length > SPOOL_THRESHOLD
 
 
 def _first_segment(path: str) -> str:

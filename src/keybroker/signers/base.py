@@ -129,6 +129,9 @@ class ParsedAuth:
     body: BodyPolicy = BodyPolicy.BUFFER
     payload_sha256: str | None = None
     in_query: bool = False
+    #: the body's SHA-256 (hex) when the proxy spooled a large body instead of handing it
+    #: over whole; only for signers with ``accepts_body_sha256 = True``
+    body_sha256: str | None = None
     expires: int | None = None  # seconds of validity after signed_at (presigned URLs)
     action: str | None = None
     state: object = None  # scheme-private data carried from parse to verify/resign
