@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from typing import Self
@@ -58,11 +57,22 @@ def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     """RFC 5869 HKDF with SHA-256, exactly as specified (an empty salt means 32 zero bytes).
     Raises ``ValueError`` for a length outside 1..8160, before computing anything."""
     check_dek_size(length)
-    prk = hmac.new(salt or bytes(_HASH_LEN), ikm, hashlib.sha256).digest()
+    return _expand(_extract(salt, ikm), info, length)
+
+
+def _extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract: PRK = HMAC-SHA256(salt, IKM)."""
+    return hmac.digest(salt or bytes(_HASH_LEN), ikm, "sha256")
+
+
+def _expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (``length`` already checked)."""
+    if length <= _HASH_LEN:  # the common case: one block
+        return hmac.digest(prk, info + b"\x01", "sha256")[:length]
     blocks: list[bytes] = []
     previous = b""
     for counter in range(1, -(-length // _HASH_LEN) + 1):
-        previous = hmac.new(prk, previous + info + bytes([counter]), hashlib.sha256).digest()
+        previous = hmac.digest(prk, previous + info + bytes([counter]), "sha256")
         blocks.append(previous)
     return b"".join(blocks)[:length]
 
@@ -87,6 +97,7 @@ class ClusterKMS:
             raise KMSConfigError(f"salt must be at least {min_salt_bytes} bytes")
         self._secret = secret
         self._salt = salt
+        self._prk = _extract(salt, secret)  # the same for every DEK: computed once
 
     @classmethod
     def validate_uri(cls, parsed: ParsedURI) -> None:
@@ -110,11 +121,11 @@ class ClusterKMS:
 
     def derive(self, info: bytes, size: int) -> bytes:
         """HKDF over raw ``info`` bytes.  Raises ``ValueError`` for a bad size."""
-        return hkdf_sha256(self._secret, self._salt, info, size)
+        return _expand(self._prk, info, check_dek_size(size))
 
     async def get_dek(self, dek_id: str, dek_size: int) -> bytes:
         """The DEK for ``dek_id``.  Raises ``TypeError`` / ``ValueError`` for a bad id or size."""
-        return self.derive(_id_bytes(dek_id), check_dek_size(dek_size))
+        return _expand(self._prk, _id_bytes(dek_id), check_dek_size(dek_size))
 
     async def close(self) -> None:
         """Nothing to release (idempotent)."""
