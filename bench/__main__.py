@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", help="connections (default 8 32 64)")
     p.add_argument("--transfer-mib", type=int, help="large transfer size (default 1024 MiB)")
     p.add_argument("--kms-seconds", type=float, help="seconds per KMS measurement")
+    p.add_argument("--repeat", type=int, default=1, help="runs per throughput point (best kept)")
     p.add_argument("--generator", choices=["wrk", "python"], default="wrk")
     p.add_argument("--profile", action="store_true", help="py-spy one worker (extra run)")
     p.add_argument("--log-level", default="info", help="the proxy's Log.Level (default info)")
@@ -45,6 +46,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.kms_seconds is not None:
         s.kms_seconds = args.kms_seconds
     s.generator, s.profile, s.log_level = args.generator, args.profile, args.log_level
+    s.repeat = args.repeat
     return s
 
 

@@ -26,9 +26,14 @@ IDS = [f"bench-dek-{i}" for i in range(1000)]
 
 
 async def _rate(kms: KMS, seconds: float) -> float:
-    """get_dek calls per second over the ids in turn, for about ``seconds``."""
+    """get_dek calls per second over the ids in turn: the best of three runs sharing
+    ``seconds`` (the best is the least disturbed by other work on the machine)."""
     for dek_id in IDS:  # warm: create the stored DEKs, fill a cache
         await kms.get_dek(dek_id, 32)
+    return max([await _one_run(kms, seconds / 3) for _ in range(3)])
+
+
+async def _one_run(kms: KMS, seconds: float) -> float:
     done = 0
     started = time.perf_counter()
     deadline = started + seconds

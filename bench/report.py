@@ -140,7 +140,7 @@ def print_table(results: dict[str, Any], targets: list[Target]) -> None:
         p = r["proxied"]
         print(
             f"{r['vendor']:11} {r['connections']:5d} {label:>21} {p['rps']:10.0f}/s"
-            f" {p['proxy_cpu_us_per_request']:10.0f} µs/req"
+            f" {p['proxy_cpu_us_per_request']:10.0f} µs/req {p['foreign_cores']:18.2f} cores"
         )
     print()
     print(f"{'target':52} {'measured':>10} {'target':>10}  {'':3} reference")
