@@ -22,14 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import ClassVar
-from urllib.parse import quote, unquote_to_bytes
 
 from multidict import CIMultiDict
 
@@ -37,6 +33,15 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers import _aws_chunked as chunked
+from keybroker.signers._common import KeyCache
+from keybroker.signers._sigv4_canonical import (
+    canonical_headers,
+    canonical_query,
+    canonical_request,
+    canonical_uri,
+    decode_query,
+    encode_component,
+)
 from keybroker.signers.base import BodyPolicy, BodyTransformer, ParsedAuth, SigningRequest
 
 __all__ = [
@@ -73,7 +78,6 @@ _SCOPE_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,128}")
 _COMPONENT_NAME = re.compile(r"[A-Za-z-]{1,32}")
-_UNRESERVED = "-_.~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,136 +212,26 @@ def _check_ascii_headers(req: SigningRequest, names: tuple[str, ...]) -> None:
                 raise MalformedSignature(f"signed header {name!r} has a non-ASCII value")
 
 
-def _decode_query(raw: str) -> list[tuple[str, str]]:
-    """Percent-decode ``raw`` into pairs; ``+`` stays ``+`` (SigV4 never uses form encoding)."""
-    pairs = []
-    for part in raw.split("&"):
-        if part:
-            key, _, val = part.partition("=")
-            pairs.append((_decode_component(key), _decode_component(val)))
-    return pairs
-
-
-def _decode_component(text: str) -> str:
-    try:
-        return _to_bytes(text, "query string").decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedSignature("query string is not valid UTF-8") from None
-
-
-def _to_bytes(text: str, what: str) -> bytes:
-    """Percent-decoded bytes of ``text`` (undecodable bytes arrive as surrogate escapes)."""
-    try:
-        return unquote_to_bytes(text.encode("utf-8", "surrogateescape"))
-    except UnicodeEncodeError:
-        raise MalformedSignature(f"{what} contains invalid characters") from None
-
-
-# -- canonical request -------------------------------------------------------------------------
-
-
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 dot-segment removal; empty segments go too, as AWS services want."""
-    out: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if out:
-                out.pop()
-        elif segment and segment != ".":
-            out.append(segment)
-    first = "/" if path.startswith("/") else ""
-    last = "/" if path.endswith("/") and out else ""
-    return first + "/".join(out) + last
-
-
-def canonical_uri(path: str, *, raw: bool) -> list[str]:
-    """Candidate canonical URIs for the path as sent.
-
-    ``raw`` (S3): the path is used as sent, with only bytes illegal in a URI encoded; a second
-    candidate re-encodes every segment once, for signers that encode ``+``, ``!`` etc.  Else
-    (every other service): dot segments removed and the sent path encoded once more, which is
-    the "double encoding" of the AWS docs and of botocore.  Raises ``MalformedSignature``.
-    """
-    path = path or "/"
-    try:
-        wire = path.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise MalformedSignature("request path contains invalid characters") from None
-    if not raw:
-        return [quote(_remove_dot_segments(path).encode("utf-8", "surrogateescape"), "/~")]
-    as_sent = quote(wire, safe="/~%!$&'()*+,;=:@-._")
-    reencoded = quote(unquote_to_bytes(wire), safe="/~")
-    return [as_sent] if reencoded == as_sent else [as_sent, reencoded]
-
-
-def canonical_query(raw: str, *, drop_signature: bool = False) -> list[str]:
-    """Candidate canonical query strings: AWS's (decode, encode RFC 3986, sort) first, and
-    botocore's sort of the raw pairs when that differs.  Raises ``MalformedSignature``."""
-    encoded = []
-    for key, val in _decode_query(raw):
-        if not (drop_signature and key == "X-Amz-Signature"):
-            encoded.append((_encode(key), _encode(val)))
-    spec = "&".join(f"{k}={v}" for k, v in sorted(encoded))
-    if not raw.isascii():
-        return [spec]
-    kept = []
-    for part in raw.split("&") if raw else []:
-        key, _, val = part.partition("=")
-        if not (drop_signature and key == "X-Amz-Signature"):
-            kept.append((key, val))
-    as_sent = "&".join(f"{k}={v}" for k, v in sorted(kept))
-    return [spec] if as_sent == spec else [spec, as_sent]
-
-
-def _encode(text: str) -> str:
-    return quote(text.encode("utf-8", "surrogateescape"), safe=_UNRESERVED)
-
-
-def _canonical_headers(req: SigningRequest, names: tuple[str, ...]) -> str | None:
-    """``name:value`` lines (values trimmed, inner whitespace collapsed, repeats joined with
-    ``,``); ``None`` when a signed header is missing."""
-    lines = []
-    for name in names:
-        values = [req.host] if name == "host" else req.headers.getall(name, [])
-        if not values:
-            return None
-        lines.append(name + ":" + ",".join(" ".join(v.split()) for v in values))
-    return "\n".join(lines) + "\n"
-
-
-def _canonical_request(
-    method: str, uri: str, query: str, headers: str, names: tuple[str, ...], payload: str
-) -> str:
-    return "\n".join([method.upper(), uri, query, headers, ";".join(names), payload])
-
-
 # -- keys and signatures -------------------------------------------------------------------------
 
-_CACHE_SALT = secrets.token_bytes(32)  # per process: cache keys are useless outside it
 _CACHE_SIZE = 256
-_cache: OrderedDict[tuple[bytes, str, str, str, str], bytes] = OrderedDict()
-_cache_lock = threading.Lock()
+
+
+def _derive_key(secret: bytes, prefix: str, date: str, region: str, service: str) -> bytes:
+    derived = prefix.encode("utf-8") + secret
+    for part in (date, region, service, "aws4_request"):
+        derived = hmac.new(derived, part.encode("utf-8"), hashlib.sha256).digest()
+    return derived
+
+
+_cache = KeyCache(_derive_key, _CACHE_SIZE)
 
 
 def signing_key(
     secret: Secret, date: str, region: str, service: str, *, prefix: str = "AWS4"
 ) -> bytes:
     """``kSigning`` for the scope, from a small LRU keyed by a salted hash of the secret."""
-    fingerprint = hmac.new(_CACHE_SALT, secret.reveal_bytes(), hashlib.sha256).digest()
-    key = (fingerprint, prefix, date, region, service)
-    with _cache_lock:
-        found = _cache.get(key)
-        if found is not None:
-            _cache.move_to_end(key)
-            return found
-    derived = (prefix + secret.reveal()).encode("utf-8")
-    for part in (date, region, service, "aws4_request"):
-        derived = hmac.new(derived, part.encode("utf-8"), hashlib.sha256).digest()
-    with _cache_lock:
-        _cache[key] = derived
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return derived
+    return _cache.get(secret.reveal_bytes(), prefix, date, region, service)
 
 
 def signature(key: bytes, algorithm: str, timestamp: str, scope: str, creq: str) -> str:
@@ -376,7 +270,7 @@ class SigV4Scheme:
         """Parse header or query authentication.  Raises ``MalformedSignature``."""
         if "Authorization" in req.headers:
             auth = self._parse_header_auth(req)
-        elif "X-Amz-Algorithm" in dict(_decode_query(req.query)):
+        elif "X-Amz-Algorithm" in dict(decode_query(req.query)):
             auth = self._parse_query_auth(req)
         else:
             raise MalformedSignature("request has neither an Authorization header nor X-Amz-*")
@@ -476,7 +370,7 @@ class SigV4Scheme:
         if not hmac.compare_digest(cred.access_key.encode(), auth.access_key.encode()):
             raise SignatureMismatch()
         self._check_token(req, auth, cred)
-        headers = _canonical_headers(req, state.signed_headers)
+        headers = canonical_headers(req, state.signed_headers)
         if headers is None:
             raise SignatureMismatch()
         payload = state.payload_line or hashlib.sha256(body or b"").hexdigest()
@@ -485,7 +379,7 @@ class SigV4Scheme:
         matched = False
         for uri in canonical_uri(req.path, raw=self.is_raw_path(auth.service or "")):
             for query in canonical_query(req.query, drop_signature=auth.in_query):
-                creq = _canonical_request(
+                creq = canonical_request(
                     req.method, uri, query, headers, state.signed_headers, payload
                 )
                 expected = signature(key, self.algorithm, state.timestamp, scope, creq)
@@ -502,7 +396,7 @@ class SigV4Scheme:
         if cred.access_token is None:
             return
         if auth.in_query:
-            sent = dict(_decode_query(req.query)).get("X-Amz-Security-Token", "")
+            sent = dict(decode_query(req.query)).get("X-Amz-Security-Token", "")
         else:
             sent = req.headers.get("X-Amz-Security-Token", "")
         if not hmac.compare_digest(
@@ -607,7 +501,7 @@ class SigV4Scheme:
         _set_token(req.headers, names, cred.access_token)
         signed = tuple(sorted(n for n in names | {"host"} if n == "host" or n in req.headers))
         _rewrite_query(req)
-        headers = _canonical_headers(req, signed) or ""
+        headers = canonical_headers(req, signed) or ""
         sig = self._sign(req, auth, cred, timestamp, headers, signed, payload, False)
         scope = self._scope(auth, timestamp)
         req.headers["Authorization"] = (
@@ -627,7 +521,7 @@ class SigV4Scheme:
     ) -> str:
         names = set(state.signed_headers) - {"x-amz-security-token"}
         signed = tuple(sorted(n for n in names | {"host"} if n == "host" or n in req.headers))
-        params = [(k, v) for k, v in _decode_query(req.query) if k not in _QUERY_AUTH]
+        params = [(k, v) for k, v in decode_query(req.query) if k not in _QUERY_AUTH]
         params += [
             ("X-Amz-Algorithm", self.algorithm),
             ("X-Amz-Credential", f"{cred.access_key}/{self._scope(auth, timestamp)}"),
@@ -638,8 +532,8 @@ class SigV4Scheme:
         params.append(("X-Amz-SignedHeaders", ";".join(signed)))
         if cred.access_token is not None:
             params.append(("X-Amz-Security-Token", cred.access_token.reveal()))
-        req.query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in params)
-        headers = _canonical_headers(req, signed) or ""
+        req.query = "&".join(f"{encode_component(k)}={encode_component(v)}" for k, v in params)
+        headers = canonical_headers(req, signed) or ""
         sig = self._sign(req, auth, cred, timestamp, headers, signed, payload, True)
         req.query += f"&X-Amz-Signature={sig}"
         return sig
@@ -657,7 +551,7 @@ class SigV4Scheme:
     ) -> str:
         uri = canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))[0]
         query = canonical_query(req.query, drop_signature=in_query)[0]
-        creq = _canonical_request(req.method, uri, query, headers, signed, payload)
+        creq = canonical_request(req.method, uri, query, headers, signed, payload)
         key = self._key(cred.secret_key, auth, timestamp)
         return signature(key, self.algorithm, timestamp, self._scope(auth, timestamp), creq)
 
@@ -712,7 +606,7 @@ def _request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:
 
 def _auth_params(query: str) -> dict[str, str]:
     params: dict[str, str] = {}
-    for key, val in _decode_query(query):
+    for key, val in decode_query(query):
         if key in _QUERY_AUTH:
             if key in params:
                 raise MalformedSignature(f"presigned request repeats {key}")
@@ -726,7 +620,7 @@ def _action(req: SigningRequest) -> str | None:
     if target:
         return target.rpartition(".")[2] or None
     if "Action=" in req.query:
-        for key, val in _decode_query(req.query):
+        for key, val in decode_query(req.query):
             if key == "Action":
                 return val or None
     return None
@@ -746,4 +640,6 @@ def _rewrite_query(req: SigningRequest) -> None:
     query we sign is the one any verifier (AWS's or botocore's) rebuilds from the wire."""
     candidates = canonical_query(req.query)
     if len(candidates) > 1:
-        req.query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in _decode_query(req.query))
+        req.query = "&".join(
+            f"{encode_component(k)}={encode_component(v)}" for k, v in decode_query(req.query)
+        )

@@ -34,10 +34,28 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.signers._common import (
+    COMPACT_TIME_FORMAT,
+    HEX64,
+    LOWER_HEX64,
+    PRINTABLE_ID,
+    decode_query,
+    encode_unreserved,
+    host_name,
+    parse_signed_headers,
+    parse_utc,
+    pin_host,
+    require_equal,
+    require_signed_headers,
+    single_header,
+    split_authorization,
+    state_of,
+    swap_token_header,
+)
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["ALGORITHM", "SIGNER", "HuaweiSigner", "canonical_query", "canonical_uri"]
@@ -45,15 +63,11 @@ __all__ = ["ALGORITHM", "SIGNER", "HuaweiSigner", "canonical_query", "canonical_
 ALGORITHM = "SDK-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAX_AUTH_LEN = 8192
 _MAX_SIGNED_HEADERS = 64
 _FIELDS = ("Access", "SignedHeaders", "Signature")
 
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_SIGNATURE = re.compile(r"[0-9a-f]{64}")
-_SDK_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
-_ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
+# Unlike the other schemes' names, no "_": the SDK's header names never have one.
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^`|~\-]{1,128}")
 _LENGTH = re.compile(r"[0-9]{1,19}")
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
@@ -67,37 +81,19 @@ _API_SUFFIXES = (".myhuaweicloud.com", ".myhuaweicloud.eu")
 # --------------------------------------------------------------------------- canonical form
 
 
-def _encode(raw: bytes) -> str:
-    # quote() with safe="" keeps exactly the RFC 3986 unreserved set, as the SDK's quote(s, "~").
-    return quote(raw, safe="")
-
-
 def canonical_uri(raw_path: str) -> str:
     """The canonical path: decoded whole, split on ``/``, re-encoded, ending with ``/``."""
+    # encode_unreserved keeps exactly what the SDK's quote(s, "~") keeps.
     segments = unquote_to_bytes(raw_path or "/").split(b"/")
-    uri = "/".join(_encode(seg) for seg in segments)
+    uri = "/".join(encode_unreserved(seg) for seg in segments)
     return uri if uri.endswith("/") else uri + "/"
-
-
-def _query_pairs(raw_query: str) -> list[tuple[bytes, bytes]]:
-    # Decoded at the byte level so two different wire queries never share a canonical form.
-    pairs = []
-    for part in raw_query.split("&"):
-        if part:
-            name, _, value = part.partition("=")
-            pairs.append(
-                (
-                    unquote_to_bytes(name.replace("+", " ")),
-                    unquote_to_bytes(value.replace("+", " ")),
-                )
-            )
-    return pairs
 
 
 def canonical_query(raw_query: str) -> str:
     """Pairs sorted by decoded name, then decoded value (UTF-8 byte order is code point order,
     which is how the SDK sorts its ``(name, value)`` tuples), then encoded."""
-    return "&".join(f"{_encode(n)}={_encode(v)}" for n, v in sorted(_query_pairs(raw_query)))
+    pairs = sorted(decode_query(raw_query))
+    return "&".join(f"{encode_unreserved(n)}={encode_unreserved(v)}" for n, v in pairs)
 
 
 def _canonical_headers(req: SigningRequest, names: tuple[str, ...]) -> str:
@@ -138,80 +134,26 @@ def _bad(message: str) -> MalformedSignature:
     return MalformedSignature(f"Huawei signature: {message}")
 
 
-def _split_authorization(value: str) -> dict[str, str]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
-    if not value.startswith(ALGORITHM + " "):
-        raise _bad(f"Authorization must start with '{ALGORITHM} '")
-    fields: dict[str, str] = {}
-    for part in value[len(ALGORITHM) + 1 :].split(","):
-        name, eq, content = part.strip().partition("=")
-        if not eq or name not in _FIELDS:
-            raise _bad("Authorization fields must be Access=, SignedHeaders=, Signature=")
-        if name in fields:
-            raise _bad(f"Authorization has {name} twice")
-        fields[name] = content
-    missing = [n for n in _FIELDS if n not in fields]
-    if missing:
-        raise _bad(f"Authorization lacks {', '.join(missing)}")
-    return fields
-
-
-def _parse_signed_headers(value: str) -> tuple[str, ...]:
-    names = tuple(value.split(";"))
-    if len(names) > _MAX_SIGNED_HEADERS:
-        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
-    for name in names:
-        if not _HEADER_NAME.fullmatch(name):
-            raise _bad("SignedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("SignedHeaders lists a header twice")
-    return names
-
-
-def _single_header(req: SigningRequest, name: str) -> str | None:
-    values = req.headers.getall(name, [])
-    if len(values) > 1:
-        raise _bad(f"{name} appears more than once")
-    return values[0] if values else None
-
-
-def _check_signed_headers_present(req: SigningRequest, names: tuple[str, ...]) -> None:
-    for name in names:
-        if name == "host":
-            continue
-        count = len(req.headers.getall(name, []))
-        if count == 0:
-            raise _bad(f"signed header {name!r} is missing from the request")
-        if count > 1:
-            raise _bad(f"signed header {name!r} appears more than once")
-
-
 def _parse_sdk_date(req: SigningRequest) -> tuple[str, datetime]:
-    value = _single_header(req, "X-Sdk-Date")
+    value = single_header(req, "X-Sdk-Date", _bad)
     if value is None:
         raise _bad("X-Sdk-Date is missing")
-    if not _SDK_DATE.fullmatch(value):
-        raise _bad("X-Sdk-Date must be YYYYMMDDTHHMMSSZ")
-    try:
-        return value, datetime.strptime(value, _DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise _bad("X-Sdk-Date is not a valid date and time") from None
+    return value, parse_utc(value, "X-Sdk-Date", _bad)
 
 
 def _parse_claimed(req: SigningRequest) -> str | None:
-    value = _single_header(req, "X-Sdk-Content-Sha256")
+    value = single_header(req, "X-Sdk-Content-Sha256", _bad)
     if value is None:
         return None
     value = value.strip()
-    if value != UNSIGNED_PAYLOAD and not _HEX64.fullmatch(value):
+    if value != UNSIGNED_PAYLOAD and not HEX64.fullmatch(value):
         raise _bad(f"X-Sdk-Content-Sha256 must be {UNSIGNED_PAYLOAD} or 64 hex digits")
     return value
 
 
 def _known_empty(req: SigningRequest) -> bool | None:
     """Whether the body is empty, from Content-Length; ``None`` when it cannot be told."""
-    value = _single_header(req, "Content-Length")
+    value = single_header(req, "Content-Length", _bad)
     if value is None or not _LENGTH.fullmatch(value.strip()):
         return None
     return int(value) == 0
@@ -229,7 +171,7 @@ def _body_policy(claimed: str | None, empty: bool | None) -> tuple[BodyPolicy, s
 
 def _host_parts(host: str) -> tuple[str | None, str | None]:
     """``(service, region)`` from a public API host name, when it is one."""
-    name = host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
+    name = host_name(host)
     for suffix in _API_SUFFIXES:
         if name.endswith(suffix):
             labels = name[: -len(suffix)].split(".")
@@ -256,18 +198,20 @@ class HuaweiSigner:
 
     def parse(self, req: SigningRequest) -> ParsedAuth:
         """Parse the signature.  Raises ``MalformedSignature`` naming the faulty field."""
-        value = _single_header(req, "Authorization")
+        value = single_header(req, "Authorization", _bad)
         if value is None:
             raise _bad("no Authorization header")
-        fields = _split_authorization(value)
+        fields = split_authorization(value, ALGORITHM, _FIELDS, _bad, limit=_MAX_AUTH_LEN)
         access_key = fields["Access"]
-        if not _ACCESS_KEY.fullmatch(access_key):
+        if not PRINTABLE_ID.fullmatch(access_key):
             raise _bad("Access is empty or has invalid characters")
-        headers = _parse_signed_headers(fields["SignedHeaders"])
-        if not _SIGNATURE.fullmatch(fields["Signature"]):
+        headers = parse_signed_headers(
+            fields["SignedHeaders"], _bad, limit=_MAX_SIGNED_HEADERS, pattern=_HEADER_NAME
+        )
+        if not LOWER_HEX64.fullmatch(fields["Signature"]):
             raise _bad("Signature must be 64 lower-case hex digits")
         sdk_date, signed_at = _parse_sdk_date(req)
-        _check_signed_headers_present(req, headers)
+        require_signed_headers(req, headers, _bad)
         claimed, empty = _parse_claimed(req), _known_empty(req)
         body, payload = _body_policy(claimed, empty)
         service, region = _host_parts(req.host)
@@ -289,12 +233,9 @@ class HuaweiSigner:
     ) -> None:
         """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
-        if not hmac.compare_digest(cred.access_key.encode(), state.access_key.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, state.access_key)
         self._check_claimed_hash(state, body)
-        expected = self.signature(req, auth, cred, body)
-        if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-            raise SignatureMismatch()
+        require_equal(self.signature(req, auth, cred, body), state.signature)
 
     @staticmethod
     def _check_claimed_hash(state: _State, body: bytes | None) -> None:
@@ -306,9 +247,7 @@ class HuaweiSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by HuaweiSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "HuaweiSigner")
 
     @staticmethod
     def _payload_line(state: _State, body: bytes | None) -> str:
@@ -360,19 +299,13 @@ class HuaweiSigner:
         token swapped for the real one's).  Raises ``MalformedSignature`` when a signed header
         is no longer in ``req``."""
         state = self._state(auth)
-        sdk_date = now.astimezone(UTC).strftime(_DATE_FORMAT)
+        sdk_date = now.astimezone(UTC).strftime(COMPACT_TIME_FORMAT)
         names = set(state.signed_headers)
-        req.headers.popall("X-Security-Token", None)
-        names.discard("x-security-token")
-        if cred.access_token:
-            req.headers["X-Security-Token"] = cred.access_token.reveal()
-            names.add("x-security-token")
+        swap_token_header(req, "X-Security-Token", cred.access_token, names)
         req.headers["X-Sdk-Date"] = sdk_date
-        if "Host" in req.headers:
-            # A copied client Host header would contradict the host we sign for.
-            req.headers["Host"] = req.host
+        pin_host(req)
         headers = tuple(sorted(names))
-        _check_signed_headers_present(req, headers)
+        require_signed_headers(req, headers, _bad)
         new_state = replace(
             state, access_key=cred.access_key, sdk_date=sdk_date, signed_headers=headers
         )
@@ -388,7 +321,7 @@ class HuaweiSigner:
         """``https://host`` when the signed Host is itself a public API host (the client
         resolved the vendor's name to keybroker); ``None`` otherwise — the signature names
         no service or region, so an ``Upstream`` must be configured."""
-        name = req.host.rsplit(":", 1)[0].lower() if ":" in req.host else req.host.lower()
+        name = host_name(req.host)
         if any(name.endswith(suffix) for suffix in _API_SUFFIXES):
             return f"https://{name}"
         return None

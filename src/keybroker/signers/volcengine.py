@@ -32,97 +32,71 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
+from keybroker.signers._common import (
+    COMPACT_TIME_FORMAT,
+    LOWER_HEX64,
+    PRINTABLE_ID,
+    KeyCache,
+    claimed_sha256,
+    decode_query,
+    encode_unreserved,
+    host_without_default_port,
+    parse_signed_headers,
+    parse_utc,
+    pin_host,
+    require_equal,
+    require_signed_headers,
+    segment_encoded_uri,
+    split_authorization,
+    state_of,
+    swap_token_header,
+)
+from keybroker.signers._volcengine_endpoints import default_host
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["ALGORITHM", "SIGNER", "VolcengineSigner", "canonical_query", "canonical_uri"]
 
 ALGORITHM = "HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAX_AUTH_LEN = 8192
 _MAX_SIGNED_HEADERS = 64
 _DEFAULT_EXPIRES = 900  # documented default of X-Expires, in seconds
+_FIELDS = ("Credential", "SignedHeaders", "Signature")
 
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_SIGNATURE = re.compile(r"[0-9a-f]{64}")
-_X_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
 _QUERY_AUTH_KEYS = ("X-Algorithm", "X-Credential", "X-Date", "X-Signature")
 
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-#: Universal endpoint used for every service outside the SDK's "bootstrap" regions.
-UNIVERSAL_HOST = "open.volcengineapi.com"
-#: Regions where the SDK addresses each service on its own host (DefaultEndpointProvider).
-_BOOTSTRAP_REGIONS = frozenset(
-    {"ap-southeast-2", "ap-southeast-3", "cn-beijing-autodriving", "cn-beijing-selfdrive",
-     "cn-shanghai-autodriving"}
-)  # fmt: skip
-#: Services the SDK knows as global (``<service>.volcengineapi.com``).
-_GLOBAL_SERVICES = _words(
-    "advdefence billing cdn cen certificate_service cloud_detect config cpaas cv dns dramart "
-    "edx fw_center ga gtm httpdns i18n_openapi iam insight livesaas mcdn na nta organization "
-    "partner pca private_zone quota resourcecenter seccenter smc spark tag tis translate "
-    "veenedge vei_api volcsms waf"
-)
-#: Services the SDK knows as regional (``<service>.<region>.volcengineapi.com``).
-_REGIONAL_SERVICES = _words(
-    "acep aidap alb apig ark arkclaw auto_scaling bio cbr cfs clawsentry clb cloud_trail "
-    "cloudcontrol cloudidentity cloudmonitor cr dataleap directconnect dms ecs efs emr "
-    "escloud fasttrack filenas flink id inframanager kafka kms mcs milvus ml_platform mongodb "
-    "natgateway origin_defence privatelink rabbitmq rds_mssql rds_mysql rds_postgresql redis "
-    "rocketmq sqs storage_ebs sts tidb transitrouter vedbm vefaas vepfs vikingdb vke vmp vod "
-    "volc_observe vpc vpn"
-)
+_QueryItem = tuple[str, bytes, str, bytes]
 
 
 # --------------------------------------------------------------------------- canonical form
 
 
-def _encode(raw: bytes) -> str:
-    # quote() keeps only the RFC 3986 unreserved set (letters, digits, "-_.~") when safe="".
-    return quote(raw, safe="")
-
-
 def canonical_uri(raw_path: str) -> str:
     """The canonical path: decoded, then each ``/``-separated segment re-encoded."""
-    if not raw_path:
-        return "/"
-    return "/".join(_encode(unquote_to_bytes(seg)) for seg in raw_path.split("/"))
+    return segment_encoded_uri(raw_path)
 
 
-def _query_items(raw_query: str) -> list[tuple[str, bytes, str, bytes]]:
-    """``(name, name_bytes, value, value_bytes)`` for each pair; decoded at the byte level so
-    two different wire queries never share a canonical form (no U+FFFD folding)."""
-    items = []
-    for part in raw_query.split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        nb = unquote_to_bytes(name.replace("+", " "))
-        vb = unquote_to_bytes(value.replace("+", " "))
-        items.append((nb.decode("utf-8", "replace"), nb, vb.decode("utf-8", "replace"), vb))
-    return items
+def _query_items(raw_query: str) -> list[_QueryItem]:
+    """``(name, name_bytes, value, value_bytes)`` for each pair (decoded at the byte level)."""
+    return [
+        (nb.decode("utf-8", "replace"), nb, vb.decode("utf-8", "replace"), vb)
+        for nb, vb in decode_query(raw_query)
+    ]
 
 
 def canonical_query(raw_query: str, keep: frozenset[str] | None = None) -> str:
     """The canonical query string of ``raw_query``; with ``keep``, only those names."""
     pairs = [
-        (_encode(nb), _encode(vb))
+        (encode_unreserved(nb), encode_unreserved(vb))
         for name, nb, _, vb in _query_items(raw_query)
         if keep is None or name in keep
     ]
@@ -131,21 +105,13 @@ def canonical_query(raw_query: str, keep: frozenset[str] | None = None) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
-def _host_value(host: str) -> str:
-    # The SDKs drop a default port from the signed Host value, whatever the scheme.
-    name, sep, port = host.rpartition(":")
-    if sep and port in ("80", "443"):
-        return name
-    return host
-
-
 def _canonical_headers(req: SigningRequest, names: tuple[str, ...]) -> str:
     if not names:
         # Both SDKs put a lone newline here when a presigned URL signs no header.
         return "\n"
     lines = []
     for name in names:
-        value = _host_value(req.host) if name == "host" else req.headers.get(name, "")
+        value = host_without_default_port(req.host) if name == "host" else req.headers.get(name, "")
         lines.append(f"{name}:{value.strip()}\n")
     return "".join(lines)
 
@@ -166,32 +132,6 @@ def _canonical_request(
 
 
 # --------------------------------------------------------------------------- signing keys
-
-
-class _KeyCache:
-    """Bounded LRU of derived signing keys; holds no secret in any repr."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._keys: OrderedDict[tuple[bytes, str, str, str], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"_KeyCache(size={self._size})"
-
-    def get(self, secret: bytes, date: str, region: str, service: str) -> bytes:
-        ident = (hashlib.sha256(secret).digest(), date, region, service)
-        with self._lock:
-            key = self._keys.get(ident)
-            if key is not None:
-                self._keys.move_to_end(ident)
-                return key
-        key = derive_signing_key(secret, date, region, service)
-        with self._lock:
-            self._keys[ident] = key
-            while len(self._keys) > self._size:
-                self._keys.popitem(last=False)
-        return key
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -249,7 +189,7 @@ def _parse_scope(credential: str) -> _Scope:
             f"(5 parts separated by '/'), got {len(parts)} part(s)"
         )
     ak, date, region, service, terminal = parts
-    if not _ACCESS_KEY.fullmatch(ak):
+    if not PRINTABLE_ID.fullmatch(ak):
         raise _bad("Credential access key is empty or has invalid characters")
     if not re.fullmatch(r"[0-9]{8}", date):
         raise _bad("Credential date must be YYYYMMDD")
@@ -263,73 +203,21 @@ def _parse_scope(credential: str) -> _Scope:
 def _parse_x_date(value: str | None, scope: _Scope) -> datetime:
     if value is None:
         raise _bad("X-Date is missing")
-    if not _X_DATE.fullmatch(value):
-        raise _bad("X-Date must be YYYYMMDDTHHMMSSZ")
-    try:
-        when = datetime.strptime(value, _DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise _bad("X-Date is not a valid date and time") from None
+    when = parse_utc(value, "X-Date", _bad)
     if value[:8] != scope.date:
         raise _bad("X-Date and the Credential date differ")
     return when
 
 
 def _parse_signed_headers(value: str, *, allow_empty: bool = False) -> tuple[str, ...]:
-    if value == "" and allow_empty:
-        return ()
-    names = tuple(value.split(";"))
-    if len(names) > _MAX_SIGNED_HEADERS:
-        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
-    for name in names:
-        if not _HEADER_NAME.fullmatch(name):
-            raise _bad("SignedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("SignedHeaders lists a header twice")
-    return names
+    return parse_signed_headers(value, _bad, limit=_MAX_SIGNED_HEADERS, allow_empty=allow_empty)
 
 
-def _split_authorization(value: str) -> dict[str, str]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
-    if not value.startswith(ALGORITHM + " "):
-        raise _bad(f"Authorization must start with '{ALGORITHM} '")
-    fields: dict[str, str] = {}
-    for part in value[len(ALGORITHM) + 1 :].split(","):
-        name, eq, content = part.strip().partition("=")
-        if not eq or name not in ("Credential", "SignedHeaders", "Signature"):
-            raise _bad("Authorization fields must be Credential=, SignedHeaders=, Signature=")
-        if name in fields:
-            raise _bad(f"Authorization has {name} twice")
-        fields[name] = content
-    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-    if missing:
-        raise _bad(f"Authorization lacks {', '.join(missing)}")
-    return fields
-
-
-def _check_signed_headers_present(req: SigningRequest, names: tuple[str, ...]) -> None:
-    for name in names:
-        if name == "host":
-            continue
-        count = len(req.headers.getall(name, []))
-        if count == 0:
-            raise _bad(f"signed header {name!r} is missing from the request")
-        if count > 1:
-            raise _bad(f"signed header {name!r} appears more than once")
-
-
-def _single_query_value(items: list[tuple[str, bytes, str, bytes]], name: str) -> str | None:
+def _single_query_value(items: list[_QueryItem], name: str) -> str | None:
     values = [value for key, _, value, _ in items if key == name]
     if len(values) > 1:
         raise _bad(f"query parameter {name!r} appears more than once")
     return values[0] if values else None
-
-
-def _body_policy(req: SigningRequest) -> tuple[BodyPolicy, str | None]:
-    claimed = req.headers.getall("X-Content-Sha256", [])
-    if len(claimed) == 1 and _HEX64.fullmatch(claimed[0].strip()):
-        return BodyPolicy.CLAIMED_SHA256, claimed[0].strip().lower()
-    return BodyPolicy.BUFFER, None
 
 
 # --------------------------------------------------------------------------- the signer
@@ -346,7 +234,7 @@ class VolcengineSigner:
     )
 
     def __init__(self) -> None:
-        self._keys = _KeyCache()
+        self._keys = KeyCache(derive_signing_key)
 
     def __repr__(self) -> str:
         return "VolcengineSigner()"
@@ -376,16 +264,16 @@ class VolcengineSigner:
         values = req.headers.getall("Authorization")
         if len(values) != 1:
             raise _bad("Authorization appears more than once")
-        fields = _split_authorization(values[0])
+        fields = split_authorization(values[0], ALGORITHM, _FIELDS, _bad, limit=_MAX_AUTH_LEN)
         scope = _parse_scope(fields["Credential"])
         headers = _parse_signed_headers(fields["SignedHeaders"])
-        if not _SIGNATURE.fullmatch(fields["Signature"]):
+        if not LOWER_HEX64.fullmatch(fields["Signature"]):
             raise _bad("Signature must be 64 lower-case hex digits")
         if len(req.headers.getall("X-Date", [])) > 1:
             raise _bad("X-Date appears more than once")
         signed_at = _parse_x_date(req.headers.get("X-Date"), scope)
-        _check_signed_headers_present(req, headers)
-        body, claimed = _body_policy(req)
+        require_signed_headers(req, headers, _bad)
+        body, claimed = claimed_sha256(req, "X-Content-Sha256")
         state = _State(scope, req.headers["X-Date"], headers, fields["Signature"])
         return ParsedAuth(
             access_key=scope.access_key,
@@ -411,11 +299,11 @@ class VolcengineSigner:
             raise _bad(f"X-Algorithm must be {ALGORITHM}")
         scope = _parse_scope(str(get["X-Credential"]))
         signature = str(get["X-Signature"])
-        if not _SIGNATURE.fullmatch(signature):
+        if not LOWER_HEX64.fullmatch(signature):
             raise _bad("X-Signature must be 64 lower-case hex digits")
         signed_at = _parse_x_date(get["X-Date"], scope)
         headers = _parse_signed_headers(get.get("X-SignedHeaders") or "", allow_empty=True)
-        _check_signed_headers_present(req, headers)
+        require_signed_headers(req, headers, _bad)
         expires = self._expires(get.get("X-Expires"))
         signed_queries = self._signed_queries(str(get["X-SignedQueries"]), set(get))
         sign_body = "X-NotSignBody" not in signed_queries
@@ -462,17 +350,12 @@ class VolcengineSigner:
     ) -> None:
         """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
-        if not hmac.compare_digest(cred.access_key.encode(), state.scope.access_key.encode()):
-            raise SignatureMismatch()
-        expected = self._signature(req, auth, state, cred, body)
-        if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, state.scope.access_key)
+        require_equal(self._signature(req, auth, state, cred, body), state.signature)
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by VolcengineSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "VolcengineSigner")
 
     def _payload_hash(self, auth: ParsedAuth, state: _State, body: bytes | None) -> str:
         if not state.sign_body:
@@ -499,8 +382,8 @@ class VolcengineSigner:
         canonical = self.canonical_request(req, replace(auth, state=state), body)
         to_sign = _string_to_sign(state.x_date, state.scope.text(), canonical)
         scope = state.scope
-        key = self._keys.get(cred.secret_key.reveal_bytes(), scope.date, scope.region,
-                             scope.service)  # fmt: skip
+        secret = cred.secret_key.reveal_bytes()
+        key = self._keys.get(secret, scope.date, scope.region, scope.service)
         return hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
 
     # resign ---------------------------------------------------------------------------
@@ -518,7 +401,7 @@ class VolcengineSigner:
         Raises ``MalformedSignature`` when a signed header is no longer in ``req``.
         """
         state = self._state(auth)
-        x_date = now.astimezone(UTC).strftime(_DATE_FORMAT)
+        x_date = now.astimezone(UTC).strftime(COMPACT_TIME_FORMAT)
         scope = replace(state.scope, access_key=cred.access_key, date=x_date[:8])
         if state.signed_queries is None:
             self._resign_header(req, auth, state, cred, body, scope, x_date)
@@ -536,18 +419,12 @@ class VolcengineSigner:
         x_date: str,
     ) -> None:
         names = set(state.signed_headers)
-        req.headers.popall("X-Security-Token", None)
-        names.discard("x-security-token")
-        if cred.access_token:
-            # The SDKs sign every X- header, the session token included.
-            req.headers["X-Security-Token"] = cred.access_token.reveal()
-            names.add("x-security-token")
+        # The SDKs sign every X- header, the session token included.
+        swap_token_header(req, "X-Security-Token", cred.access_token, names)
         req.headers["X-Date"] = x_date
-        if "Host" in req.headers:
-            # A copied client Host header would contradict the host we sign for.
-            req.headers["Host"] = req.host
+        pin_host(req)
         headers = tuple(sorted(names))
-        _check_signed_headers_present(req, headers)
+        require_signed_headers(req, headers, _bad)
         new_state = replace(state, scope=scope, x_date=x_date, signed_headers=headers)
         signature = self._signature(req, auth, new_state, cred, body)
         req.headers["Authorization"] = (
@@ -565,7 +442,7 @@ class VolcengineSigner:
         scope: _Scope,
         x_date: str,
     ) -> None:
-        _check_signed_headers_present(req, state.signed_headers)
+        require_signed_headers(req, state.signed_headers, _bad)
         fresh = {
             "X-Date": x_date,
             "X-Credential": f"{scope.access_key}/{scope.text()}",
@@ -575,7 +452,7 @@ class VolcengineSigner:
         kept = [part for part in req.query.split("&") if part and _name(part) not in drop]
         signed = frozenset({_name(part) for part in kept} | {*fresh, "X-SignedQueries"})
         fresh["X-SignedQueries"] = ";".join(sorted(signed))
-        kept += [f"{k}={_encode(v.encode())}" for k, v in fresh.items()]
+        kept += [f"{k}={encode_unreserved(v.encode())}" for k, v in fresh.items()]
         req.query = "&".join(kept)
         new_state = replace(state, scope=scope, x_date=x_date, signed_queries=signed)
         signature = self._signature(req, auth, new_state, cred, body)
@@ -583,7 +460,7 @@ class VolcengineSigner:
         if cred.access_token:
             # Added after signing, outside X-SignedQueries, as the Python SDK does.
             extra.append(("X-Security-Token", cred.access_token.reveal()))
-        req.query += "".join(f"&{k}={_encode(v.encode())}" for k, v in extra)
+        req.query += "".join(f"&{k}={encode_unreserved(v.encode())}" for k, v in extra)
 
     # upstream -------------------------------------------------------------------------
 
@@ -596,14 +473,7 @@ class VolcengineSigner:
         service, region = auth.service, auth.region
         if not service or not region:
             return None
-        host = UNIVERSAL_HOST
-        if region in _BOOTSTRAP_REGIONS:
-            label = service.lower().replace("_", "-")
-            if service in _GLOBAL_SERVICES:
-                host = f"{label}.volcengineapi.com"
-            elif service in _REGIONAL_SERVICES:
-                host = f"{label}.{region}.volcengineapi.com"
-        return f"https://{host}"
+        return f"https://{default_host(service, region)}"
 
 
 def _name(part: str) -> str:

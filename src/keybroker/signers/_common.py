@@ -1,0 +1,324 @@
+"""Small pieces several vendor signers share: parsing, canonical forms, checks, key caches.
+
+Only logic that is the same for every caller lives here; a vendor detail stays in its module
+(or is a parameter here, named for what it changes).  Parsing helpers take ``bad``, the
+vendor's own ``MalformedSignature`` factory, so every message keeps its vendor prefix and
+names the faulty field, never its value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import quote, unquote_to_bytes
+
+from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.secret import Secret, constant_time_equal
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+
+__all__ = [
+    "COMPACT_TIME",
+    "COMPACT_TIME_FORMAT",
+    "HEADER_NAME",
+    "HEX64",
+    "LOWER_HEX64",
+    "PRINTABLE_ID",
+    "Bad",
+    "KeyCache",
+    "check_length",
+    "claimed_sha256",
+    "decode_query",
+    "encode_unreserved",
+    "host_name",
+    "host_without_default_port",
+    "media_type",
+    "parse_signed_headers",
+    "parse_utc",
+    "pin_host",
+    "require_equal",
+    "require_signed_headers",
+    "segment_encoded_uri",
+    "single_header",
+    "split_auth_fields",
+    "split_authorization",
+    "state_of",
+    "swap_token_header",
+]
+
+#: Makes the vendor's ``MalformedSignature`` (its prefix added) from a message.
+Bad = Callable[[str], MalformedSignature]
+
+_T = TypeVar("_T")
+
+#: A claimed body hash: 64 hex digits, either case (the SDKs differ).
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+#: A hex HMAC-SHA256 signature as every SDK writes it.
+LOWER_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: An access key id: 1-256 printable ASCII characters.
+PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
+#: A lower-case header name (an RFC 9110 token).
+HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
+#: ``20240101T000000Z``, the time stamp of the V4-style schemes.
+COMPACT_TIME = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+COMPACT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+# --------------------------------------------------------------------------- state, checks
+
+
+def state_of(auth: ParsedAuth, cls: type[_T], signer: str) -> _T:
+    """``auth.state`` as ``cls``.  Raises ``TypeError`` when another parser made ``auth``."""
+    if not isinstance(auth.state, cls):
+        raise TypeError(f"ParsedAuth was not produced by {signer}.parse")
+    return auth.state
+
+
+def require_equal(expected: str | bytes, given: str | bytes) -> None:
+    """Compare in constant time.  Raises the opaque ``SignatureMismatch`` when they differ."""
+    if not constant_time_equal(expected, given):
+        raise SignatureMismatch()
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_unreserved(raw: bytes) -> str:
+    """Percent-encode all but the RFC 3986 unreserved set (``A-Z a-z 0-9 - _ . ~``)."""
+    # With safe="" quote() keeps exactly that set.
+    return quote(raw, safe="")
+
+
+def decode_query(raw_query: str) -> list[tuple[bytes, bytes]]:
+    """``(name, value)`` of each non-empty ``&`` part, ``+`` read as a space.
+
+    Decoded at the byte level so two different wire queries never share a canonical form
+    (no folding of invalid UTF-8 into U+FFFD).
+    """
+    pairs = []
+    for part in raw_query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append(
+                (
+                    unquote_to_bytes(name.replace("+", " ")),
+                    unquote_to_bytes(value.replace("+", " ")),
+                )
+            )
+    return pairs
+
+
+def segment_encoded_uri(raw_path: str) -> str:
+    """The path with each ``/``-separated segment decoded and re-encoded (``%2F`` inside a
+    segment stays encoded); ``/`` for an empty path."""
+    if not raw_path:
+        return "/"
+    return "/".join(encode_unreserved(unquote_to_bytes(seg)) for seg in raw_path.split("/"))
+
+
+def host_without_default_port(host: str) -> str:
+    """``host`` without a ``:80``/``:443`` suffix, whatever the scheme (as the SDKs sign it)."""
+    name, sep, port = host.rpartition(":")
+    if sep and port in ("80", "443"):
+        return name
+    return host
+
+
+def host_name(host: str) -> str:
+    """The lower-case host name of a Host value, without its port."""
+    return host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
+
+
+def media_type(req: SigningRequest) -> str:
+    """The request's ``Content-Type`` without parameters, lower case (``""`` when absent)."""
+    return req.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def check_length(value: str, limit: int, bad: Bad, what: str = "Authorization") -> None:
+    """Raises ``MalformedSignature`` when ``value`` is longer than ``limit`` characters."""
+    if len(value) > limit:
+        raise bad(f"{what} is longer than {limit} characters")
+
+
+def split_auth_fields(
+    text: str, names: tuple[str, ...], bad: Bad, *, strip_values: bool = False
+) -> dict[str, str]:
+    """``Name=value`` fields separated by ``,``: each of ``names`` exactly once, no other.
+
+    Raises ``MalformedSignature``.
+    """
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        name, eq, content = part.strip().partition("=")
+        if not eq or name not in names:
+            expected = ", ".join(f"{n}=" for n in names)
+            raise bad(f"Authorization fields must be {expected}")
+        if name in fields:
+            raise bad(f"Authorization has {name} twice")
+        fields[name] = content.strip() if strip_values else content
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise bad(f"Authorization lacks {', '.join(missing)}")
+    return fields
+
+
+def split_authorization(
+    value: str,
+    algorithm: str,
+    names: tuple[str, ...],
+    bad: Bad,
+    *,
+    limit: int,
+    strip_values: bool = False,
+) -> dict[str, str]:
+    """The fields of ``<algorithm> Name=value, ...`` (length bounded first).
+
+    Raises ``MalformedSignature``.
+    """
+    check_length(value, limit, bad)
+    if not value.startswith(algorithm + " "):
+        raise bad(f"Authorization must start with '{algorithm} '")
+    return split_auth_fields(value[len(algorithm) + 1 :], names, bad, strip_values=strip_values)
+
+
+def parse_signed_headers(
+    value: str,
+    bad: Bad,
+    *,
+    limit: int,
+    pattern: re.Pattern[str] = HEADER_NAME,
+    label: str = "SignedHeaders",
+    allow_empty: bool = False,
+) -> tuple[str, ...]:
+    """The ``;``-separated header names of a signed-headers field, checked.
+
+    Raises ``MalformedSignature`` for too many names, a bad name or a repeated one.
+    """
+    if value == "" and allow_empty:
+        return ()
+    names = tuple(value.split(";"))
+    if len(names) > limit:
+        raise bad(f"{label} lists more than {limit} headers")
+    if any(not pattern.fullmatch(n) for n in names):
+        raise bad(f"{label} must be lower-case header names separated by ';'")
+    if len(set(names)) != len(names):
+        raise bad(f"{label} lists a header twice")
+    return names
+
+
+def single_header(req: SigningRequest, name: str, bad: Bad) -> str | None:
+    """The one value of header ``name`` (``None`` when absent).  Raises
+    ``MalformedSignature`` when it appears more than once."""
+    values = req.headers.getall(name, [])
+    if len(values) > 1:
+        raise bad(f"{name} appears more than once")
+    return values[0] if values else None
+
+
+def require_signed_headers(req: SigningRequest, names: tuple[str, ...], bad: Bad) -> None:
+    """Each signed header (``host`` aside) exactly once.  Raises ``MalformedSignature``."""
+    for name in names:
+        if name == "host":
+            continue
+        count = len(req.headers.getall(name, []))
+        if count == 0:
+            raise bad(f"signed header {name!r} is missing from the request")
+        if count > 1:
+            raise bad(f"signed header {name!r} appears more than once")
+
+
+def parse_utc(
+    value: str,
+    what: str,
+    bad: Bad,
+    *,
+    pattern: re.Pattern[str] = COMPACT_TIME,
+    time_format: str = COMPACT_TIME_FORMAT,
+    shape: str = "YYYYMMDDTHHMMSSZ",
+) -> datetime:
+    """A UTC time stamp in ``time_format``.  Raises ``MalformedSignature`` naming ``what``."""
+    if not pattern.fullmatch(value):
+        raise bad(f"{what} must be {shape}")
+    try:
+        return datetime.strptime(value, time_format).replace(tzinfo=UTC)
+    except ValueError:
+        raise bad(f"{what} is not a valid date and time") from None
+
+
+def claimed_sha256(req: SigningRequest, header: str) -> tuple[BodyPolicy, str | None]:
+    """``CLAIMED_SHA256`` and the hash when ``header`` holds one 64-hex-digit value, else
+    ``BUFFER`` (the body is hashed here)."""
+    claimed = req.headers.getall(header, [])
+    if len(claimed) == 1 and HEX64.fullmatch(claimed[0].strip()):
+        return BodyPolicy.CLAIMED_SHA256, claimed[0].strip().lower()
+    return BodyPolicy.BUFFER, None
+
+
+# --------------------------------------------------------------------------- re-signing
+
+
+def pin_host(req: SigningRequest) -> None:
+    """Make a forwarded ``Host`` header name the host really sent to."""
+    if "Host" in req.headers:
+        # A copied client Host header would contradict the host we sign for.
+        req.headers["Host"] = req.host
+
+
+def swap_token_header(
+    req: SigningRequest, header: str, token: Secret | None, names: set[str]
+) -> None:
+    """Replace the proxy credential's session token in ``header`` by ``token`` (or drop it),
+    and keep the signed-header ``names`` in step."""
+    req.headers.popall(header, None)
+    names.discard(header.lower())
+    if token:
+        req.headers[header] = token.reveal()
+        names.add(header.lower())
+
+
+class KeyCache:
+    """Bounded LRU of derived signing keys, keyed by a salted hash of the secret and the
+    scope; the salt is per cache, so an identity means nothing outside this process."""
+
+    def __init__(self, derive: Callable[..., bytes], size: int = 256) -> None:
+        self._derive = derive
+        self._size = size
+        self._salt = secrets.token_bytes(32)
+        self._keys: OrderedDict[tuple[bytes | str, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KeyCache(size={self._size})"
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[tuple[bytes | str, ...]]:
+        """The identities held (salted fingerprint first, then the scope)."""
+        with self._lock:
+            return iter(list(self._keys))
+
+    def get(self, secret: bytes, *scope: str) -> bytes:
+        """The key ``derive(secret, *scope)`` makes, from the cache when it holds it."""
+        fingerprint = hmac.new(self._salt, secret, hashlib.sha256).digest()
+        ident: tuple[bytes | str, ...] = (fingerprint, *scope)
+        with self._lock:
+            found = self._keys.get(ident)
+            if found is not None:
+                self._keys.move_to_end(ident)
+                return found
+        key: bytes = self._derive(secret, *scope)
+        with self._lock:
+            self._keys[ident] = key
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+        return key
