@@ -225,29 +225,36 @@ def large(bench: Bench, kb: ProxyServer) -> dict[str, Any]:
     out: dict[str, Any] = {"bytes": size}
     head = signing.s3_upload(a, blocks, s.transfer_mib)
     direct = upload(up, with_host(head, up), repeated(blocks, s.transfer_mib))
-    with RssSampler(_workers(kb)) as rss:
+    with Meter(kb.pids, [bench.upstream_pid]) as meter, RssSampler(_workers(kb)) as rss:
         proxied = upload(kb.port, with_host(head, kb.port), repeated(blocks, s.transfer_mib))
-    out["upload"] = _transfer_row(direct, proxied, rss)
+    out["upload"] = _transfer_row(direct, proxied, rss, meter)
     head = signing.s3_download(a, size)
     direct = download(up, with_host(head, up))
-    with RssSampler(_workers(kb)) as rss:
+    with Meter(kb.pids, [bench.upstream_pid]) as meter, RssSampler(_workers(kb)) as rss:
         proxied = download(kb.port, with_host(head, kb.port))
-    out["download"] = _transfer_row(direct, proxied, rss)
+    out["download"] = _transfer_row(direct, proxied, rss, meter)
     for kind in ("upload", "download"):
         row = out[kind]
         d, p = row["direct"], row["proxied"]
         print(
             f"  {kind:8} {size / MIB:6.0f} MiB: direct {d['mb_per_s']:7.0f} MB/s"
             f"  proxied {p['mb_per_s']:7.0f} MB/s (status {p['status']})"
-            f"  ratio {row['ratio']:4.2f}  peak worker RSS {row['rss']['peak_worker_mb']} MB",
+            f"  ratio {row['ratio']:4.2f}  proxy CPU {p['proxy_cpu_s_per_gib']} s/GiB"
+            f"  peak worker RSS {row['rss']['peak_worker_mb']} MB",
             flush=True,
         )
     return out
 
 
-def _transfer_row(direct: Any, proxied: Any, rss: RssSampler) -> dict[str, Any]:
+def _transfer_row(direct: Any, proxied: Any, rss: RssSampler, meter: Meter) -> dict[str, Any]:
+    """Throughputs and their ratio; the proxy's CPU seconds per GiB moved (a figure that a
+    busy neighbour disturbs less than MB/s); the workers' memory."""
     ratio = proxied.mb_per_s / direct.mb_per_s if direct.mb_per_s else 0.0
-    row = {"direct": direct.as_dict(), "proxied": proxied.as_dict()}
+    p = proxied.as_dict()
+    gib = proxied.nbytes / (1 << 30)
+    p["proxy_cpu_s_per_gib"] = round(meter.proxy_cpu_s / gib, 2) if gib else 0.0
+    p["foreign_cores"] = round(meter.foreign_cores, 2)
+    row = {"direct": direct.as_dict(), "proxied": p}
     return {**row, "ratio": round(ratio, 3), "rss": rss.summary()}
 
 

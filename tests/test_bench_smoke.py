@@ -91,6 +91,7 @@ def test_large_bodies_and_posts(results: dict[str, Any]) -> None:
             assert large[kind][side]["status"] == 200
             assert large[kind][side]["bytes"] == 8 << 20
         assert large[kind]["rss"]["peak_worker_mb"] > 0
+        assert large[kind]["proxied"]["proxy_cpu_s_per_gib"] >= 0
     for kind in ("streamed", "buffered"):
         row = results["posts"][kind]
         assert row["statuses"] == [200] * 8
