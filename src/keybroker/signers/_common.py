@@ -30,6 +30,7 @@ __all__ = [
     "HEX64",
     "LOWER_HEX64",
     "PRINTABLE_ID",
+    "V4_FIELDS",
     "Bad",
     "KeyCache",
     "check_length",
@@ -48,6 +49,7 @@ __all__ = [
     "single_header",
     "split_auth_fields",
     "split_authorization",
+    "split_v4_scope",
     "state_of",
     "swap_token_header",
 ]
@@ -65,6 +67,10 @@ LOWER_HEX64 = re.compile(r"[0-9a-f]{64}")
 PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
 #: A lower-case header name (an RFC 9110 token).
 HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
+#: The fields of a V4-style ``Authorization`` header.
+V4_FIELDS = ("Credential", "SignedHeaders", "Signature")
+#: A region or service in a V4-style credential scope.
+_SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: ``20240101T000000Z``, the time stamp of the V4-style schemes.
 COMPACT_TIME = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 COMPACT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -213,6 +219,29 @@ def parse_signed_headers(
     if len(set(names)) != len(names):
         raise bad(f"{label} lists a header twice")
     return names
+
+
+def split_v4_scope(credential: str, terminal: str, bad: Bad) -> tuple[str, str, str, str]:
+    """``(access key, date, region, service)`` of ``AK/YYYYMMDD/region/service/<terminal>``.
+
+    Raises ``MalformedSignature`` naming the faulty part.
+    """
+    parts = credential.split("/")
+    if len(parts) != 5:
+        raise bad(
+            f"Credential must be access-key/date/region/service/{terminal} "
+            f"(5 parts separated by '/'), got {len(parts)} part(s)"
+        )
+    ak, date, region, service, last = parts
+    if not PRINTABLE_ID.fullmatch(ak):
+        raise bad("Credential access key is empty or has invalid characters")
+    if not re.fullmatch(r"[0-9]{8}", date):
+        raise bad("Credential date must be YYYYMMDD")
+    if not _SCOPE_PART.fullmatch(region) or not _SCOPE_PART.fullmatch(service):
+        raise bad("Credential region and service must be 1-64 characters of [A-Za-z0-9_.-]")
+    if last != terminal:
+        raise bad(f"Credential must end with '/{terminal}'")
+    return ak, date, region, service
 
 
 def single_header(req: SigningRequest, name: str, bad: Bad) -> str | None:

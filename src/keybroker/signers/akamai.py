@@ -42,6 +42,7 @@ from typing import ClassVar
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
+from keybroker.signers._common import pin_host, state_of
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = [
@@ -234,9 +235,7 @@ class AkamaiSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by AkamaiSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "AkamaiSigner")
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
@@ -270,8 +269,7 @@ class AkamaiSigner:
             f"access_token={cred.access_token.reveal()};"
             f"timestamp={timestamp};nonce={self._nonce()};"
         )
-        if "Host" in req.headers:
-            req.headers["Host"] = req.host  # the signed host must be the one sent
+        pin_host(req)
         data = self._data(req, unsigned, body)
         signature = _signature(cred.client_secret.reveal_bytes(), timestamp, data)
         req.headers["Authorization"] = f"{unsigned}signature={signature}"

@@ -37,10 +37,23 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
-from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
+from keybroker.signers._common import (
+    HEX64,
+    LOWER_HEX64,
+    PRINTABLE_ID,
+    V4_FIELDS,
+    check_length,
+    decode_query,
+    encode_unreserved,
+    media_type,
+    parse_signed_headers,
+    pin_host,
+    require_equal,
+    split_auth_fields,
+)
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = [
@@ -62,12 +75,8 @@ _MAX_PARAMS = 1024
 _MAX_SIGNED_HEADERS = 64
 
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
-_ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
-_NONCE = re.compile(r"[\x21-\x7e]{1,256}")
+_NONCE = PRINTABLE_ID
 _RPC_SIG = re.compile(r"[A-Za-z0-9+/]{27}=")  # base64 of a 20-byte HMAC-SHA1
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_ACS3_SIG = re.compile(r"[0-9a-f]{64}")
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
 
 #: RPC parameters the re-signing replaces (the rest is forwarded as sent).
 _RPC_REPLACED = frozenset({"AccessKeyId", "Timestamp", "Signature", "SecurityToken"})
@@ -81,11 +90,6 @@ def _bad(message: str) -> MalformedSignature:
 
 
 # --------------------------------------------------------------------------- encoding
-
-
-def _encode(raw: bytes) -> str:
-    # With safe="" quote() keeps exactly the RFC 3986 unreserved set, as both schemes require.
-    return quote(raw, safe="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +109,11 @@ class _Param:
 
 
 def _params(text: str, *, in_body: bool = False) -> list[_Param]:
-    out = []
-    for piece in text.split("&"):
-        if not piece:
-            continue
-        name, _, value = piece.partition("=")
-        nb = unquote_to_bytes(name.replace("+", " "))
-        vb = unquote_to_bytes(value.replace("+", " "))
-        out.append(_Param(nb.decode("utf-8", "replace"), nb, vb, piece, in_body))
+    pieces = [piece for piece in text.split("&") if piece]
+    out = [
+        _Param(nb.decode("utf-8", "replace"), nb, vb, piece, in_body)
+        for piece, (nb, vb) in zip(pieces, decode_query(text), strict=True)
+    ]
     if len(out) > _MAX_PARAMS:
         raise _bad(f"more than {_MAX_PARAMS} parameters")
     return out
@@ -158,8 +159,8 @@ def _service(host: str) -> str | None:
 def rpc_string_to_sign(method: str, params: list[tuple[bytes, bytes]]) -> str:
     """``METHOD&%2F&encode(sorted n=v pairs)`` for decoded ``(name, value)`` byte pairs."""
     pairs = sorted(params, key=lambda p: p[0])
-    canonical = "&".join(f"{_encode(n)}={_encode(v)}" for n, v in pairs)
-    return f"{method.upper()}&%2F&{_encode(canonical.encode('ascii'))}"
+    canonical = "&".join(f"{encode_unreserved(n)}={encode_unreserved(v)}" for n, v in pairs)
+    return f"{method.upper()}&%2F&{encode_unreserved(canonical.encode('ascii'))}"
 
 
 def rpc_signature(secret: bytes, string_to_sign: str) -> str:
@@ -184,8 +185,7 @@ class _RpcState:
 
 
 def _is_form(req: SigningRequest) -> bool:
-    ctype = req.headers.get("Content-Type", "")
-    return ctype.split(";", 1)[0].strip().lower() == _FORM
+    return media_type(req) == _FORM
 
 
 def _body_params(req: SigningRequest) -> list[_Param]:
@@ -218,7 +218,7 @@ def _parse_rpc(req: SigningRequest) -> ParsedAuth:
     body = _body_params(req)
     params = _params(req.query) + body
     get = _unique(params)
-    ak = _rpc_field(get, "AccessKeyId", _ACCESS_KEY, "1-256 printable ASCII characters")
+    ak = _rpc_field(get, "AccessKeyId", PRINTABLE_ID, "1-256 printable ASCII characters")
     signature = _rpc_field(get, "Signature", _RPC_SIG, "a base64 HMAC-SHA1 (28 characters)")
     method = get.get("SignatureMethod")
     if method is None or method.value != RPC_SIGNATURE_METHOD:
@@ -245,7 +245,7 @@ def _parse_rpc(req: SigningRequest) -> ParsedAuth:
 
 
 def _rpc_piece(name: str, value: str) -> str:
-    return f"{_encode(name.encode())}={_encode(value.encode())}"
+    return f"{encode_unreserved(name.encode())}={encode_unreserved(value.encode())}"
 
 
 def _resign_rpc(req: SigningRequest, state: _RpcState, cred: Credential, now: datetime) -> None:
@@ -289,7 +289,7 @@ def _align_rpc_headers(req: SigningRequest, params: dict[str, str]) -> None:
 def acs3_canonical_query(raw_query: str) -> str:
     """The ACS3 canonical query: sorted by name, names and values re-encoded."""
     pairs = sorted((p.raw_name, p.raw_value) for p in _params(raw_query))
-    return "&".join(f"{_encode(n)}={_encode(v)}" for n, v in pairs)
+    return "&".join(f"{encode_unreserved(n)}={encode_unreserved(v)}" for n, v in pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,34 +305,16 @@ class _Acs3State:
 
 
 def _acs3_fields(value: str) -> dict[str, str]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
+    check_length(value, _MAX_AUTH_LEN, _bad)
     if not value.startswith(ACS3_ALGORITHM + " "):
         if value.startswith("ACS3-"):
             raise _bad(f"only {ACS3_ALGORITHM} is supported among the ACS3 algorithms")
         raise _bad(f"Authorization must start with '{ACS3_ALGORITHM} '")
-    fields: dict[str, str] = {}
-    for part in value[len(ACS3_ALGORITHM) + 1 :].split(","):
-        name, eq, content = part.strip().partition("=")
-        if not eq or name not in ("Credential", "SignedHeaders", "Signature"):
-            raise _bad("Authorization fields must be Credential=, SignedHeaders=, Signature=")
-        if name in fields:
-            raise _bad(f"Authorization has {name} twice")
-        fields[name] = content
-    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-    if missing:
-        raise _bad(f"Authorization lacks {', '.join(missing)}")
-    return fields
+    return split_auth_fields(value[len(ACS3_ALGORITHM) + 1 :], V4_FIELDS, _bad)
 
 
 def _acs3_signed_headers(value: str, req: SigningRequest) -> tuple[str, ...]:
-    names = tuple(value.split(";"))
-    if len(names) > _MAX_SIGNED_HEADERS:
-        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
-    if any(not _HEADER_NAME.fullmatch(n) for n in names):
-        raise _bad("SignedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("SignedHeaders lists a header twice")
+    names = parse_signed_headers(value, _bad, limit=_MAX_SIGNED_HEADERS)
     for name in _ACS3_REQUIRED:
         if name not in names:
             raise _bad(f"SignedHeaders must include {name}")
@@ -351,16 +333,16 @@ def _parse_acs3(req: SigningRequest) -> ParsedAuth:
     if len(values) != 1:
         raise _bad("Authorization appears more than once")
     fields = _acs3_fields(values[0])
-    if not _ACCESS_KEY.fullmatch(fields["Credential"]):
+    if not PRINTABLE_ID.fullmatch(fields["Credential"]):
         raise _bad("Credential must be an access key id (1-256 printable ASCII characters)")
-    if not _ACS3_SIG.fullmatch(fields["Signature"]):
+    if not LOWER_HEX64.fullmatch(fields["Signature"]):
         raise _bad("Signature must be 64 lower-case hex digits")
     names = _acs3_signed_headers(fields["SignedHeaders"], req)
     signed_at = _parse_time(req.headers["x-acs-date"].strip(), "x-acs-date")
     if not _NONCE.fullmatch(req.headers["x-acs-signature-nonce"].strip()):
         raise _bad("x-acs-signature-nonce must be 1-256 printable ASCII characters")
     claimed = req.headers["x-acs-content-sha256"].strip()
-    if not _HEX64.fullmatch(claimed):
+    if not HEX64.fullmatch(claimed):
         raise _bad("x-acs-content-sha256 must be 64 hex digits")
     _unique(_params(req.query))
     return ParsedAuth(
@@ -407,9 +389,7 @@ def _resign_acs3(req: SigningRequest, state: _Acs3State, cred: Credential, now: 
         req.headers["x-acs-security-token"] = cred.access_token.reveal()
         names.update(_ACS3_TOKEN_HEADERS)
     req.headers["x-acs-date"] = _format_time(now)
-    if "Host" in req.headers:
-        # A copied client Host header would contradict the host we sign for.
-        req.headers["Host"] = req.host
+    pin_host(req)
     fresh = _Acs3State(tuple(sorted(names)), "", state.content_sha256)
     signature = _acs3_signature(req, fresh, cred.secret_key.reveal_bytes())
     req.headers["Authorization"] = (
@@ -467,23 +447,16 @@ class AliyunSigner:
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
     ) -> None:
         """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
-        if not hmac.compare_digest(cred.access_key.encode(), auth.access_key.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, auth.access_key)
         secret = cred.secret_key.reveal_bytes()
         state = auth.state
         if isinstance(state, _RpcState):
-            expected = rpc_signature(secret, self.string_to_sign(req, auth))
-            if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-                raise SignatureMismatch()
+            require_equal(rpc_signature(secret, self.string_to_sign(req, auth)), state.signature)
             return
         acs3 = self._acs3(auth)
         data = body if body is not None else (req.body or b"")
-        actual = hashlib.sha256(data).hexdigest()
-        if not hmac.compare_digest(actual.encode(), acs3.content_sha256.lower().encode()):
-            raise SignatureMismatch()
-        expected = _acs3_signature(req, acs3, secret)
-        if not hmac.compare_digest(expected.encode(), acs3.signature.encode()):
-            raise SignatureMismatch()
+        require_equal(hashlib.sha256(data).hexdigest(), acs3.content_sha256.lower())
+        require_equal(_acs3_signature(req, acs3, secret), acs3.signature)
 
     def string_to_sign(self, req: SigningRequest, auth: ParsedAuth) -> str:
         """The RPC string to sign, or the ACS3 canonical request (diagnostics, vectors)."""

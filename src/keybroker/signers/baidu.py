@@ -37,10 +37,24 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
+from keybroker.signers._common import (
+    HEX64,
+    LOWER_HEX64,
+    check_length,
+    decode_query,
+    encode_unreserved,
+    host_name,
+    parse_signed_headers,
+    parse_utc,
+    pin_host,
+    require_equal,
+    segment_encoded_uri,
+    state_of,
+)
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["PREFIX", "SIGNER", "BaiduSigner", "canonical_query", "canonical_uri"]
@@ -53,12 +67,9 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _MAX_AUTH_LEN = 8192
 _MAX_SIGNED_HEADERS = 64
 
-_SIGNATURE = re.compile(r"[0-9a-f]{64}")
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _EXPIRATION = re.compile(r"[0-9]{1,9}")
 _ACCESS_KEY = re.compile(r"[\x21-\x2e\x30-\x7e]{1,256}")  # printable ASCII, no "/"
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
 
 #: BCE API hosts are ``<service>.<region>.baidubce.com``; BOS is ``[bucket.]<region>.bcebos.com``.
 _API_SUFFIXES = (".baidubce.com", ".bcebos.com")
@@ -67,34 +78,21 @@ _API_SUFFIXES = (".baidubce.com", ".bcebos.com")
 # --------------------------------------------------------------------------- canonical form
 
 
-def _encode(raw: bytes) -> str:
-    # quote() with safe="" keeps exactly the unreserved set the SDK keeps (letters, digits, .~-_).
-    return quote(raw, safe="")
-
-
 def canonical_uri(raw_path: str) -> str:
     """Each segment decoded and re-encoded; ``/`` kept (``%2F`` inside a segment stays)."""
-    if not raw_path:
-        return "/"
-    return "/".join(_encode(unquote_to_bytes(seg)) for seg in raw_path.split("/"))
+    return segment_encoded_uri(raw_path)
 
 
 def _query_pairs(raw_query: str) -> list[tuple[str, bytes, bytes]]:
     """``(decoded name, name bytes, value bytes)``, decoded at the byte level."""
-    pairs = []
-    for part in raw_query.split("&"):
-        if part:
-            name, _, value = part.partition("=")
-            nb = unquote_to_bytes(name.replace("+", " "))
-            vb = unquote_to_bytes(value.replace("+", " "))
-            pairs.append((nb.decode("utf-8", "replace"), nb, vb))
-    return pairs
+    return [(nb.decode("utf-8", "replace"), nb, vb) for nb, vb in decode_query(raw_query)]
 
 
 def canonical_query(raw_query: str) -> str:
     """Encoded ``name=value`` strings, sorted; the ``authorization`` parameter is left out."""
+    # encode_unreserved keeps exactly the set the SDK keeps (letters, digits, .~-_).
     items = [
-        f"{_encode(nb)}={_encode(vb)}"
+        f"{encode_unreserved(nb)}={encode_unreserved(vb)}"
         for name, nb, vb in _query_pairs(raw_query)
         if name.lower() != "authorization"
     ]
@@ -114,10 +112,10 @@ def _signed_names(req: SigningRequest, listed: tuple[str, ...]) -> list[str]:
 
 def canonical_headers(req: SigningRequest, listed: tuple[str, ...]) -> str:
     """The canonical headers for a ``signedHeaders`` list (empty: the default set)."""
-    lines = [
-        f"{_encode(n.encode())}:{_encode(_header_value(req, n).strip().encode())}"
-        for n in _signed_names(req, listed)
-    ]
+    lines = []
+    for name in _signed_names(req, listed):
+        value = _header_value(req, name).strip()
+        lines.append(f"{encode_unreserved(name.encode())}:{encode_unreserved(value.encode())}")
     return "\n".join(sorted(lines))
 
 
@@ -155,31 +153,24 @@ def _bad(message: str) -> MalformedSignature:
 
 
 def _parse_signed_headers(value: str) -> tuple[str, ...]:
-    if value == "":
-        return ()
-    names = tuple(value.split(";"))
-    if len(names) > _MAX_SIGNED_HEADERS:
-        raise _bad(f"signedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
-    for name in names:
-        if not _HEADER_NAME.fullmatch(name):
-            raise _bad("signedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("signedHeaders lists a header twice")
-    return names
+    return parse_signed_headers(
+        value, _bad, limit=_MAX_SIGNED_HEADERS, label="signedHeaders", allow_empty=True
+    )
 
 
 def _parse_timestamp(value: str) -> datetime:
-    if not _TIMESTAMP.fullmatch(value):
-        raise _bad("timestamp must be YYYY-MM-DDTHH:MM:SSZ")
-    try:
-        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise _bad("timestamp is not a valid date and time") from None
+    return parse_utc(
+        value,
+        "timestamp",
+        _bad,
+        pattern=_TIMESTAMP,
+        time_format=_TIME_FORMAT,
+        shape="YYYY-MM-DDTHH:MM:SSZ",
+    )
 
 
 def _parse_auth_string(value: str, in_query: bool) -> tuple[_State, datetime]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"the authentication string is longer than {_MAX_AUTH_LEN} characters")
+    check_length(value, _MAX_AUTH_LEN, _bad, "the authentication string")
     parts = value.split("/")
     if parts[0] != PREFIX:
         raise _bad(f"the authentication string must start with '{PREFIX}/'")
@@ -196,7 +187,7 @@ def _parse_auth_string(value: str, in_query: bool) -> tuple[_State, datetime]:
         raise _bad("expiration must be a number of seconds (signatures that never expire "
                    "are refused)")  # fmt: skip
     names = _parse_signed_headers(headers)
-    if not _SIGNATURE.fullmatch(signature):
+    if not LOWER_HEX64.fullmatch(signature):
         raise _bad("signature must be 64 lower-case hex digits")
     state = _State(ak, timestamp, int(expiration), names, signature, in_query, False)
     return state, signed_at
@@ -218,20 +209,16 @@ def _auth_param(req: SigningRequest) -> str | None:
 def _body_policy(req: SigningRequest, names: list[str]) -> tuple[BodyPolicy, str | None, bool]:
     """``(policy, claimed sha256, check Content-MD5)``."""
     claimed = req.headers.get("x-bce-content-sha256", "").strip()
-    if _HEX64.fullmatch(claimed):
+    if HEX64.fullmatch(claimed):
         return BodyPolicy.CLAIMED_SHA256, claimed.lower(), False
     if "content-md5" in names:
         return BodyPolicy.BUFFER, None, True
     return BodyPolicy.UNSIGNED, None, False
 
 
-def _host_name(host: str) -> str:
-    return host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
-
-
 def _host_parts(host: str) -> tuple[str | None, str | None]:
     """``(service, region)`` from a public API host name, when it is one."""
-    name = _host_name(host)
+    name = host_name(host)
     if name.endswith(".bcebos.com"):
         labels = name[: -len(".bcebos.com")].split(".")
         return "bos", labels[-1] or None
@@ -299,24 +286,17 @@ class BaiduSigner:
         """Recompute the signature with ``cred``; check Content-MD5 against a buffered body.
         Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
-        if not hmac.compare_digest(cred.access_key.encode(), state.access_key.encode()):
-            raise SignatureMismatch()
-        expected = self.signature(req, auth, cred)
-        if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, state.access_key)
+        require_equal(self.signature(req, auth, cred), state.signature)
         if state.check_md5:
             claimed = req.headers.get("content-md5", "").strip()
             # MD5 because that is what the Content-MD5 header carries.
             digest = hashlib.md5(body or b"", usedforsecurity=False).digest()
-            actual = base64.b64encode(digest).decode()
-            if not hmac.compare_digest(actual.encode(), claimed.encode()):
-                raise SignatureMismatch()
+            require_equal(base64.b64encode(digest).decode(), claimed)
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by BaiduSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "BaiduSigner")
 
     def canonical_request(self, req: SigningRequest, auth: ParsedAuth) -> str:
         """The canonical request ``verify`` would sign (for diagnostics and test vectors)."""
@@ -355,9 +335,7 @@ class BaiduSigner:
         """
         state = self._state(auth)
         timestamp = now.astimezone(UTC).strftime(_TIME_FORMAT)
-        if "Host" in req.headers:
-            # A copied client Host header would contradict the host we sign for.
-            req.headers["Host"] = req.host
+        pin_host(req)
         if "x-bce-date" in req.headers:
             req.headers["x-bce-date"] = timestamp
         if state.in_query:
@@ -372,7 +350,7 @@ class BaiduSigner:
         value = f"{new_state.prefix()}/{';'.join(names)}/{signature}"
         if state.in_query:
             kept = [p for p in req.query.split("&") if p and _param_name(p) != "authorization"]
-            req.query = "&".join([*kept, f"authorization={_encode(value.encode())}"])
+            req.query = "&".join([*kept, f"authorization={encode_unreserved(value.encode())}"])
         else:
             req.headers["Authorization"] = value
 
@@ -393,7 +371,7 @@ class BaiduSigner:
     def _swap_query_token(req: SigningRequest, cred: Credential) -> None:
         kept = [p for p in req.query.split("&") if p and _param_name(p) != TOKEN_HEADER]
         if cred.access_token:
-            kept.append(f"{TOKEN_HEADER}={_encode(cred.access_token.reveal_bytes())}")
+            kept.append(f"{TOKEN_HEADER}={encode_unreserved(cred.access_token.reveal_bytes())}")
         req.query = "&".join(kept)
 
     # upstream -------------------------------------------------------------------------
@@ -402,7 +380,7 @@ class BaiduSigner:
         """``https://host`` when the signed Host is itself a public API host (the client
         resolved the vendor's name to keybroker); ``None`` otherwise — the authentication
         string names no service or region, so an ``Upstream`` must be configured."""
-        name = _host_name(req.host)
+        name = host_name(req.host)
         if any(name.endswith(suffix) for suffix in _API_SUFFIXES):
             return f"https://{name}"
         return None

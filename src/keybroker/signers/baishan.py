@@ -20,7 +20,6 @@ header/query scheme, and this one is registered last): a ``token`` parameter is 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from typing import Any, ClassVar
 from urllib.parse import quote_plus, unquote_plus
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
 from keybroker.secret import Secret
+from keybroker.signers._common import media_type, require_equal, state_of
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["SIGNER", "TOKEN", "BaishanSigner", "token_id"]
@@ -76,7 +76,7 @@ def _tokens_in_encoded(raw: str) -> list[str]:
 def _body_kind(req: SigningRequest) -> str | None:
     if not req.body:
         return None
-    ctype = req.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    ctype = media_type(req)
     if ctype == "application/json":
         return JSON
     if ctype == "application/x-www-form-urlencoded":
@@ -177,17 +177,14 @@ class BaishanSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by BaishanSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "BaishanSigner")
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
     ) -> None:
         """Compare the token with ``cred``'s in constant time.  Raises ``SignatureMismatch``."""
         state = self._state(auth)
-        if not hmac.compare_digest(state.token.reveal_bytes(), cred.secret_key.reveal_bytes()):
-            raise SignatureMismatch()
+        require_equal(state.token.reveal_bytes(), cred.secret_key.reveal_bytes())
 
     def resign(
         self,

@@ -47,6 +47,22 @@ from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.signers._common import (
+    COMPACT_TIME_FORMAT,
+    LOWER_HEX64,
+    V4_FIELDS,
+    check_length,
+    claimed_sha256,
+    host_without_default_port,
+    parse_signed_headers,
+    parse_utc,
+    pin_host,
+    require_equal,
+    split_auth_fields,
+    split_v4_scope,
+    state_of,
+    swap_token_header,
+)
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["ALGORITHMS", "SIGNER", "JingdongSigner", "canonical_request"]
@@ -55,17 +71,10 @@ DATE_HEADER = "x-jdcloud-date"
 NONCE_HEADER = "x-jdcloud-nonce"
 TOKEN_HEADER = "x-jdcloud-security-token"
 HASH_HEADER = "x-jdcloud-content-sha256"
-_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAX_AUTH_LEN = 8192
 _MAX_SIGNED_HEADERS = 64
 
-_SIGNATURE = re.compile(r"[0-9a-f]{64}")
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
-_SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SERVICE_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?")
-_ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
 _SPACES = re.compile(r" {2,}")
 
 
@@ -139,17 +148,9 @@ def _python_form_usable(query: str) -> bool:
     return all(part.count("=") <= 1 for part in query.split("&"))
 
 
-def _host_value(host: str) -> str:
-    # the SDKs leave a default port out of the signed Host value
-    name, sep, port = host.rpartition(":")
-    if sep and port in ("80", "443"):
-        return name
-    return host
-
-
 def _header_value(req: SigningRequest, name: str, variant: str) -> str:
     if name == "host":
-        return _host_value(req.host).strip()
+        return host_without_default_port(req.host).strip()
     value = ",".join(v.strip() for v in req.headers.getall(name, []))
     return _SPACES.sub(" ", value) if variant == "raw" else value
 
@@ -215,55 +216,22 @@ class _State:
 
 
 def _split_authorization(value: str) -> tuple[_Algorithm, dict[str, str]]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
+    check_length(value, _MAX_AUTH_LEN, _bad)
     name, _, rest = value.partition(" ")
     alg = ALGORITHMS.get(name)
     if alg is None:
         raise _bad(
             "Authorization must start with 'JDCLOUD2-HMAC-SHA256 ' or 'JDCLOUD3-HMAC-SHA256 '"
         )
-    fields: dict[str, str] = {}
-    for part in rest.split(","):
-        key, eq, content = part.strip().partition("=")
-        if not eq or key not in ("Credential", "SignedHeaders", "Signature"):
-            raise _bad("Authorization fields must be Credential=, SignedHeaders=, Signature=")
-        if key in fields:
-            raise _bad(f"Authorization has {key} twice")
-        fields[key] = content
-    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-    if missing:
-        raise _bad(f"Authorization lacks {', '.join(missing)}")
-    return alg, fields
+    return alg, split_auth_fields(rest, V4_FIELDS, _bad)
 
 
 def _parse_scope(credential: str, alg: _Algorithm) -> _Scope:
-    parts = credential.split("/")
-    if len(parts) != 5:
-        raise _bad(
-            f"Credential must be access-key/date/region/service/{alg.terminal} "
-            f"(5 parts separated by '/'), got {len(parts)} part(s)"
-        )
-    ak, date, region, service, terminal = parts
-    if not _ACCESS_KEY.fullmatch(ak):
-        raise _bad("Credential access key is empty or has invalid characters")
-    if not re.fullmatch(r"[0-9]{8}", date):
-        raise _bad("Credential date must be YYYYMMDD")
-    if not _SCOPE_PART.fullmatch(region) or not _SCOPE_PART.fullmatch(service):
-        raise _bad("Credential region and service must be 1-64 characters of [A-Za-z0-9_.-]")
-    if terminal != alg.terminal:
-        raise _bad(f"Credential must end with '/{alg.terminal}'")
-    return _Scope(ak, date, region, service)
+    return _Scope(*split_v4_scope(credential, alg.terminal, _bad))
 
 
 def _parse_signed_headers(value: str, alg: _Algorithm) -> tuple[str, ...]:
-    names = tuple(value.split(";"))
-    if len(names) > _MAX_SIGNED_HEADERS:
-        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
-    if any(not _HEADER_NAME.fullmatch(n) for n in names):
-        raise _bad("SignedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("SignedHeaders lists a header twice")
+    names = parse_signed_headers(value, _bad, limit=_MAX_SIGNED_HEADERS)
     if alg.name.startswith("JDCLOUD2"):
         # documented: the date and the nonce are always signed (the JDCLOUD3 SDK adds them
         # after signing, so there the date counts only through the string to sign)
@@ -283,12 +251,7 @@ def _single(req: SigningRequest, name: str, *, required: bool) -> str | None:
 
 
 def _parse_date(value: str, scope: _Scope) -> datetime:
-    if not _DATE.fullmatch(value):
-        raise _bad(f"{DATE_HEADER} must be YYYYMMDDTHHMMSSZ")
-    try:
-        when = datetime.strptime(value, _DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise _bad(f"{DATE_HEADER} is not a valid date and time") from None
+    when = parse_utc(value, DATE_HEADER, _bad)
     if value[:8] != scope.date:
         raise _bad(f"{DATE_HEADER} and the Credential date differ")
     return when
@@ -297,10 +260,7 @@ def _parse_date(value: str, scope: _Scope) -> datetime:
 def _body_policy(req: SigningRequest) -> tuple[BodyPolicy, str | None]:
     # The SDKs send the body hash unsigned; the proxy holds the body to it while streaming,
     # and the signature covers it, so a lie in the header fails one check or the other.
-    claimed = req.headers.getall(HASH_HEADER, [])
-    if len(claimed) == 1 and _HEX64.fullmatch(claimed[0].strip()):
-        return BodyPolicy.CLAIMED_SHA256, claimed[0].strip().lower()
-    return BodyPolicy.BUFFER, None
+    return claimed_sha256(req, HASH_HEADER)
 
 
 # --------------------------------------------------------------------------- the signer
@@ -335,7 +295,7 @@ class JingdongSigner:
         alg, fields = _split_authorization(values[0])
         scope = _parse_scope(fields["Credential"], alg)
         names = _parse_signed_headers(fields["SignedHeaders"], alg)
-        if not _SIGNATURE.fullmatch(fields["Signature"]):
+        if not LOWER_HEX64.fullmatch(fields["Signature"]):
             raise _bad("Signature must be 64 lower-case hex digits")
         date = _single(req, DATE_HEADER, required=True)
         assert date is not None  # required=True either returns a value or raises
@@ -357,9 +317,7 @@ class JingdongSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by JingdongSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "JingdongSigner")
 
     @staticmethod
     def _payload_hash(auth: ParsedAuth, body: bytes | None) -> str:
@@ -374,8 +332,7 @@ class JingdongSigner:
 
         Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
-        if not hmac.compare_digest(cred.access_key.encode(), state.scope.access_key.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, state.scope.access_key)
         payload = self._payload_hash(auth, body)
         secret = cred.secret_key.reveal_bytes()
         for variant in state.alg.variants:
@@ -400,17 +357,14 @@ class JingdongSigner:
         algorithm and canonical form the client used.  Raises ``MalformedSignature`` when a
         signed header is no longer in ``req``."""
         state = self._state(auth)
-        date = now.astimezone(UTC).strftime(_DATE_FORMAT)
+        date = now.astimezone(UTC).strftime(COMPACT_TIME_FORMAT)
         scope = replace(state.scope, access_key=cred.access_key, date=date[:8])
-        names = set(state.signed_headers) - {TOKEN_HEADER}
-        req.headers.popall(TOKEN_HEADER, None)
-        if cred.access_token:
-            req.headers[TOKEN_HEADER] = cred.access_token.reveal()
-            names.add(TOKEN_HEADER)  # documented: signed whenever present
+        names = set(state.signed_headers)
+        # documented: the token is signed whenever present
+        swap_token_header(req, TOKEN_HEADER, cred.access_token, names)
         req.headers[DATE_HEADER] = date
         req.headers[NONCE_HEADER] = self._nonce()
-        if "Host" in req.headers:
-            req.headers["Host"] = req.host  # a copied client Host would contradict the signature
+        pin_host(req)
         payload = self._payload_hash(auth, body)
         if HASH_HEADER in req.headers:
             req.headers[HASH_HEADER] = payload

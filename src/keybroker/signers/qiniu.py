@@ -36,7 +36,8 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
+from keybroker.signers._common import pin_host, require_equal, state_of
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["SIGNER", "QiniuSigner", "signing_data"]
@@ -217,21 +218,16 @@ class QiniuSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by QiniuSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "QiniuSigner")
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
     ) -> None:
         """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
-        if not hmac.compare_digest(cred.access_key.encode(), state.access_key.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, state.access_key)
         data = signing_data(state.scheme, req, body)
-        expected = _sign(cred.secret_key.reveal_bytes(), data)
-        if not hmac.compare_digest(expected, state.signature):
-            raise SignatureMismatch()
+        require_equal(_sign(cred.secret_key.reveal_bytes(), data), state.signature)
 
     def resign(
         self,
@@ -249,9 +245,7 @@ class QiniuSigner:
         state = self._state(auth)
         if state.x_date is not None:
             req.headers[_DATE_HEADER] = now.astimezone(UTC).strftime(_DATE_FORMAT)
-        if "Host" in req.headers:
-            # A copied client Host header would contradict the host we sign for.
-            req.headers["Host"] = req.host
+        pin_host(req)
         data = signing_data(state.scheme, req, body)
         signature = _encode_signature(_sign(cred.secret_key.reveal_bytes(), data))
         req.headers["Authorization"] = f"{state.scheme} {cred.access_key}:{signature}"

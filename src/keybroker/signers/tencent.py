@@ -40,6 +40,16 @@ from urllib.parse import quote_plus, unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.signers._common import (
+    LOWER_HEX64,
+    PRINTABLE_ID,
+    V4_FIELDS,
+    media_type,
+    parse_signed_headers,
+    pin_host,
+    require_equal,
+    split_authorization,
+)
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["ALGORITHM", "ROOT_DOMAIN", "SIGNER", "TencentSigner", "tc3_signing_key"]
@@ -52,15 +62,13 @@ _LEGACY_DIGESTS = {"HmacSHA1": hashlib.sha1, "HmacSHA256": hashlib.sha256}
 _LEGACY_REQUIRED = ("SecretId", "Nonce", "Timestamp", "Signature")
 _MAX_AUTH_LEN = 4096
 _MAX_PARAMS = 1000
+_MAX_SIGNED_HEADERS = 32
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SECONDS = re.compile(r"[0-9]{1,12}")
 _NONCE = re.compile(r"[0-9]{1,20}")
 _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_LABELS = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_SECRET_ID = re.compile(r"[\x21-\x7e]{1,256}")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,32 +102,13 @@ def tc3_signing_key(secret: bytes, date: str, service: str) -> bytes:
     return hmac.new(key, b"tc3_request", hashlib.sha256).digest()
 
 
-def _split_authorization(value: str) -> dict[str, str]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
-    if not value.startswith(ALGORITHM + " "):
-        raise _bad(f"Authorization must start with '{ALGORITHM} '")
-    fields: dict[str, str] = {}
-    for part in value[len(ALGORITHM) + 1 :].split(","):
-        name, eq, content = part.strip().partition("=")
-        if not eq or name not in ("Credential", "SignedHeaders", "Signature"):
-            raise _bad("Authorization fields must be Credential=, SignedHeaders=, Signature=")
-        if name in fields:
-            raise _bad(f"Authorization has {name} twice")
-        fields[name] = content.strip()
-    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-    if missing:
-        raise _bad(f"Authorization lacks {', '.join(missing)}")
-    return fields
-
-
 def _parse_credential(value: str) -> tuple[str, str, str]:
     """``SecretId/YYYY-MM-DD/service/tc3_request`` -> (secret id, date, service)."""
     parts = value.rsplit("/", 3)
     if len(parts) != 4:
         raise _bad("Credential must be SecretId/YYYY-MM-DD/service/tc3_request")
     secret_id, date, service, terminator = parts
-    if not _SECRET_ID.fullmatch(secret_id):
+    if not PRINTABLE_ID.fullmatch(secret_id):
         raise _bad("Credential SecretId is empty or not printable ASCII")
     if not _DATE.fullmatch(date):
         raise _bad("Credential date must be YYYY-MM-DD")
@@ -131,14 +120,7 @@ def _parse_credential(value: str) -> tuple[str, str, str]:
 
 
 def _parse_signed_headers(value: str) -> tuple[str, ...]:
-    names = tuple(value.split(";"))
-    if len(names) > 32:
-        raise _bad("SignedHeaders lists more than 32 headers")
-    for name in names:
-        if not _HEADER_NAME.fullmatch(name):
-            raise _bad("SignedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("SignedHeaders lists a header twice")
+    names = parse_signed_headers(value, _bad, limit=_MAX_SIGNED_HEADERS)
     if "content-type" not in names or "host" not in names:
         raise _bad("SignedHeaders must include content-type and host")
     if "authorization" in names:
@@ -235,8 +217,7 @@ def _form_decode(text: str, where: str) -> str:
 
 
 def _is_form(req: SigningRequest) -> bool:
-    ctype = req.headers.get("Content-Type", "")
-    return ctype.split(";")[0].strip().lower() == FORM
+    return media_type(req) == FORM
 
 
 def _legacy_source(req: SigningRequest) -> tuple[list[tuple[str, str]], bool] | None:
@@ -321,10 +302,12 @@ class TencentSigner:
         values = req.headers.getall("Authorization")
         if len(values) != 1:
             raise _bad("Authorization appears more than once")
-        fields = _split_authorization(values[0].strip())
+        fields = split_authorization(
+            values[0].strip(), ALGORITHM, V4_FIELDS, _bad, limit=_MAX_AUTH_LEN, strip_values=True
+        )
         secret_id, date, service = _parse_credential(fields["Credential"])
         names = _parse_signed_headers(fields["SignedHeaders"])
-        if not _HEX64.fullmatch(fields["Signature"]):
+        if not LOWER_HEX64.fullmatch(fields["Signature"]):
             raise _bad("Signature must be 64 lower-case hex digits")
         signed_at = _parse_timestamp(req, date)
         _check_headers_present(req, names)
@@ -360,7 +343,7 @@ class TencentSigner:
         method = params.get("SignatureMethod", "HmacSHA1")
         if method not in _LEGACY_DIGESTS:
             raise _bad("SignatureMethod must be HmacSHA1 or HmacSHA256")
-        if not _SECRET_ID.fullmatch(params["SecretId"]):
+        if not PRINTABLE_ID.fullmatch(params["SecretId"]):
             raise _bad("SecretId is not printable ASCII")
         if not _SECONDS.fullmatch(params["Timestamp"]):
             raise _bad("Timestamp must be Unix seconds")
@@ -384,8 +367,7 @@ class TencentSigner:
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
     ) -> None:
         """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
-        if not hmac.compare_digest(cred.access_key.encode(), auth.access_key.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, auth.access_key)
         state = auth.state
         if isinstance(state, _TC3State):
             self._check_token(req.headers.get("X-TC-Token", ""), cred)
@@ -393,20 +375,15 @@ class TencentSigner:
         elif isinstance(state, _LegacyState):
             self._check_token(dict(state.params).get("Token", ""), cred)
             expected = _legacy_signature(req, state, state.params, cred.secret_key.reveal_bytes())
-            if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-                raise SignatureMismatch()
+            require_equal(expected, state.signature)
         else:
             raise TypeError("ParsedAuth was not produced by TencentSigner.parse")
 
     @staticmethod
     def _check_token(sent: str, cred: Credential) -> None:
         """A proxy credential with a token requires that token (it is not signed)."""
-        if cred.access_token is None:
-            return
-        if not hmac.compare_digest(
-            sent.encode("utf-8", "surrogateescape"), cred.access_token.reveal_bytes()
-        ):
-            raise SignatureMismatch()
+        if cred.access_token is not None:
+            require_equal(sent, cred.access_token.reveal_bytes())
 
     @staticmethod
     def _verify_tc3(
@@ -455,9 +432,7 @@ class TencentSigner:
         req.headers.popall("X-TC-Token", None)
         if cred.access_token:
             req.headers["X-TC-Token"] = cred.access_token.reveal()
-        if "Host" in req.headers:
-            # a copied client Host header would contradict the host we sign for
-            req.headers["Host"] = req.host
+        pin_host(req)
         new = _TC3State(ts, state.service, state.signed_headers, state.unsigned_payload)
         sig = _tc3_signature(req, new, cred.secret_key.reveal_bytes(), body, lower=True)
         date = datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d")

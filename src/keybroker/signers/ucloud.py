@@ -22,7 +22,6 @@ rewrites ``PublicKey``/``Signature`` inside the body (or the query) in place.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from typing import Any, ClassVar
 from urllib.parse import quote_plus, unquote_plus
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
+from keybroker.signers._common import media_type, require_equal, state_of
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["SIGNER", "UCloudSigner", "flatten_json", "string_to_sign"]
@@ -130,7 +130,7 @@ def _load_json(body: bytes) -> dict[str, Any]:
 def _body_kind(req: SigningRequest) -> str | None:
     if not req.body:
         return None
-    ctype = req.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    ctype = media_type(req)
     if ctype == "application/json":
         return JSON
     if ctype in ("application/x-www-form-urlencoded", ""):
@@ -249,9 +249,7 @@ class UCloudSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State:
-        if not isinstance(auth.state, _State):
-            raise TypeError("ParsedAuth was not produced by UCloudSigner.parse")
-        return auth.state
+        return state_of(auth, _State, "UCloudSigner")
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
@@ -263,11 +261,8 @@ class UCloudSigner:
         """
         state = self._state(auth)
         public_key = _single(list(state.params), PUBLIC_KEY) or ""
-        if not hmac.compare_digest(cred.access_key.encode(), public_key.encode()):
-            raise SignatureMismatch()
-        expected = _signature(state.params, cred.secret_key.reveal_bytes())
-        if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, public_key)
+        require_equal(_signature(state.params, cred.secret_key.reveal_bytes()), state.signature)
 
     def resign(
         self,

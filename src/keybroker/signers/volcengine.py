@@ -43,7 +43,7 @@ from keybroker.errors import MalformedSignature
 from keybroker.signers._common import (
     COMPACT_TIME_FORMAT,
     LOWER_HEX64,
-    PRINTABLE_ID,
+    V4_FIELDS,
     KeyCache,
     claimed_sha256,
     decode_query,
@@ -56,6 +56,7 @@ from keybroker.signers._common import (
     require_signed_headers,
     segment_encoded_uri,
     split_authorization,
+    split_v4_scope,
     state_of,
     swap_token_header,
 )
@@ -69,9 +70,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _MAX_AUTH_LEN = 8192
 _MAX_SIGNED_HEADERS = 64
 _DEFAULT_EXPIRES = 900  # documented default of X-Expires, in seconds
-_FIELDS = ("Credential", "SignedHeaders", "Signature")
 
-_SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _QUERY_AUTH_KEYS = ("X-Algorithm", "X-Credential", "X-Date", "X-Signature")
 
 _QueryItem = tuple[str, bytes, str, bytes]
@@ -182,22 +181,7 @@ def _bad(message: str) -> MalformedSignature:
 
 
 def _parse_scope(credential: str) -> _Scope:
-    parts = credential.split("/")
-    if len(parts) != 5:
-        raise _bad(
-            "Credential must be access-key/date/region/service/request "
-            f"(5 parts separated by '/'), got {len(parts)} part(s)"
-        )
-    ak, date, region, service, terminal = parts
-    if not PRINTABLE_ID.fullmatch(ak):
-        raise _bad("Credential access key is empty or has invalid characters")
-    if not re.fullmatch(r"[0-9]{8}", date):
-        raise _bad("Credential date must be YYYYMMDD")
-    if not _SCOPE_PART.fullmatch(region) or not _SCOPE_PART.fullmatch(service):
-        raise _bad("Credential region and service must be 1-64 characters of [A-Za-z0-9_.-]")
-    if terminal != "request":
-        raise _bad("Credential must end with '/request'")
-    return _Scope(ak, date, region, service)
+    return _Scope(*split_v4_scope(credential, "request", _bad))
 
 
 def _parse_x_date(value: str | None, scope: _Scope) -> datetime:
@@ -264,7 +248,7 @@ class VolcengineSigner:
         values = req.headers.getall("Authorization")
         if len(values) != 1:
             raise _bad("Authorization appears more than once")
-        fields = split_authorization(values[0], ALGORITHM, _FIELDS, _bad, limit=_MAX_AUTH_LEN)
+        fields = split_authorization(values[0], ALGORITHM, V4_FIELDS, _bad, limit=_MAX_AUTH_LEN)
         scope = _parse_scope(fields["Credential"])
         headers = _parse_signed_headers(fields["SignedHeaders"])
         if not LOWER_HEX64.fullmatch(fields["Signature"]):

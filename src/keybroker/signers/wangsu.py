@@ -47,7 +47,18 @@ from typing import ClassVar
 from urllib.parse import unquote
 
 from keybroker.credentials import Credential
-from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.errors import MalformedSignature
+from keybroker.signers._common import (
+    LOWER_HEX64,
+    V4_FIELDS,
+    check_length,
+    parse_signed_headers,
+    pin_host,
+    require_equal,
+    single_header,
+    split_auth_fields,
+    state_of,
+)
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = ["AKSK_ALGORITHM", "SIGNER", "WangsuSigner", "aksk_canonical_request", "password"]
@@ -102,8 +113,7 @@ def _split_basic(req: SigningRequest) -> tuple[str, bytes]:
     if len(values) != 1:
         raise _bad("exactly one Authorization header is required")
     value = values[0]
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
+    check_length(value, _MAX_AUTH_LEN, _bad)
     if not value.startswith("Basic "):
         raise _bad("Authorization must start with 'Basic '")
     raw = _b64decode(value[6:].strip(), "the Basic credential")
@@ -142,9 +152,7 @@ def _date(req: SigningRequest) -> tuple[str, str, datetime]:
 
 _AK_HEADER = "x-cnc-accessKey"
 _TS_HEADER = "x-cnc-timestamp"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"[0-9]{1,11}")  # up to year 5138: datetime cannot go past 9999
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
 _ACCESS_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,256}")  # printable ASCII except ','
 _MAX_SIGNED_HEADERS = 32
 
@@ -158,13 +166,6 @@ class _AkSkState:
 
     def __repr__(self) -> str:
         return f"_AkSkState(signed_headers={self.signed_headers!r})"
-
-
-def _single_header(req: SigningRequest, name: str) -> str | None:
-    values = req.headers.getall(name, [])
-    if len(values) > 1:
-        raise _bad(f"{name} appears more than once")
-    return values[0] if values else None
 
 
 def aksk_canonical_request(
@@ -197,31 +198,8 @@ def _aksk_signature(secret: bytes, timestamp: str, canonical: str) -> str:
 
 
 def _aksk_fields(value: str) -> dict[str, str]:
-    if len(value) > _MAX_AUTH_LEN:
-        raise _bad(f"Authorization is longer than {_MAX_AUTH_LEN} characters")
-    fields: dict[str, str] = {}
-    for part in value[len(AKSK_ALGORITHM) + 1 :].split(","):
-        name, eq, content = part.strip().partition("=")
-        if not eq or name not in ("Credential", "SignedHeaders", "Signature"):
-            raise _bad("Authorization fields must be Credential=, SignedHeaders=, Signature=")
-        if name in fields:
-            raise _bad(f"Authorization has {name} twice")
-        fields[name] = content
-    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-    if missing:
-        raise _bad(f"Authorization lacks {', '.join(missing)}")
-    return fields
-
-
-def _aksk_signed_headers(value: str) -> tuple[str, ...]:
-    names = tuple(value.split(";"))
-    if len(names) > _MAX_SIGNED_HEADERS:
-        raise _bad(f"SignedHeaders lists more than {_MAX_SIGNED_HEADERS} headers")
-    if any(not _HEADER_NAME.fullmatch(n) for n in names):
-        raise _bad("SignedHeaders must be lower-case header names separated by ';'")
-    if len(set(names)) != len(names):
-        raise _bad("SignedHeaders lists a header twice")
-    return names
+    check_length(value, _MAX_AUTH_LEN, _bad)
+    return split_auth_fields(value[len(AKSK_ALGORITHM) + 1 :], V4_FIELDS, _bad)
 
 
 def _parse_aksk(req: SigningRequest, value: str) -> ParsedAuth:
@@ -229,17 +207,17 @@ def _parse_aksk(req: SigningRequest, value: str) -> ParsedAuth:
     access_key = fields["Credential"]
     if not _ACCESS_KEY.fullmatch(access_key):
         raise _bad("Credential is empty or has invalid characters")
-    header_key = _single_header(req, _AK_HEADER)
+    header_key = single_header(req, _AK_HEADER, _bad)
     if header_key is not None and header_key != access_key:
         raise _bad(f"{_AK_HEADER} and the Credential differ")
-    names = _aksk_signed_headers(fields["SignedHeaders"])
-    if not _HEX64.fullmatch(fields["Signature"]):
+    names = parse_signed_headers(fields["SignedHeaders"], _bad, limit=_MAX_SIGNED_HEADERS)
+    if not LOWER_HEX64.fullmatch(fields["Signature"]):
         raise _bad("Signature must be 64 lower-case hex digits")
-    timestamp = _single_header(req, _TS_HEADER)
+    timestamp = single_header(req, _TS_HEADER, _bad)
     if timestamp is None or not _TIMESTAMP.fullmatch(timestamp):
         raise _bad(f"{_TS_HEADER} must be the signing time in Unix seconds")
     for name in names:
-        _single_header(req, name)
+        single_header(req, name, _bad)
     when = datetime.fromtimestamp(int(timestamp), UTC)
     state = _AkSkState(access_key, timestamp, names, fields["Signature"])
     return ParsedAuth(access_key=access_key, signed_at=when, body=BodyPolicy.BUFFER, state=state)
@@ -251,9 +229,7 @@ def _resign_aksk(
     timestamp = str(int(now.timestamp()))
     req.headers[_AK_HEADER] = cred.access_key
     req.headers[_TS_HEADER] = timestamp
-    if "Host" in req.headers:
-        # A copied client Host header would contradict the host we sign for.
-        req.headers["Host"] = req.host
+    pin_host(req)
     canonical = aksk_canonical_request(req, state.signed_headers, body)
     signature = _aksk_signature(cred.secret_key.reveal_bytes(), timestamp, canonical)
     req.headers["Authorization"] = (
@@ -309,9 +285,9 @@ class WangsuSigner:
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State | _AkSkState:
-        if not isinstance(auth.state, _State | _AkSkState):
-            raise TypeError("ParsedAuth was not produced by WangsuSigner.parse")
-        return auth.state
+        if isinstance(auth.state, _AkSkState):
+            return auth.state
+        return state_of(auth, _State, "WangsuSigner")
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
@@ -319,22 +295,18 @@ class WangsuSigner:
         """Recompute the HMAC with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
         if isinstance(state, _AkSkState):
-            if not hmac.compare_digest(cred.access_key.encode(), state.access_key.encode()):
-                raise SignatureMismatch()
+            require_equal(cred.access_key, state.access_key)
             canonical = aksk_canonical_request(req, state.signed_headers, body)
             expected = _aksk_signature(cred.secret_key.reveal_bytes(), state.timestamp, canonical)
-            if not hmac.compare_digest(expected.encode(), state.signature.encode()):
-                raise SignatureMismatch()
+            require_equal(expected, state.signature)
             return
-        if not hmac.compare_digest(cred.access_key.encode(), state.user.encode()):
-            raise SignatureMismatch()
+        require_equal(cred.access_key, state.user)
         mac = hmac.new(
             cred.secret_key.reveal_bytes(),
             state.date.encode("utf-8"),
             getattr(hashlib, state.digest),
         )
-        if not hmac.compare_digest(mac.digest(), state.signature):
-            raise SignatureMismatch()
+        require_equal(mac.digest(), state.signature)
 
     def resign(
         self,
