@@ -350,7 +350,10 @@ class _Framing:
     def _trailer(self, text: bytes) -> None:
         try:
             name_b, sep, value_b = text.partition(b":")
-            name, value = name_b.decode("ascii").strip().lower(), value_b.decode("ascii").strip()
+            # only spaces and tabs are optional whitespace (HTTP); str.strip() would also eat
+            # \r, \v and \f and let a damaged line end pass
+            name = name_b.decode("ascii").strip(" \t").lower()
+            value = value_b.decode("ascii").strip(" \t")
         except UnicodeDecodeError:
             raise MalformedSignature("aws-chunked trailer is not ASCII") from None
         if not sep:
