@@ -21,16 +21,13 @@ The SDK's synchronous client runs in worker threads, so one storage serves any e
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import threading
-from collections.abc import Callable
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
-from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, KMSConfigError, MissingExtra
+from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI, resolve_secret
 from keybroker.secret import Secret
-from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+from keybroker.storage._common import ErrorTypes, ThreadedStorage, sorted_names, translate
 
 try:
     from azure.core import exceptions as azexc
@@ -41,8 +38,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 __all__ = ["AzureBlobStorage"]
-
-T = TypeVar("T")
 
 _SP_PARAMS = ("tenantID", "clientID", "clientSecret")
 _KNOWN = (
@@ -59,9 +54,10 @@ _PUBLIC_AUTHORITY = "login.microsoftonline.com"
 # turn a dead endpoint or a wrong secret into minutes.
 _CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 3, "connection_timeout": 20}
 _RETRIES = 3
+_SDK_ERRORS: ErrorTypes = (azexc.AzureError, OSError)
 
 
-class AzureBlobStorage:
+class AzureBlobStorage(ThreadedStorage):
     """Wrapped DEKs as block blobs in one container; the blob name is the key id.
 
     Authentication, in order: an explicit ``client``; a ``connection_string`` (account name,
@@ -73,6 +69,7 @@ class AzureBlobStorage:
     """
 
     name: ClassVar[str] = "azure"
+    _service_name: ClassVar[str] = "Azure Blob"
 
     def __init__(
         self,
@@ -104,9 +101,7 @@ class AzureBlobStorage:
             account, connection_string, credential, endpoint, options
         )
         self._container = self._service.get_container_client(container)
-        self._ready = False
-        self._ready_lock = threading.Lock()
-        self._closed = False
+        self._init_threaded()
 
     @staticmethod
     def service_principal(
@@ -199,32 +194,6 @@ class AzureBlobStorage:
         """The storage account name."""
         return str(self._service.account_name)
 
-    async def open(self) -> None:
-        """Create the container if it is missing.  Idempotent.  Raises ``BackendError``."""
-        await asyncio.to_thread(self._ensure_container)
-
-    async def get(self, key_id: str) -> bytes:
-        """The blob's bytes.  Raises ``DEKNotFound``, ``BackendError``."""
-        return await self._run(self._get, validate_key_id(key_id))
-
-    async def put(self, key_id: str, data: bytes) -> None:
-        """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
-        await self._run(self._put, validate_key_id(key_id), validate_blob(data))
-
-    async def delete(self, key_id: str) -> None:
-        """Remove the blob.  Raises ``DEKNotFound``, ``BackendError``."""
-        await self._run(self._delete, validate_key_id(key_id))
-
-    async def list(self, prefix: str = "") -> list[str]:
-        """Sorted key ids starting with ``prefix`` (all pages).  Raises ``BackendError``."""
-        return await self._run(self._list, validate_prefix(prefix))
-
-    async def close(self) -> None:
-        """Close the HTTP pipeline and the credential.  Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._close_sync)
-
     # -- sync halves, run in a worker thread --------------------------------------------------
 
     def _close_sync(self) -> None:
@@ -233,61 +202,34 @@ class AzureBlobStorage:
         if callable(close):
             close()
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise BackendError("Azure Blob storage is closed")
-        return await asyncio.to_thread(self._ready_then, fn, *args)
-
-    def _ready_then(self, fn: Callable[..., T], *args: Any) -> T:
-        self._ensure_container()
-        return fn(*args)
-
-    def _ensure_container(self) -> None:
-        if self._ready:
-            return
-        with self._ready_lock:
-            if not self._ready:
-                try:
-                    if not self._container.exists():
-                        self._container.create_container()
-                except azexc.ResourceExistsError:
-                    pass  # created by a concurrent process since we looked: just as good
-                except (azexc.AzureError, OSError) as exc:
-                    raise _backend("Create Container", exc) from exc
-                self._ready = True
+    def _make_ready(self) -> None:
+        try:
+            if not self._container.exists():
+                self._container.create_container()
+        except azexc.ResourceExistsError:
+            pass  # created by a concurrent process since we looked: just as good
+        except _SDK_ERRORS as exc:
+            raise _backend("Create Container", exc) from exc
 
     def _get(self, key_id: str) -> bytes:
-        try:
+        with _translate("Get Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):
             return bytes(self._container.download_blob(key_id).readall())
-        except azexc.ResourceNotFoundError:
-            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-        except (azexc.AzureError, OSError) as exc:
-            raise _backend("Get Blob", exc) from exc
 
     def _put(self, key_id: str, data: bytes) -> None:
-        try:
+        exists = (azexc.ResourceExistsError, azexc.ResourceModifiedError)
+        with _translate("Put Blob", key_id, exists=exists):
             self._container.upload_blob(key_id, data, overwrite=False, validate_content=True)
-        except (azexc.ResourceExistsError, azexc.ResourceModifiedError):
-            raise DEKExists(f"a DEK is already stored for id {key_id!r}") from None
-        except (azexc.AzureError, OSError) as exc:
-            raise _backend("Put Blob", exc) from exc
 
     def _delete(self, key_id: str) -> None:
-        try:
+        with _translate("Delete Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):
             self._container.delete_blob(key_id)
-        except azexc.ResourceNotFoundError:
-            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-        except (azexc.AzureError, OSError) as exc:
-            raise _backend("Delete Blob", exc) from exc
 
     def _list(self, prefix: str) -> builtins.list[str]:
-        try:
+        with _translate("List Blobs"):
             blobs = self._container.list_blobs(
                 name_starts_with=prefix or None, results_per_page=self._page_size
             )
-            return sorted(str(blob.name) for blob in blobs)
-        except (azexc.AzureError, OSError) as exc:
-            raise _backend("List Blobs", exc) from exc
+            return sorted_names(blob.name for blob in blobs)
 
 
 def _check_args(
@@ -373,3 +315,11 @@ def _backend(operation: str, exc: Exception) -> BackendError:
     if status is None:
         return BackendError(f"Azure {operation} failed: {type(exc).__name__}")
     return BackendError(f"Azure {operation} failed: {code or 'error'} (HTTP {status})")
+
+
+def _translate(
+    operation: str, key_id: str = "", *, not_found: ErrorTypes = (), exists: ErrorTypes = ()
+) -> translate:
+    return translate(
+        operation, _SDK_ERRORS, _backend, key_id=key_id, not_found=not_found, exists=exists
+    )

@@ -21,15 +21,18 @@ The SDK is synchronous; every call runs in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import threading
-from collections.abc import Callable
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import Any, ClassVar, Self, cast
 
-from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, KMSConfigError, MissingExtra
+from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI
-from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+from keybroker.storage._common import (
+    ErrorTypes,
+    ThreadedStorage,
+    check_uri,
+    sorted_names,
+    translate,
+)
 
 try:
     import google.auth.exceptions
@@ -42,8 +45,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingExtra("GCS storage needs google-cloud-storage: install keybroker[gcp]") from exc
 
 __all__ = ["DEFAULT_ENDPOINT", "GCSStorage"]
-
-T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
@@ -59,7 +60,7 @@ _SDK_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-class GCSStorage:
+class GCSStorage(ThreadedStorage):
     """Wrapped DEKs as objects in one GCS bucket; the object name is the key id.
 
     Credentials, in order: an explicit ``client``; explicit ``credentials``; a service-account
@@ -71,6 +72,7 @@ class GCSStorage:
     """
 
     name: ClassVar[str] = "gcp"
+    _service_name: ClassVar[str] = "GCS"
 
     def __init__(
         self,
@@ -92,9 +94,7 @@ class GCSStorage:
         self._page_size = page_size
         self._client = client or _make_client(project, credentials, endpoint)
         self._bucket = self._client.bucket(bucket)
-        self._ready = False
-        self._ready_lock = threading.Lock()
-        self._closed = False
+        self._init_threaded()
 
     @classmethod
     def validate_uri(cls, parsed: ParsedURI) -> None:
@@ -102,9 +102,7 @@ class GCSStorage:
 
         Raises ``KMSConfigError`` naming every unknown, missing or empty parameter.
         """
-        parsed.check_known(*_URI_PARAMS, "endpoint")
-        parsed.require(*_URI_PARAMS)
-        parsed.optional("endpoint")
+        check_uri(parsed, *_URI_PARAMS)
 
     @classmethod
     def from_uri(cls, parsed: ParsedURI) -> Self:
@@ -132,51 +130,14 @@ class GCSStorage:
         """The project buckets are created in."""
         return self._client.project  # type: ignore[no-any-return]
 
-    async def open(self) -> None:
-        """Create the bucket if it is missing.  Idempotent.  Raises ``BackendError``."""
-        await asyncio.to_thread(self._ensure_bucket)
-
-    async def get(self, key_id: str) -> bytes:
-        """The object's bytes.  Raises ``DEKNotFound``, ``BackendError``."""
-        return await self._run(self._get, validate_key_id(key_id))
-
-    async def put(self, key_id: str, data: bytes) -> None:
-        """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
-        await self._run(self._put, validate_key_id(key_id), validate_blob(data))
-
-    async def delete(self, key_id: str) -> None:
-        """Remove the object.  Raises ``DEKNotFound``, ``BackendError``."""
-        await self._run(self._delete, validate_key_id(key_id))
-
-    async def list(self, prefix: str = "") -> list[str]:
-        """Sorted key ids starting with ``prefix`` (all pages).  Raises ``BackendError``."""
-        return await self._run(self._list, validate_prefix(prefix))
-
-    async def close(self) -> None:
-        """Close the HTTP session.  Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._client.close)
-
     # -- sync halves, run in a worker thread --------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise BackendError("GCS storage is closed")
-        return await asyncio.to_thread(self._ready_then, fn, *args)
+    def _close_sync(self) -> None:
+        self._client.close()
 
-    def _ready_then(self, fn: Callable[..., T], *args: Any) -> T:
-        self._ensure_bucket()
-        return fn(*args)
-
-    def _ensure_bucket(self) -> None:
-        if self._ready:
-            return
-        with self._ready_lock:
-            if not self._ready:
-                if not self._bucket_exists():
-                    self._create_bucket()
-                self._ready = True
+    def _make_ready(self) -> None:
+        if not self._bucket_exists():
+            self._create_bucket()
 
     def _bucket_exists(self) -> bool:
         try:
@@ -196,40 +157,26 @@ class GCSStorage:
             raise _backend("buckets.insert", exc) from exc
 
     def _get(self, key_id: str) -> bytes:
-        try:
+        with _translate("objects.get", key_id, not_found=(gexc.NotFound,)):
             return bytes(self._bucket.blob(key_id).download_as_bytes())
-        except gexc.NotFound:
-            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-        except _SDK_ERRORS as exc:
-            raise _backend("objects.get", exc) from exc
 
     def _put(self, key_id: str, data: bytes) -> None:
         blob = self._bucket.blob(key_id)
-        try:
+        with _translate("objects.insert", key_id, exists=(gexc.PreconditionFailed,)):
             blob.upload_from_string(
                 data, content_type="application/octet-stream", if_generation_match=0
             )
-        except gexc.PreconditionFailed:
-            raise DEKExists(f"a DEK is already stored for id {key_id!r}") from None
-        except _SDK_ERRORS as exc:
-            raise _backend("objects.insert", exc) from exc
 
     def _delete(self, key_id: str) -> None:
-        try:
+        with _translate("objects.delete", key_id, not_found=(gexc.NotFound,)):
             self._bucket.blob(key_id).delete()
-        except gexc.NotFound:
-            raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-        except _SDK_ERRORS as exc:
-            raise _backend("objects.delete", exc) from exc
 
     def _list(self, prefix: str) -> builtins.list[str]:
-        try:
+        with _translate("objects.list"):
             blobs = self._client.list_blobs(
                 self.bucket, prefix=prefix or None, page_size=self._page_size
             )
-            return sorted(blob.name for blob in blobs)
-        except _SDK_ERRORS as exc:
-            raise _backend("objects.list", exc) from exc
+            return sorted_names(blob.name for blob in blobs)
 
 
 def _check_args(
@@ -290,3 +237,11 @@ def _backend(operation: str, exc: Exception) -> BackendError:
     code = getattr(exc, "code", None)
     detail = f"HTTP {code}" if isinstance(code, int) else type(exc).__name__
     return BackendError(f"GCS {operation} failed: {detail}")
+
+
+def _translate(
+    operation: str, key_id: str = "", *, not_found: ErrorTypes = (), exists: ErrorTypes = ()
+) -> translate:
+    return translate(
+        operation, _SDK_ERRORS, _backend, key_id=key_id, not_found=not_found, exists=exists
+    )

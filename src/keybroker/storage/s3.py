@@ -26,19 +26,27 @@ The SDK is synchronous; every call runs in a worker thread (boto3 clients are th
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
-from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, KMSConfigError, MissingExtra
+from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI, resolve_secret
 from keybroker.secret import Secret
-from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+from keybroker.storage import validate_blob, validate_key_id
+from keybroker.storage._common import (
+    ErrorTypes,
+    Matcher,
+    ThreadedStorage,
+    already_stored,
+    check_uri,
+    not_stored,
+    sorted_names,
+    translate,
+)
 
 try:
     import boto3
@@ -50,8 +58,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["S3Storage"]
 
-T = TypeVar("T")
-
 _URI_PARAMS = ("bucket", "region", "accessKeyID", "accessKey")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
@@ -59,9 +65,10 @@ _BUCKET_RACE_CODES = frozenset({"BucketAlreadyOwnedByYou"})
 # 409 ConditionalRequestConflict: another conditional write to the key is in flight; S3 asks
 # the caller to retry, after which it sees 412 (the other write won) or succeeds.
 _PUT_RETRIES = 3
+_SDK_ERRORS: ErrorTypes = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 
 
-class S3Storage:
+class S3Storage(ThreadedStorage):
     """Wrapped DEKs as objects in one S3 bucket; the object name is the key id.
 
     Credentials, in order: an explicit ``client``; an explicit ``session``; explicit
@@ -72,6 +79,7 @@ class S3Storage:
     """
 
     name: ClassVar[str] = "aws"
+    _service_name: ClassVar[str] = "S3"
 
     def __init__(
         self,
@@ -91,9 +99,7 @@ class S3Storage:
         self._client = client or _make_client(
             session, region, access_key_id, secret_access_key, endpoint
         )
-        self._ready = False
-        self._ready_lock = threading.Lock()
-        self._closed = False
+        self._init_threaded()
 
     @classmethod
     def validate_uri(cls, parsed: ParsedURI) -> None:
@@ -101,9 +107,7 @@ class S3Storage:
 
         Raises ``KMSConfigError`` naming every unknown, missing or empty parameter.
         """
-        parsed.check_known(*_URI_PARAMS, "endpoint")
-        parsed.require(*_URI_PARAMS)
-        parsed.optional("endpoint")
+        check_uri(parsed, *_URI_PARAMS)
 
     @classmethod
     def from_uri(cls, parsed: ParsedURI) -> Self:
@@ -134,57 +138,20 @@ class S3Storage:
         """The region the client signs for (and creates the bucket in)."""
         return str(self._client.meta.region_name or "us-east-1")
 
-    async def open(self) -> None:
-        """Create the bucket if it is missing.  Idempotent.  Raises ``BackendError``."""
-        await asyncio.to_thread(self._ensure_bucket)
-
-    async def get(self, key_id: str) -> bytes:
-        """The object's bytes.  Raises ``DEKNotFound``, ``BackendError``."""
-        return await self._run(self._get, validate_key_id(key_id))
-
-    async def put(self, key_id: str, data: bytes) -> None:
-        """Create-only write.  Raises ``DEKExists``, ``BackendError``."""
-        await self._run(self._put, validate_key_id(key_id), validate_blob(data))
-
     async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
         """Compare-and-swap: write ``new`` only if the object still holds ``old``; ``False``
         (no change) if it does not.  Raises ``DEKNotFound``, ``BackendError``."""
         validate_key_id(key_id)
         return await self._run(self._replace, key_id, validate_blob(old), validate_blob(new))
 
-    async def delete(self, key_id: str) -> None:
-        """Remove the object.  Raises ``DEKNotFound``, ``BackendError``."""
-        await self._run(self._delete, validate_key_id(key_id))
-
-    async def list(self, prefix: str = "") -> list[str]:
-        """Sorted key ids starting with ``prefix`` (all pages).  Raises ``BackendError``."""
-        return await self._run(self._list, validate_prefix(prefix))
-
-    async def close(self) -> None:
-        """Close the HTTP connection pool.  Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._client.close)
-
     # -- sync halves, run in a worker thread --------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed:
-            raise BackendError("S3 storage is closed")
-        return await asyncio.to_thread(self._ready_then, fn, *args)
+    def _close_sync(self) -> None:
+        self._client.close()
 
-    def _ready_then(self, fn: Callable[..., T], *args: Any) -> T:
-        self._ensure_bucket()
-        return fn(*args)
-
-    def _ensure_bucket(self) -> None:
-        if self._ready:
-            return
-        with self._ready_lock:  # one creator per process; other processes race via S3 codes
-            if not self._ready:
-                if not self._bucket_exists():
-                    self._create_bucket()
-                self._ready = True
+    def _make_ready(self) -> None:
+        if not self._bucket_exists():
+            self._create_bucket()
 
     def _bucket_exists(self) -> bool:
         try:
@@ -210,30 +177,18 @@ class S3Storage:
             raise _backend("CreateBucket", exc) from exc
 
     def _get(self, key_id: str) -> bytes:
-        try:
+        return self._read(key_id)[0]
+
+    def _read(self, key_id: str) -> tuple[bytes, str]:
+        """The object's bytes and ETag.  Raises ``DEKNotFound``, ``BackendError``."""
+        with _translate("GetObject", key_id, not_found=_absent):
             response = self._client.get_object(Bucket=self.bucket, Key=key_id)
             with response["Body"] as body:
-                return bytes(body.read())
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _NOT_FOUND_CODES:
-                raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-            raise _backend("GetObject", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _backend("GetObject", exc) from exc
+                return bytes(body.read()), str(response["ETag"])
 
     def _put(self, key_id: str, data: bytes) -> None:
-        for attempt in range(_PUT_RETRIES):
-            try:
-                self._client.put_object(Bucket=self.bucket, Key=key_id, Body=data, IfNoneMatch="*")
-                return
-            except botocore.exceptions.ClientError as exc:
-                code = _code(exc)
-                if code == "PreconditionFailed":
-                    raise DEKExists(f"a DEK is already stored for id {key_id!r}") from None
-                if code != "ConditionalRequestConflict" or attempt == _PUT_RETRIES - 1:
-                    raise _backend("PutObject", exc) from exc
-            except botocore.exceptions.BotoCoreError as exc:
-                raise _backend("PutObject", exc) from exc
+        if not self._conditional_put(key_id, data, IfNoneMatch="*"):
+            raise already_stored(key_id)
 
     def _replace(self, key_id: str, old: bytes, new: bytes) -> bool:
         # MD5 is S3's ETag for a plain upload, not a security check: If-Match only has to
@@ -241,30 +196,26 @@ class S3Storage:
         guess = '"' + hashlib.md5(old, usedforsecurity=False).hexdigest() + '"'
         if self._put_if_match(key_id, new, guess):
             return True
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=key_id)
-            with response["Body"] as body:
-                current, etag = bytes(body.read()), str(response["ETag"])
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _NOT_FOUND_CODES:
-                raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-            raise _backend("GetObject", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _backend("GetObject", exc) from exc
+        current, etag = self._read(key_id)
         return current == old and self._put_if_match(key_id, new, etag)
 
     def _put_if_match(self, key_id: str, data: bytes, etag: str) -> bool:
         """``PutObject`` with ``If-Match``: ``False`` on 412.  Raises ``DEKNotFound``."""
+        return self._conditional_put(key_id, data, IfMatch=etag)
+
+    def _conditional_put(self, key_id: str, data: bytes, **condition: str) -> bool:
+        """``PutObject`` with ``condition``: ``False`` on 412 (the condition failed).  Raises
+        ``DEKNotFound`` (``If-Match`` on a missing key), ``BackendError``."""
         for attempt in range(_PUT_RETRIES):
             try:
-                self._client.put_object(Bucket=self.bucket, Key=key_id, Body=data, IfMatch=etag)
+                self._client.put_object(Bucket=self.bucket, Key=key_id, Body=data, **condition)
                 return True
             except botocore.exceptions.ClientError as exc:
                 code = _code(exc)
                 if code == "PreconditionFailed":
                     return False
-                if code in _NOT_FOUND_CODES:
-                    raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
+                if "IfMatch" in condition and code in _NOT_FOUND_CODES:
+                    raise not_stored(key_id) from None
                 if code != "ConditionalRequestConflict" or attempt == _PUT_RETRIES - 1:
                     raise _backend("PutObject", exc) from exc
             except botocore.exceptions.BotoCoreError as exc:
@@ -273,24 +224,16 @@ class S3Storage:
 
     def _delete(self, key_id: str) -> None:
         # S3's DeleteObject succeeds on a missing key; look first so absence is reported.
-        try:
+        with _translate("DeleteObject", key_id, not_found=_absent):
             self._client.head_object(Bucket=self.bucket, Key=key_id)
             self._client.delete_object(Bucket=self.bucket, Key=key_id)
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _NOT_FOUND_CODES:
-                raise DEKNotFound(f"no stored DEK for id {key_id!r}") from None
-            raise _backend("DeleteObject", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _backend("DeleteObject", exc) from exc
 
     def _list(self, prefix: str) -> builtins.list[str]:
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
         )
-        try:
-            return sorted(obj["Key"] for page in pages for obj in page.get("Contents", ()))
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _backend("ListObjectsV2", exc) from exc
+        with _translate("ListObjectsV2"):
+            return sorted_names(obj["Key"] for page in pages for obj in page.get("Contents", ()))
 
 
 def _check_args(
@@ -353,6 +296,15 @@ def _make_client(
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _absent(exc: BaseException) -> bool:
+    """S3 says "no such object" with a code (and HEAD, which has no body, with 404 alone)."""
+    return isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in _NOT_FOUND_CODES
+
+
+def _translate(operation: str, key_id: str = "", *, not_found: Matcher = ()) -> translate:
+    return translate(operation, _SDK_ERRORS, _backend, key_id=key_id, not_found=not_found)
 
 
 def _backend(operation: str, exc: Exception) -> BackendError:
