@@ -254,6 +254,8 @@ class SigV4Scheme:
     key_prefix: ClassVar[str] = "AWS4"
     #: services whose canonical URI is the path as sent (S3 and its relatives)
     raw_path_services: ClassVar[frozenset[str]] = frozenset()
+    #: a large body may be spooled: verify/resign then use ``ParsedAuth.body_sha256``
+    accepts_body_sha256: ClassVar[bool] = True
 
     # detect / parse ------------------------------------------------------------------------
 
@@ -373,7 +375,7 @@ class SigV4Scheme:
         headers = canonical_headers(req, state.signed_headers)
         if headers is None:
             raise SignatureMismatch()
-        payload = state.payload_line or hashlib.sha256(body or b"").hexdigest()
+        payload = state.payload_line or _body_hash(auth, body)
         key = self._key(cred.secret_key, auth, state.timestamp)
         scope = self._scope(auth, state.timestamp)
         matched = False
@@ -432,7 +434,7 @@ class SigV4Scheme:
         if now.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
         timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
-        payload = state.payload_line or hashlib.sha256(body or b"").hexdigest()
+        payload = state.payload_line or _body_hash(auth, body)
         streaming = auth.body is BodyPolicy.STREAMING
         if streaming and state.payload_line in STREAMING_SIGNED and "Content-Length" in req.headers:
             length = chunked.encoded_length(state.decoded_length or 0, state.trailers)
@@ -643,3 +645,8 @@ def _rewrite_query(req: SigningRequest) -> None:
         req.query = "&".join(
             f"{encode_component(k)}={encode_component(v)}" for k, v in decode_query(req.query)
         )
+
+
+def _body_hash(auth: ParsedAuth, body: bytes | None) -> str:
+    """The payload hash the proxy computes: from the spooled body, or the body given whole."""
+    return auth.body_sha256 or hashlib.sha256(body or b"").hexdigest()

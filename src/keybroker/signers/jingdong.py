@@ -274,6 +274,7 @@ class JingdongSigner:
     """
 
     vendor: ClassVar[str] = "jingdong"
+    accepts_body_sha256: ClassVar[bool] = True  # large bodies may be spooled
     public_domains: ClassVar[tuple[str, ...]] = (".jdcloud-api.com",)
 
     def __init__(self, nonce: Callable[[], str] | None = None) -> None:
@@ -323,7 +324,7 @@ class JingdongSigner:
     def _payload_hash(auth: ParsedAuth, body: bytes | None) -> str:
         if auth.body is BodyPolicy.CLAIMED_SHA256 and auth.payload_sha256:
             return auth.payload_sha256
-        return hashlib.sha256(body or b"").hexdigest()
+        return auth.body_sha256 or hashlib.sha256(body or b"").hexdigest()
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None

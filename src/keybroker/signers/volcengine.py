@@ -211,6 +211,7 @@ class VolcengineSigner:
     """Volcengine ``HMAC-SHA256`` (header and presigned-query forms)."""
 
     vendor: ClassVar[str] = "volcengine"
+    accepts_body_sha256: ClassVar[bool] = True  # large bodies may be spooled
     public_domains: ClassVar[tuple[str, ...]] = (
         ".volcengineapi.com",
         ".volcengine-api.com",
@@ -346,7 +347,7 @@ class VolcengineSigner:
             return EMPTY_SHA256
         if auth.body is BodyPolicy.CLAIMED_SHA256 and auth.payload_sha256:
             return auth.payload_sha256
-        return hashlib.sha256(body or b"").hexdigest()
+        return auth.body_sha256 or hashlib.sha256(body or b"").hexdigest()
 
     def canonical_request(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> str:
         """The canonical request ``verify`` would sign (for diagnostics and test vectors)."""
