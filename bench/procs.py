@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
+    "Exited",
     "RssSampler",
+    "check_alive",
     "children",
     "cpu_seconds",
     "free_port",
@@ -23,6 +25,7 @@ __all__ = [
     "port_open",
     "reset_peak_rss",
     "rss_kib",
+    "serve_on_free_port",
     "started",
     "stop",
     "wait_until",
@@ -70,6 +73,41 @@ def started(
             yield proc
         finally:
             stop(proc)
+
+
+class Exited(RuntimeError):
+    """A server exited while starting (a port taken between ``free_port`` and its bind)."""
+
+
+def check_alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """True while ``proc`` runs; ``Exited`` with the end of its output once it has exited."""
+    if proc.poll() is None:
+        return True
+    tail = log.read_bytes()[-1500:].decode(errors="replace") if log.exists() else ""
+    raise Exited(f"{log.stem} exited with {proc.returncode}: {tail}")
+
+
+@contextlib.contextmanager
+def serve_on_free_port(
+    make_cmd: Callable[[int], list[str]],
+    log_stem: Path,
+    ready: Callable[[subprocess.Popen[bytes], int, Path], None],
+    attempts: int = 3,
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start ``make_cmd(port)`` on a free port and wait for ``ready(proc, port, log)``; when
+    it exits while starting (``Exited``), try again on another port."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        log = log_stem.with_name(f"{log_stem.name}-{attempt}.out")
+        with started(make_cmd(port), log=log) as proc:
+            try:
+                ready(proc, port, log)
+            except Exited:
+                if attempt == attempts:
+                    raise
+                continue
+            yield proc, port
+            return
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import children, cpu_seconds, free_port, port_open, started, wait_until
+from bench.procs import (
+    check_alive,
+    children,
+    cpu_seconds,
+    port_open,
+    serve_on_free_port,
+    wait_until,
+)
 from bench.signing import Accounts
 
 __all__ = ["ProxyServer", "config_text", "keybroker_serve"]
@@ -89,24 +98,34 @@ def keybroker_serve(
     workdir: Path, upstream_port: int, accounts: Accounts, *, replay: bool, level: str = "info"
 ) -> Iterator[ProxyServer]:
     """Start ``keybroker serve``; wait until every worker is up and the port answers."""
-    port = free_port()
-    tag = "replay-on" if replay else "replay-off"
-    log_dir = workdir / f"log-{tag}"
-    cfg = workdir / f"config-{tag}.yml"
-    cfg.write_text(config_text(port, upstream_port, log_dir, accounts, replay, level))
-    cfg.chmod(0o600)
+    # every server its own files: a log left by an earlier one must not look like readiness
+    tag = f"{'replay-on' if replay else 'replay-off'}-{level}-{secrets.token_hex(3)}"
     count = os.cpu_count() or 1
-    cmd = [sys.executable, "-m", "keybroker", "serve", "--config", str(cfg)]
-    with started(cmd, log=workdir / f"keybroker-{tag}.out") as proc:
+
+    def command(port: int) -> list[str]:
+        cfg = workdir / f"config-{tag}-{port}.yml"
+        log_dir = workdir / f"log-{tag}-{port}"
+        cfg.write_text(config_text(port, upstream_port, log_dir, accounts, replay, level))
+        cfg.chmod(0o600)
+        return [sys.executable, "-m", "keybroker", "serve", "--config", str(cfg)]
+
+    def ready(proc: subprocess.Popen[bytes], port: int, out: Path) -> None:
         # the port opens as soon as the supervisor binds it; a worker serves only once its
         # imports are done, which it logs ("listening") at level info
+        log_dir = workdir / f"log-{tag}-{port}"
         if level.lower() in ("debug", "info"):
-            wait_until(lambda: _listening(log_dir) >= count, "keybroker workers", timeout=60)
-        wait_until(lambda: port_open(port), "keybroker")
+
+            def listening() -> bool:
+                return check_alive(proc, out) and _listening(log_dir) >= count
+
+            wait_until(listening, "keybroker workers", timeout=90)
+        wait_until(lambda: check_alive(proc, out) and port_open(port), "keybroker")
         if count > 1:
             wait_until(lambda: len(children(proc.pid)) >= count, "keybroker workers")
+        _wait_idle(children(proc.pid) or [proc.pid])
+
+    with serve_on_free_port(command, workdir / f"keybroker-{tag}", ready) as (proc, port):
         workers = children(proc.pid) if count > 1 else []
-        _wait_idle(workers or [proc.pid])
         yield ProxyServer(port, proc.pid, workers)
 
 

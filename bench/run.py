@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from bench import signing
 from bench.kms_rate import kms_rates
 from bench.loadgen import LoadResult, closed_loop, open_loop, run_async
 from bench.meter import Meter
-from bench.procs import RssSampler, free_port, port_open, started, wait_until
+from bench.procs import RssSampler, check_alive, port_open, serve_on_free_port, wait_until
 from bench.proxy_server import ProxyServer, keybroker_serve
 from bench.signing import Accounts, with_host
 from bench.transfer import concurrent_posts, download, repeated, upload
@@ -307,10 +308,12 @@ def floor(bench: Bench, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same load through the cheapest aiohttp pass-through proxy (one process): the part
     of the per-request cost that aiohttp itself sets."""
     s, out = bench.settings, []
-    port = free_port()
-    cmd = [sys.executable, "-m", "bench.floor_proxy", str(port), str(bench.upstream_port)]
-    with started(cmd, log=bench.workdir / "floor.out") as proc:
-        wait_until(lambda: port_open(port), "the floor proxy")
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "bench.floor_proxy", str(port), str(bench.upstream_port)]
+
+    ready = _ready("the floor proxy")
+    with serve_on_free_port(command, bench.workdir / "floor", ready) as (proc, port):
         server = ProxyServer(port, proc.pid, [])
         for vendor in VENDORS:
             c = _peak(rows, vendor, "proxied")["connections"]
@@ -342,13 +345,19 @@ def profile(bench: Bench, kb: ProxyServer, reqs: list[bytes]) -> dict[str, Any] 
 # ------------------------------------------------------------------ the run
 
 
+def _ready(what: str) -> Callable[[subprocess.Popen[bytes], int, Path], None]:
+    def ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        wait_until(lambda: check_alive(proc, log) and port_open(port), what)
+
+    return ready
+
+
 @contextlib.contextmanager
 def _upstream(workdir: Path) -> Iterator[tuple[int, int]]:
-    port = free_port()
-    with started(
-        [sys.executable, "-m", "bench.upstream", str(port)], log=workdir / "upstream.out"
-    ) as proc:
-        wait_until(lambda: port_open(port), "the upstream")
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "bench.upstream", str(port)]
+
+    with serve_on_free_port(command, workdir / "upstream", _ready("the upstream")) as (proc, port):
         yield port, proc.pid
 
 

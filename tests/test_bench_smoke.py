@@ -37,7 +37,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(out),
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.returncode == 0, f"stderr: {done.stderr[-3000:]}\nstdout: {done.stdout[-2000:]}"
     files = list(out.glob("*.json"))
     assert len(files) == 1, files
     data: dict[str, Any] = json.loads(files[0].read_text())
