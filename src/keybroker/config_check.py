@@ -1,0 +1,527 @@
+"""The rules every :class:`~keybroker.config.Config` must satisfy, and how problems are told.
+
+:func:`validate` checks a ``Config`` built in Python; :mod:`keybroker.config_load` runs the
+same checks (:func:`check_config`) after reading YAML.  Problems are collected in a
+:class:`Problems` (each with the line of the YAML node it is about, when there is one) and
+raised together as one ``ConfigError``; messages name fields, never a credential's value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from keybroker import signers
+from keybroker.config import (
+    KEY_OPERATIONS,
+    AuditConfig,
+    Config,
+    Endpoint,
+    ForbiddenConfig,
+    GrpcConfig,
+    HttpConfig,
+    KeyPolicy,
+    KeyServiceConfig,
+    LogConfig,
+    Policy,
+    SecurityConfig,
+    TlsConfig,
+)
+from keybroker.credentials import Credential
+from keybroker.errors import ConfigError, KMSError
+from keybroker.secret import Secret
+
+__all__ = [
+    "KEY_PROXY_VENDORS",
+    "LOG_LEVELS",
+    "MAX_PROBLEMS",
+    "POLICY_PRESETS",
+    "Problems",
+    "check_config",
+    "clip",
+    "required_credential_keys",
+    "validate",
+]
+
+MAX_PROBLEMS = 100
+
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+
+#: Every vendor code key-proxy knows; the ones without a registered signer are "not supported
+#: yet" rather than "unknown".
+KEY_PROXY_VENDORS = (
+    "aws",
+    "volcengine",
+    "ksyun",
+    "aliyun",
+    "tencent",
+    "huawei",
+    "baidu",
+    "jingdong",
+    "akamai",
+    "qiniu",
+    "ucloud",
+    "wangsu",
+    "baishan",
+)
+
+# Http's limits and timeouts, all > 0: (key, attribute, whole number?).
+_HTTP_LIMITS = (
+    ("MaxHeaderBytes", "max_header_bytes", True),
+    ("MaxBodyBytes", "max_body_bytes", True),
+    ("UpstreamConnectTimeout", "upstream_connect_timeout", False),
+    ("UpstreamReadTimeout", "upstream_read_timeout", False),
+    ("ShutdownTimeout", "shutdown_timeout", False),
+    ("ClientTimeout", "client_timeout", False),
+)
+_FORBIDDEN_FLAGS = (
+    ("ForbiddenAccountNotFound", "forbidden_account_not_found"),
+    ("ForbiddenProxyCredentialErr", "forbidden_proxy_credential_err"),
+)
+
+
+# --- problem collection ----------------------------------------------------------------------
+
+
+def _parent(path: str) -> str:
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else ""
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """A non-secret value fit for a message: one line, bounded length."""
+    flat = "".join(c if c.isprintable() else "?" for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+@dataclass
+class Problems:
+    """Problems in the order found; each with the line of the YAML node it is about."""
+
+    source: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    found: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def add(self, path: str, message: str, line: int | None = None) -> None:
+        """Record a problem with ``path``; later checks of the same path are skipped."""
+        self.failed.add(path)
+        if line is None:
+            line = self._line_of(path)
+        where = (
+            "" if self.source is None else f"{self.source}:{line}: " if line else f"{self.source}: "
+        )
+        label = f"{path}: " if path else ""
+        self.found.append((line or 1 << 30, len(self.found), f"{where}{label}{message}"))
+
+    def check(self, path: str, message: str) -> None:
+        """A later problem: dropped if one was already found at ``path`` or a parent."""
+        probe = path
+        while probe:
+            if probe in self.failed:
+                return
+            probe = _parent(probe)
+        self.add(path, message)
+
+    def _line_of(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = _parent(path)
+        return self.lines.get("")
+
+    def raise_if_any(self) -> None:
+        """Raises ``ConfigError`` with every problem, ordered by line."""
+        if not self.found:
+            return
+        texts = [text for _, _, text in sorted(self.found)]
+        if len(texts) > MAX_PROBLEMS:
+            extra = len(texts) - MAX_PROBLEMS
+            texts = [*texts[:MAX_PROBLEMS], f"... and {extra} more problems"]
+        raise ConfigError(texts)
+
+
+# --- checks shared by YAML and Python configs ------------------------------------------------
+
+_FIELD_KEYS = {
+    "access_key": "AccessKey",
+    "secret_key": "SecretKey",
+    "access_token": "AccessToken",
+    "client_token": "ClientToken",
+    "client_secret": "ClientSecret",
+}
+
+
+def required_credential_keys(vendor: str) -> tuple[str, ...]:
+    """The credential keys ``vendor``'s scheme needs (AccessKey + SecretKey unless it says)."""
+    try:
+        signer = signers.get(vendor)
+    except KeyError:
+        return ("AccessKey", "SecretKey")
+    return tuple(_FIELD_KEYS[f] for f in signers.credential_fields(signer))
+
+
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOST = re.compile(r"[A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]")
+
+
+def _address_problem(address: object) -> str | None:
+    if not isinstance(address, str):
+        return "expected a string"
+    host, sep, port = address.rpartition(":")
+    if sep and _PORT.fullmatch(port) and 1 <= int(port) <= 65535 and _HOST.fullmatch(host):
+        return None
+    return f"expected 'host:port' or ':port' with a port 1-65535, got '{clip(address)}'"
+
+
+def _positive(p: Problems, path: str, value: object, *, integer: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        p.check(path, "expected an integer" if integer else "expected a number")
+    elif not math.isfinite(value) or value <= 0:
+        p.check(path, "must be greater than 0")
+
+
+def _is_type(p: Problems, path: str, value: object, kind: type, what: str) -> bool:
+    if isinstance(value, kind):
+        return True
+    p.check(path, f"expected {what}")
+    return False
+
+
+def _readable_problem(path: str) -> str | None:
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read '{clip(path, 200)}': {exc.strerror}"
+
+
+def _check_http(http: HttpConfig, p: Problems) -> None:
+    for key, attr, integer in _HTTP_LIMITS:
+        _positive(p, f"Http.{key}", getattr(http, attr), integer=integer)
+    if isinstance(http.workers, bool) or not isinstance(http.workers, int) or http.workers < 0:
+        p.check("Http.Workers", "expected an integer >= 0 (0: one worker per core)")
+    for path, address in (("Http.Address", http.address), ("Http.Tls.Address", http.tls.address)):
+        if problem := _address_problem(address):
+            p.check(path, problem)
+    tls = http.tls
+    if not _is_type(p, "Http.Tls.Enabled", tls.enabled, bool, "a boolean") or not tls.enabled:
+        return
+    for key, value in (("CertFile", tls.cert_file), ("KeyFile", tls.key_file)):
+        if not value or not isinstance(value, str):
+            p.check(f"Http.Tls.{key}", "required when Http.Tls.Enabled is true")
+        elif problem := _readable_problem(value):
+            p.check(f"Http.Tls.{key}", problem)
+
+
+def _check_sections(cfg: Config, p: Problems) -> None:
+    level = cfg.log.level
+    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+        shown = clip(level) if isinstance(level, str) else type(level).__name__
+        p.check("Log.Level", f"expected one of {', '.join(LOG_LEVELS)}, got '{shown}'")
+    for section, obj in (("Log", cfg.log), ("Audit", cfg.audit)):
+        _is_type(p, f"{section}.Output", obj.output, str, "a string")
+        # <= 0 is allowed: key-proxy reads it as "use the default".
+        _is_type(p, f"{section}.MaxAge", obj.max_age, int, "an integer")
+        _is_type(p, f"{section}.MaxSize", obj.max_size, int, "an integer")
+    _is_type(p, "Audit.Enabled", cfg.audit.enabled, bool, "a boolean")
+    for key, attr in _FORBIDDEN_FLAGS:
+        _is_type(p, f"Forbidden.{key}", getattr(cfg.forbidden, attr), bool, "a boolean")
+    _positive(p, "Security.ClockSkewSeconds", cfg.security.clock_skew_seconds, integer=True)
+    _check_store(p, "Security.ReplayCache", cfg.security.replay_cache, ("memory", "off"))
+    _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
+    _check_cidrs(p, "Security.AllowedClientCIDRs", cfg.security.allowed_client_cidrs)
+
+
+def _check_store(p: Problems, path: str, value: object, words: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        p.check(path, "expected a string")
+    elif value not in words and not value.startswith(("redis://", "rediss://", "unix://")):
+        allowed = ", ".join(w for w in words if w)
+        p.check(path, f"expected {allowed} or a redis:// URL, got '{clip(value)}'")
+
+
+def _check_cidrs(p: Problems, path: str, values: object) -> None:
+    if not isinstance(values, list):
+        p.check(path, "expected a list of CIDRs")
+        return
+    for i, value in enumerate(values):
+        try:
+            ipaddress.ip_network(str(value), strict=False)
+        except ValueError:
+            p.check(f"{path}[{i}]", f"not an IP network: '{clip(str(value))}'")
+
+
+POLICY_PRESETS = ("", "read-only")
+
+
+def _check_policy(policy: object, path: str, p: Problems) -> None:
+    if not _is_type(p, path, policy, Policy, "a Policy"):
+        return
+    assert isinstance(policy, Policy)
+    if policy.preset not in POLICY_PRESETS:
+        p.check(f"{path}.Preset", f"unknown preset '{clip(str(policy.preset))}' (known: read-only)")
+    for key in ("services", "actions", "deny_actions", "regions"):
+        values = getattr(policy, key)
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            name = "".join(w.capitalize() for w in key.split("_"))
+            p.check(f"{path}.{name}", "expected a list of non-empty strings")
+    _check_cidrs(p, f"{path}.SourceCIDRs", policy.source_cidrs)
+
+
+def _vendor_problem(vendor: str) -> str | None:
+    known = signers.known_vendors()
+    if vendor in known:
+        return None
+    code = vendor.strip().lower()
+    if code in known:
+        return f"vendor codes are lower case: use '{code}'"
+    if code in KEY_PROXY_VENDORS:
+        return f"vendor '{clip(vendor)}' is not supported yet"
+    return f"unknown vendor '{clip(vendor)}' (known: {', '.join(known)})"
+
+
+def _upstream_problem(upstream: str) -> str | None:
+    try:
+        url = urlsplit(upstream)
+        port_ok = url.port is None or url.port > 0
+    except ValueError:
+        url, port_ok = None, False
+    if url is not None and (url.username is not None or url.password is not None):
+        return "must not contain user info (user:password@)"
+    if url is None or url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+        shown = "" if "@" in upstream else f", got '{clip(upstream, 80)}'"
+        return f"expected an http(s) URL with a host{shown}"
+    return None
+
+
+def _check_credential(
+    cred: object, path: str, p: Problems, needed: tuple[str, ...] = ("AccessKey", "SecretKey")
+) -> None:
+    if not _is_type(p, path, cred, Credential, "a Credential"):
+        return
+    assert isinstance(cred, Credential)  # for mypy: _is_type just said so
+    if not _is_type(p, f"{path}.AccessKey", cred.access_key, str, "a string"):
+        pass
+    elif not cred.access_key and "AccessKey" in needed:
+        p.check(f"{path}.AccessKey", "must not be empty")
+    if (
+        _is_type(p, f"{path}.SecretKey", cred.secret_key, Secret, "a Secret")
+        and not cred.secret_key
+        and "SecretKey" in needed
+    ):
+        p.check(f"{path}.SecretKey", "must not be empty")
+    for key, value in (
+        ("AccessToken", cred.access_token),
+        ("ClientToken", cred.client_token),
+        ("ClientSecret", cred.client_secret),
+    ):
+        if value is not None:
+            _is_type(p, f"{path}.{key}", value, Secret, "a Secret or None")
+        if key in needed and not value:
+            p.check(f"{path}.{key}", "must not be empty")
+
+
+def _check_endpoint(ep: Endpoint, path: str, p: Problems) -> None:
+    if not isinstance(ep.cloud_account_name, str) or not ep.cloud_account_name:
+        p.check(f"{path}.CloudAccountName", "must not be empty")
+    if not isinstance(ep.vendor, str) or not ep.vendor:
+        p.check(f"{path}.Vendor", "must not be empty")
+    elif problem := _vendor_problem(ep.vendor):
+        p.check(f"{path}.Vendor", problem)
+    needed = required_credential_keys(ep.vendor) if isinstance(ep.vendor, str) else ()
+    _check_credential(ep.proxy, f"{path}.Credentials.Proxy", p, needed)
+    _check_credential(ep.real, f"{path}.Credentials.Real", p, needed)
+    for i, extra in enumerate(ep.additional_proxies):
+        _check_credential(extra, f"{path}.Credentials.AdditionalProxies[{i}]", p, needed)
+    for key, value in (
+        ("MaxBodyBytes", ep.max_body_bytes),
+        ("MaxConcurrentRequests", ep.max_concurrent_requests),
+    ):
+        if value is not None:
+            _positive(p, f"{path}.{key}", value, integer=True)
+    hosts = ep.allowed_hosts
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip(".") for h in hosts):
+        p.check(f"{path}.AllowedHosts", "expected a list of DNS names or suffixes")
+    _check_policy(ep.policy, f"{path}.Policy", p)
+    _check_key_policy(ep.key_policy, f"{path}.KeyPolicy", p)
+    if ep.upstream is not None and (
+        not isinstance(ep.upstream, str) or (problem := _upstream_problem(ep.upstream))
+    ):
+        p.check(f"{path}.Upstream", problem if isinstance(ep.upstream, str) else "expected a URL")
+
+
+def _proxy_credential_ids(ep: Endpoint) -> list[tuple[str, str | None]]:
+    creds = [("Proxy", ep.proxy)]
+    if isinstance(ep.additional_proxies, list):
+        creds += [(f"AdditionalProxies[{i}]", c) for i, c in enumerate(ep.additional_proxies)]
+    out: list[tuple[str, str | None]] = []
+    for where, cred in creds:
+        if not isinstance(cred, Credential):
+            continue
+        try:
+            out.append((where, signers.credential_id(signers.get(ep.vendor), cred)))
+        except (KeyError, TypeError, AttributeError):
+            out.append((where, cred.access_key))
+    return out
+
+
+def _check_endpoints(endpoints: list[Endpoint], p: Problems) -> None:
+    if not _is_type(p, "Endpoints", endpoints, list, "a list of Endpoint"):
+        return
+    names: dict[str, int] = {}
+    proxy_keys: dict[str, str] = {}
+    for i, ep in enumerate(endpoints):
+        path = f"Endpoints[{i}]"
+        if not _is_type(p, path, ep, Endpoint, "an Endpoint"):
+            continue
+        _check_endpoint(ep, path, p)
+        name = ep.cloud_account_name
+        if isinstance(name, str) and name and names.setdefault(name, i) != i:
+            p.check(f"{path}.CloudAccountName", f"duplicate name (also Endpoints[{names[name]}])")
+        for where, key in _proxy_credential_ids(ep):
+            if not isinstance(key, str) or not key:
+                continue
+            if key in proxy_keys:
+                p.check(
+                    f"{path}.Credentials.{where}.AccessKey",
+                    f"duplicate proxy access key (also {proxy_keys[key]})",
+                )
+            else:
+                proxy_keys[key] = f"{path}.Credentials.{where}"
+
+
+_SECTION_TYPES = (
+    ("Http", "http", HttpConfig, "an HttpConfig"),
+    ("Log", "log", LogConfig, "a LogConfig"),
+    ("Audit", "audit", AuditConfig, "an AuditConfig"),
+    ("Forbidden", "forbidden", ForbiddenConfig, "a ForbiddenConfig"),
+    ("Security", "security", SecurityConfig, "a SecurityConfig"),
+)
+
+
+def check_config(cfg: Config, p: Problems) -> None:
+    sections_ok = all(
+        [
+            _is_type(p, name, getattr(cfg, attr), kind, what)
+            for name, attr, kind, what in _SECTION_TYPES
+        ]
+    )
+    if sections_ok and _is_type(p, "Http.Tls", cfg.http.tls, TlsConfig, "a TlsConfig"):
+        _check_http(cfg.http, p)
+        _check_sections(cfg, p)
+    _check_endpoints(cfg.endpoints, p)
+    _check_key_service(cfg.key_service, p)
+
+
+# --- the key service (keybroker.keyservice) ---------------------------------------------------
+
+_PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def _check_key_policy(kp: object, path: str, p: Problems) -> None:
+    if kp is None or not _is_type(p, path, kp, KeyPolicy, "a KeyPolicy or None"):
+        return
+    assert isinstance(kp, KeyPolicy)
+    if not isinstance(kp.prefixes, list) or not all(isinstance(x, str) for x in kp.prefixes):
+        p.check(f"{path}.Prefixes", "expected a list of key id prefixes")
+    ops = kp.operations
+    if not isinstance(ops, list) or not all(isinstance(x, str) for x in ops):
+        p.check(f"{path}.Operations", "expected a list of operations")
+        return
+    known = ", ".join((*KEY_OPERATIONS, "*"))
+    if not ops:
+        p.check(f"{path}.Operations", f"name at least one operation ({known})")
+    for i, op in enumerate(ops):
+        if op != "*" and op not in KEY_OPERATIONS:
+            p.check(f"{path}.Operations[{i}]", f"unknown operation '{clip(op)}' (known: {known})")
+
+
+def _check_key_service(ks: object, p: Problems) -> None:
+    if not _is_type(p, "KeyService", ks, KeyServiceConfig, "a KeyServiceConfig"):
+        return
+    assert isinstance(ks, KeyServiceConfig)
+    if not _is_type(p, "KeyService.Enabled", ks.enabled, bool, "a boolean") or not ks.enabled:
+        return
+    if problem := _path_prefix_problem(ks.path_prefix):
+        p.check("KeyService.PathPrefix", problem)
+    size = ks.max_dek_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 8160:
+        p.check("KeyService.MaxDEKSize", "expected an integer from 1 to 8160 (bytes)")
+    if not isinstance(ks.kms, str) or not ks.kms:
+        p.check("KeyService.KMS", "required when KeyService.Enabled is true (a kms:// URI)")
+    elif not isinstance(ks.storage, str):
+        p.check("KeyService.Storage", "expected a storage:// URI")
+    else:
+        for key, problem in _key_service_uri_problems(ks.kms, ks.storage):
+            p.check(f"KeyService.{key}", problem)
+    _check_grpc(ks.grpc, p)
+
+
+def _path_prefix_problem(prefix: object) -> str | None:
+    if not isinstance(prefix, str) or not _PATH_PREFIX.fullmatch(prefix.rstrip("/")):
+        return "expected a path such as /_keybroker/kms (letters, digits and . _ ~ -)"
+    if not prefix.lstrip("/").startswith("_"):
+        # so the key service can never shadow a cloud API path in native mode
+        return "the first path segment must start with '_' (such as /_keybroker/kms)"
+    return None
+
+
+def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
+    """Parameter checks of the two URIs, without building anything (no file or network)."""
+    from keybroker.kms.cluster import ClusterKMS
+    from keybroker.kms.registry import load_storage_class, load_wrapper_class, validate_uri
+    from keybroker.kms.uri import parse_uri
+
+    out: list[tuple[str, str]] = []
+    for key, uri, scheme in (("KMS", kms, "kms"), ("Storage", storage, "storage")):
+        if not uri:
+            continue
+        try:
+            parsed = parse_uri(uri)
+            if parsed.scheme != scheme:
+                out.append((key, f"expected a {scheme}:// URI, not {parsed.scheme}://"))
+            elif (scheme, parsed.name) == ("kms", "cluster-kms"):
+                ClusterKMS.validate_uri(parsed)
+            elif (scheme, parsed.name) == ("storage", "no-store"):
+                parsed.check_known()
+            else:
+                load = load_wrapper_class if scheme == "kms" else load_storage_class
+                validate_uri(load(parsed), parsed)
+        except KMSError as exc:  # our KMS messages name parameters, never their values
+            out.append((key, str(exc)))
+    return out
+
+
+def _check_grpc(grpc: object, p: Problems) -> None:
+    path = "KeyService.Grpc"
+    if not _is_type(p, path, grpc, GrpcConfig, "a GrpcConfig"):
+        return
+    assert isinstance(grpc, GrpcConfig)
+    if not _is_type(p, f"{path}.Enabled", grpc.enabled, bool, "a boolean") or not grpc.enabled:
+        return
+    if problem := _address_problem(grpc.address):
+        p.check(f"{path}.Address", problem)
+    files: list[tuple[str, str]] = [("CertFile", grpc.cert_file), ("KeyFile", grpc.key_file)]
+    if grpc.cert_file or grpc.key_file or grpc.client_ca_file:
+        files += [("ClientCAFile", grpc.client_ca_file)] if grpc.client_ca_file else []
+        for key, value in files:
+            if not value or not isinstance(value, str):
+                p.check(f"{path}.{key}", "required for TLS (CertFile and KeyFile go together)")
+            elif problem := _readable_problem(value):
+                p.check(f"{path}.{key}", problem)
+
+
+def validate(cfg: Config) -> None:
+    """Check a ``Config`` built in Python with the rules ``load`` applies.
+
+    Raises ``ConfigError`` listing every problem; ``TypeError`` if ``cfg`` is not a Config.
+    """
+    if not isinstance(cfg, Config):
+        raise TypeError("validate() needs a keybroker.config.Config")
+    problems = Problems()
+    check_config(cfg, problems)
+    problems.raise_if_any()
