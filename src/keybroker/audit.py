@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import math
@@ -47,11 +46,20 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from keybroker.audit_verify import (
+    AUDIT_FILE_NAME,
+    GENESIS,
+    MAX_LINE_BYTES,
+    VerifyResult,
+    audit_files,
+    open_line,
+    rotated_files,
+    verify,
+)
 from keybroker.config import AuditConfig
 from keybroker.context import RequestContext
 from keybroker.errors import ConfigError
@@ -71,11 +79,8 @@ __all__ = [
     "verify",
 ]
 
-AUDIT_FILE_NAME = "audit.log"
 DEFAULT_MAX_AGE_DAYS = 90
 DEFAULT_MAX_SIZE_MB = 100
-GENESIS = hashlib.sha256(b"keybroker-audit-v1").hexdigest()
-MAX_LINE_BYTES = 64 * 1024  # an audit line is a record, not a dump channel
 
 Clock = Callable[[], float]
 Scalar = str | int | float | bool | None
@@ -83,11 +88,7 @@ Scalar = str | int | float | bool | None
 _RESERVED = frozenset({"time", "seq", "prev", "start", "hash"})
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}\Z")
 _HASH_KEY = b',"hash":"'
-_SEALED = re.compile(rb'(\{.*),"hash":"([0-9a-f]{64})"\}\Z', re.DOTALL)
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 _STAMP = "%Y%m%dT%H%M%SZ"
-_ROTATED = re.compile(re.escape(AUDIT_FILE_NAME) + r"\.(\d{8}T\d{6}Z)(?:\.(\d{1,6}))?\Z")
 _DAY = 86400.0
 _log = logging.getLogger("keybroker.audit")
 
@@ -101,36 +102,6 @@ def _seal(body: Mapping[str, object]) -> tuple[bytes, str]:
     prefix = text[:-1].encode("ascii")  # without the closing brace
     digest = hashlib.sha256(prefix).hexdigest()
     return prefix + _HASH_KEY + digest.encode("ascii") + b'"}\n', digest
-
-
-def _open_line(raw: bytes) -> tuple[dict[str, object], str] | str:
-    """The body and hash of one line (newline stripped), or why it is not a sound line."""
-    match = _SEALED.fullmatch(raw)
-    if match is None:
-        return "malformed line (no trailing hash field)"
-    prefix, digest = match.group(1), match.group(2).decode("ascii")
-    try:
-        body = json.loads(prefix.decode("utf-8") + "}")
-    except ValueError:  # UnicodeDecodeError is a ValueError too
-        return "bad JSON"
-    if not isinstance(body, dict) or "hash" in body:
-        return "bad JSON (not one object with one hash field)"
-    if not hmac.compare_digest(hashlib.sha256(prefix).hexdigest(), digest):
-        return "line hash mismatch (the line was altered)"
-    return _check_fields(body) or (body, digest)
-
-
-def _check_fields(body: dict[str, object]) -> str | None:
-    time_, seq, prev = body.get("time"), body.get("seq"), body.get("prev")
-    if not isinstance(time_, str) or not _TIME.match(time_):
-        return "invalid or missing field 'time'"
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        return "invalid or missing field 'seq'"
-    if not isinstance(prev, str) or not _HEX64.match(prev):
-        return "invalid or missing field 'prev'"
-    if body.get("start", "genesis") not in ("genesis", "rotated"):
-        return "invalid field 'start'"
-    return None
 
 
 def _rfc3339(now: float) -> str:
@@ -240,34 +211,6 @@ def _netloc(url: str | None) -> str | None:
 
 
 # --- file names -------------------------------------------------------------------------
-
-
-def _rotated_key(name: str) -> tuple[str, int] | None:
-    """``(stamp, n)`` of a rotated file's name (its place in the chain), else ``None``."""
-    match = _ROTATED.fullmatch(name)
-    if match is None:
-        return None
-    return match.group(1), int(match.group(2) or 0)
-
-
-def _rotated(directory: Path) -> list[tuple[tuple[str, int], Path]]:
-    found = []
-    for entry in os.scandir(directory):
-        key = _rotated_key(entry.name)
-        if key is not None and entry.is_file(follow_symlinks=False):
-            found.append((key, Path(entry.path)))
-    return sorted(found)
-
-
-def audit_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The audit files of ``directory`` in chain order: rotated ones, then ``audit.log``.
-
-    Raises :class:`OSError` if the directory cannot be listed.
-    """
-    folder = Path(directory)
-    files = [path for _, path in _rotated(folder)]
-    live = folder / AUDIT_FILE_NAME
-    return [*files, live] if live.is_file() else files
 
 
 def _stamp_age(stamp: str) -> float:
@@ -399,7 +342,7 @@ class AuditLog:
             return 0
         cutoff = self._clock() - self.max_age_days * _DAY
         deleted = 0
-        for (stamp, _), path in _rotated(self.directory):
+        for (stamp, _), path in rotated_files(self.directory):
             if _stamp_age(stamp) < cutoff:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -450,7 +393,7 @@ class AuditLog:
         if st.st_size > 0:
             self._resume(_tail(self._fd, st.st_size), self._path_or_raise())
             return
-        self._continue_from_rotated()
+        self._continue_fromrotated_files()
         if lost is not None and lost[1] > self._seq:
             # The file we were writing was deleted, not rotated: chain on from its real end,
             # so verify sees the gap instead of a clean continuation of an older file.
@@ -474,9 +417,9 @@ class AuditLog:
             self._rotate()
         self._prev, self._seq, self._start = GENESIS, 0, "genesis"
 
-    def _continue_from_rotated(self) -> None:
+    def _continue_fromrotated_files(self) -> None:
         directory = self._dir_or_raise()
-        previous = _rotated(directory)
+        previous = rotated_files(directory)
         if not previous:
             self._prev, self._seq, self._start = GENESIS, 0, "genesis"
             return
@@ -493,7 +436,7 @@ class AuditLog:
     def _rotate(self) -> None:
         directory = self._dir_or_raise()
         now = datetime.fromtimestamp(self._clock(), tz=UTC).strftime(_STAMP)
-        existing = _rotated(directory)
+        existing = rotated_files(directory)
         # Names must sort in chain order even if the clock stepped back.
         stamp, n = now, 0
         if existing and existing[-1][0][0] >= now:
@@ -581,123 +524,9 @@ def _tail(fd: int, size: int) -> tuple[str, int] | str:
     chunk = os.pread(fd, min(size, MAX_LINE_BYTES + 1), max(0, size - MAX_LINE_BYTES - 1))
     if not chunk.endswith(b"\n"):
         return "incomplete last line"
-    opened = _open_line(chunk[:-1].rsplit(b"\n", 1)[-1])
+    opened = open_line(chunk[:-1].rsplit(b"\n", 1)[-1])
     if isinstance(opened, str):
         return opened
     body, digest = opened
     seq = body["seq"]
     return (digest, seq) if isinstance(seq, int) else "invalid field 'seq'"
-
-
-# --- verification -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """What :func:`verify` found.  ``lines``/``files`` count what was read (up to the break).
-
-    ``first_seq`` > 1 means older files were pruned (or removed); ``last_hash`` is the hash
-    of the last line, worth recording elsewhere to detect lines cut off the end later.
-    """
-
-    ok: bool
-    lines: int
-    files: int
-    broken_file: Path | None = None
-    broken_line: int | None = None
-    reason: str | None = None
-    first_seq: int | None = None
-    last_hash: str | None = None
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"OK: {self.lines} lines in {self.files} files"
-        return f"tampered: {self.broken_file}:{self.broken_line}: {self.reason}"
-
-
-@dataclass
-class _Walk:
-    lines: int = 0
-    files: int = 0
-    prev: str | None = None
-    seq: int = 0
-    first_seq: int | None = None
-
-
-def verify(path: str | os.PathLike[str]) -> VerifyResult:
-    """Check the chain of one audit file, or of every audit file in a directory.
-
-    Reports the first broken line: bad JSON, a line hash or ``prev`` that does not match, a
-    ``seq`` gap, a missing or misplaced ``start`` marker, an incomplete last line.  Raises
-    :class:`FileNotFoundError` for a missing path and :class:`OSError` for an unreadable one.
-    """
-    target = Path(path)
-    if target.is_dir():
-        files, single = audit_files(target), False
-    elif target.exists():
-        files, single = [target], True
-    else:
-        raise FileNotFoundError(f"no such file or directory: {target}")
-    walk = _Walk()
-    for number, file in enumerate(files):
-        broken = _verify_file(file, walk, rotated=not single and number < len(files) - 1)
-        if broken is not None:
-            line, reason = broken
-            return VerifyResult(False, walk.lines, walk.files, file, line, reason, walk.first_seq)
-    return VerifyResult(True, walk.lines, walk.files, None, None, None, walk.first_seq, walk.prev)
-
-
-def _verify_file(file: Path, walk: _Walk, *, rotated: bool) -> tuple[int, str] | None:
-    walk.files += 1
-    number = 0
-    with file.open("rb") as fh:
-        while raw := fh.readline(MAX_LINE_BYTES + 1):
-            number += 1
-            if not raw.endswith(b"\n"):
-                too_long = len(raw) > MAX_LINE_BYTES
-                return number, "line too long" if too_long else "incomplete last line (no newline)"
-            problem = _verify_line(raw[:-1], number == 1, walk)
-            if problem is not None:
-                return number, problem
-            walk.lines += 1
-    if number == 0 and rotated:
-        return 1, "empty rotated file"
-    return None
-
-
-def _verify_line(raw: bytes, first: bool, walk: _Walk) -> str | None:
-    opened = _open_line(raw)
-    if isinstance(opened, str):
-        return opened
-    body, digest = opened
-    seq, prev, start = body["seq"], str(body["prev"]), body.get("start")
-    if not isinstance(seq, int):  # checked by _open_line already; this narrows the type
-        return "invalid or missing field 'seq'"
-    problem = _verify_start(start, first, seq, prev, walk) or _verify_link(seq, prev, walk)
-    if problem is None:
-        walk.prev, walk.seq = digest, seq
-        walk.first_seq = seq if walk.first_seq is None else walk.first_seq
-    return problem
-
-
-def _verify_start(start: object, first: bool, seq: int, prev: str, walk: _Walk) -> str | None:
-    if not first:
-        return "start marker inside a file" if start is not None else None
-    if start is None:
-        return "first line of a file has no start marker (lines removed above it?)"
-    if start == "genesis":
-        if walk.prev is not None:
-            return "the chain restarts (genesis) after earlier lines"
-        if seq != 1 or not hmac.compare_digest(prev, GENESIS):
-            return "genesis line with a seq other than 1 or a prev other than the genesis hash"
-    return None
-
-
-def _verify_link(seq: int, prev: str, walk: _Walk) -> str | None:
-    if walk.prev is None:
-        return None  # the oldest retained line: what came before was pruned
-    if not hmac.compare_digest(prev, walk.prev):
-        return "prev hash does not match the line before (a line removed, moved or changed)"
-    if seq != walk.seq + 1:
-        return f"seq gap: expected {walk.seq + 1}, found {seq}"
-    return None
