@@ -30,23 +30,20 @@ links); no line is lost or torn.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from pathlib import Path
 
 from keybroker.config import LogConfig
 from keybroker.errors import ConfigError
+from keybroker.logfile import LOG_FILE_NAME, Clock, SizeRotatingFileHandler
 from keybroker.redact import (
     MASK,
     SECRETS,
@@ -76,14 +73,11 @@ __all__ = [
 ]
 
 LOGGER_NAME = "keybroker"
-LOG_FILE_NAME = "key_proxy.log"  # key-proxy's name, so existing log shippers keep working
 DEFAULT_MAX_AGE_DAYS = 14
 DEFAULT_MAX_SIZE_MB = 100
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("keybroker_request_id", default=None)
 """The id of the request being served; set it per request and every line carries it."""
-
-Clock = Callable[[], float]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -226,167 +220,6 @@ def _is_json(line: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-# --- the file ---------------------------------------------------------------------------
-
-_STAMP = "%Y%m%dT%H%M%SZ"
-_ROTATED_NAME = re.compile(re.escape(LOG_FILE_NAME) + r"\.(\d{8}T\d{6}Z)(?:\.\d+)?")
-_DAY = 86400.0
-
-
-class SizeRotatingFileHandler(logging.Handler):
-    """Appends lines to ``<directory>/key_proxy.log``; rotates by size, prunes by age.
-
-    ``clock`` (seconds since the epoch) names rotated files and decides their age, so tests
-    need no sleeping.  Raises :class:`OSError` if the file cannot be opened.
-    """
-
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        *,
-        max_bytes: int,
-        max_age_days: int,
-        clock: Clock = time.time,
-    ) -> None:
-        super().__init__()
-        if max_bytes <= 0 or max_age_days <= 0:
-            raise ValueError("max_bytes and max_age_days must be positive")
-        self.directory = Path(directory)
-        self.path = self.directory / LOG_FILE_NAME
-        self.max_bytes = max_bytes
-        self.max_age_days = max_age_days
-        self._clock = clock
-        self._fd = -1
-        self._open()
-        try:
-            self.prune()
-        except OSError:
-            self.close()
-            raise
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._fd < 0:
-            return  # closed by a reconfiguration while this record was on its way
-        try:
-            self._write((self.format(record) + "\n").encode("utf-8", "backslashreplace"))
-        except Exception:
-            self.handleError(record)
-
-    def close(self) -> None:
-        self.acquire()
-        try:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-        finally:
-            self.release()
-        super().close()
-
-    def prune(self) -> int:
-        """Delete rotated files older than ``max_age_days``; return how many were deleted."""
-        cutoff = self._clock() - self.max_age_days * _DAY
-        deleted = 0
-        for entry in os.scandir(self.directory):
-            stamp = _rotated_at(entry.name)
-            if stamp is not None and stamp < cutoff:
-                try:
-                    os.unlink(entry.path)
-                    deleted += 1
-                except FileNotFoundError:
-                    pass  # another process pruned it first
-        return deleted
-
-    def _open(self) -> None:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags, 0o640)
-
-    def _write(self, data: bytes) -> None:
-        # The file's own size, not a count of our bytes: other processes append to it too,
-        # and a file another process rotated away shows up here as full.
-        if os.fstat(self._fd).st_size + len(data) > self.max_bytes:
-            self._make_room(len(data))
-        view = memoryview(data)
-        while view:  # a regular file takes it in one write; loop only on a short write
-            view = view[os.write(self._fd, view) :]
-
-    def _make_room(self, incoming: int) -> None:
-        # Check-and-rotate must be atomic across worker processes: without the lock, two
-        # processes can both rotate, and the second one's unlink removes the fresh file the
-        # first one is already writing to (its lines would be lost).
-        with self._rotation_lock():
-            if self._replaced():
-                os.close(self._fd)
-                self._open()
-            size = os.fstat(self._fd).st_size
-            if size > 0 and size + incoming > self.max_bytes:
-                self._rotate()
-
-    @contextlib.contextmanager
-    def _rotation_lock(self) -> Iterator[None]:
-        # The directory itself is the lock: no extra file appears next to the logs.
-        fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
-
-    def _replaced(self) -> bool:
-        """Was the file renamed away (by another process) since we opened it?"""
-        try:
-            on_disk = os.stat(self.path)
-        except FileNotFoundError:
-            return True
-        ours = os.fstat(self._fd)
-        return (on_disk.st_dev, on_disk.st_ino) != (ours.st_dev, ours.st_ino)
-
-    def _rotate(self) -> None:
-        _move_aside(self.path, self._clock())
-        os.close(self._fd)
-        self._open()
-        # A failed clean-up must not stop logging; the next rotation retries it.
-        with contextlib.suppress(OSError):
-            self.prune()
-
-
-def _rotated_at(name: str) -> float | None:
-    """The UTC time in a rotated file's name, or ``None`` if ``name`` is not one."""
-    match = _ROTATED_NAME.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
-def _move_aside(path: Path, now: float) -> None:
-    """Rename ``path`` to ``path.<stamp>[.n]``, never replacing an existing file.
-
-    ``link`` + ``unlink`` fails instead of overwriting when the name is taken (a plain
-    ``rename`` would silently replace it); file systems without hard links fall back to
-    ``rename`` after an existence check.
-    """
-    base = f"{path}.{datetime.fromtimestamp(now, tz=UTC).strftime(_STAMP)}"
-    for n in range(10_000):
-        target = base if n == 0 else f"{base}.{n}"
-        try:
-            os.link(path, target)
-        except FileExistsError:
-            continue
-        except FileNotFoundError:
-            return  # another process moved it already
-        except OSError:
-            if os.path.exists(target):
-                continue
-            os.rename(path, target)
-            return
-        with contextlib.suppress(FileNotFoundError):  # another process unlinked it
-            os.unlink(path)
-        return
-    raise OSError(f"no free name to rotate {path.name} into")
 
 
 class _StderrHandler(logging.Handler):
