@@ -262,15 +262,16 @@ def _transfer_row(direct: Any, proxied: Any, rss: RssSampler, meter: Meter) -> d
 def posts(bench: Bench, kb: ProxyServer) -> dict[str, Any]:
     """``posts`` concurrent ``post_mb`` MB POSTs: Volcengine with ``x-content-sha256`` kept
     (the body streams, its hash checked on the way) and AWS form POSTs signed without a
-    payload-hash header (the body must be held whole to verify the signature)."""
+    payload-hash header (the body must be held whole to verify the signature).  The upstream
+    answers them after half a second, so all of them are inside the proxy at once."""
     s, out = bench.settings, {}
     pad = s.post_mb * 1_000_000
     for kind in ("streamed", "buffered"):
         if kind == "streamed":
-            reqs = bench.fresh("volcengine", s.posts, pad=pad)
+            reqs = bench.fresh("volcengine", s.posts, pad=pad, path="/slow")
         else:
             start, bench.nonce = bench.nonce, bench.nonce + s.posts
-            reqs = signing.aws_post(bench.accounts, s.posts, start, pad=pad)
+            reqs = signing.aws_post(bench.accounts, s.posts, start, pad=pad, path="/slow")
         row = concurrent_posts(kb.port, [with_host(r, kb.port) for r in reqs], _workers(kb))
         out[kind] = {"vendor": "volcengine" if kind == "streamed" else "aws", **row}
         print(
@@ -361,12 +362,30 @@ def _upstream(workdir: Path) -> Iterator[tuple[int, int]]:
         yield port, proc.pid
 
 
+def _commit() -> str | None:
+    """The checkout measured (with ``+dirty`` when it has changes), if it is a git one."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=repo, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def meta(settings: Settings) -> dict[str, Any]:
     from keybroker import __version__
 
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "keybroker": __version__,
+        "commit": _commit(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],

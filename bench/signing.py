@@ -112,31 +112,40 @@ def aws_get(accounts: Accounts, n: int, start: int = 0) -> list[bytes]:
     return out
 
 
-def aws_post(accounts: Accounts, n: int, start: int = 0, *, pad: int = 0) -> list[bytes]:
-    """``n`` form POSTs to STS with a ``pad``-byte parameter, SigV4-signed without an
-    ``x-amz-content-sha256`` header: the proxy must hold the whole body to verify it."""
+def aws_post(
+    accounts: Accounts, n: int, start: int = 0, *, pad: int = 0, path: str = "/"
+) -> list[bytes]:
+    """``n`` form POSTs to STS (at ``path``) with a ``pad``-byte parameter, SigV4-signed
+    without an ``x-amz-content-sha256`` header: the proxy must hold the whole body to verify
+    it."""
     creds = Credentials(*accounts.aws_proxy)
     filler = "x" * pad
     out = []
     for i in range(start, start + n):
         body = f"Action=GetCallerIdentity&Version=2011-06-15&Nonce={i}&Pad={filler}".encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-        req = AWSRequest(method="POST", url=AWS_ORIGIN + "/", data=body, headers=headers)
+        req = AWSRequest(method="POST", url=AWS_ORIGIN + path, data=body, headers=headers)
         SigV4Auth(creds, "sts", "us-east-1").add_auth(req)
         pairs = [(k, str(v)) for k, v in req.headers.items()]
-        pairs += _keyproxy(AWS_ORIGIN + "/", "aws-bench", AWS_KEPT + ",content-type")
-        out.append(raw_request("POST", "/", pairs, body))
+        pairs += _keyproxy(AWS_ORIGIN + path, "aws-bench", AWS_KEPT + ",content-type")
+        out.append(raw_request("POST", path, pairs, body))
     return out
 
 
 def volc_post(
-    accounts: Accounts, n: int, start: int = 0, *, pad: int = 0, kept: str = VOLC_KEPT
+    accounts: Accounts,
+    n: int,
+    start: int = 0,
+    *,
+    pad: int = 0,
+    kept: str = VOLC_KEPT,
+    path: str = "/",
 ) -> list[bytes]:
-    """``n`` IAM ListUsers POSTs (JSON body, ``pad`` extra bytes in it) signed as the
-    Volcengine SDK signs them, sent as key-proxy's platform sends them."""
+    """``n`` IAM ListUsers POSTs (JSON body, ``pad`` extra bytes in it; to ``path``) signed
+    as the Volcengine SDK signs them, sent as key-proxy's platform sends them."""
     ak, sk = accounts.volc_proxy
     query = [("Action", "ListUsers"), ("Version", "2018-01-01")]
-    target = "/?Action=ListUsers&Version=2018-01-01"
+    target = f"{path}?Action=ListUsers&Version=2018-01-01"
     filler = "x" * pad
     out = []
     for i in range(start, start + n):
@@ -144,7 +153,7 @@ def volc_post(
             f'{{"Limit":1,"Offset":{i},"Pad":"{filler}"}}' if pad else f'{{"Limit":1,"Offset":{i}}}'
         )
         headers = {"Content-Type": "application/json", "Host": VOLC_HOST}
-        SignerV4.sign("/", "POST", headers, body, None, query, ak, sk, "cn-beijing", "iam", None)
+        SignerV4.sign(path, "POST", headers, body, None, query, ak, sk, "cn-beijing", "iam", None)
         headers.pop("Host")
         pairs = list(headers.items()) + _keyproxy(
             f"https://{VOLC_HOST}{target}", "volc-bench", kept

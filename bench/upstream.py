@@ -3,7 +3,8 @@
     python -m bench.upstream PORT
 
 Every request is read whole (``Content-Length`` or chunked body, discarded as it arrives) and
-answered ``200`` with a small JSON body; ``GET .../big/<n>`` streams ``n`` bytes instead.
+answered ``200`` with a small JSON body; ``GET .../big/<n>`` streams ``n`` bytes instead, and a
+path starting ``/slow`` is answered after half a second.
 Raw asyncio on uvloop (when installed) rather than a framework: the benchmark measures the
 proxy, so the upstream must cost as little CPU per request as possible.
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from typing import cast
 
-__all__ = ["SMALL_BODY", "UpstreamProtocol", "main", "serve"]
+__all__ = ["SLOW_SECONDS", "SMALL_BODY", "UpstreamProtocol", "main", "serve"]
 
 SMALL_BODY = b'{"ok":true}'
 _OK = (
@@ -25,6 +27,7 @@ _BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 _BLOCK = memoryview(b"x" * (256 * 1024))
+SLOW_SECONDS = 0.5  # how long ``/slow...`` requests wait for their answer
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -146,13 +149,26 @@ class UpstreamProtocol(asyncio.Protocol):
         marker = self.path.find(b"/big/")
         if self.method == b"GET" and marker >= 0:
             size = int(self.path[marker + 5 :].split(b"?")[0] or b"0")
-            self.streaming = True
-            transport.pause_reading()
-            asyncio.get_running_loop().create_task(self._stream(size))
-            return
-        transport.write(_OK)
-        if self.close_after:
-            transport.close()
+            self._later(self._stream(size))
+        elif self.path.startswith(b"/slow"):
+            self._later(self._slow())
+        else:
+            transport.write(_OK)
+            if self.close_after:
+                transport.close()
+
+    def _later(self, answer: Coroutine[None, None, None]) -> None:
+        """Answer from a task; the connection reads nothing more until it is done."""
+        assert self.transport is not None
+        self.streaming = True
+        self.transport.pause_reading()
+        asyncio.get_running_loop().create_task(self._then_resume(answer))
+
+    async def _slow(self) -> None:
+        # the answer waits, so a proxy in between holds every such request at once
+        await asyncio.sleep(SLOW_SECONDS)
+        if self.transport is not None:
+            self.transport.write(_OK)
 
     async def _stream(self, size: int) -> None:
         transport = self.transport
@@ -164,8 +180,12 @@ class UpstreamProtocol(asyncio.Protocol):
             piece = _BLOCK[: min(len(_BLOCK), size - sent)]
             transport.write(piece)
             sent += len(piece)
+
+    async def _then_resume(self, answer: Coroutine[None, None, None]) -> None:
+        await answer
+        transport = self.transport
         self.streaming = False
-        if transport.is_closing():
+        if transport is None or transport.is_closing():
             return
         if self.close_after:
             transport.close()
