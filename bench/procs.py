@@ -23,6 +23,7 @@ __all__ = [
     "machine_busy_seconds",
     "peak_rss_kib",
     "port_open",
+    "ready_when_open",
     "reset_peak_rss",
     "rss_kib",
     "serve_on_free_port",
@@ -108,6 +109,15 @@ def serve_on_free_port(
                 continue
             yield proc, port
             return
+
+
+def ready_when_open(what: str) -> Callable[[subprocess.Popen[bytes], int, Path], None]:
+    """A ``ready`` for :func:`serve_on_free_port`: the process runs and its port accepts."""
+
+    def ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        wait_until(lambda: check_alive(proc, log) and port_open(port), what)
+
+    return ready
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
