@@ -11,10 +11,13 @@ The rules, secure by default:
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from keybroker.errors import Forbidden, MalformedRequest
+
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 __all__ = ["Destination", "host_in_domains", "parse_base_url", "parse_origin_uri"]
 
@@ -53,7 +56,7 @@ def parse_origin_uri(value: str) -> tuple[Destination, str, str]:
 
     Raises ``MalformedRequest`` for anything but an absolute http(s) URL with a host.
     """
-    if not value or any(ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+    if not value or not _VISIBLE_ASCII.fullmatch(value):
         raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:

@@ -33,7 +33,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers import _aws_chunked as chunked
-from keybroker.signers._common import KeyCache
+from keybroker.signers._common import KeyCache, compact_utc
 from keybroker.signers._sigv4_canonical import (
     canonical_headers,
     canonical_query,
@@ -139,7 +139,7 @@ def parse_timestamp(value: str, field_name: str = "X-Amz-Date") -> datetime:
     if not _TIMESTAMP_RE.fullmatch(value):
         raise MalformedSignature(f"{field_name} must look like 20240101T000000Z")
     try:
-        return datetime.strptime(value, _TIMESTAMP).replace(tzinfo=UTC)
+        return compact_utc(value)
     except ValueError:
         raise MalformedSignature(f"{field_name} is not a valid date and time") from None
 

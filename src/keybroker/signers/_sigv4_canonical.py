@@ -8,6 +8,7 @@ encoding") except for services that keep them raw (S3).  Bad input raises
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.errors import MalformedSignature
@@ -84,23 +85,26 @@ def canonical_uri(path: str, *, raw: bool) -> list[str]:
     return [as_sent] if reencoded == as_sent else [as_sent, reencoded]
 
 
-def canonical_query(raw: str, *, drop_signature: bool = False) -> list[str]:
+@functools.lru_cache(maxsize=512)
+def canonical_query(raw: str, *, drop_signature: bool = False) -> tuple[str, ...]:
     """Candidate canonical query strings: AWS's (decode, encode RFC 3986, sort) first, and
-    botocore's sort of the raw pairs when that differs.  Raises ``MalformedSignature``."""
+    botocore's sort of the raw pairs when that differs.  Raises ``MalformedSignature``.
+
+    Cached: parse, verify and re-sign each need it for the same query string."""
     encoded = []
     for key, val in decode_query(raw):
         if not (drop_signature and key == "X-Amz-Signature"):
             encoded.append((encode_component(key), encode_component(val)))
     spec = "&".join(f"{k}={v}" for k, v in sorted(encoded))
     if not raw.isascii():
-        return [spec]
+        return (spec,)
     kept = []
     for part in raw.split("&") if raw else []:
         key, _, val = part.partition("=")
         if not (drop_signature and key == "X-Amz-Signature"):
             kept.append((key, val))
     as_sent = "&".join(f"{k}={v}" for k, v in sorted(kept))
-    return [spec] if as_sent == spec else [spec, as_sent]
+    return (spec,) if as_sent == spec else (spec, as_sent)
 
 
 def encode_component(text: str) -> str:
