@@ -395,7 +395,13 @@ class Proxy:
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
         if upstream.body is not None:  # a body-credential scheme re-signed inside the body
             body = upstream.body
-        return await self._forwarder.forward(request, ctx, upstream, body or spooled, auth, limit)
+        # A body streamed through (its hash claimed in a header, unsigned, or chunk-signed)
+        # is never held, so only the account's own MaxBodyBytes bounds it; Http.MaxBodyBytes
+        # bounds what the proxy must buffer.
+        stream_limit = endpoint.max_body_bytes or _UNBOUNDED
+        return await self._forwarder.forward(
+            request, ctx, upstream, body or spooled, auth, stream_limit
+        )
 
     # ------------------------------------------------------------- verification
 
@@ -572,6 +578,9 @@ def _replay_key(
     elif body_sha256:
         h.update(bytes.fromhex(body_sha256))
     return h.digest()
+
+
+_UNBOUNDED = 1 << 62
 
 
 def _spools(signer: Signer, request: web.BaseRequest) -> bool:

@@ -99,3 +99,25 @@ Endpoints:
     # The issue's bound is 50 MB; spooling keeps at most 1 MiB per request in memory, so the
     # growth stays far below even 16 MB (buffering the bodies whole grows it by ~26 MB here).
     assert grown < 16 * 1024, f"RSS grew by {grown} KB"
+
+
+def test_streamed_bodies_are_bounded_only_by_the_account_limit() -> None:
+    """``Http.MaxBodyBytes`` bounds what the proxy buffers; a body streamed through (its hash
+    claimed in a header) is bounded only by the account's own ``MaxBodyBytes``."""
+    from keybroker.config import HttpConfig
+
+    body = secrets.token_bytes(3 * 1024 * 1024)
+    uri = "https://s3.amazonaws.com/bucket/key"
+    claim = {"X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()}
+    with recording_upstream() as up:
+        cfg = _cfg(up.url)
+        cfg.http = HttpConfig(max_body_bytes=1024 * 1024)
+        with proxy_running(cfg) as (url, _):
+            signed = sign_aws("PUT", uri, ak=AK, sk=SK, service="s3", body=body, headers=claim)
+            assert send(url, "PUT", uri, signed, account="acct", body=body).status == 200
+        cfg = _cfg(up.url)
+        cfg.endpoints[0].max_body_bytes = 1024 * 1024
+        with proxy_running(cfg) as (url, _):
+            signed = sign_aws("PUT", uri, ak=AK, sk=SK, service="s3", body=body, headers=claim)
+            assert send(url, "PUT", uri, signed, account="acct", body=body).status == 413
+    assert len(up.seen) == 1 and up.seen[0].body == body
