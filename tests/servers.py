@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 
@@ -139,3 +140,36 @@ def moto_enforcing() -> Iterator[tuple[str, str, str]]:
         key = iam.create_access_key(UserName="keybroker-real")["AccessKey"]
         moto_api(url, "reset-auth", b"0")
         yield url, key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@contextlib.contextmanager
+def app_in_thread(app: Any, port: int, *, what: str = "server") -> Iterator[None]:
+    """Serve the aiohttp ``app`` on 127.0.0.1:``port`` from a thread with its own event loop
+    until the block ends (for upstreams and fakes the tests talk to over real sockets)."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name=what, daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError(f"the {what} did not start")
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -4,14 +4,13 @@ large body on ``GET /big/<n>``)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 STS_ANSWER = (
     '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
@@ -63,24 +62,5 @@ def recording_upstream(delay: float = 0.0) -> Iterator[Recorder]:
 
     app = web.Application(client_max_size=1 << 30)
     app.router.add_route("*", "/{tail:.*}", handle)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    ready.wait(10)
-    try:
+    with app_in_thread(app, port, what="upstream"):
         yield rec
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(10)

@@ -16,7 +16,7 @@ from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
 from tests.proxy.platform import send, sign_aws
 from tests.proxy.recording_upstream import recording_upstream
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 AK, SK, REAL_SK = "AKIDPROXYSSRF0000001", secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 logscan.register(SK, REAL_SK)
@@ -81,8 +81,6 @@ def test_ip_literal_spellings_are_never_vendor_hosts(host: str) -> None:
 def test_redirects_are_passed_back_never_followed() -> None:
     from aiohttp import web
 
-    from tests.proxy import recording_upstream as ru
-
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -94,28 +92,16 @@ def test_redirects_are_passed_back_never_followed() -> None:
     port = free_port()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-    import threading
-
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    try:
-        with proxy_running(_cfg(f"http://127.0.0.1:{port}")) as (url, _):
-            origin = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
-            signed = sign_aws("GET", origin, ak=AK, sk=SK, service="sts")
-            r = send(url, "GET", origin, signed, account="acct")
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(5)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
+    with (
+        app_in_thread(app, port, what="redirecting upstream"),
+        proxy_running(_cfg(f"http://127.0.0.1:{port}")) as (url, _),
+    ):
+        origin = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
+        signed = sign_aws("GET", origin, ak=AK, sk=SK, service="sts")
+        r = send(url, "GET", origin, signed, account="acct")
     assert r.status == 302
     assert r.headers["Location"] == "http://169.254.169.254/latest/meta-data/"
     assert seen == ["/"]
-    assert ru  # the shared upstream module stays importable
 
 
 class _Static(AbstractResolver):

@@ -13,10 +13,8 @@ request never reached the upstream) and ``.echoes`` (the JSON answers sent).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -26,7 +24,7 @@ from aiohttp import web
 from akamai.edgegrid.edgegrid import EdgeGridAuthHeaders
 from requests.structures import CaseInsensitiveDict
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["UpstreamURL", "akamai_upstream"]
 
@@ -99,25 +97,5 @@ def akamai_upstream(
     port = free_port()
     url = UpstreamURL(f"http://127.0.0.1:{port}")
     url.hits, url.echoes = 0, []
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_app(sdk, url), access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="akamai-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the Akamai upstream did not start")
-    try:
+    with app_in_thread(_app(sdk, url), port, what="akamai-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)

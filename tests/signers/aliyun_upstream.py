@@ -22,7 +22,6 @@ the signer).  ``core_clock`` pins aliyun-python-sdk-core's timestamp and nonce.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from aliyunsdkcore.utils import parameter_helper
 from darabonba.request import DaraRequest
 from multidict import CIMultiDict
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["Seen", "UpstreamURL", "aliyun_upstream", "core_clock", "sdk_acs3_authorization"]
 
@@ -178,25 +177,5 @@ def aliyun_upstream(
     port = free_port()
     url = UpstreamURL(f"http://127.0.0.1:{port}")
     url.hits, url.echoes, url.nonces, url.seen = 0, [], set(), []
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_app(real_ak, real_sk, session_token, url), access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="aliyun-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the Alibaba Cloud upstream did not start")
-    try:
+    with app_in_thread(_app(real_ak, real_sk, session_token, url), port, what="aliyun-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)

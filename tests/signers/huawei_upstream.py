@@ -17,9 +17,7 @@ The yielded URL is a ``str`` with ``.hits`` (requests received) and ``.echoes`` 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +31,7 @@ from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
 from keybroker.signers.base import SigningRequest
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["UpstreamURL", "huawei_upstream", "sdk_date", "sdk_sign"]
 
@@ -142,28 +140,8 @@ def _app(ak: str, sk: str, token: str | None, url: UpstreamURL) -> web.Applicati
 @contextmanager
 def serve(app: web.Application, url: UpstreamURL, port: int) -> Iterator[UpstreamURL]:
     """Run ``app`` on 127.0.0.1:``port`` in a thread until the block ends."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="vendor-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the upstream did not start")
-    try:
+    with app_in_thread(app, port, what="vendor-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 @contextmanager

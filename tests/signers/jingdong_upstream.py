@@ -16,7 +16,6 @@ The yielded URL is a ``str`` with ``.hits`` (requests received so far) and ``.ec
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import hashlib
 import threading
@@ -34,7 +33,7 @@ from jdcloud_sdk.core.credential import Credential as V3Credential
 from jdcloud_sdk.core.logger import Logger as V3Logger
 from jdcloud_sdk.core.signer import Signer as V3Signer
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["UpstreamURL", "jingdong_upstream", "sdk_sign"]
 
@@ -150,25 +149,5 @@ def jingdong_upstream(real_ak: str, real_sk: str) -> Iterator[UpstreamURL]:
     port = free_port()
     url = UpstreamURL(f"http://127.0.0.1:{port}")
     url.hits, url.echoes = 0, []
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_app(real_ak, real_sk, url), access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="jingdong-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the JD Cloud upstream did not start")
-    try:
+    with app_in_thread(_app(real_ak, real_sk, url), port, what="jingdong-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)

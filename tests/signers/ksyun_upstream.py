@@ -17,9 +17,7 @@ upstream.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +26,7 @@ import requests
 from aiohttp import web
 from requests_aws4auth import AWS4Auth
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["UpstreamURL", "aws4auth_authorization", "ksyun_upstream", "serve_app"]
 
@@ -46,28 +44,8 @@ def serve_app(make_app: Callable[[UpstreamURL], web.Application]) -> Iterator[Up
     port = free_port()
     url = UpstreamURL(f"http://127.0.0.1:{port}")
     url.hits, url.echoes = 0, []
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(url), access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="vendor-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the upstream did not start")
-    try:
+    with app_in_thread(make_app(url), port, what="vendor-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _fields(auth: str) -> dict[str, str]:

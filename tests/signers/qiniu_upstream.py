@@ -12,8 +12,6 @@ that the other small-vendor upstreams of this test tree reuse.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from qiniu import Auth, QiniuMacAuth
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["Seen", "UpstreamURL", "checking_upstream", "qiniu_upstream"]
 
@@ -88,28 +86,8 @@ def checking_upstream(check: Check, name: str, refuse_status: int = 401) -> Iter
     port = free_port()
     url = UpstreamURL(f"http://127.0.0.1:{port}")
     url.hits, url.echoes = 0, []
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_app(check, url, refuse_status), access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name=f"{name}-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError(f"the {name} upstream did not start")
-    try:
+    with app_in_thread(_app(check, url, refuse_status), port, what=f"{name}-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _canonical(name: str) -> str:

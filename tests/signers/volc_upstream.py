@@ -16,7 +16,6 @@ that a refused request never reached the upstream) and ``.echoes`` (the JSON ans
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import hashlib
 import threading
@@ -30,7 +29,7 @@ from aiohttp import web
 from volcenginesdkcore import signv4
 from volcenginesdkcore.signv4 import SignerV4
 
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 __all__ = ["UpstreamURL", "sdk_clock", "volc_upstream"]
 
@@ -154,25 +153,5 @@ def volc_upstream(
     port = free_port()
     url = UpstreamURL(f"http://127.0.0.1:{port}")
     url.hits, url.echoes = 0, []
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_app(real_ak, real_sk, session_token, url), access_log=None)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="volc-upstream", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the Volcengine upstream did not start")
-    try:
+    with app_in_thread(_app(real_ak, real_sk, session_token, url), port, what="volc-upstream"):
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
