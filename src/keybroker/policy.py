@@ -25,6 +25,7 @@ __all__ = [
     "READ_ONLY_PREFIXES",
     "RequestFacts",
     "check",
+    "check_source",
     "form_action",
     "ip_allowed",
     "rest_action",
@@ -41,6 +42,7 @@ READ_ONLY_PREFIXES = (
     "search",
     "lookup",
     "check",
+    "check_source",
     "batchget",
     "scan",
     "select",
@@ -62,8 +64,7 @@ class RequestFacts:
 
 def check(policy: Policy, facts: RequestFacts) -> None:
     """Raise ``Forbidden`` (with the rule that refused) unless ``policy`` allows ``facts``."""
-    if policy.source_cidrs and not _ip_in(facts.source_ip, tuple(policy.source_cidrs)):
-        raise Forbidden("the policy does not allow this client address for the account")
+    check_source(policy, facts.source_ip)
     service = (facts.service or "").lower()
     if policy.services and service not in {s.lower() for s in policy.services}:
         raise Forbidden(f"the policy does not allow service '{service or '?'}'")
@@ -76,6 +77,12 @@ def check(policy: Policy, facts: RequestFacts) -> None:
         raise Forbidden(f"the policy does not allow action '{name or service + ':?'}'")
     if policy.preset == "read-only" and not _reads_only(facts):
         raise Forbidden(f"the read-only policy does not allow '{name or facts.method}'")
+
+
+def check_source(policy: Policy, source_ip: str | None) -> None:
+    """Raise ``Forbidden`` unless ``policy`` allows the client address ``source_ip``."""
+    if policy.source_cidrs and not _ip_in(source_ip, tuple(policy.source_cidrs)):
+        raise Forbidden("the policy does not allow this client address for the account")
 
 
 def _reads_only(facts: RequestFacts) -> bool:

@@ -282,9 +282,7 @@ class Proxy:
         ``ProxyError``s as proxying (401, 404, 400, 413, ...); the policy check is the
         service's.
         """
-        _check_header_size(request, self.config.http.max_header_bytes)
-        if not policy.ip_allowed(request.remote, self.config.security.allowed_client_cidrs):
-            raise Forbidden("this client address may not use the proxy")
+        self._admit(request)
         route = await self._router.native(request, ctx)
         endpoint, signer, auth = route.endpoint, route.signer, route.auth
         assert endpoint is not None and signer is not None and auth is not None
@@ -298,14 +296,18 @@ class Proxy:
         if body is None:
             body = await read_bounded(request, limit, self.config.http.client_timeout)
         claimed = auth.payload_sha256 if auth.body is BodyPolicy.CLAIMED_SHA256 else None
-        digest = hashlib.sha256(body).hexdigest()
-        if claimed and not constant_time_equal(digest, claimed.lower()):
+        if claimed and not constant_time_equal(hashlib.sha256(body).hexdigest(), claimed.lower()):
             raise SignatureMismatch("the body does not match the signed payload hash")
         self._verify(route.signed, signer, auth, endpoint, body)
         await self._check_replay(route.signed, auth, endpoint, body)  # a key request is one use
-        if not policy.ip_allowed(request.remote, endpoint.policy.source_cidrs):
-            raise Forbidden("the policy does not allow this client address for the account")
+        policy.check_source(endpoint.policy, request.remote)
         return endpoint, body
+
+    def _admit(self, request: web.BaseRequest) -> None:
+        """Checks before anything is parsed: header size (431), client allow-list (403)."""
+        _check_header_size(request, self.config.http.max_header_bytes)
+        if not policy.ip_allowed(request.remote, self.config.security.allowed_client_cidrs):
+            raise Forbidden("this client address may not use the proxy")
 
     def _health(self, request: web.BaseRequest) -> web.Response | None:
         if request.method != "GET" or "authorization" in request.headers:
@@ -330,9 +332,7 @@ class Proxy:
         return None
 
     async def _proxy(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
-        _check_header_size(request, self.config.http.max_header_bytes)
-        if not policy.ip_allowed(request.remote, self.config.security.allowed_client_cidrs):
-            raise Forbidden("this client address may not use the proxy")
+        self._admit(request)
         router = self._router
         if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
             ctx.mode = "keyproxy"
