@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from typing import Any
 
 import pytest
 
@@ -173,3 +175,28 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def threads_race_one_wins(store: Any) -> None:
+    """One storage shared by threads that each run their own event loop (the SDK client is
+    not bound to a loop): of six concurrent create-only puts, exactly one wins."""
+    asyncio.run(store.open())
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            asyncio.run(store.put("shared", f"t{i}".encode()))
+            outcomes.append("won")
+        except DEKExists:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
+    assert asyncio.run(store.get("shared")).startswith(b"t")
+    asyncio.run(store.close())

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from tests.storage.cloud_servers import (
     azurite,
     entra,
 )
-from tests.storage.conformance import StorageConformance
+from tests.storage.conformance import StorageConformance, threads_race_one_wins
 
 __all__ = ["azurite", "entra"]  # fixtures: imported so pytest finds them here
 
@@ -393,29 +391,7 @@ def test_fuzz_connection_string_errors_are_clean(conn: str) -> None:
 
 
 def test_threads_with_own_event_loops_exactly_one_wins(azurite: Azurite) -> None:
-    """One storage shared by threads that each run their own event loop (the SDK client is
-    not bound to a loop)."""
-    store = from_conn(azurite, new_container())
-    asyncio.run(store.open())
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        try:
-            asyncio.run(store.put("shared", f"t{i}".encode()))
-            outcomes.append("won")
-        except DEKExists:
-            outcomes.append("lost")
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
-    assert asyncio.run(store.get("shared")).startswith(b"t")
-    asyncio.run(store.close())
+    threads_race_one_wins(from_conn(azurite, new_container()))
 
 
 def test_repr_names_container_not_secrets(azurite: Azurite) -> None:

@@ -6,8 +6,6 @@ endpoint (``FakeGoogleTokenServer``), which checks the signed JWT assertion.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from keybroker.storage import storage_from_uri
 from keybroker.storage.gcs import GCSStorage
 from tests.servers import free_port
 from tests.storage.cloud_servers import FakeGoogleTokenServer, fake_gcs_url, google_token_server
-from tests.storage.conformance import StorageConformance
+from tests.storage.conformance import StorageConformance, threads_race_one_wins
 
 __all__ = ["fake_gcs_url", "google_token_server"]  # fixtures: imported so pytest finds them
 
@@ -291,29 +289,7 @@ def test_validate_uri_reads_no_file(tmp_path: Path) -> None:
 
 
 def test_threads_with_own_event_loops_exactly_one_wins(fake_gcs_url: str) -> None:
-    """One storage shared by threads that each run their own event loop (the SDK client is
-    not bound to a loop)."""
-    store = anonymous(fake_gcs_url, new_bucket())
-    asyncio.run(store.open())
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        try:
-            asyncio.run(store.put("shared", f"t{i}".encode()))
-            outcomes.append("won")
-        except DEKExists:
-            outcomes.append("lost")
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
-    assert asyncio.run(store.get("shared")).startswith(b"t")
-    asyncio.run(store.close())
+    threads_race_one_wins(anonymous(fake_gcs_url, new_bucket()))
 
 
 def test_repr_names_bucket_not_secrets(key_file: Path) -> None:

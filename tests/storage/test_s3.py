@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from keybroker.secret import Secret
 from keybroker.storage import storage_from_uri
 from keybroker.storage.s3 import S3Storage
 from tests.storage.cloud_servers import AwsKeys, moto_auth_enforced, moto_s3_keys
-from tests.storage.conformance import StorageConformance
+from tests.storage.conformance import StorageConformance, threads_race_one_wins
 
 __all__ = ["moto_s3_keys"]  # a fixture: imported so pytest finds it here
 
@@ -391,29 +390,7 @@ def test_fuzz_uri_values_build_or_fail_cleanly(region: str, endpoint: str) -> No
 
 
 def test_threads_with_own_event_loops_exactly_one_wins(moto_url: str) -> None:
-    """One storage shared by threads that each run their own event loop (the SDK client is
-    not bound to a loop)."""
-    store = explicit(moto_url, new_bucket())
-    asyncio.run(store.open())
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        try:
-            asyncio.run(store.put("shared", f"t{i}".encode()))
-            outcomes.append("won")
-        except DEKExists:
-            outcomes.append("lost")
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
-    assert asyncio.run(store.get("shared")).startswith(b"t")
-    asyncio.run(store.close())
+    threads_race_one_wins(explicit(moto_url, new_bucket()))
 
 
 def test_repr_names_bucket_not_secrets(moto_url: str, moto_s3_keys: AwsKeys) -> None:
