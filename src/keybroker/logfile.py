@@ -5,6 +5,15 @@ A line that would take the file past its size first moves the file aside as
 rotated files older than the maximum age are deleted at start-up and after each rotation.
 How several processes share one file is described in :mod:`keybroker.logs`, which formats
 the lines and installs this handler.
+
+Records reach the file as soon as they are logged.  Lines given to
+:meth:`SizeRotatingFileHandler.write_line` (the access line of every request) are buffered
+instead and written many at once: when 64 KiB have gathered, 100 ms after the first of them
+(a flusher thread sees to it), before any other line, when an urgent (warn or worse) line
+comes, on :meth:`~SizeRotatingFileHandler.flush` and :meth:`~SizeRotatingFileHandler.close`
+(:func:`logging.shutdown` calls both at interpreter exit).  A buffer is written whole lines
+only, in order; a forked child drops the lines its parent had buffered (the parent writes
+them).
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import fcntl
 import logging
 import os
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +38,8 @@ Clock = Callable[[], float]
 _STAMP = "%Y%m%dT%H%M%SZ"
 _ROTATED_NAME = re.compile(re.escape(LOG_FILE_NAME) + r"\.(\d{8}T\d{6}Z)(?:\.\d+)?")
 _DAY = 86400.0
+BUFFER_BYTES = 64 * 1024  # buffered lines are written once they add up to this much
+FLUSH_DELAY = 0.1  # ... or this many seconds after the first of them, at the latest
 
 
 class SizeRotatingFileHandler(logging.Handler):
@@ -53,6 +66,8 @@ class SizeRotatingFileHandler(logging.Handler):
         self.max_age_days = max_age_days
         self._clock = clock
         self._fd = -1
+        self._reset_buffer()
+        _BUFFERING.add(self)
         self._open()
         try:
             self.prune()
@@ -64,18 +79,51 @@ class SizeRotatingFileHandler(logging.Handler):
         if self._fd < 0:
             return  # closed by a reconfiguration while this record was on its way
         try:
-            self._write((self.format(record) + "\n").encode("utf-8", "backslashreplace"))
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            if self._pending:  # buffered lines go first, in the same write
+                self._pending.append(data)
+                self._write_pending()
+            else:
+                self._write(data)
         except Exception:
             self.handleError(record)
 
+    def write_line(self, line: str, *, urgent: bool = False) -> None:
+        """Buffer one formatted line (without its newline); see the module docstring.
+
+        ``urgent`` writes it, and everything buffered before it, at once.
+        """
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        with self._wake:
+            if self._fd < 0:
+                return  # closed by a reconfiguration while this line was on its way
+            pending = self._pending
+            pending.append(data)
+            self._pending_bytes += len(data)
+            if urgent or self._pending_bytes >= BUFFER_BYTES:
+                self._flush_or_report()
+            elif len(pending) == 1:
+                self._deadline = time.monotonic() + FLUSH_DELAY
+                self._wake_flusher()
+            elif time.monotonic() >= self._deadline:  # the flusher is late (a busy process)
+                self._flush_or_report()
+
+    def flush(self) -> None:
+        """Write the buffered lines now."""
+        with self._wake:
+            if self._fd >= 0 and self._pending:
+                self._flush_or_report()
+
     def close(self) -> None:
-        self.acquire()
-        try:
+        with self._wake:
             if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-        finally:
-            self.release()
+                try:
+                    if self._pending:
+                        self._flush_or_report()
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
+                    self._wake.notify_all()  # the flusher thread ends
         super().close()
 
     def prune(self) -> int:
@@ -96,11 +144,68 @@ class SizeRotatingFileHandler(logging.Handler):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         self._fd = os.open(self.path, flags, 0o640)
 
+    # --- the buffer (all under the handler's lock) ---------------------------------------
+
+    _pending: list[bytes]
+    _wake: threading.Condition
+
+    def _reset_buffer(self) -> None:
+        self._pending = []
+        self._pending_bytes = 0
+        self._deadline = 0.0
+        self._wake = threading.Condition(self.lock)
+        self._flusher_pid = 0  # the process whose flusher thread runs, 0 for none
+
+    def _wake_flusher(self) -> None:
+        if self._flusher_pid == os.getpid():
+            self._wake.notify()
+            return
+        self._flusher_pid = os.getpid()
+        name = f"keybroker-log-flusher-{self.path.parent.name}"
+        threading.Thread(target=self._flush_loop, name=name, daemon=True).start()
+
+    def _flush_loop(self) -> None:
+        with self._wake:
+            while self._fd >= 0:
+                if not self._pending:
+                    self._wake.wait()
+                    continue
+                delay = self._deadline - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                self._flush_or_report()
+
+    def _flush_or_report(self) -> None:
+        count = len(self._pending)
+        try:
+            self._write_pending()
+        except Exception:
+            self.handleError(_buffer_record(count))
+
+    def _write_pending(self) -> None:
+        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        data = b"".join(lines)
+        if os.fstat(self._fd).st_size + len(data) <= self.max_bytes:
+            self._write_all(data)
+            return
+        for line in lines:  # the file fills up on the way: rotate where a line would not fit
+            self._write(line)
+
+    def _drop_after_fork(self) -> None:
+        # The parent writes what it had buffered; the child's flusher thread is gone.
+        self._reset_buffer()
+
+    # --- the file --------------------------------------------------------------------------
+
     def _write(self, data: bytes) -> None:
         # The file's own size, not a count of our bytes: other processes append to it too,
         # and a file another process rotated away shows up here as full.
         if os.fstat(self._fd).st_size + len(data) > self.max_bytes:
             self._make_room(len(data))
+        self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:  # a regular file takes it in one write; loop only on a short write
             view = view[os.write(self._fd, view) :]
@@ -143,6 +248,23 @@ class SizeRotatingFileHandler(logging.Handler):
         # A failed clean-up must not stop logging; the next rotation retries it.
         with contextlib.suppress(OSError):
             self.prune()
+
+
+_BUFFERING: weakref.WeakSet[SizeRotatingFileHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_BUFFERING):
+        handler._drop_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _buffer_record(count: int) -> logging.LogRecord:
+    """What :meth:`logging.Handler.handleError` reports when buffered lines fail to write."""
+    msg = f"{count} buffered log line(s) could not be written"
+    return logging.LogRecord("keybroker", logging.ERROR, __file__, 0, msg, None, None)
 
 
 def _rotated_at(name: str) -> float | None:

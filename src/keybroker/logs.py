@@ -19,9 +19,13 @@ fields given with ``extra={"fields": {...}}`` or :func:`log_event`, and ``exc`` 
 traceback on one line).  Every value goes through :mod:`keybroker.redact`: credential-named
 fields are masked, URLs and header maps redacted, and registered secrets scrubbed.
 
-Threads: a handler writes each line with a single ``write`` under its lock.  Processes: each
+Threads: a handler writes each line, or a batch of whole lines, with a single ``write`` under
+its lock.  The access line of each request (:func:`request_log_line`) is formatted without a
+:class:`logging.LogRecord` when the ``keybroker`` tree is as :func:`setup_logging` left it (a
+log file, no filter, no other handler), and buffered (see :mod:`keybroker.logfile`): it may
+reach the file up to 100 ms late, never out of order with the other lines.  Processes: each
 worker process writes through its own handler on its own ``O_APPEND`` descriptor, so the
-kernel appends every line whole and lines of different processes never interleave within a
+kernel appends every write whole and lines of different processes never interleave within a
 line.  A process that finds the file full rotates it; the others see their (renamed) file
 full on their next line, notice the name now points to a new file and reopen it.  Two
 processes rotating at the same instant can leave one file under two rotated names (hard
@@ -37,9 +41,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
+from typing import Any
 
 from keybroker.config import LogConfig
 from keybroker.errors import ConfigError
@@ -115,14 +121,58 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, registry: SecretRegistry = SECRETS) -> None:
         super().__init__()
         self.registry = registry
+        self._msg_cache: tuple[object, str] | None = None
 
     def format(self, record: logging.LogRecord) -> str:
         line = json.dumps(self._entry(record), separators=(",", ":"))
+        return self._sealed(line, lambda: self._head(record))
+
+    def format_access(
+        self, logger: str, level: int, fields: Mapping[str, Any], created: float
+    ) -> str | None:
+        """The line :meth:`format` makes of an access record, without the record.
+
+        ``fields`` as built by :func:`request_log_line`: ``request_id`` first, strings or
+        ``None``, ``int`` numbers and a ``float`` latency.  ``None`` for a latency that is not
+        a finite number (:meth:`format` spells that one).
+        """
+        latency = fields["latency_ms"]
+        if not math.isfinite(latency):
+            return None
+        stamp, name = _rfc3339(created), _level_name(level)
+        pid = os.getpid() if logging.logProcesses else None
+        f, s, n = fields, _JSON_STR, int.__repr__
+        line = (
+            f'{{"time":"{stamp}","level":{s(name)},"logger":{s(logger)}'
+            f',"pid":{"null" if pid is None else n(pid)},"msg":{s(self._request_msg())}'
+            f',"request_id":{s(f["request_id"])},"method":{s(f["method"])}'
+            f',"mode":{s(f["mode"])},"account":{_json_str(f["account"])}'
+            f',"vendor":{_json_str(f["vendor"])},"service":{_json_str(f["service"])}'
+            f',"action":{_json_str(f["action"])}'
+            f',"upstream_host":{_json_str(f["upstream_host"])},"status":{n(f["status"])}'
+            f',"bytes_in":{n(f["bytes_in"])},"bytes_out":{n(f["bytes_out"])}'
+            f',"latency_ms":{float.__repr__(latency)},"error_code":{_json_str(f["error_code"])}}}'
+        )
+        return self._sealed(
+            line, lambda: {"time": stamp, "level": name, "logger": logger, "pid": pid}
+        )
+
+    def _request_msg(self) -> str:
+        # "request" through the same redaction as any message (a registered secret could be
+        # a part of it), once per set of registered secrets.
+        pattern = self.registry.pattern
+        cached = self._msg_cache
+        if cached is None or cached[0] is not pattern:
+            cached = self._msg_cache = (pattern, self._text("request"))
+        return cached[1]
+
+    def _sealed(self, line: str, head: Callable[[], dict[str, object]]) -> str:
+        """``line`` scrubbed of registered secrets, still JSON, or a line saying it was not."""
         scrubbed = self.registry.scrub(line)
         if scrubbed == line or _is_json(scrubbed):
             return scrubbed
         # A secret spanning two JSON values: masking it broke the syntax.  Say so, keep no text.
-        withheld = {**self._head(record), "msg": "log line withheld: it held a registered secret"}
+        withheld = {**head(), "msg": "log line withheld: it held a registered secret"}
         fallback = self.registry.scrub(json.dumps(withheld, separators=(",", ":")))
         # Only a "secret" made of JSON punctuation and our own key names gets this far.
         return fallback if _is_json(fallback) else "{}"
@@ -207,6 +257,18 @@ def _rfc3339(created: float) -> str:
         prefix = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _stamp_cache = (second, prefix)
     return f"{prefix}.{int((created - second) * 1000):03d}Z"
+
+
+def _level_name(level: int) -> str:
+    return _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+
+
+_JSON_STR: Callable[[str], str] = encode_basestring_ascii  # json.dumps of a str, in C
+
+
+def _json_str(text: str | None) -> str:
+    """``json.dumps`` of a ``str`` or ``None``."""
+    return "null" if text is None else _JSON_STR(text)
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -371,10 +433,57 @@ def request_log_line(
         "error_code": _cap(error_code),
     }
     level = logging.WARNING if status_code >= 500 else logging.INFO
-    target = logger or logging.getLogger(ACCESS_LOGGER)
+    target = logger or _access_logger()
     if target.isEnabledFor(level):
-        target.log(level, "request", extra={"fields": fields, "trusted_fields": True})
+        handler = _direct_handler(target, level)
+        line = None
+        if handler is not None:
+            formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+            line = formatter.format_access(target.name, level, fields, time.time())
+        if handler is None or line is None:
+            target.log(level, "request", extra={"fields": fields, "trusted_fields": True})
+        else:
+            _write_direct(handler, target, level, line)
     return fields
+
+
+def _access_logger() -> logging.Logger:
+    global _ACCESS
+    if _ACCESS is None:
+        _ACCESS = logging.getLogger(ACCESS_LOGGER)
+    return _ACCESS
+
+
+_ACCESS: logging.Logger | None = None
+
+
+def _direct_handler(logger: logging.Logger, level: int) -> SizeRotatingFileHandler | None:
+    """The handler a ``level`` record of ``logger`` would reach, if it is the only one and
+    nothing between would look at the record: a log file of :func:`setup_logging`'s making on
+    the parent, no filters, no other handler on the way.  Else ``None``."""
+    if logger.handlers or logger.filters or logger.disabled or not logger.propagate:
+        return None
+    parent = logger.parent
+    if parent is None or parent.propagate or len(parent.handlers) != 1:
+        return None
+    handler = parent.handlers[0]
+    if (
+        type(handler) is not SizeRotatingFileHandler
+        or type(handler.formatter) is not JsonFormatter
+        or handler.filters
+        or level < handler.level
+    ):
+        return None
+    return handler
+
+
+def _write_direct(
+    handler: SizeRotatingFileHandler, logger: logging.Logger, level: int, line: str
+) -> None:
+    try:
+        handler.write_line(line, urgent=level >= logging.WARNING)
+    except Exception:
+        handler.handleError(logger.makeRecord(logger.name, level, "", 0, "request", (), None))
 
 
 def _cap(text: str | None) -> str | None:

@@ -224,6 +224,12 @@ class SecretRegistry:
     def __len__(self) -> int:
         return len(self._values)
 
+    @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """The compiled pattern of the registered values; a new object after each change,
+        so callers may cache what they derive from it."""
+        return self._pattern
+
     def scrub(self, text: str) -> str:
         """``text`` with every registered value replaced by ``***``.
 
