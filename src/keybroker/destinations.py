@@ -18,6 +18,11 @@ from urllib.parse import urlsplit
 from keybroker.errors import Forbidden, MalformedRequest
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+# The usual origin URI: http(s), a plain host name without port or user info, no fragment.
+# Such a URI is split here without urlsplit; anything else takes the general path.
+_PLAIN_ORIGIN = re.compile(r"(?i:(https?))://([A-Za-z0-9.\-]+)([/?][\x21-\x22\x24-\x7e]*)?")
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+")
+_BAD_NETLOC = re.compile(r"[@ \t\r\n\\]")
 
 __all__ = ["Destination", "host_in_domains", "parse_base_url", "parse_origin_uri"]
 
@@ -36,6 +41,8 @@ class Destination:
 
 
 def _split_host(netloc: str) -> tuple[str, int | None]:
+    if _PLAIN_HOST.fullmatch(netloc):  # what urlsplit would say, without it
+        return netloc.lower(), None
     parts = urlsplit(f"//{netloc}")
     try:
         return (parts.hostname or "", parts.port)
@@ -44,7 +51,7 @@ def _split_host(netloc: str) -> tuple[str, int | None]:
 
 
 def _check_netloc(netloc: str, what: str) -> None:
-    if not netloc or "@" in netloc or any(c in netloc for c in " \t\r\n\\"):
+    if not netloc or _BAD_NETLOC.search(netloc):
         raise MalformedRequest(f"{what}: invalid host")
     hostname, _ = _split_host(netloc)
     if not hostname:
@@ -56,6 +63,16 @@ def parse_origin_uri(value: str) -> tuple[Destination, str, str]:
 
     Raises ``MalformedRequest`` for anything but an absolute http(s) URL with a host.
     """
+    plain = _PLAIN_ORIGIN.fullmatch(value)
+    if plain is not None:
+        scheme, host, rest = plain.groups()
+        path, _, query = (rest or "").partition("?")
+        return Destination(scheme.lower(), host.lower()), path or "/", query
+    return _parse_origin_uri(value)
+
+
+def _parse_origin_uri(value: str) -> tuple[Destination, str, str]:
+    """:func:`parse_origin_uri` for any URI, through urlsplit."""
     if not value or not _VISIBLE_ASCII.fullmatch(value):
         raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
     parts = urlsplit(value)
