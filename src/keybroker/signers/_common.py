@@ -8,8 +8,8 @@ names the faulty field, never its value.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import re
 import secrets
 import threading
@@ -33,8 +33,11 @@ __all__ = [
     "V4_FIELDS",
     "Bad",
     "KeyCache",
+    "PreparedHmac",
     "check_length",
     "claimed_sha256",
+    "compact_time",
+    "compact_utc",
     "decode_query",
     "encode_unreserved",
     "host_name",
@@ -43,6 +46,7 @@ __all__ = [
     "parse_signed_headers",
     "parse_utc",
     "pin_host",
+    "prepared_hmac",
     "require_equal",
     "require_signed_headers",
     "segment_encoded_uri",
@@ -75,6 +79,11 @@ _SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 COMPACT_TIME = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 COMPACT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 
+#: Bytes that ``encode_unreserved`` leaves as they are.
+_UNRESERVED_BYTES = re.compile(rb"[A-Za-z0-9\-_.~]*")
+#: A path whose segments ``segment_encoded_uri`` leaves as they are.
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+
 
 # --------------------------------------------------------------------------- state, checks
 
@@ -97,6 +106,8 @@ def require_equal(expected: str | bytes, given: str | bytes) -> None:
 
 def encode_unreserved(raw: bytes) -> str:
     """Percent-encode all but the RFC 3986 unreserved set (``A-Z a-z 0-9 - _ . ~``)."""
+    if _UNRESERVED_BYTES.fullmatch(raw):
+        return raw.decode("ascii")
     # With safe="" quote() keeps exactly that set.
     return quote(raw, safe="")
 
@@ -107,6 +118,9 @@ def decode_query(raw_query: str) -> list[tuple[bytes, bytes]]:
     Decoded at the byte level so two different wire queries never share a canonical form
     (no folding of invalid UTF-8 into U+FFFD).
     """
+    if raw_query.isascii() and "%" not in raw_query and "+" not in raw_query:
+        # nothing to decode: each name and value is its own decoding
+        return [_ascii_pair(part) for part in raw_query.split("&") if part]
     pairs = []
     for part in raw_query.split("&"):
         if part:
@@ -120,11 +134,18 @@ def decode_query(raw_query: str) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
+def _ascii_pair(part: str) -> tuple[bytes, bytes]:
+    name, _, value = part.partition("=")
+    return name.encode("ascii"), value.encode("ascii")
+
+
 def segment_encoded_uri(raw_path: str) -> str:
     """The path with each ``/``-separated segment decoded and re-encoded (``%2F`` inside a
     segment stays encoded); ``/`` for an empty path."""
     if not raw_path:
         return "/"
+    if _UNRESERVED_PATH.fullmatch(raw_path):
+        return raw_path  # no segment changes
     return "/".join(encode_unreserved(unquote_to_bytes(seg)) for seg in raw_path.split("/"))
 
 
@@ -299,6 +320,16 @@ def compact_utc(value: str) -> datetime:
     )
 
 
+def compact_time(when: datetime) -> str:
+    """``when`` in UTC as ``strftime(COMPACT_TIME_FORMAT)`` writes it, without ``strftime``
+    (which is slow)."""
+    utc = when.astimezone(UTC)
+    year = utc.year
+    if year < 1000:  # strftime does not pad such a year: leave it to strftime
+        return utc.strftime(COMPACT_TIME_FORMAT)
+    return f"{year}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}Z"
+
+
 def claimed_sha256(req: SigningRequest, header: str) -> tuple[BodyPolicy, str | None]:
     """``CLAIMED_SHA256`` and the hash when ``header`` holds one 64-hex-digit value, else
     ``BUFFER`` (the body is hashed here)."""
@@ -330,6 +361,43 @@ def swap_token_header(
         names.add(header.lower())
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class PreparedHmac:
+    """HMAC-SHA256 under one key, its padded key blocks hashed once: the same digests as
+    ``hmac.new(key, msg, hashlib.sha256)``, which pays for those two blocks on every call."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def __repr__(self) -> str:
+        return "PreparedHmac(<key>)"
+
+    def digest(self, msg: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def hexdigest(self, msg: bytes) -> str:
+        return self.digest(msg).hex()
+
+
+@functools.lru_cache(maxsize=256)
+def prepared_hmac(key: bytes) -> PreparedHmac:
+    """A :class:`PreparedHmac` for ``key`` (a derived signing key), from a small LRU."""
+    return PreparedHmac(key)
+
+
 class KeyCache:
     """Bounded LRU of derived signing keys, keyed by a salted hash of the secret and the
     scope; the salt is per cache, so an identity means nothing outside this process."""
@@ -338,6 +406,7 @@ class KeyCache:
         self._derive = derive
         self._size = size
         self._salt = secrets.token_bytes(32)
+        self._salted = PreparedHmac(self._salt)
         self._keys: OrderedDict[tuple[bytes | str, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -354,7 +423,7 @@ class KeyCache:
 
     def get(self, secret: bytes, *scope: str) -> bytes:
         """The key ``derive(secret, *scope)`` makes, from the cache when it holds it."""
-        fingerprint = hmac.new(self._salt, secret, hashlib.sha256).digest()
+        fingerprint = self._salted.digest(secret)  # HMAC-SHA256(salt, secret)
         ident: tuple[bytes | str, ...] = (fingerprint, *scope)
         with self._lock:
             found = self._keys.get(ident)

@@ -33,7 +33,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers import _aws_chunked as chunked
-from keybroker.signers._common import KeyCache, compact_utc
+from keybroker.signers._common import KeyCache, compact_time, compact_utc, prepared_hmac
 from keybroker.signers._sigv4_canonical import (
     canonical_headers,
     canonical_query,
@@ -70,7 +70,6 @@ STREAMING_SIGNED = (
 )
 MAX_EXPIRES = 604800  # seven days: AWS's limit for presigned URLs
 _MAX_AUTH_LEN = 8192
-_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _TIMESTAMP_RE = re.compile(r"\d{8}T\d{6}Z")
@@ -238,7 +237,7 @@ def signature(key: bytes, algorithm: str, timestamp: str, scope: str, creq: str)
     """Hex HMAC of the string to sign built from the canonical request ``creq``."""
     digest = hashlib.sha256(creq.encode("utf-8", "surrogateescape")).hexdigest()
     to_sign = "\n".join([algorithm, timestamp, scope, digest])
-    return hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    return prepared_hmac(key).hexdigest(to_sign.encode("utf-8"))
 
 
 # -- the scheme --------------------------------------------------------------------------------
@@ -282,7 +281,7 @@ class SigV4Scheme:
             auth.state = state = _streaming_state(req, auth, state)
         # fail here, with a precise message, rather than later in verify
         canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))
-        canonical_query(req.query)
+        canonical_query(req.query, drop_signature=auth.in_query)  # the entry verify uses
         auth.action = _action(req)
         return auth
 
@@ -433,7 +432,7 @@ class SigV4Scheme:
         state = _state(auth)
         if now.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
-        timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
+        timestamp = compact_time(now)
         payload = state.payload_line or _body_hash(auth, body)
         streaming = auth.body is BodyPolicy.STREAMING
         if streaming and state.payload_line in STREAMING_SIGNED and "Content-Length" in req.headers:
@@ -442,7 +441,7 @@ class SigV4Scheme:
         if auth.in_query:
             seed = self._resign_query(req, auth, state, cred, timestamp, payload)
         else:
-            seed = self._resign_header(req, auth, state, cred, now, payload)
+            seed = self._resign_header(req, auth, state, cred, now, timestamp, payload)
         if streaming:
             auth.state = replace(state, resigned_seed=seed)
             if state.proxy_cred is not None:
@@ -469,7 +468,7 @@ class SigV4Scheme:
             return chunked.UnsignedTrailerTransformer(state.trailers, state.decoded_length)
         if now.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
-        timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
+        timestamp = compact_time(now)
         incoming = self._chain(proxy_cred, auth, state.timestamp, state.signature)
         outgoing = self._chain(real_cred, auth, timestamp, resigned_seed)
         declared = state.decoded_length or 0
@@ -490,9 +489,9 @@ class SigV4Scheme:
         state: SigV4State,
         cred: Credential,
         now: datetime,
+        timestamp: str,
         payload: str,
     ) -> str:
-        timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
         if state.date_header == "date":
             # keep the client's style ("GMT" or botocore's "-0000"): both mean UTC
             gmt = req.headers.get("Date", "").rstrip().endswith("GMT")
@@ -603,7 +602,7 @@ def _request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:
     if len(date) != 1:
         raise MalformedSignature("request has no X-Amz-Date (or Date) header")
     when = _parse_http_date(date[0])
-    return "date", when.strftime(_TIMESTAMP), when
+    return "date", compact_time(when), when
 
 
 def _auth_params(query: str) -> dict[str, str]:

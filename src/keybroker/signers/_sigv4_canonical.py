@@ -9,6 +9,7 @@ encoding") except for services that keep them raw (S3).  Bad input raises
 from __future__ import annotations
 
 import functools
+import re
 from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.errors import MalformedSignature
@@ -25,15 +26,43 @@ __all__ = [
 
 _UNRESERVED = "-_.~"
 
+# Fast paths.  Each one applies only where the general code provably returns its input (or
+# the split pairs) unchanged; any other input takes the general code.
+#: only RFC 3986 unreserved characters: encode_component() leaves such text as it is
+_PLAIN = re.compile(r"[A-Za-z0-9\-_.~]*")
+#: unreserved characters and "/": both canonical_uri() forms leave such a path as it is
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+#: a component that percent-decoding then RFC 3986 encoding gives back unchanged: unreserved
+#: characters and upper-case escapes of ASCII bytes outside the unreserved set
+_ROUND_TRIP = r"(?:[A-Za-z0-9\-_.~]|%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]))*"
+#: a query whose every name and value (split at the first "=") is such a component
+_CANONICAL_QUERY = re.compile(
+    rf"{_ROUND_TRIP}(?:={_ROUND_TRIP})?(?:&{_ROUND_TRIP}(?:={_ROUND_TRIP})?)*"
+)
+
 
 def decode_query(raw: str) -> list[tuple[str, str]]:
     """Percent-decode ``raw`` into pairs; ``+`` stays ``+`` (SigV4 never uses form encoding)."""
+    if "%" not in raw and raw.isascii():
+        # nothing to decode: each component is its own decoding
+        return [_split_pair(part) for part in raw.split("&") if part]
+    return list(_decoded_pairs(raw))
+
+
+@functools.lru_cache(maxsize=512)
+def _decoded_pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    # cached: parse and re-sign of a presigned request decode the same query several times
     pairs = []
     for part in raw.split("&"):
         if part:
             key, _, val = part.partition("=")
             pairs.append((_decode_component(key), _decode_component(val)))
-    return pairs
+    return tuple(pairs)
+
+
+def _split_pair(part: str) -> tuple[str, str]:
+    key, _, val = part.partition("=")
+    return key, val
 
 
 def _decode_component(text: str) -> str:
@@ -74,6 +103,9 @@ def canonical_uri(path: str, *, raw: bool) -> list[str]:
     the "double encoding" of the AWS docs and of botocore.  Raises ``MalformedSignature``.
     """
     path = path or "/"
+    if _PLAIN_PATH.fullmatch(path):
+        # nothing to encode (nor, for S3, to re-encode)
+        return [path if raw else _remove_dot_segments(path)]
     try:
         wire = path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
@@ -85,16 +117,24 @@ def canonical_uri(path: str, *, raw: bool) -> list[str]:
     return [as_sent] if reencoded == as_sent else [as_sent, reencoded]
 
 
-@functools.lru_cache(maxsize=512)
 def canonical_query(raw: str, *, drop_signature: bool = False) -> tuple[str, ...]:
     """Candidate canonical query strings: AWS's (decode, encode RFC 3986, sort) first, and
     botocore's sort of the raw pairs when that differs.  Raises ``MalformedSignature``.
 
     Cached: parse, verify and re-sign each need it for the same query string."""
-    encoded = []
-    for key, val in decode_query(raw):
-        if not (drop_signature and key == "X-Amz-Signature"):
-            encoded.append((encode_component(key), encode_component(val)))
+    # one cache key per (query, flag), however the caller passes the flag
+    return _canonical_query(raw, drop_signature)
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical_query(raw: str, drop_signature: bool) -> tuple[str, ...]:
+    if _CANONICAL_QUERY.fullmatch(raw):
+        # each name and value already is its canonical encoding
+        encoded = [_split_pair(part) for part in raw.split("&") if part]
+    else:
+        encoded = [(encode_component(k), encode_component(v)) for k, v in decode_query(raw)]
+    if drop_signature:
+        encoded = [(k, v) for k, v in encoded if k != "X-Amz-Signature"]
     spec = "&".join(f"{k}={v}" for k, v in sorted(encoded))
     if not raw.isascii():
         return (spec,)
@@ -108,6 +148,8 @@ def canonical_query(raw: str, *, drop_signature: bool = False) -> tuple[str, ...
 
 
 def encode_component(text: str) -> str:
+    if _PLAIN.fullmatch(text):
+        return text
     return quote(text.encode("utf-8", "surrogateescape"), safe=_UNRESERVED)
 
 

@@ -29,29 +29,31 @@ the SDKs sign for the common ``/`` path and already-sorted queries, so we follow
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers._common import (
-    COMPACT_TIME_FORMAT,
     LOWER_HEX64,
     V4_FIELDS,
     KeyCache,
     claimed_sha256,
+    compact_time,
     decode_query,
     encode_unreserved,
     host_without_default_port,
     parse_signed_headers,
     parse_utc,
     pin_host,
+    prepared_hmac,
     require_equal,
     require_signed_headers,
     segment_encoded_uri,
@@ -75,6 +77,12 @@ _QUERY_AUTH_KEYS = ("X-Algorithm", "X-Credential", "X-Date", "X-Signature")
 
 _QueryItem = tuple[str, bytes, str, bytes]
 
+#: a query of unreserved characters only, with at most one "=" in each part: decoding and
+#: re-encoding leave every name and value as it is
+_PLAIN_QUERY = re.compile(
+    r"[A-Za-z0-9\-_.~]*(?:=[A-Za-z0-9\-_.~]*)?(?:&[A-Za-z0-9\-_.~]*(?:=[A-Za-z0-9\-_.~]*)?)*"
+)
+
 
 # --------------------------------------------------------------------------- canonical form
 
@@ -94,14 +102,34 @@ def _query_items(raw_query: str) -> list[_QueryItem]:
 
 def canonical_query(raw_query: str, keep: frozenset[str] | None = None) -> str:
     """The canonical query string of ``raw_query``; with ``keep``, only those names."""
-    pairs = [
+    return _canonical_query(raw_query, keep)
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical_query(raw_query: str, keep: frozenset[str] | None) -> str:
+    # cached: verify and re-sign of a header-signed request build it for the same query
+    if _PLAIN_QUERY.fullmatch(raw_query):
+        # every name and value is its own decoding and encoding
+        pairs = [_split(part) for part in raw_query.split("&") if part]
+        pairs = [p for p in pairs if keep is None or p[0] in keep]
+    else:
+        pairs = _encoded_pairs(raw_query, keep)
+    # A stable sort on the encoded name: equal names keep their request order.
+    pairs.sort(key=lambda p: p[0])
+    return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+def _split(part: str) -> tuple[str, str]:
+    name, _, value = part.partition("=")
+    return name, value
+
+
+def _encoded_pairs(raw_query: str, keep: frozenset[str] | None) -> list[tuple[str, str]]:
+    return [
         (encode_unreserved(nb), encode_unreserved(vb))
         for name, nb, _, vb in _query_items(raw_query)
         if keep is None or name in keep
     ]
-    # A stable sort on the encoded name: equal names keep their request order.
-    pairs.sort(key=lambda p: p[0])
-    return "&".join(f"{k}={v}" for k, v in pairs)
 
 
 def _canonical_headers(req: SigningRequest, names: tuple[str, ...]) -> str:
@@ -351,7 +379,11 @@ class VolcengineSigner:
 
     def canonical_request(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> str:
         """The canonical request ``verify`` would sign (for diagnostics and test vectors)."""
-        state = self._state(auth)
+        return self._canonical(req, auth, self._state(auth), body)
+
+    def _canonical(
+        self, req: SigningRequest, auth: ParsedAuth, state: _State, body: bytes | None
+    ) -> str:
         query = canonical_query(req.query, state.signed_queries)
         payload = self._payload_hash(auth, state, body)
         return _canonical_request(req, query, state.signed_headers, payload)
@@ -364,12 +396,12 @@ class VolcengineSigner:
         cred: Credential,
         body: bytes | None,
     ) -> str:
-        canonical = self.canonical_request(req, replace(auth, state=state), body)
+        canonical = self._canonical(req, auth, state, body)
         to_sign = _string_to_sign(state.x_date, state.scope.text(), canonical)
         scope = state.scope
         secret = cred.secret_key.reveal_bytes()
         key = self._keys.get(secret, scope.date, scope.region, scope.service)
-        return hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        return prepared_hmac(key).hexdigest(to_sign.encode("utf-8"))
 
     # resign ---------------------------------------------------------------------------
 
@@ -386,8 +418,8 @@ class VolcengineSigner:
         Raises ``MalformedSignature`` when a signed header is no longer in ``req``.
         """
         state = self._state(auth)
-        x_date = now.astimezone(UTC).strftime(COMPACT_TIME_FORMAT)
-        scope = replace(state.scope, access_key=cred.access_key, date=x_date[:8])
+        x_date = compact_time(now)
+        scope = _Scope(cred.access_key, x_date[:8], state.scope.region, state.scope.service)
         if state.signed_queries is None:
             self._resign_header(req, auth, state, cred, body, scope, x_date)
         else:
