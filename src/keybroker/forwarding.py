@@ -9,10 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from keybroker.context import RequestContext
 from keybroker.errors import (
@@ -24,6 +21,8 @@ from keybroker.errors import (
     SignatureMismatch,
     UpstreamError,
 )
+from keybroker.httpclient import UpstreamClient, UpstreamFailure, UpstreamResponse
+from keybroker.httpserver import Request, StreamResponse
 from keybroker.netguard import DestinationRefused
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
@@ -48,34 +47,33 @@ HOP_BY_HOP = frozenset(
         "expect",  # the proxy answers 100-continue itself; upstream gets the body at once
     }
 )
-SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 CHUNK = 64 * 1024
 
 
 class Forwarder:
-    """Sends re-signed requests upstream over a pooled client session."""
+    """Sends re-signed requests upstream over pooled keep-alive connections."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         max_body_bytes: int,
         extra_headers: dict[str, str],
         client_timeout: float | None = None,
     ) -> None:
-        self.session = session
+        self.client = client
         self.max_body_bytes = max_body_bytes
         self.client_timeout = client_timeout
         self.extra_headers = extra_headers
 
     async def forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         ctx: RequestContext,
         up: SigningRequest,
         body: bytes | SpooledBody | None,
         auth: ParsedAuth | None,
         limit: int | None = None,
-    ) -> web.StreamResponse:
+    ) -> StreamResponse:
         """Send ``up`` and stream the answer back.  A body not given whole is streamed from
         the client, checked against the signed hash, bounded by ``limit``."""
         headers = CIMultiDict(up.headers)
@@ -83,24 +81,18 @@ class Forwarder:
         data, state = self._body_for_upstream(
             request, body, auth, headers, limit or self.max_body_bytes
         )
-        url = URL(up.url(), encoded=True)
+        target = f"{up.path}?{up.query}" if up.query else up.path
         try:
-            upstream = await self.session.request(
-                up.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO,
-                compress=None,
+            upstream = await self.client.request(
+                up.method, up.scheme, up.host, target or "/", headers, data
             )
         except _BodyRejected as exc:
             raise exc.error from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except DestinationRefused:
+            raise Forbidden("the destination does not resolve to a public address") from None
+        except (UpstreamFailure, TimeoutError, OSError) as exc:
             if state is not None and state.error is not None:
                 raise state.error from None
-            if isinstance(getattr(exc, "os_error", None), DestinationRefused):
-                raise Forbidden("the destination does not resolve to a public address") from None
             log.warning(
                 "upstream request failed: %s",
                 type(exc).__name__,
@@ -114,7 +106,7 @@ class Forwarder:
 
     def _body_for_upstream(
         self,
-        request: web.BaseRequest,
+        request: Request,
         body: bytes | SpooledBody | None,
         auth: ParsedAuth | None,
         headers: CIMultiDict[str],
@@ -151,9 +143,9 @@ class Forwarder:
         return _stream_body(request, state), state
 
     async def _stream_back(
-        self, request: web.BaseRequest, ctx: RequestContext, upstream: aiohttp.ClientResponse
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        self, request: Request, ctx: RequestContext, upstream: UpstreamResponse
+    ) -> StreamResponse:
+        response = StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in upstream.headers.items():
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
                 response.headers.add(name, value)
@@ -163,10 +155,10 @@ class Forwarder:
         ctx.status = upstream.status
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_chunked(CHUNK):
+            async for chunk in upstream.chunks():
                 await response.write(chunk)
                 ctx.bytes_out += len(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamFailure, TimeoutError) as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             ctx.error_code = UpstreamError.code
             log.warning(
@@ -174,14 +166,13 @@ class Forwarder:
                 type(exc).__name__,
                 extra={"fields": {"request_id": ctx.request_id}},
             )
-            if request.transport is not None:
-                request.transport.close()
+            request.abort()
             return response
         await response.write_eof()
         return response
 
 
-async def read_bounded(request: web.BaseRequest, limit: int, timeout: float | None = None) -> bytes:
+async def read_bounded(request: Request, limit: int, timeout: float | None = None) -> bytes:
     """The whole body, at most ``limit`` bytes (``PayloadTooLarge``), each read within
     ``timeout`` seconds (``RequestTimeout``: a client too slow to send)."""
     length = request.content_length
@@ -199,21 +190,12 @@ async def read_bounded(request: web.BaseRequest, limit: int, timeout: float | No
     return b"".join(parts)
 
 
-async def send_continue(request: web.BaseRequest) -> None:
-    """Answer ``Expect: 100-continue`` once, when the body is really wanted (a refusal before
-    that closes the connection instead: see ``Proxy._error``)."""
-    if request.headers.get("expect", "").lower() == "100-continue" and not getattr(
-        request, "_kb_continued", False
-    ):
-        request._kb_continued = True  # type: ignore[attr-defined]
-        if request.writer is not None:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
-async def body_chunks(request: web.BaseRequest, timeout: float | None) -> AsyncIterator[bytes]:
+async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[bytes]:
     """The inbound body in chunks; a client that sends nothing for ``timeout`` seconds gets
-    ``RequestTimeout`` instead of holding a worker's memory and a slot forever."""
-    await send_continue(request)
+    ``RequestTimeout`` instead of holding a worker's memory and a slot forever.  ``Expect:
+    100-continue`` is answered here, when the body is really wanted (a refusal before that
+    closes the connection instead: see ``Proxy._error``)."""
+    request.send_continue()
     content = request.content
     while True:
         try:
@@ -279,7 +261,7 @@ async def _transform(
         yield out
 
 
-async def _stream_body(request: web.BaseRequest, state: _BodyState) -> AsyncIterator[bytes]:
+async def _stream_body(request: Request, state: _BodyState) -> AsyncIterator[bytes]:
     """Yield the inbound body; on a hash mismatch raise before the last chunk is sent, so the
     upstream never receives a complete request."""
     size = 0

@@ -21,9 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-from aiohttp import web
-
 from keybroker import __version__, metrics, native_errors, policy, signers
 from keybroker.audit import AuditLog, request_event
 from keybroker.config import Config, Endpoint
@@ -43,6 +40,8 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import Forwarder, read_bounded
+from keybroker.httpclient import UpstreamClient
+from keybroker.httpserver import HttpServer, Request, Response, StreamResponse, json_response
 from keybroker.keyservice import KeyService
 from keybroker.keyservice import attach as attach_key_service
 from keybroker.limits import AccountLimits, limits_from_config
@@ -60,7 +59,7 @@ __all__ = ["Hooks", "Proxy", "RequestContext"]
 log = logging.getLogger("keybroker.proxy")
 
 HookFn = Callable[[RequestContext], Awaitable[None] | None]
-ServiceHandler = Callable[[web.BaseRequest, RequestContext], Awaitable[web.StreamResponse]]
+ServiceHandler = Callable[[Request, RequestContext], Awaitable[StreamResponse]]
 
 
 @dataclass
@@ -99,9 +98,9 @@ class Proxy:
     ) -> None:
         self.hooks = hooks or Hooks()
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._session: aiohttp.ClientSession | None = None
+        self._client: UpstreamClient | None = None
         self._forwarder_: Forwarder | None = None
-        self._runner: web.ServerRunner | None = None
+        self._server: HttpServer | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -147,7 +146,7 @@ class Proxy:
     ) -> None:
         """Listen on ``Http.Address`` (or ``host``/``port``, or an already bound listening
         ``sock`` shared by worker processes); TLS when ``Http.Tls.Enabled``."""
-        from keybroker.serving import make_site
+        from keybroker.serving import listen
 
         self._audit = AuditLog.open(self.config.audit)
         self._limits = limits_from_config(
@@ -156,42 +155,27 @@ class Proxy:
         self._replay = replay_cache_from_config(
             self.config.security, shared_path=os.environ.get("KEYBROKER_REPLAY_SOCKET")
         )
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.config.http.upstream_connect_timeout,
-            sock_read=self.config.http.upstream_read_timeout,
-        )
+        http = self.config.http
         self._resolver = GuardedResolver()
         self._resolver.trust(self._router.accounts.upstream_hosts())
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=256, ttl_dns_cache=60, resolver=self._resolver
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
+        self._client = UpstreamClient(
+            self._resolver,
+            connect_timeout=http.upstream_connect_timeout,
+            read_timeout=http.upstream_read_timeout,
         )
         self._forwarder_ = Forwarder(
-            self._session,
-            self.config.http.max_body_bytes,
-            self._version_headers(),
-            self.config.http.client_timeout,
+            self._client, http.max_body_bytes, self._version_headers(), http.client_timeout
         )
-        server = web.Server(
+        # the parser's own bound is generous; Http.MaxHeaderBytes is checked (431) in _admit
+        server = HttpServer(
             self._handle,
-            max_line_size=64 * 1024,
-            max_field_size=64 * 1024,
-            handler_cancellation=True,
-            # aiohttp's own access log writes raw request lines (presigned signatures, query
-            # tokens); our access line is the redacted one.
-            access_log=None,
+            max_head_bytes=max(2 * http.max_header_bytes, 64 * 1024),
+            header_timeout=http.client_timeout or 60.0,
+            secure=http.tls.enabled,
         )
-        self._runner = web.ServerRunner(server, shutdown_timeout=self.config.http.shutdown_timeout)
-        await self._runner.setup()
-        site = make_site(self._runner, self.config.http, host, port, sock=sock)
-        await site.start()
-        self.ports = _bound_ports(site)
+        self._server = server
+        await listen(server, http, host, port, sock=sock)
+        self.ports = server.ports
         if self._keyservice is not None:
             await self._keyservice.start()
 
@@ -203,14 +187,14 @@ class Proxy:
                 await asyncio.wait_for(self._idle.wait(), self.config.http.shutdown_timeout)
             except TimeoutError:
                 log.warning("shutdown deadline reached with %d requests in flight", self._inflight)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
         if self._keyservice is not None:
             await self._keyservice.stop()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._audit is not None:
             self._audit.close()
             self._audit = None
@@ -233,7 +217,7 @@ class Proxy:
 
     # ---------------------------------------------------------------- request handling
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: Request) -> StreamResponse:
         ctx = RequestContext(
             request_id=_request_id(request),
             mode="native",
@@ -252,7 +236,7 @@ class Proxy:
                 self._idle.set()
             await self._finish(ctx)
 
-    async def _serve(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+    async def _serve(self, request: Request, ctx: RequestContext) -> StreamResponse:
         try:
             health = self._health(request)
             if health is not None:
@@ -271,9 +255,7 @@ class Proxy:
             err = ProxyError("internal error; see the proxy log for this request id")
             return self._error(ctx, err, request)
 
-    async def authenticate(
-        self, request: web.BaseRequest, ctx: RequestContext
-    ) -> tuple[Endpoint, bytes]:
+    async def authenticate(self, request: Request, ctx: RequestContext) -> tuple[Endpoint, bytes]:
         """Verify a request signed with an account's proxy credential (any registered scheme,
         addressed natively) and return the account and the whole (bounded) body.
 
@@ -303,35 +285,35 @@ class Proxy:
         policy.check_source(endpoint.policy, request.remote)
         return endpoint, body
 
-    def _admit(self, request: web.BaseRequest) -> None:
+    def _admit(self, request: Request) -> None:
         """Checks before anything is parsed: header size (431), client allow-list (403)."""
         _check_header_size(request, self.config.http.max_header_bytes)
         if not policy.ip_allowed(request.remote, self.config.security.allowed_client_cidrs):
             raise Forbidden("this client address may not use the proxy")
 
-    def _health(self, request: web.BaseRequest) -> web.Response | None:
+    def _health(self, request: Request) -> Response | None:
         if request.method != "GET" or "authorization" in request.headers:
             return None
         if "x-mcdn-origin-uri" in request.headers or request.query_string:
             return None
         if request.path == "/ping":
-            return web.Response(text="pong", headers=self._version_headers())
+            return Response(text="pong", headers=self._version_headers())
         if request.path == "/metrics":
             body = metrics.DEFAULT.render().encode("utf-8")
             headers = {**self._version_headers(), "Content-Type": metrics.CONTENT_TYPE}
-            return web.Response(body=body, headers=headers)
+            return Response(body=body, headers=headers)
         if request.path == "/healthz":
-            return web.json_response({"status": "ok"}, headers=self._version_headers())
+            return json_response({"status": "ok"}, headers=self._version_headers())
         if request.path == "/readyz":
-            ready = self._session is not None and not self._draining
-            return web.json_response(
+            ready = self._client is not None and not self._draining
+            return json_response(
                 {"status": "ready" if ready else "draining"},
                 status=200 if ready else 503,
                 headers=self._version_headers(),
             )
         return None
 
-    async def _proxy(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+    async def _proxy(self, request: Request, ctx: RequestContext) -> StreamResponse:
         self._admit(request)
         router = self._router
         if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
@@ -347,8 +329,8 @@ class Proxy:
             return await self._proxy_account(request, ctx, route, endpoint)
 
     async def _proxy_account(
-        self, request: web.BaseRequest, ctx: RequestContext, route: Route, endpoint: Endpoint
-    ) -> web.StreamResponse:
+        self, request: Request, ctx: RequestContext, route: Route, endpoint: Endpoint
+    ) -> StreamResponse:
         signer, auth = route.signer, route.auth
         # a routed endpoint always has a signer and a parsed signature
         assert signer is not None and auth is not None
@@ -370,14 +352,14 @@ class Proxy:
 
     async def _verified(
         self,
-        request: web.BaseRequest,
+        request: Request,
         ctx: RequestContext,
         route: Route,
         endpoint: Endpoint,
         body: bytes | None,
         spooled: SpooledBody | None,
         limit: int,
-    ) -> web.StreamResponse:
+    ) -> StreamResponse:
         signer, auth = route.signer, route.auth
         assert signer is not None and auth is not None
         try:
@@ -455,8 +437,8 @@ class Proxy:
     # ------------------------------------------------------------- forwarding
 
     async def _pass_unsigned(
-        self, request: web.BaseRequest, ctx: RequestContext, route: Route
-    ) -> web.StreamResponse:
+        self, request: Request, ctx: RequestContext, route: Route
+    ) -> StreamResponse:
         """Unknown account with ``ForbiddenAccountNotFound: false``: pass the request on as it
         came, only to a public API host of a known vendor."""
         assert route.dest is not None
@@ -471,11 +453,11 @@ class Proxy:
 
     async def _pass_unverified(
         self,
-        request: web.BaseRequest,
+        request: Request,
         ctx: RequestContext,
         route: Route,
         body: bytes | SpooledBody | None,
-    ) -> web.StreamResponse:
+    ) -> StreamResponse:
         """``ForbiddenProxyCredentialErr: false``: forward exactly what came, never a signature
         the proxy computed, and only where the account's requests may go."""
         up = upstream_request(route, self._router.accounts)
@@ -493,14 +475,14 @@ class Proxy:
         return {"X-Mcdn-Proxy-Version": __version__}
 
     def _error(
-        self, ctx: RequestContext, exc: ProxyError, request: web.BaseRequest | None = None
-    ) -> web.Response:
+        self, ctx: RequestContext, exc: ProxyError, request: Request | None = None
+    ) -> Response:
         ctx.status, ctx.error_code = exc.status, exc.code
         headers = {**self._version_headers(), "X-Mcdn-Proxy-Status": "Failed"}
         headers["X-Mcdn-Request-Id"] = ctx.request_id
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        unread = request is not None and request.body_exists and not request.content.is_eof()
+        unread = request is not None and request.body_exists and not request.content.complete
         if ctx.mode == "native" and request is not None:
             lowered = {k.lower(): v for k, v in request.headers.items()}
             native = native_errors.render(
@@ -509,7 +491,7 @@ class Proxy:
             if native is not None:
                 content_type, body, extra = native
                 headers.update(extra)
-                native_resp = web.Response(
+                native_resp = Response(
                     body=body, status=exc.status, headers=headers, content_type=content_type
                 )
                 return _close_if(unread, native_resp)
@@ -520,7 +502,7 @@ class Proxy:
                 "Version": __version__,
             }
         }
-        return _close_if(unread, web.json_response(payload, status=exc.status, headers=headers))
+        return _close_if(unread, json_response(payload, status=exc.status, headers=headers))
 
     def _record_audit(self, ctx: RequestContext) -> None:
         if self._audit is None or not self._audit.enabled:
@@ -583,7 +565,7 @@ def _replay_key(
 _UNBOUNDED = 1 << 62
 
 
-def _spools(signer: Signer, request: web.BaseRequest) -> bool:
+def _spools(signer: Signer, request: Request) -> bool:
     """Spool (hash into a temporary file) rather than buffer: only for signers that can verify
     from the hash alone, and only when the body is large or of unknown length."""
     if not request.body_exists or not getattr(signer, "accepts_body_sha256", False):
@@ -597,7 +579,7 @@ def _first_segment(path: str) -> str:
     return path.lstrip("/").split("/", 1)[0]
 
 
-def _close_if(unread: bool, response: web.Response) -> web.Response:
+def _close_if(unread: bool, response: Response) -> Response:
     """A request whose body was never read (a client waiting for ``100-continue`` never sends
     it) leaves the connection unusable for another request: close it after this answer."""
     if unread:
@@ -631,18 +613,18 @@ def _action(route: Route, auth: ParsedAuth, body: bytes | None) -> str | None:
     )
 
 
-def _facts(ctx: RequestContext, request: web.BaseRequest) -> policy.RequestFacts:
+def _facts(ctx: RequestContext, request: Request) -> policy.RequestFacts:
     return policy.RequestFacts(ctx.service, ctx.action, ctx.region, request.method, request.remote)
 
 
-def _request_id(request: web.BaseRequest) -> str:
+def _request_id(request: Request) -> str:
     given = request.headers.get("x-mcdn-request-id", "")
     if given and len(given) <= 128 and given.isascii() and given.isprintable():
         return given
     return os.urandom(16).hex()  # 128 random bits, as uuid4 but without its object
 
 
-def _check_header_size(request: web.BaseRequest, limit: int) -> None:
+def _check_header_size(request: Request, limit: int) -> None:
     total = 0
     for raw_name, raw_value in request.raw_headers:
         total += len(raw_name) + len(raw_value) + 4
@@ -654,9 +636,3 @@ def _check_header_size(request: web.BaseRequest, limit: int) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise MalformedRequest(f"header {name!r} is not valid UTF-8") from None
-
-
-def _bound_ports(site: web.BaseSite) -> list[int]:
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    return [int(s.getsockname()[1]) for s in sockets]

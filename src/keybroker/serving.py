@@ -12,17 +12,16 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from keybroker import metrics
 from keybroker.config import Config, HttpConfig
+from keybroker.httpserver import HttpServer
 
 if TYPE_CHECKING:
     from keybroker.proxy import Proxy
 
 __all__ = [
     "bind_socket",
-    "make_site",
+    "listen",
     "parse_address",
     "reload_proxy",
     "run_until_signalled",
@@ -86,26 +85,27 @@ def bind_socket(
     return sock
 
 
-def make_site(
-    runner: web.BaseRunner,
+async def listen(
+    server: HttpServer,
     http: HttpConfig,
     host: str | None,
     port: int | None,
     *,
     sock: socket.socket | None = None,
-) -> web.BaseSite:
-    """The site to serve on: a shared listening ``sock`` (worker processes), else the
-    configured address (``host``/``port`` override it)."""
+) -> None:
+    """Serve on a shared listening ``sock`` (worker processes), else on the configured
+    address (``host``/``port`` override it); TLS when ``Http.Tls.Enabled``."""
     ctx = tls_context(http) if http.tls.enabled else None
     if sock is not None:
-        return web.SockSite(runner, sock, ssl_context=ctx)
+        await server.listen(sock=sock, ssl=ctx, backlog=1024)
+        return
     cfg_host, cfg_port = parse_address(listen_address(http))
-    return web.TCPSite(
-        runner,
-        host if host is not None else cfg_host,
-        port if port is not None else cfg_port,
-        ssl_context=ctx,
+    await server.listen(
+        host=host if host is not None else cfg_host,
+        port=port if port is not None else cfg_port,
+        ssl=ctx,
         reuse_address=True,
+        backlog=1024,
     )
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import AsyncIterator
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from keybroker.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from keybroker.httpserver import Request
 
 __all__ = ["SPOOL_THRESHOLD", "SpooledBody", "spool_body"]
 
@@ -53,7 +55,7 @@ class SpooledBody:
 
 
 async def spool_body(
-    request: web.BaseRequest, limit: int, timeout: float | None, threshold: int = SPOOL_THRESHOLD
+    request: Request, limit: int, timeout: float | None, threshold: int = SPOOL_THRESHOLD
 ) -> SpooledBody:
     """Read the whole body into a :class:`SpooledBody`.  Raises ``PayloadTooLarge`` past
     ``limit`` bytes and ``RequestTimeout`` for a client stalled ``timeout`` seconds."""

@@ -37,12 +37,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from keybroker import __version__
 from keybroker.config import KeyPolicy
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, PayloadTooLarge, ProxyError
+from keybroker.httpserver import Request, StreamResponse, json_response
 from keybroker.keyservice import policy
 from keybroker.keyservice.errors import (
     InvalidArgument,
@@ -68,7 +67,7 @@ _KIB = 1024
 class Call:
     """One authenticated request, as a route handler sees it."""
 
-    request: web.BaseRequest
+    request: Request
     ctx: RequestContext
     policy: KeyPolicy | None
     body: bytes
@@ -209,7 +208,7 @@ class KeyServiceHTTP:
         self._routes = {(r.method, r.name): r for r in ROUTES}
         self._names = {r.name for r in ROUTES}
 
-    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: Request, ctx: RequestContext) -> StreamResponse:
         """The proxy's service handler.  Raises ``ProxyError`` (rendered by the proxy)."""
         ctx.mode = MODE
         route, path_id, raw_query = self._route(request)
@@ -227,14 +226,14 @@ class KeyServiceHTTP:
             raise
         self.service.audit(event)
         ctx.status = 200
-        return web.json_response(answer, headers=self._headers(ctx))
+        return json_response(answer, headers=self._headers(ctx))
 
     async def _serve(
         self,
         route: Route,
         path_id: str,
         raw_query: str,
-        request: web.BaseRequest,
+        request: Request,
         ctx: RequestContext,
         event: KeyEvent,
     ) -> dict[str, object]:
@@ -251,7 +250,7 @@ class KeyServiceHTTP:
         call = Call(request, ctx, key_policy, body, path_id, query)
         return await route.handler(self, call, event)
 
-    def _route(self, request: web.BaseRequest) -> tuple[Route, str, str]:
+    def _route(self, request: Request) -> tuple[Route, str, str]:
         """The route, the (decoded) id after it and the raw query.  Raises
         ``UnknownOperation``, ``MethodNotAllowed``, ``InvalidArgument``."""
         raw_path, _, raw_query = request.raw_path.partition("?")
@@ -278,7 +277,7 @@ class KeyServiceHTTP:
 # ----------------------------------------------------------------------- parsing
 
 
-def _check_declared_length(request: web.BaseRequest, limit: int) -> None:
+def _check_declared_length(request: Request, limit: int) -> None:
     """Refuse a declared body over the route's limit before reading any of it."""
     declared = request.content_length
     if declared is not None and declared > limit:

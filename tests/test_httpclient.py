@@ -1,0 +1,240 @@
+"""The proxy's upstream client (keybroker.httpclient) against real sockets: small raw asyncio
+servers that answer exactly the bytes each case needs (keep-alive, close-delimited, chunked,
+1xx, HEAD, a server that drops pooled connections, one that never answers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from multidict import CIMultiDict
+
+from keybroker.httpclient import UpstreamClient, UpstreamFailure
+from keybroker.netguard import DestinationRefused, GuardedResolver
+
+Answer = Callable[[bytes], bytes | None]
+
+
+class RawUpstream:
+    """Reads one request head (and a Content-Length body) at a time; answers with
+    ``answer(request_bytes)``; ``None`` closes the connection without a word."""
+
+    def __init__(self, answer: Answer, *, close_after: bool = False) -> None:
+        self.answer = answer
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                chunked = False
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                    if name.lower() == b"transfer-encoding":
+                        chunked = True
+                body = await reader.readexactly(length) if length else b""
+                if chunked:
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                        body += (await reader.readexactly(size + 2))[:-2]
+                        if not size:
+                            break
+                self.requests.append(head + body)
+                out = self.answer(head + body)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        writer.close()
+        self.tasks.discard(task)
+
+
+async def _client(**kw: float) -> UpstreamClient:
+    resolver = GuardedResolver()
+    resolver.trust({"127.0.0.1"})
+    return UpstreamClient(
+        resolver, connect_timeout=kw.get("connect", 2.0), read_timeout=kw.get("read", 2.0)
+    )
+
+
+async def _with(
+    upstream: RawUpstream, fn: Callable[[UpstreamClient, str], Awaitable[object]], **kw: float
+) -> object:
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await _client(**kw)
+    try:
+        return await fn(client, f"127.0.0.1:{port}")
+    finally:
+        await client.close()
+        server.close()
+        for task in list(upstream.tasks):
+            task.cancel()
+        await asyncio.sleep(0.01)
+
+
+async def _get(client: UpstreamClient, host: str, method: str = "GET", body=None):  # type: ignore[no-untyped-def]
+    headers = CIMultiDict({"Host": host})
+    if isinstance(body, bytes):
+        headers["Content-Length"] = str(len(body))
+    resp = await client.request(method, "http", host, "/x?y=1", headers, body)
+    async with resp:
+        data = b"".join([c async for c in resp.chunks()])
+    return resp.status, resp.headers, data
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def test_keep_alive_connection_is_reused() -> None:
+    up = RawUpstream(lambda req: OK)
+
+    async def go(client: UpstreamClient, host: str) -> list[object]:
+        return [await _get(client, host) for _ in range(5)]
+
+    results = asyncio.run(_with(up, go))
+    assert [r[0] for r in results] == [200] * 5  # type: ignore[index, union-attr]
+    assert [r[2] for r in results] == [b"hello"] * 5  # type: ignore[index, union-attr]
+    assert up.connections == 1
+    assert up.requests[0].startswith(b"GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_server_closing_pooled_connection_is_retried_for_replayable_bodies() -> None:
+    up = RawUpstream(lambda req: OK, close_after=True)  # closes after every answer, silently
+
+    async def go(client: UpstreamClient, host: str) -> list[object]:
+        out = []
+        for i in range(4):
+            out.append(await _get(client, host, "POST", b"body%d" % i))
+            await asyncio.sleep(0.05)
+        return out
+
+    results = asyncio.run(_with(up, go))
+    assert [r[2] for r in results] == [b"hello"] * 4  # type: ignore[index, union-attr]
+    assert up.connections == 4
+    assert [r.split(b"\r\n\r\n")[1] for r in up.requests] == [
+        b"body0",
+        b"body1",
+        b"body2",
+        b"body3",
+    ]
+
+
+def test_chunked_answer_then_close_delimited_answer() -> None:
+    chunked = RawUpstream(
+        lambda req: (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+    )
+    # no length, no chunks: the body ends when the server closes the connection
+    delimited = RawUpstream(lambda req: b"HTTP/1.0 200 OK\r\n\r\nuntil the end", close_after=True)
+
+    async def go(client: UpstreamClient, host: str) -> object:
+        return [await _get(client, host), await _get(client, host)]
+
+    (a, b) = asyncio.run(_with(chunked, go))  # type: ignore[misc]
+    assert (a[0], a[2], b[2]) == (200, b"abcde", b"abcde") and chunked.connections == 1
+    (c, d) = asyncio.run(_with(delimited, go))  # type: ignore[misc]
+    assert (c[0], c[2], d[2]) == (200, b"until the end", b"until the end")
+    assert delimited.connections == 2  # a close-delimited answer's connection is not reused
+
+
+def test_informational_answer_is_skipped_and_head_has_no_body() -> None:
+    def answer(req: bytes) -> bytes:
+        if req.startswith(b"HEAD "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+        return b"HTTP/1.1 100 Continue\r\n\r\n" + OK
+
+    up = RawUpstream(answer)
+
+    async def go(client: UpstreamClient, host: str) -> list[object]:
+        return [
+            await _get(client, host),
+            await _get(client, host, "HEAD"),
+            await _get(client, host),
+        ]
+
+    (a, b, c) = asyncio.run(_with(up, go))  # type: ignore[misc]
+    assert a[0] == 200 and a[2] == b"hello"
+    assert b[0] == 200 and b[2] == b"" and b[1]["content-length"] == "1000"
+    assert c[2] == b"hello" and up.connections == 1
+
+
+def test_streamed_body_goes_chunked_and_head_waits_for_first_chunk() -> None:
+    up = RawUpstream(lambda req: OK)
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b""
+        yield b"defg"
+
+    async def failing() -> AsyncIterator[bytes]:
+        raise ValueError("refused before the first chunk")
+        yield b""  # pragma: no cover
+
+    async def go(client: UpstreamClient, host: str) -> object:
+        ok = await client.request("PUT", "http", host, "/s", CIMultiDict({"Host": host}), parts())
+        async with ok:
+            assert b"".join([c async for c in ok.chunks()]) == b"hello"
+        with pytest.raises(ValueError):
+            await client.request("PUT", "http", host, "/f", CIMultiDict({"Host": host}), failing())
+        await asyncio.sleep(0.1)
+        return None
+
+    asyncio.run(_with(up, go))
+    assert len(up.requests) == 1  # the refused body's request never reached the server
+    assert b"transfer-encoding: chunked" in up.requests[0].lower()
+    assert up.requests[0].endswith(b"abcdefg")
+
+
+def test_silent_upstream_times_out_and_dead_port_fails() -> None:
+    up = RawUpstream(lambda req: b"")  # reads the request, never answers
+
+    async def go(client: UpstreamClient, host: str) -> None:
+        with pytest.raises(UpstreamFailure, match="timed out"):
+            await _get(client, host)
+        with pytest.raises(UpstreamFailure, match="could not be reached"):
+            await client.request("GET", "http", "127.0.0.1:1", "/", CIMultiDict(), None)
+
+    asyncio.run(_with(up, go, read=0.3))
+
+
+def test_bad_answers_and_targets_fail_cleanly() -> None:
+    up = RawUpstream(lambda req: b"NOT HTTP AT ALL\r\n\r\n")
+
+    async def go(client: UpstreamClient, host: str) -> None:
+        with pytest.raises(UpstreamFailure, match="not valid HTTP"):
+            await _get(client, host)
+        with pytest.raises(UpstreamFailure, match="cannot be sent"):
+            await client.request("GET", "http", host, "/a b", CIMultiDict(), None)
+        with pytest.raises(UpstreamFailure, match="cannot be sent"):
+            await client.request("GET", "http", host, "/", CIMultiDict({"X": "a\r\nb"}), None)
+
+    asyncio.run(_with(up, go))
+
+
+def test_private_address_is_refused_unless_trusted() -> None:
+    async def go() -> None:
+        client = UpstreamClient(GuardedResolver(), connect_timeout=2, read_timeout=2)
+        try:
+            with pytest.raises(DestinationRefused):
+                await client.request("GET", "http", "127.0.0.1:9", "/", CIMultiDict(), None)
+        finally:
+            await client.close()
+
+    asyncio.run(go())
