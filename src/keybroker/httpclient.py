@@ -76,14 +76,16 @@ class UpstreamResponse:
                 raise self._error
             if self._complete:
                 break
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timeout = conn.client.read_timeout
+            timer = None if timeout is None else loop.call_later(timeout, _time_out, waiter)
             try:
-                async with asyncio.timeout(conn.client.read_timeout):
-                    await self._waiter
-            except TimeoutError:
-                raise UpstreamFailure("timed out reading the answer") from None
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         self.close()
 
     def close(self) -> None:
@@ -97,6 +99,11 @@ class UpstreamResponse:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamFailure("timed out reading the answer"))
 
 
 class _Conn(asyncio.Protocol):
@@ -240,13 +247,24 @@ class _Conn(asyncio.Protocol):
         return await self._await_head(read_timeout if writer.done() else None)
 
     async def _await_head(self, timeout: float | None) -> UpstreamResponse:
-        assert self._head is not None
+        head = self._head
+        assert head is not None
+        if head.done():
+            return head.result()
+        timer = None
+        if timeout is not None:
+            timer = asyncio.get_running_loop().call_later(timeout, self._head_timed_out)
         try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(self._head)
-        except TimeoutError:
-            self.abort()
-            raise UpstreamFailure("timed out waiting for the answer") from None
+            return await head
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _head_timed_out(self) -> None:
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(UpstreamFailure("timed out waiting for the answer"))
+        self.abort()
 
     async def _write_body(self, head: bytes, body: AsyncIterable[bytes], chunked: bool) -> None:
         # The head goes with the first body bytes: a body refused before its first chunk

@@ -133,7 +133,12 @@ class Body:
         return chunk
 
 
-_EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+def _invalid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class Request:
@@ -143,9 +148,11 @@ class Request:
         "_conn",
         "_continued",
         "_path",
+        "bad_header",
         "body_exists",
         "content",
         "content_length",
+        "head_size",
         "headers",
         "keep_alive",
         "method",
@@ -164,8 +171,13 @@ class Request:
         raw_headers: tuple[tuple[bytes, bytes], ...],
         version: str,
         keep_alive: bool,
+        head_size: int = 0,
     ) -> None:
         self._conn = conn
+        #: bytes of the request target and header lines, as the client sent them
+        self.head_size = head_size
+        #: the first header whose value is not valid UTF-8 (kept as surrogate escapes)
+        self.bad_header: str | None = None
         self.method = method
         self.raw_path = raw_path
         self.raw_headers = raw_headers
@@ -173,8 +185,13 @@ class Request:
         chunked = False
         length: int | None = None
         for name, value in raw_headers:
-            text = value.decode("utf-8", "surrogateescape")
-            headers.add(name.decode("utf-8", "surrogateescape"), text)
+            if value.isascii():
+                text = value.decode("ascii")
+            else:
+                text = value.decode("utf-8", "surrogateescape")
+                if self.bad_header is None and max(text) >= "\udc80" and _invalid(text):
+                    self.bad_header = name.decode("latin-1")
+            headers.add(name.decode("latin-1"), text)
             low = name.lower()
             if low == b"content-length":
                 length = int(value)  # llhttp accepted it: digits only, one value
@@ -365,7 +382,10 @@ class _Connection(asyncio.Protocol):
         self._current: Request | None = None
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # one deadline at a time (idle keep-alive, or the head of a request begun), checked by
+        # the server's sweep: no timer to make and cancel for every request
+        self.deadline: float | None = None
+        self._on_deadline: Callable[[], None] | None = None
         self._upgrade = False
 
     # ---- transport events
@@ -449,6 +469,7 @@ class _Connection(asyncio.Protocol):
             tuple(self._headers),
             parser.get_http_version(),
             parser.should_keep_alive() and not self._upgrade,
+            self._head_size,
         )
         self._current = request
         self._queue.append(request)
@@ -553,21 +574,24 @@ class _Connection(asyncio.Protocol):
 
     # ---- timers
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(seconds, callback)
+        self.deadline = time.monotonic() + seconds
+        self._on_deadline = callback
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = self._on_deadline = None
+
+    def expire(self) -> None:
+        """Called by the server's sweep once ``deadline`` has passed."""
+        callback = self._on_deadline
+        self._disarm()
+        if callback is not None:
+            callback()
 
     def _idle_expired(self) -> None:
-        self._timer = None
         if self._task is None:
             self.close()
 
     def _head_expired(self) -> None:
-        self._timer = None
         self._refuse(408, "request headers not received in time")
 
 
@@ -593,6 +617,7 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.draining = False
         self._servers: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _factory(self) -> _Connection:
         return _Connection(self)
@@ -602,7 +627,19 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self._factory, **kwargs)
         self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
         return server
+
+    async def _sweep(self) -> None:
+        """Close connections past their deadline (idle keep-alive, a head not received)."""
+        interval = min(0.25, self.header_timeout / 2)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in [c for c in self.connections if c.deadline is not None]:
+                if conn.deadline is not None and conn.deadline <= now:
+                    conn.expire()
 
     @property
     def ports(self) -> list[int]:
@@ -618,6 +655,9 @@ class HttpServer:
 
     async def close(self) -> None:
         self.stop_listening()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self.connections):
             conn.close()
         for server in self._servers:

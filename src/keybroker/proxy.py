@@ -625,14 +625,7 @@ def _request_id(request: Request) -> str:
 
 
 def _check_header_size(request: Request, limit: int) -> None:
-    total = 0
-    for raw_name, raw_value in request.raw_headers:
-        total += len(raw_name) + len(raw_value) + 4
-    total += len(request.raw_path)
-    if total > limit:
+    if request.head_size > limit:
         raise HeadersTooLarge(f"request headers exceed {limit} bytes")
-    for name, value in request.headers.items():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedRequest(f"header {name!r} is not valid UTF-8") from None
+    if request.bad_header is not None:
+        raise MalformedRequest(f"header {request.bad_header!r} is not valid UTF-8")
