@@ -12,7 +12,6 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from keybroker import signers
@@ -32,6 +31,7 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import HOP_BY_HOP, read_bounded
+from keybroker.httpserver import Request
 from keybroker.signers import ParsedAuth, Signer, SigningRequest
 
 __all__ = [
@@ -89,7 +89,7 @@ class Router:
         self.forbid_unknown_account = config.forbidden.forbidden_account_not_found
         self.max_body_bytes = config.http.max_body_bytes
 
-    async def keyproxy(self, request: web.BaseRequest) -> Route:
+    async def keyproxy(self, request: Request) -> Route:
         origin = request.headers.get("x-mcdn-origin-uri", "")
         if not origin:
             raise MalformedRequest("missing X-Mcdn-Origin-Uri header")
@@ -112,7 +112,7 @@ class Router:
         auth = parse_auth(signer, signed)
         return Route(endpoint, signer, auth, signed, dest)
 
-    async def native(self, request: web.BaseRequest, ctx: RequestContext) -> Route:
+    async def native(self, request: Request, ctx: RequestContext) -> Route:
         path, _, query = request.raw_path.partition("?")
         headers: CIMultiDict[str] = CIMultiDict(
             [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
@@ -132,7 +132,7 @@ class Router:
             auth = parse_auth(signer, signed)
         return Route(endpoint, signer, auth, signed, None)
 
-    async def _detect(self, request: web.BaseRequest, signed: SigningRequest) -> Signer:
+    async def _detect(self, request: Request, signed: SigningRequest) -> Signer:
         """The scheme of a natively addressed request: header/query schemes first; schemes
         that carry the credential in the body only if none of those matched."""
         in_body = []
@@ -173,7 +173,7 @@ def parse_auth(signer: Signer, req: SigningRequest) -> ParsedAuth:
         raise MalformedSignature("the signature cannot be parsed") from None
 
 
-def vendor_hint(request: web.BaseRequest) -> str | None:
+def vendor_hint(request: Request) -> str | None:
     hint = request.headers.get("x-mcdn-vendor-name", "").strip().lower()
     return hint or None
 
