@@ -17,13 +17,19 @@ def reference_parse_origin_uri(value: str) -> tuple[Destination, str, str]:
     """parse_origin_uri as it was before the shortcut: urlsplit for every URI."""
     if not value or not re.fullmatch(r"[\x21-\x7e]+", value):
         raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise MalformedRequest("X-Mcdn-Origin-Uri is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
     netloc = parts.netloc
     if "@" in netloc or any(c in netloc for c in " \t\r\n\\"):
         raise MalformedRequest("X-Mcdn-Origin-Uri: invalid host")
-    hostinfo = urlsplit(f"//{netloc}")
+    try:
+        hostinfo = urlsplit(f"//{netloc}")
+    except ValueError:
+        raise MalformedRequest(f"invalid host {netloc!r}") from None
     try:
         host, port = hostinfo.hostname or "", hostinfo.port
     except ValueError:
@@ -39,8 +45,14 @@ def reference_parse_origin_uri(value: str) -> tuple[Destination, str, str]:
 def outcome(parse: object, value: str) -> object:
     try:
         return parse(value)  # type: ignore[operator]
-    except (MalformedRequest, ValueError) as exc:  # urlsplit's own ValueError goes through
+    except MalformedRequest as exc:
         return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("value", ["http://[", "https://[::1/x", "http://a]b/", "http://[x]y/"])
+def test_unbalanced_brackets_are_malformed_not_a_crash(value: str) -> None:
+    with pytest.raises(MalformedRequest):
+        parse_origin_uri(value)
 
 
 PIECES = [

@@ -43,7 +43,10 @@ class Destination:
 def _split_host(netloc: str) -> tuple[str, int | None]:
     if _PLAIN_HOST.fullmatch(netloc):  # what urlsplit would say, without it
         return netloc.lower(), None
-    parts = urlsplit(f"//{netloc}")
+    try:
+        parts = urlsplit(f"//{netloc}")
+    except ValueError:  # an unbalanced [ or ]
+        raise MalformedRequest(f"invalid host {netloc!r}") from None
     try:
         return (parts.hostname or "", parts.port)
     except ValueError:
@@ -75,7 +78,10 @@ def _parse_origin_uri(value: str) -> tuple[Destination, str, str]:
     """:func:`parse_origin_uri` for any URI, through urlsplit."""
     if not value or not _VISIBLE_ASCII.fullmatch(value):
         raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unbalanced [ or ] in the host
+        raise MalformedRequest("X-Mcdn-Origin-Uri is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise MalformedRequest("X-Mcdn-Origin-Uri must be an absolute http(s) URL")
     _check_netloc(parts.netloc, "X-Mcdn-Origin-Uri")

@@ -3,7 +3,6 @@ passes), the answer streamed back unchanged.  Nothing is buffered whole without 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
 from keybroker.signers.base import BodyTransformer
 from keybroker.spool import SpooledBody
 
-__all__ = ["CHUNK", "HOP_BY_HOP", "Forwarder", "read_bounded"]
+__all__ = ["HOP_BY_HOP", "Forwarder", "read_bounded"]
 
 log = logging.getLogger("keybroker.proxy")
 
@@ -47,7 +46,6 @@ HOP_BY_HOP = frozenset(
         "expect",  # the proxy answers 100-continue itself; upstream gets the body at once
     }
 )
-CHUNK = 64 * 1024
 
 
 class Forwarder:
@@ -199,8 +197,7 @@ async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[
     content = request.content
     while True:
         try:
-            async with asyncio.timeout(timeout):
-                chunk = await content.read(CHUNK)
+            chunk = await content.read(-1, timeout)  # pieces as they arrived (bounded)
         except TimeoutError:
             raise RequestTimeout(f"the request body stalled for more than {timeout} s") from None
         if not chunk:

@@ -23,8 +23,9 @@ from keybroker.netguard import DestinationRefused, GuardedResolver
 
 __all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
 
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
+_HIGH_WATER = 512 * 1024
+_LOW_WATER = 128 * 1024
+_WRITE_HIGH = 1024 * 1024
 _IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed, not reused
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -128,6 +129,8 @@ class _Conn(asyncio.Protocol):
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # large bodies move in big steps: fewer pause/resume round trips than the default 64 KiB
+        transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_HIGH // 4)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.dead = True

@@ -3,7 +3,7 @@
 It does only what a proxy in the path of every API call needs, with as little work per request
 as possible: requests are parsed by llhttp (strict: no request smuggling through
 ``Content-Length`` + ``Transfer-Encoding``, no bare CR/LF), bodies are handed to the handler as
-a bounded stream (reading pauses past 256 KiB buffered), answers are written with their head
+a bounded stream (reading pauses past 512 KiB buffered), answers are written with their head
 and first body bytes in one send.  Keep-alive and pipelining as HTTP/1.1 wants; a request whose
 body was not read to its end closes the connection after the answer.
 
@@ -43,8 +43,9 @@ log = logging.getLogger("keybroker.server")
 
 Handler = Callable[["Request"], Awaitable["StreamResponse"]]
 
-_HIGH_WATER = 256 * 1024  # buffered request body bytes before reading pauses
-_LOW_WATER = 64 * 1024
+_HIGH_WATER = 512 * 1024  # buffered request body bytes before reading pauses
+_LOW_WATER = 128 * 1024
+_WRITE_HIGH = 1024 * 1024
 _MAX_PIPELINED = 16  # parsed requests waiting behind the one being answered
 _IDLE_TIMEOUT = 75.0  # a keep-alive connection with no request is closed after this
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -69,7 +70,7 @@ class ClientDisconnected(ConnectionResetError):
 
 class Body:
     """A request body as it arrives: ``await read(n)`` returns up to ``n`` bytes, ``b""`` at
-    the end.  At most ~256 KiB is held: past that the connection stops reading."""
+    the end.  At most ~512 KiB is held: past that the connection stops reading."""
 
     __slots__ = ("_chunks", "_conn", "_eof", "_exc", "_size", "_waiter", "received")
 
@@ -112,17 +113,23 @@ class Body:
     def is_eof(self) -> bool:
         return self._eof and not self._chunks
 
-    async def read(self, n: int = -1) -> bytes:
+    async def read(self, n: int = -1, timeout: float | None = None) -> bytes:
+        """Up to ``n`` bytes (``-1``: the next piece as it arrived, at most ~256 KiB);
+        ``TimeoutError`` when nothing arrives for ``timeout`` seconds."""
         while not self._chunks:
             if self._exc is not None:
                 raise self._exc
             if self._eof:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         chunk = self._chunks.popleft()
         if 0 <= n < len(chunk):
             self._chunks.appendleft(chunk[n:])
@@ -131,6 +138,11 @@ class Body:
         if self._size < _LOW_WATER and self._conn is not None:
             self._conn.resume_reading()
         return chunk
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _invalid(text: str) -> bool:
@@ -391,6 +403,8 @@ class _Connection(asyncio.Protocol):
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # large bodies move in big steps: fewer pause/resume round trips than the default 64 KiB
+        transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_HIGH // 4)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.remote = str(peer[0])

@@ -159,3 +159,12 @@ def test_health_endpoints(aws: AwsSetup) -> None:
     assert requests.get(aws.proxy_url + "/ping", timeout=5).text == "pong"
     assert requests.get(aws.proxy_url + "/healthz", timeout=5).json() == {"status": "ok"}
     assert requests.get(aws.proxy_url + "/readyz", timeout=5).json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize("origin", ["http://[", "https://[::1/x", "http://a]b/"])
+def test_unbalanced_brackets_in_origin_uri_are_400(aws: AwsSetup, origin: str) -> None:
+    r = requests.get(
+        aws.proxy_url, headers=_kp_headers(**{"X-Mcdn-Origin-Uri": origin}), timeout=10
+    )
+    assert r.status_code == 400, r.text
+    _assert_keyproxy_error(r, 400, "Proxy.MalformedRequest")
