@@ -96,6 +96,30 @@ class AccountLimits:
     def inflight(self, account: str) -> int:
         return self._inflight.get(account, 0)
 
+    @property
+    def local(self) -> bool:
+        """Counted in this process: :meth:`enter` / :meth:`leave` may be used instead of
+        :meth:`slot`."""
+        return self._shared is None
+
+    def enter(self, endpoint: Endpoint) -> None:
+        """Take one of ``endpoint``'s slots (local counts only); raises ``TooManyRequests``."""
+        name = endpoint.cloud_account_name
+        current = self._inflight.get(name, 0)
+        limit = endpoint.max_concurrent_requests
+        if limit is not None and current >= limit:
+            raise _full(name, limit)
+        self._inflight[name] = current + 1
+
+    def leave(self, endpoint: Endpoint) -> None:
+        """Give back the slot :meth:`enter` took."""
+        name = endpoint.cloud_account_name
+        left = self._inflight[name] - 1
+        if left:
+            self._inflight[name] = left
+        else:
+            del self._inflight[name]
+
     @contextlib.asynccontextmanager
     async def slot(self, endpoint: Endpoint) -> AsyncIterator[None]:
         """Hold one of ``endpoint``'s slots for the block; raises ``TooManyRequests`` if full."""
@@ -110,18 +134,11 @@ class AccountLimits:
             finally:
                 await self._shared.release(name, member)
             return
-        current = self._inflight.get(name, 0)
-        if limit is not None and current >= limit:
-            raise _full(name, limit)
-        self._inflight[name] = current + 1
+        self.enter(endpoint)
         try:
             yield
         finally:
-            left = self._inflight[name] - 1
-            if left:
-                self._inflight[name] = left
-            else:
-                del self._inflight[name]
+            self.leave(endpoint)
 
     async def close(self) -> None:
         if self._shared is not None:

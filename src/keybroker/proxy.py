@@ -243,7 +243,7 @@ class Proxy:
                 ctx.mode = "health"
                 ctx.status = health.status
                 return health
-            service = self.services.get(_first_segment(request.path))
+            service = self.services.get(_first_segment(request.path)) if self.services else None
             if service is not None:
                 ctx.mode = "native"
                 return await service(request, ctx)
@@ -325,7 +325,14 @@ class Proxy:
             return await self._pass_unsigned(request, ctx, route)
         endpoint = route.endpoint
         ctx.account, ctx.vendor = endpoint.cloud_account_name, endpoint.vendor
-        async with self._limits.slot(endpoint):
+        limits = self._limits
+        if limits.local:  # no I/O: no async context manager per request
+            limits.enter(endpoint)
+            try:
+                return await self._proxy_account(request, ctx, route, endpoint)
+            finally:
+                limits.leave(endpoint)
+        async with limits.slot(endpoint):
             return await self._proxy_account(request, ctx, route, endpoint)
 
     async def _proxy_account(
@@ -373,7 +380,8 @@ class Proxy:
         policy.check(endpoint.policy, _facts(ctx, request))
         upstream = upstream_request(route, self._router.accounts)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
-        await _run_hooks(self.hooks.before_forward, ctx)
+        if self.hooks.before_forward:
+            await _run_hooks(self.hooks.before_forward, ctx)
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
         if upstream.body is not None:  # a body-credential scheme re-signed inside the body
             body = upstream.body
@@ -536,6 +544,8 @@ class Proxy:
             )
             metrics.DEFAULT.observe(ctx)
             self._record_audit(ctx)
+        if not self.hooks.after_response:
+            return
         try:
             await _run_hooks(self.hooks.after_response, ctx)
         except Exception:
