@@ -182,7 +182,12 @@ class SharedReplayServer:
         self._thread_loop = self._thread = None
 
     def _thread_main(self, started: concurrent.futures.Future[asyncio.AbstractEventLoop]) -> None:
-        loop = asyncio.new_event_loop()
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # the "fast" extra is optional
+            loop = asyncio.new_event_loop()
         try:
             try:
                 loop.run_until_complete(self.start())
@@ -203,6 +208,17 @@ class _ClientProtocol(asyncio.Protocol):
         self.pending: deque[asyncio.Future[bool]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self._out = bytearray()  # frames of this loop iteration, sent together
+
+    def send(self, frame: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out += frame
+
+    def _flush(self) -> None:
+        out, self._out = bytes(self._out), bytearray()
+        if self.transport is not None and not self.lost:
+            self.transport.write(out)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop: a look-alike
@@ -230,6 +246,13 @@ class _ClientProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
+def _expire(fut: asyncio.Future[bool], proto: _ClientProtocol) -> None:
+    """No answer in time: a stuck server; start afresh on the next call."""
+    if not fut.done():
+        fut.set_exception(ReplayCacheUnavailable())
+        proto.abort()
+
+
 class SharedReplayClient:
     """A worker's side of the shared ``memory`` cache (see the module docstring for the wire
     format).  Connects lazily, one connection per event loop, reconnects after a failure;
@@ -250,14 +273,12 @@ class SharedReplayClient:
         proto = await self._connection()
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         proto.pending.append(fut)
-        assert proto.transport is not None
-        proto.transport.write(frame)
+        proto.send(frame)
+        timer = asyncio.get_running_loop().call_later(self._timeout, _expire, fut, proto)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await fut
-        except TimeoutError as exc:
-            proto.abort()  # a stuck server: start afresh on the next call
-            raise ReplayCacheUnavailable() from exc
+            return await fut
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
