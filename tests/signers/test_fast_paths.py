@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote, unquote_to_bytes
@@ -245,6 +246,17 @@ def test_every_single_escape_agrees(byte: int) -> None:
             check_volcengine_query(raw, None)
             check_sigv4_uri("/" + raw)
             check_segment_uri("/" + raw)
+
+
+@pytest.mark.parametrize(
+    "raw", ["a" * 50_000 + "=b=c", "%2F" * 20_000 + "%", "a=b&" * 20_000 + "=="]
+)
+def test_long_queries_take_linear_time(raw: str) -> None:
+    """The fast-path patterns never backtrack much: a long near miss is still quick."""
+    started = time.perf_counter()
+    check_sigv4_query(raw)
+    check_volcengine_query(raw, None)
+    assert time.perf_counter() - started < 5.0
 
 
 # --------------------------------------------------------------- HMAC and time stamps

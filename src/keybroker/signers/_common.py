@@ -73,6 +73,8 @@ PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
 HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~\-]{1,128}")
 #: The fields of a V4-style ``Authorization`` header.
 V4_FIELDS = ("Credential", "SignedHeaders", "Signature")
+#: The date in a V4-style credential scope.
+_SCOPE_DATE = re.compile(r"[0-9]{8}")
 #: A region or service in a V4-style credential scope.
 _SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: ``20240101T000000Z``, the time stamp of the V4-style schemes.
@@ -256,7 +258,7 @@ def split_v4_scope(credential: str, terminal: str, bad: Bad) -> tuple[str, str, 
     ak, date, region, service, last = parts
     if not PRINTABLE_ID.fullmatch(ak):
         raise bad("Credential access key is empty or has invalid characters")
-    if not re.fullmatch(r"[0-9]{8}", date):
+    if not _SCOPE_DATE.fullmatch(date):
         raise bad("Credential date must be YYYYMMDD")
     if not _SCOPE_PART.fullmatch(region) or not _SCOPE_PART.fullmatch(service):
         raise bad("Credential region and service must be 1-64 characters of [A-Za-z0-9_.-]")

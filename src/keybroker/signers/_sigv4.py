@@ -77,6 +77,7 @@ _SCOPE_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,128}")
 _COMPONENT_NAME = re.compile(r"[A-Za-z-]{1,32}")
+_AUTH_SEPARATOR = re.compile(r"[\s,]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ def parse_authorization(value: str, algorithm: str = ALGORITHM) -> dict[str, str
     if not text.startswith(algorithm) or (rest and rest[0] not in " \t,"):
         raise MalformedSignature(f"Authorization does not use {algorithm}")
     parts: dict[str, str] = {}
-    for token in re.split(r"[\s,]+", rest):
+    for token in _AUTH_SEPARATOR.split(rest):
         if token:
             _add_component(parts, token)
     for name in ("Credential", "SignedHeaders", "Signature"):

@@ -33,11 +33,13 @@ _PLAIN = re.compile(r"[A-Za-z0-9\-_.~]*")
 #: unreserved characters and "/": both canonical_uri() forms leave such a path as it is
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
 #: a component that percent-decoding then RFC 3986 encoding gives back unchanged: unreserved
-#: characters and upper-case escapes of ASCII bytes outside the unreserved set
-_ROUND_TRIP = r"(?:[A-Za-z0-9\-_.~]|%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]))*"
+#: characters and upper-case escapes of ASCII bytes outside the unreserved set.  Runs of
+#: characters are taken whole and possessively (never given back): matching stays linear.
+_ESCAPE = r"%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF])"
+_ROUND_TRIP = rf"(?:[A-Za-z0-9\-_.~]++|{_ESCAPE})*+"
 #: a query whose every name and value (split at the first "=") is such a component
 _CANONICAL_QUERY = re.compile(
-    rf"{_ROUND_TRIP}(?:={_ROUND_TRIP})?(?:&{_ROUND_TRIP}(?:={_ROUND_TRIP})?)*"
+    rf"{_ROUND_TRIP}(?:={_ROUND_TRIP})?+(?:&{_ROUND_TRIP}(?:={_ROUND_TRIP})?+)*+"
 )
 
 
@@ -66,6 +68,8 @@ def _split_pair(part: str) -> tuple[str, str]:
 
 
 def _decode_component(text: str) -> str:
+    if "%" not in text and text.isascii():
+        return text  # nothing to decode
     try:
         return _to_bytes(text, "query string").decode("utf-8")
     except UnicodeDecodeError:
@@ -130,13 +134,17 @@ def canonical_query(raw: str, *, drop_signature: bool = False) -> tuple[str, ...
 def _canonical_query(raw: str, drop_signature: bool) -> tuple[str, ...]:
     if _CANONICAL_QUERY.fullmatch(raw):
         # each name and value already is its canonical encoding
-        encoded = [_split_pair(part) for part in raw.split("&") if part]
+        parts = raw.split("&") if raw else []
+        encoded = [_split_pair(part) for part in parts if part]
+        # no empty part either: the pairs as sent are the canonical ones
+        as_sent_is_spec = len(encoded) == len(parts)
     else:
         encoded = [(encode_component(k), encode_component(v)) for k, v in decode_query(raw)]
+        as_sent_is_spec = False
     if drop_signature:
         encoded = [(k, v) for k, v in encoded if k != "X-Amz-Signature"]
     spec = "&".join(f"{k}={v}" for k, v in sorted(encoded))
-    if not raw.isascii():
+    if as_sent_is_spec or not raw.isascii():
         return (spec,)
     kept = []
     for part in raw.split("&") if raw else []:

@@ -80,7 +80,7 @@ _QueryItem = tuple[str, bytes, str, bytes]
 #: a query of unreserved characters only, with at most one "=" in each part: decoding and
 #: re-encoding leave every name and value as it is
 _PLAIN_QUERY = re.compile(
-    r"[A-Za-z0-9\-_.~]*(?:=[A-Za-z0-9\-_.~]*)?(?:&[A-Za-z0-9\-_.~]*(?:=[A-Za-z0-9\-_.~]*)?)*"
+    r"[A-Za-z0-9\-_.~]*+(?:=[A-Za-z0-9\-_.~]*+)?+(?:&[A-Za-z0-9\-_.~]*+(?:=[A-Za-z0-9\-_.~]*+)?+)*+"
 )
 
 
@@ -442,7 +442,9 @@ class VolcengineSigner:
         pin_host(req)
         headers = tuple(sorted(names))
         require_signed_headers(req, headers, _bad)
-        new_state = replace(state, scope=scope, x_date=x_date, signed_headers=headers)
+        new_state = _State(
+            scope, x_date, headers, state.signature, state.signed_queries, state.sign_body
+        )
         signature = self._signature(req, auth, new_state, cred, body)
         req.headers["Authorization"] = (
             f"{ALGORITHM} Credential={scope.access_key}/{scope.text()}, "
