@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from multidict import CIMultiDict
+from requests.utils import requote_uri
 
 from keybroker.credentials import Credential
 from keybroker.signers.base import SigningRequest
@@ -54,7 +55,7 @@ def sdk_sign(
     when: datetime | None = None,
     extra: dict[str, str] | None = None,
 ) -> tuple[SigningRequest, bytes]:
-    """Sign like the SDK does; the wire path is percent-encoded, the query the SDK's own."""
+    """Sign like the SDK does; the wire path as requests sends it, the query the SDK's own."""
     basic = BasicCredentials(cred.access_key, cred.secret_key.reveal(), PROJECT)
     if cred.access_token:
         basic.with_security_token(cred.access_token.reveal())
@@ -66,7 +67,9 @@ def sdk_sign(
     basic.sign_request(req)
     # uri is resource_path + "?" + query: split on the known path, a "?" may be inside it.
     wire_query = req.uri[len(req.resource_path) :].removeprefix("?")
-    signed = SigningRequest(method, host, quote(req.resource_path, safe="/~"), wire_query,
+    # the SDK's HTTP client (requests) sends the path through requote_uri: what is not
+    # allowed in a URL is percent-encoded, a "%XX" already there is left alone
+    signed = SigningRequest(method, host, requote_uri(req.resource_path), wire_query,
                             CIMultiDict(req.header_params))  # fmt: skip
     return signed, body.encode()
 
