@@ -1,23 +1,33 @@
-"""The floor: the cheapest aiohttp pass-through proxy (no routing, signatures, logging or
-metrics), run as ``python -m bench.floor_proxy PORT UPSTREAM_PORT``.
+"""The floors: the cheapest pass-through proxies (no routing, signatures, logging or metrics),
+one process each, run as ``python -m bench.floor_proxy [--layer aiohttp|keybroker] PORT
+UPSTREAM_PORT``.
 
-keybroker forwards with the same aiohttp server and client, so the CPU this costs per request
-is the part of keybroker's cost that does not come from keybroker's own code.
+``aiohttp`` is the naive proxy anyone would write with aiohttp's server and client; ``keybroker``
+is the same pass-through on keybroker's own HTTP layer (:class:`~keybroker.httpserver.HttpServer`
+and the pooled :class:`~keybroker.httpclient.UpstreamClient`).  The CPU the latter costs per
+request is the part of keybroker's cost that does not come from routing, signing or logging.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+
+from keybroker.httpclient import UpstreamClient
+from keybroker.httpserver import HttpServer, Request, StreamResponse
+from keybroker.netguard import GuardedResolver
 
 __all__ = ["main"]
 
 _HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
-def _app(upstream: str) -> web.Server:
+def _aiohttp_app(upstream: str) -> web.Server:
     session: aiohttp.ClientSession | None = None
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
@@ -44,25 +54,74 @@ def _app(upstream: str) -> web.Server:
     return web.Server(handle, access_log=None)
 
 
-async def _serve(port: int, upstream_port: int) -> None:
-    import asyncio
-
-    runner = web.ServerRunner(_app(f"http://127.0.0.1:{upstream_port}"))
+async def _serve_aiohttp(port: int, upstream_port: int) -> None:
+    runner = web.ServerRunner(_aiohttp_app(f"http://127.0.0.1:{upstream_port}"))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     await asyncio.Event().wait()
 
 
+async def _read_all(request: Request) -> bytes:
+    request.send_continue()
+    parts = []
+    while chunk := await request.content.read(-1):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _keybroker_handler(
+    client: UpstreamClient, host: str
+) -> Callable[[Request], Awaitable[StreamResponse]]:
+    async def handle(request: Request) -> StreamResponse:
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
+        headers["Host"] = host
+        body = await _read_all(request) if request.body_exists else b""
+        if body:
+            headers["Content-Length"] = str(len(body))
+        answer = await client.request(
+            request.method, "http", host, request.raw_path, headers, body or None
+        )
+        async with answer:
+            response = StreamResponse(status=answer.status, reason=answer.reason)
+            for name, value in answer.headers.items():
+                if name.lower() not in _HOP:
+                    response.headers.add(name, value)
+            response.content_length = answer.content_length
+            await response.prepare(request)
+            async for chunk in answer.chunks():
+                await response.write(chunk)
+            await response.write_eof()
+        return response
+
+    return handle
+
+
+async def _serve_keybroker(port: int, upstream_port: int) -> None:
+    resolver = GuardedResolver()
+    resolver.trust({"127.0.0.1"})
+    client = UpstreamClient(resolver, connect_timeout=10.0, read_timeout=60.0)
+    handler = _keybroker_handler(client, f"127.0.0.1:{upstream_port}")
+    server = HttpServer(handler, max_head_bytes=64 * 1024, header_timeout=60.0)
+    await server.listen(host="127.0.0.1", port=port, backlog=1024)
+    await asyncio.Event().wait()
+
+
+_LAYERS = {"aiohttp": _serve_aiohttp, "keybroker": _serve_keybroker}
+
+
 def main() -> None:
-    port, upstream_port = int(sys.argv[1]), int(sys.argv[2])
+    p = argparse.ArgumentParser(prog="python -m bench.floor_proxy")
+    p.add_argument("--layer", choices=sorted(_LAYERS), default="aiohttp")
+    p.add_argument("port", type=int)
+    p.add_argument("upstream_port", type=int)
+    args = p.parse_args()
+    serve = _LAYERS[args.layer](args.port, args.upstream_port)
     try:
         import uvloop
     except ImportError:  # the "fast" extra is optional
-        import asyncio
-
-        asyncio.run(_serve(port, upstream_port))
+        asyncio.run(serve)
         return
-    uvloop.run(_serve(port, upstream_port))
+    uvloop.run(serve)
 
 
 if __name__ == "__main__":

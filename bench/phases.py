@@ -3,9 +3,10 @@ JSON-ready rows."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,17 @@ from bench.signing import with_host
 from bench.state import MIB, VENDORS, Bench
 from bench.transfer import concurrent_posts, download, repeated, upload
 
-__all__ = ["floor", "large", "latency", "posts", "profile", "quiet_log", "replay_on", "sweep"]
+__all__ = [
+    "FLOOR_LAYERS",
+    "floor",
+    "large",
+    "latency",
+    "posts",
+    "profile",
+    "quiet_log",
+    "replay_on",
+    "sweep",
+]
 
 
 def _measured(
@@ -130,31 +141,57 @@ def _workers(kb: ProxyServer) -> list[int]:
     return kb.workers or [kb.pid]
 
 
+@contextlib.contextmanager
+def _relay(bench: Bench) -> Iterator[tuple[int, int]]:
+    """The bare byte relay (``bench.relay``) to the upstream: (port, pid)."""
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "bench.relay", str(port), str(bench.upstream_port)]
+
+    ready = ready_when_open("the bare relay")
+    with serve_on_free_port(command, bench.workdir / "relay", ready) as (proc, port):
+        yield port, proc.pid
+
+
 def large(bench: Bench, kb: ProxyServer) -> dict[str, Any]:
-    """A streamed upload and download of ``transfer_mib`` MiB, direct and proxied, with the
-    workers' RSS sampled during the proxied one."""
+    """A streamed upload and download of ``transfer_mib`` MiB: direct, proxied (the workers'
+    RSS sampled meanwhile) and through the bare byte relay, the ceiling for any Python relay."""
     s, a, up = bench.settings, bench.accounts, bench.upstream_port
     blocks = [os.urandom(MIB)]
     size = s.transfer_mib * MIB
     out: dict[str, Any] = {"bytes": size}
-    head = signing.s3_upload(a, blocks, s.transfer_mib)
-    direct = upload(up, with_host(head, up), repeated(blocks, s.transfer_mib))
-    with Meter(kb.pids, [bench.upstream_pid]) as meter, RssSampler(_workers(kb)) as rss:
-        proxied = upload(kb.port, with_host(head, kb.port), repeated(blocks, s.transfer_mib))
-    out["upload"] = _transfer_row(direct, proxied, rss, meter)
-    head = signing.s3_download(a, size)
-    direct = download(up, with_host(head, up))
-    with Meter(kb.pids, [bench.upstream_pid]) as meter, RssSampler(_workers(kb)) as rss:
-        proxied = download(kb.port, with_host(head, kb.port))
-    out["download"] = _transfer_row(direct, proxied, rss, meter)
+    with _relay(bench) as (rport, rpid):
+        head = signing.s3_upload(a, blocks, s.transfer_mib)
+        direct = upload(up, with_host(head, up), repeated(blocks, s.transfer_mib))
+        with Meter(kb.pids, [bench.upstream_pid]) as meter, RssSampler(_workers(kb)) as rss:
+            proxied = upload(kb.port, with_host(head, kb.port), repeated(blocks, s.transfer_mib))
+        with Meter([rpid], [bench.upstream_pid]) as rmeter:
+            relayed = upload(rport, with_host(head, rport), repeated(blocks, s.transfer_mib))
+        out["upload"] = _transfer_row(direct, proxied, rss, meter)
+        out["upload"].update(_relay_row(direct, proxied, relayed, rmeter))
+        head = signing.s3_download(a, size)
+        direct = download(up, with_host(head, up))
+        with Meter(kb.pids, [bench.upstream_pid]) as meter, RssSampler(_workers(kb)) as rss:
+            proxied = download(kb.port, with_host(head, kb.port))
+        with Meter([rpid], [bench.upstream_pid]) as rmeter:
+            relayed = download(rport, with_host(head, rport))
+        out["download"] = _transfer_row(direct, proxied, rss, meter)
+        out["download"].update(_relay_row(direct, proxied, relayed, rmeter))
     for kind in ("upload", "download"):
         row = out[kind]
-        d, p = row["direct"], row["proxied"]
+        d, p, r = row["direct"], row["proxied"], row["relay"]
         print(
             f"  {kind:8} {size / MIB:6.0f} MiB: direct {d['mb_per_s']:7.0f} MB/s"
             f"  proxied {p['mb_per_s']:7.0f} MB/s (status {p['status']})"
             f"  ratio {row['ratio']:4.2f}  proxy CPU {p['proxy_cpu_s_per_gib']} s/GiB"
             f"  peak worker RSS {row['rss']['peak_worker_mb']} MB",
+            flush=True,
+        )
+        print(
+            f"  {'':8} {'':10} bare relay {r['mb_per_s']:7.0f} MB/s (status {r['status']})"
+            f"  relay/direct {row['relay_ratio']:4.2f}"
+            f"  proxied/relay {row['proxied_vs_relay']:4.2f}"
+            f"  relay CPU {r['relay_cpu_s_per_gib']} s/GiB",
             flush=True,
         )
     return out
@@ -170,6 +207,21 @@ def _transfer_row(direct: Any, proxied: Any, rss: RssSampler, meter: Meter) -> d
     p["foreign_cores"] = round(meter.foreign_cores, 2)
     row = {"direct": direct.as_dict(), "proxied": p}
     return {**row, "ratio": round(ratio, 3), "rss": rss.summary()}
+
+
+def _relay_row(direct: Any, proxied: Any, relayed: Any, meter: Meter) -> dict[str, Any]:
+    """The bare relay's run, its ratio to direct, and the proxy's ratio to it."""
+    r = relayed.as_dict()
+    gib = relayed.nbytes / (1 << 30)
+    r["relay_cpu_s_per_gib"] = round(meter.proxy_cpu_s / gib, 2) if gib else 0.0
+    r["foreign_cores"] = round(meter.foreign_cores, 2)
+    to_direct = relayed.mb_per_s / direct.mb_per_s if direct.mb_per_s else 0.0
+    proxied_vs = proxied.mb_per_s / relayed.mb_per_s if relayed.mb_per_s else 0.0
+    return {
+        "relay": r,
+        "relay_ratio": round(to_direct, 3),
+        "proxied_vs_relay": round(proxied_vs, 3),
+    }
 
 
 def posts(bench: Bench, kb: ProxyServer) -> dict[str, Any]:
@@ -218,29 +270,44 @@ def quiet_log(bench: Bench, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+FLOOR_LAYERS = {"aiohttp": "aiohttp floor", "keybroker": "keybroker HTTP floor"}
+
+
 def floor(bench: Bench, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The same load through the cheapest aiohttp pass-through proxy (one process): the part
-    of the per-request cost that aiohttp itself sets."""
+    """The same load through the cheapest pass-through proxies (one process each): on aiohttp
+    (the naive proxy) and on keybroker's own HTTP layer (what that layer costs without the
+    routing, signing and logging).  Both run per vendor one after the other, so a busy
+    neighbour disturbs them alike.  A row per vendor and layer (``layer``)."""
     s, out = bench.settings, []
 
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "bench.floor_proxy", str(port), str(bench.upstream_port)]
+    def command(layer: str) -> Callable[[int], list[str]]:
+        def make(port: int) -> list[str]:
+            up = str(bench.upstream_port)
+            return [sys.executable, "-m", "bench.floor_proxy", "--layer", layer, str(port), up]
 
-    ready = ready_when_open("the floor proxy")
-    with serve_on_free_port(command, bench.workdir / "floor", ready) as (proc, port):
-        server = ProxyServer(port, proc.pid, [])
+        return make
+
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for layer in FLOOR_LAYERS:
+            ready = ready_when_open(f"the {layer} floor proxy")
+            log = bench.workdir / f"floor-{layer}"
+            proc, port = stack.enter_context(serve_on_free_port(command(layer), log, ready))
+            servers[layer] = ProxyServer(port, proc.pid, [])
         for vendor in VENDORS:
             c = _peak(rows, vendor, "proxied")["connections"]
             reqs = bench.fresh(vendor, min(s.pool, 2000))
-            bench.load(f"{vendor}-floor", port, reqs, 8, 1.0)
-            run = partial(bench.load, f"{vendor}-floor", port, reqs, c, s.duration)
-            p = _measured(bench, server, run)
-            out.append({"vendor": vendor, "connections": c, "proxied": p})
-            print(
-                f"  {vendor:10} c={c:<3} aiohttp floor: {p['rps']:8.0f}/s (one process)"
-                f"  CPU {p['proxy_cpu_us_per_request']:7.0f} µs/req",
-                flush=True,
-            )
+            for layer, server in servers.items():
+                name = f"{vendor}-floor-{layer}"
+                bench.load(name, server.port, reqs, 8, 1.0)
+                run = partial(bench.load, name, server.port, reqs, c, s.duration)
+                p = _measured(bench, server, run)
+                out.append({"vendor": vendor, "layer": layer, "connections": c, "proxied": p})
+                print(
+                    f"  {vendor:10} c={c:<3} {FLOOR_LAYERS[layer] + ':':21} {p['rps']:8.0f}/s"
+                    f" (one process)  CPU {p['proxy_cpu_us_per_request']:7.0f} µs/req",
+                    flush=True,
+                )
     return out
 
 

@@ -36,26 +36,39 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
     return written
 
 
+_FLOOR_MARKS = {"aiohttp": "^", "keybroker": "v"}
+
+
 def _throughput(plt: Any, results: dict[str, Any]) -> Any:
     rows = results.get("throughput", [])
     if not rows:
         return None
     vendors = sorted({r["vendor"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours: dict[str, str] = {}
     for vendor in vendors:
         mine = [r for r in rows if r["vendor"] == vendor]
         conns = [r["connections"] for r in mine]
         axes[0].plot(conns, [r["direct"]["rps"] for r in mine], "o--", label=f"{vendor} direct")
-        axes[0].plot(conns, [r["proxied"]["rps"] for r in mine], "o-", label=f"{vendor} proxied")
+        (line,) = axes[0].plot(
+            conns, [r["proxied"]["rps"] for r in mine], "o-", label=f"{vendor} proxied"
+        )
+        colours[vendor] = line.get_color()  # its floors are drawn in the same colour
         cpu = [r["proxied"]["proxy_cpu_us_per_request"] for r in mine]
         axes[1].plot(conns, cpu, "o-", label=vendor)
     for r in results.get("floor", []):
         p = r["proxied"]
-        axes[0].plot([r["connections"]], [p["rps"]], "k^", label=f"{r['vendor']} aiohttp floor")
-        axes[1].plot([r["connections"]], [p["proxy_cpu_us_per_request"]], "k^")
+        layer = r.get("layer", "aiohttp")
+        style = {"marker": _FLOOR_MARKS.get(layer, "x"), "color": colours.get(r["vendor"], "k")}
+        label = f"{r['vendor']} {layer} floor"
+        axes[0].plot([r["connections"]], [p["rps"]], linestyle="", label=label, **style)
+        axes[1].plot([r["connections"]], [p["proxy_cpu_us_per_request"]], linestyle="", **style)
     axes[0].set(title="requests/s (log scale)", xlabel="connections", yscale="log")
     axes[1].axhline(60, color="grey", linestyle=":", label="target 60 µs")
-    axes[1].set(title="proxy CPU per request, µs (▲ aiohttp floor)", xlabel="connections")
+    axes[1].set(
+        title="proxy CPU per request, µs (floors: ▲ aiohttp, ▼ keybroker HTTP)",
+        xlabel="connections",
+    )
     ticks = sorted({r["connections"] for r in rows})
     for ax in axes:
         ax.set_xscale("log")
@@ -90,9 +103,13 @@ def _transfers(plt: Any, results: dict[str, Any]) -> Any:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     kinds = ["upload", "download"]
-    for j, side in enumerate(("direct", "proxied")):
+    sides = [s for s in ("direct", "proxied", "relay") if all(s in large[k] for k in kinds)]
+    width = 0.8 / len(sides)
+    for j, side in enumerate(sides):
         values = [large[k][side]["mb_per_s"] for k in kinds]
-        axes[0].bar([k + (j - 0.5) * 0.35 for k in range(2)], values, 0.35, label=side)
+        xs = [k + (j - (len(sides) - 1) / 2) * width for k in range(2)]
+        label = "bare relay" if side == "relay" else side
+        axes[0].bar(xs, values, width, label=label)
     axes[0].set_xticks(range(2), kinds)
     axes[0].set(title=f"{large['bytes'] >> 20} MiB transfer, MB/s")
     axes[0].legend()

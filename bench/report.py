@@ -135,13 +135,14 @@ def print_table(results: dict[str, Any], targets: list[Target]) -> None:
             f"{p['foreign_cores']:8.2f} cores"
         )
     refs = [("Log.Level warn", r) for r in results.get("log_warn", [])]
-    refs += [("aiohttp floor", r) for r in results.get("floor", [])]
+    refs += [(_floor_label(r), r) for r in results.get("floor", [])]
     for label, r in refs:
         p = r["proxied"]
         print(
             f"{r['vendor']:11} {r['connections']:5d} {label:>21} {p['rps']:10.0f}/s"
             f" {p['proxy_cpu_us_per_request']:10.0f} µs/req {p['foreign_cores']:18.2f} cores"
         )
+    _print_transfers(results.get("large"))
     print()
     print(f"{'target':52} {'measured':>10} {'target':>10}  {'':3} reference")
     for t in targets:
@@ -151,6 +152,33 @@ def print_table(results: dict[str, Any], targets: list[Target]) -> None:
             f"{t.name:52} {_fmt(t.measured):>10} {bound + ' ' + t.unit:>13} {mark:4} {t.reference}"
         )
     print()
+
+
+def _floor_label(row: dict[str, Any]) -> str:
+    layer = row.get("layer", "aiohttp")  # results written before the keybroker floor
+    return "keybroker HTTP floor" if layer == "keybroker" else f"{layer} floor"
+
+
+def _print_transfers(large: dict[str, Any] | None) -> None:
+    """MB/s direct, proxied and through the bare relay, with the three ratios."""
+    if not large:
+        return
+    print()
+    print(
+        f"{'transfer':11} {'MiB':>5} {'direct':>10} {'proxied':>10} {'bare relay':>10}"
+        f" {'prox/dir':>8} {'relay/dir':>9} {'prox/relay':>10}  (MB/s)"
+    )
+    for kind in ("upload", "download"):
+        row = large.get(kind)
+        if not row:
+            continue
+        relay = row.get("relay", {}).get("mb_per_s")
+        print(
+            f"{kind:11} {large['bytes'] >> 20:5d} {row['direct']['mb_per_s']:10.0f}"
+            f" {row['proxied']['mb_per_s']:10.0f} {'—' if relay is None else f'{relay:.0f}':>10}"
+            f" {row['ratio']:8.2f}"
+            f" {_fmt(row.get('relay_ratio')):>9} {_fmt(row.get('proxied_vs_relay')):>10}"
+        )
 
 
 def write_json(results: dict[str, Any], path: Path) -> Path:

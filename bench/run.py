@@ -95,7 +95,11 @@ def run(settings: Settings) -> dict[str, Any]:
             if level.lower() in ("debug", "info"):
                 print("the same with Log.Level warn (no access log line):", flush=True)
                 results["log_warn"] = quiet_log(bench, results["throughput"])
-            print("the floor: a bare aiohttp pass-through proxy, same load:", flush=True)
+            print(
+                "the floors: bare pass-through proxies on aiohttp and on keybroker's HTTP layer,"
+                " same load:",
+                flush=True,
+            )
             results["floor"] = floor(bench, results["throughput"])
             print(
                 "replay cache on (memory, shared by the workers), every request unique:", flush=True

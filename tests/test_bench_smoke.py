@@ -81,17 +81,25 @@ def test_latency_and_reference_runs(results: dict[str, Any]) -> None:
         for r in results[part]:
             _load_result(r["proxied"])
             assert r["proxied"]["proxy_cpu_us_per_request"] > 0
+    layers = {(r["vendor"], r["layer"]) for r in results["floor"]}
+    assert layers == {(v, layer) for v in VENDORS for layer in ("aiohttp", "keybroker")}
+    assert "keybroker HTTP floor" in results["_stdout"]
 
 
 def test_large_bodies_and_posts(results: dict[str, Any]) -> None:
     large = results["large"]
     assert large["bytes"] == 8 << 20
     for kind in ("upload", "download"):
-        for side in ("direct", "proxied"):
-            assert large[kind][side]["status"] == 200
-            assert large[kind][side]["bytes"] == 8 << 20
-        assert large[kind]["rss"]["peak_worker_mb"] > 0
-        assert large[kind]["proxied"]["proxy_cpu_s_per_gib"] >= 0
+        row = large[kind]
+        for side in ("direct", "proxied", "relay"):
+            assert row[side]["status"] == 200
+            assert row[side]["bytes"] == 8 << 20
+        assert row["rss"]["peak_worker_mb"] > 0
+        assert row["proxied"]["proxy_cpu_s_per_gib"] >= 0
+        assert row["relay"]["relay_cpu_s_per_gib"] >= 0
+        relay, proxied = row["relay"]["mb_per_s"], row["proxied"]["mb_per_s"]
+        assert row["proxied_vs_relay"] == pytest.approx(proxied / relay, abs=0.001)
+    assert "bare relay" in results["_stdout"]
     for kind in ("streamed", "buffered"):
         row = results["posts"][kind]
         assert row["statuses"] == [200] * 8
