@@ -201,9 +201,16 @@ def test_concurrency_limit_shared_by_two_servers_through_redis(redis_url: str) -
             t.join(10)
             assert other.status == 503 and other.headers["Retry-After"] == "1"
             assert results == [200]
-            # released: server B can take it now
-            signed = sign_aws("GET", STS + "?Action=GetCallerIdentity", ak=AK, sk=SK, service="sts")
-            assert (
-                send(b, "GET", STS + "?Action=GetCallerIdentity", signed, account="acct").status
-                == 200
-            )
+            # released: server B can take it now.  Server A gives the slot back in Redis just
+            # after the answer's last bytes are written, so allow it a moment.
+            statuses = []
+            for _ in range(20):
+                signed = sign_aws(
+                    "GET", STS + "?Action=GetCallerIdentity", ak=AK, sk=SK, service="sts"
+                )
+                sent = send(b, "GET", STS + "?Action=GetCallerIdentity", signed, account="acct")
+                statuses.append(sent.status)
+                if sent.status == 200:
+                    break
+                time.sleep(0.05)
+            assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
