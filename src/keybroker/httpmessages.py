@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -20,11 +21,13 @@ __all__ = [
     "Body",
     "ClientDisconnected",
     "Connection",
+    "FlowControl",
     "Request",
     "Response",
     "StreamResponse",
     "http_date",
     "json_response",
+    "wait",
 ]
 
 
@@ -118,15 +121,11 @@ class Body:
                 raise self._exc
             if self._eof:
                 return b""
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await waiter
+                await wait(self._waiter, timeout, TimeoutError)
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         chunk = self._chunks.popleft()
         if 0 <= n < len(chunk):
             self._chunks.appendleft(chunk[n:])
@@ -137,9 +136,61 @@ class Body:
         return chunk
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
+async def wait(
+    waiter: asyncio.Future[None], timeout: float | None, error: Callable[[], BaseException]
+) -> None:
+    """Await ``waiter``; after ``timeout`` seconds it fails with ``error()`` instead.  A timer
+    only while waiting (no timeout context, no task)."""
+    timer = None
+    if timeout is not None:
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter, error)
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[None], error: Callable[[], BaseException]) -> None:
     if not waiter.done():
-        waiter.set_exception(TimeoutError())
+        waiter.set_exception(error())
+
+
+class FlowControl(asyncio.Protocol):
+    """Both directions of a connection's flow control: ``drain()`` waits while the transport's
+    write buffer is over its mark; reading is paused and resumed once each way."""
+
+    transport: asyncio.Transport | None = None
+    paused = False
+    _drain: asyncio.Future[None] | None = None
+    _reading_paused = False
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    async def drain(self) -> None:
+        if not self.paused:
+            return
+        self._drain = asyncio.get_running_loop().create_future()
+        await self._drain
+
+    def _gone(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self._gone():
+            self._reading_paused = False
+            self.transport.resume_reading()
 
 
 def _invalid(text: str) -> bool:

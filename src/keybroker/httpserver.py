@@ -28,6 +28,7 @@ from keybroker.httpmessages import (
     REASONS,
     Body,
     ClientDisconnected,
+    FlowControl,
     Request,
     Response,
     StreamResponse,
@@ -53,7 +54,7 @@ _MAX_PIPELINED = 16  # parsed requests waiting behind the one being answered
 _IDLE_TIMEOUT = 75.0  # a keep-alive connection with no request is closed after this
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(FlowControl):
     """One client connection: parses requests and answers them in order."""
 
     def __init__(self, server: HttpServer) -> None:
@@ -119,14 +120,6 @@ class _Connection(asyncio.Protocol):
                 self._refuse(431, "request header fields too large")
             else:
                 self._refuse(400, "bad request")
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     def eof_received(self) -> bool | None:
         # As most servers: a client that stops sending is gone (the transport closes, a
@@ -232,21 +225,8 @@ class _Connection(asyncio.Protocol):
             raise ConnectionResetError("the client disconnected")
         self.transport.write(data)
 
-    async def drain(self) -> None:
-        if not self.paused:
-            return
-        self._drain = asyncio.get_running_loop().create_future()
-        await self._drain
-
-    def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self.closing:
-            self._reading_paused = False
-            self.transport.resume_reading()
+    def _gone(self) -> bool:
+        return self.closing
 
     def close(self) -> None:
         self.closing = True

@@ -11,6 +11,8 @@ from typing import Protocol
 import httptools
 from multidict import CIMultiDict
 
+from keybroker.httpmessages import FlowControl, wait
+
 __all__ = ["Pool", "Stale", "UpstreamConnection", "UpstreamFailure", "UpstreamResponse"]
 
 
@@ -76,16 +78,11 @@ class UpstreamResponse:
                 raise self._error
             if self._complete:
                 break
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timeout = conn.client.read_timeout
-            timer = None if timeout is None else loop.call_later(timeout, _time_out, waiter)
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await waiter
+                await wait(self._waiter, conn.client.read_timeout, _read_timed_out)
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         self.close()
 
     def close(self) -> None:
@@ -101,12 +98,11 @@ class UpstreamResponse:
         self.close()
 
 
-def _time_out(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(UpstreamFailure("timed out reading the answer"))
+def _read_timed_out() -> UpstreamFailure:
+    return UpstreamFailure("timed out reading the answer")
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(FlowControl):
     """One pooled connection; carries one request at a time."""
 
     def __init__(self, client: Pool, key: tuple[str, str, int]) -> None:
@@ -162,14 +158,6 @@ class UpstreamConnection(asyncio.Protocol):
             parser.feed_data(data)
         except httptools.HttpParserError:
             self._fail(UpstreamFailure("the upstream answer is not valid HTTP"))
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     # ---- parser callbacks
     def on_status(self, reason: bytes) -> None:
@@ -284,8 +272,7 @@ class UpstreamConnection(asyncio.Protocol):
                 data, pending = pending + data, b""
             transport.write(data)
             if self.paused:
-                self._drain = asyncio.get_running_loop().create_future()
-                await self._drain
+                await self.drain()
         transport.write(pending + b"0\r\n\r\n" if chunked else pending)
 
     def _fail(self, exc: UpstreamFailure) -> None:
@@ -312,15 +299,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             self.client._forget(self)
 
-    def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self.dead:
-            self._reading_paused = False
-            self.transport.resume_reading()
+    def _gone(self) -> bool:
+        return self.dead
 
     def abort(self) -> None:
         self.dead = True
