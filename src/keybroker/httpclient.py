@@ -13,7 +13,6 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterable
-from typing import Any
 
 from multidict import CIMultiDict
 
@@ -38,7 +37,8 @@ def _split_host(host: str, scheme: str) -> tuple[str, int]:
 
 
 class UpstreamClient:
-    """Pooled connections to upstreams, at most ``per_host`` in use per host at a time."""
+    """Pooled connections to upstreams; at most ``per_host`` requests per host are being sent
+    or waiting for their answer's head at a time (their bodies stream back unbounded)."""
 
     def __init__(
         self,
@@ -169,6 +169,3 @@ class UpstreamClient:
         self._all.clear()
         self._idle.clear()
         await asyncio.sleep(0)
-
-    def stats(self) -> dict[str, Any]:
-        return {"open": len(self._all), "idle": sum(len(v) for v in self._idle.values())}

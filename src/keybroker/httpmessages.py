@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -46,6 +46,8 @@ class Connection(Protocol):
     def abort(self) -> None: ...
 
 
+T = TypeVar("T")
+
 _HIGH_WATER = 512 * 1024  # buffered request body bytes before reading pauses
 _LOW_WATER = 128 * 1024
 REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -72,7 +74,7 @@ class Body:
     """A request body as it arrives: ``await read(n)`` returns up to ``n`` bytes, ``b""`` at
     the end.  At most ~512 KiB is held: past that the connection stops reading."""
 
-    __slots__ = ("_chunks", "_conn", "_eof", "_exc", "_size", "_waiter", "received")
+    __slots__ = ("_chunks", "_conn", "_eof", "_exc", "_size", "_waiter")
 
     def __init__(self, conn: Connection | None) -> None:
         self._chunks: deque[bytes] = deque()
@@ -81,12 +83,10 @@ class Body:
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._conn = conn
-        self.received = 0
 
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self._size += len(data)
-        self.received += len(data)
         if self._size > _HIGH_WATER and self._conn is not None:
             self._conn.pause_reading()
         self._wake()
@@ -109,9 +109,6 @@ class Body:
     def complete(self) -> bool:
         """Every byte of the body has arrived (some may still be unread)."""
         return self._eof
-
-    def is_eof(self) -> bool:
-        return self._eof and not self._chunks
 
     async def read(self, n: int = -1, timeout: float | None = None) -> bytes:
         """Up to ``n`` bytes (``-1``: the next piece as it arrived, at most ~256 KiB);
@@ -137,21 +134,23 @@ class Body:
 
 
 async def wait(
-    waiter: asyncio.Future[None], timeout: float | None, error: Callable[[], BaseException]
-) -> None:
-    """Await ``waiter``; after ``timeout`` seconds it fails with ``error()`` instead.  A timer
-    only while waiting (no timeout context, no task)."""
+    waiter: asyncio.Future[T], timeout: float | None, error: Callable[[], BaseException]
+) -> T:
+    """``waiter``'s result; after ``timeout`` seconds it fails with ``error()`` instead.  A
+    timer only while waiting (no timeout context, no task)."""
+    if waiter.done():
+        return waiter.result()
     timer = None
     if timeout is not None:
         timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter, error)
     try:
-        await waiter
+        return await waiter
     finally:
         if timer is not None:
             timer.cancel()
 
 
-def _expire(waiter: asyncio.Future[None], error: Callable[[], BaseException]) -> None:
+def _expire(waiter: asyncio.Future[Any], error: Callable[[], BaseException]) -> None:
     if not waiter.done():
         waiter.set_exception(error())
 
@@ -216,7 +215,6 @@ class Request:
         "headers",
         "keep_alive",
         "method",
-        "raw_headers",
         "raw_path",
         "remote",
         "secure",
@@ -240,7 +238,6 @@ class Request:
         self.bad_header: str | None = None
         self.method = method
         self.raw_path = raw_path
-        self.raw_headers = raw_headers
         headers: CIMultiDict[str] = CIMultiDict()
         chunked = False
         length: int | None = None

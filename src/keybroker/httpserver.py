@@ -59,13 +59,9 @@ class _Connection(FlowControl):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
         self.secure = server.secure
         self.closing = False
-        self.paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._reading_paused = False
         self._parser = httptools.HttpRequestParser(self)
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
@@ -196,7 +192,8 @@ class _Connection(FlowControl):
                 self.abort()
                 return
             self._queue.popleft()
-            if not (response.keep_alive and request.content.complete) or self._upgrade:
+            # (prepare() cleared keep_alive for a request whose body had not all arrived)
+            if not response.keep_alive or self._upgrade:
                 self.close()
                 return
             if self._reading_paused and len(self._queue) <= _MAX_PIPELINED // 2:

@@ -102,18 +102,18 @@ def _read_timed_out() -> UpstreamFailure:
     return UpstreamFailure("timed out reading the answer")
 
 
+def _head_timed_out() -> UpstreamFailure:
+    return UpstreamFailure("timed out waiting for the answer")
+
+
 class UpstreamConnection(FlowControl):
     """One pooled connection; carries one request at a time."""
 
     def __init__(self, client: Pool, key: tuple[str, str, int]) -> None:
         self.client = client
         self.key = key
-        self.transport: asyncio.Transport | None = None
         self.dead = False
         self.idle_since = 0.0
-        self.paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._reading_paused = False
         self._response: UpstreamResponse | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._parser: httptools.HttpResponseParser | None = None
@@ -237,24 +237,10 @@ class UpstreamConnection(FlowControl):
         return await self._await_head(read_timeout if writer.done() else None)
 
     async def _await_head(self, timeout: float | None) -> UpstreamResponse:
-        head = self._head
-        assert head is not None
-        if head.done():
-            return head.result()
-        timer = None
-        if timeout is not None:
-            timer = asyncio.get_running_loop().call_later(timeout, self._head_timed_out)
-        try:
-            return await head
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def _head_timed_out(self) -> None:
-        head = self._head
-        if head is not None and not head.done():
-            head.set_exception(UpstreamFailure("timed out waiting for the answer"))
-        self.abort()
+        """The answer's head; a timeout fails the request, and the pool then drops this
+        connection (``finished(reusable=False)``)."""
+        assert self._head is not None
+        return await wait(self._head, timeout, _head_timed_out)
 
     async def _write_body(self, head: bytes, body: AsyncIterable[bytes], chunked: bool) -> None:
         # The head goes with the first body bytes: a body refused before its first chunk

@@ -490,7 +490,6 @@ class Proxy:
         headers["X-Mcdn-Request-Id"] = ctx.request_id
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        unread = request is not None and request.body_exists and not request.content.complete
         if ctx.mode == "native" and request is not None:
             lowered = {k.lower(): v for k, v in request.headers.items()}
             native = native_errors.render(
@@ -502,7 +501,7 @@ class Proxy:
                 native_resp = Response(
                     body=body, status=exc.status, headers=headers, content_type=content_type
                 )
-                return _close_if(unread, native_resp)
+                return native_resp
         payload = {
             "ResponseMetadata": {
                 "Error": {"Code": exc.code, "Message": exc.message},
@@ -510,7 +509,9 @@ class Proxy:
                 "Version": __version__,
             }
         }
-        return _close_if(unread, json_response(payload, status=exc.status, headers=headers))
+        # A refusal before the body arrived (a client waiting for 100-continue never sends
+        # it) closes the connection: StreamResponse.prepare sees the body incomplete.
+        return json_response(payload, status=exc.status, headers=headers)
 
     def _record_audit(self, ctx: RequestContext) -> None:
         if self._audit is None or not self._audit.enabled:
@@ -587,14 +588,6 @@ def _spools(signer: Signer, request: Request) -> bool:
 def _first_segment(path: str) -> str:
     """``/_keybroker/kms/v1/...`` -> ``_keybroker``: services register under one segment."""
     return path.lstrip("/").split("/", 1)[0]
-
-
-def _close_if(unread: bool, response: Response) -> Response:
-    """A request whose body was never read (a client waiting for ``100-continue`` never sends
-    it) leaves the connection unusable for another request: close it after this answer."""
-    if unread:
-        response.force_close()
-    return response
 
 
 def _proxy_credential(signer: Signer, endpoint: Endpoint, access_key: str) -> Credential:
