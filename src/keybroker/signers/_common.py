@@ -30,6 +30,7 @@ __all__ = [
     "HEX64",
     "LOWER_HEX64",
     "PRINTABLE_ID",
+    "UNRESERVED_PATH",
     "V4_FIELDS",
     "Bad",
     "KeyCache",
@@ -83,8 +84,9 @@ COMPACT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 
 #: Bytes that ``encode_unreserved`` leaves as they are.
 _UNRESERVED_BYTES = re.compile(rb"[A-Za-z0-9\-_.~]*")
-#: A path whose segments ``segment_encoded_uri`` leaves as they are.
-_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+#: Unreserved characters and ``/``: a path that ``segment_encoded_uri`` (and SigV4's
+#: canonical URI) leaves as it is.
+UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
 
 
 # --------------------------------------------------------------------------- state, checks
@@ -146,7 +148,7 @@ def segment_encoded_uri(raw_path: str) -> str:
     segment stays encoded); ``/`` for an empty path."""
     if not raw_path:
         return "/"
-    if _UNRESERVED_PATH.fullmatch(raw_path):
+    if UNRESERVED_PATH.fullmatch(raw_path):
         return raw_path  # no segment changes
     return "/".join(encode_unreserved(unquote_to_bytes(seg)) for seg in raw_path.split("/"))
 

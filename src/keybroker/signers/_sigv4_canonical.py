@@ -13,6 +13,7 @@ import re
 from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.errors import MalformedSignature
+from keybroker.signers._common import UNRESERVED_PATH
 from keybroker.signers.base import SigningRequest
 
 __all__ = [
@@ -30,8 +31,6 @@ _UNRESERVED = "-_.~"
 # the split pairs) unchanged; any other input takes the general code.
 #: only RFC 3986 unreserved characters: encode_component() leaves such text as it is
 _PLAIN = re.compile(r"[A-Za-z0-9\-_.~]*")
-#: unreserved characters and "/": both canonical_uri() forms leave such a path as it is
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
 #: a component that percent-decoding then RFC 3986 encoding gives back unchanged: unreserved
 #: characters and upper-case escapes of ASCII bytes outside the unreserved set.  Runs of
 #: characters are taken whole and possessively (never given back): matching stays linear.
@@ -107,7 +106,7 @@ def canonical_uri(path: str, *, raw: bool) -> list[str]:
     the "double encoding" of the AWS docs and of botocore.  Raises ``MalformedSignature``.
     """
     path = path or "/"
-    if _PLAIN_PATH.fullmatch(path):
+    if UNRESERVED_PATH.fullmatch(path):  # both canonical_uri() forms leave such a path as is
         # nothing to encode (nor, for S3, to re-encode)
         return [path if raw else _remove_dot_segments(path)]
     try:
