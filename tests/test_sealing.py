@@ -135,6 +135,18 @@ def test_other_account_token_never_asks_the_kms_for_its_dek(tmp_path: Path) -> N
     assert [p.name for p in storage.iterdir() if not p.name.startswith(".")] == ["seal%2Facct"]
 
 
+#: the fixed messages of a token changed by one character: none of them is built from the value
+TAMPERED_MESSAGES = frozenset(
+    {
+        CANNOT_OPEN,
+        "sealed value is not valid URL-safe base64 after 'kb1.'",
+        "sealed value is truncated",
+        "sealed value is malformed (bad key id length)",
+        "sealed value is malformed (key id is not UTF-8)",
+    }
+)
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -145,7 +157,9 @@ def test_any_changed_character_is_refused(sealer: Sealer, data: st.DataObject) -
     i = data.draw(st.integers(0, len(token) - len(TOKEN_PREFIX) - 1), label="index")
     with pytest.raises(ConfigError) as info:
         sealer.open(flip(token, i), account="acct", field=REAL)
-    assert value not in str(info.value) or value in CANNOT_OPEN
+    message = str(info.value)
+    # a short value may happen to be part of one of the fixed messages (the "1" of "kb1.")
+    assert value not in message or message in TAMPERED_MESSAGES
 
 
 @settings(
