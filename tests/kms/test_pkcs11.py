@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import subprocess
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ from keybroker.kms.pkcs11 import PKCS11Wrapper
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
 from tests import logscan
+from tests.kms import pkcs11_stress as stress
 from tests.kms.hsm_servers import SoftHSM, softhsm_tokens
 from tests.kms.wrapper_conformance import KeyWrapperConformance
 
@@ -296,3 +298,23 @@ async def test_recorded_versions_fail_only_with_integrity_errors(
     else:
         with pytest.raises(IntegrityError):
             await wrapper.unwrap(relabelled, b"")
+
+
+def test_many_threads_on_two_tokens_never_meet_in_the_module(hsm: SoftHSM) -> None:
+    """SoftHSM2, initialised without locking arguments, takes no locks of its own: two calls
+    at once (a key's attribute read while another thread encrypts on the same session) failed
+    with CKR_GENERAL_ERROR or crashed the process.  Eight users open, wrap, unwrap and close
+    on two tokens at once, in a separate process so that a crash fails only this test."""
+    rounds = 20
+    tokens = f"{TOKEN},{OTHER}"
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.kms.pkcs11_stress", hsm.module, tokens, label(), str(rounds)],
+        env={**os.environ, "SOFTHSM2_CONF": str(hsm.conf), "KB_PIN": hsm.pin},
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == [str(stress.USERS * rounds * stress.KEYS_PER_ROUND)]

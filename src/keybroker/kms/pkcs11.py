@@ -17,10 +17,13 @@ With ``create=true`` a missing key is generated on the token (AES-256, sensitive
 extractable, encrypt/decrypt only, a random 8-byte ``CKA_ID``); without it a missing key is a
 configuration error.  ``pin`` may be an ``env:``/``file:`` reference.
 
-PKCS#11 is synchronous and its sessions must not be used by two threads at once: calls run in
-a worker thread, one logged-in session per (module, token) per process, shared by every wrapper
-on that token under a lock.  A process is logged in to a token once (PKCS#11 login state is
-per application), so the first wrapper's PIN is the one checked.  The module is loaded and
+PKCS#11 is synchronous: calls run in a worker thread, one logged-in session per (module, token)
+per process, shared by every wrapper on that token.  python-pkcs11 initialises a module without
+locking arguments (``C_Initialize(NULL)``), which tells it that the application never calls it
+from two threads at once (SoftHSM2 then takes no locks of its own): every call into any module
+of this process, from loading to closing a session, is made under one process-wide lock.  A
+process is logged in to a token once (PKCS#11 login state is per application), so the first
+wrapper's PIN is the one checked.  The module is loaded and
 initialised once per process and never finalised.
 """
 
@@ -32,7 +35,7 @@ import importlib
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from keybroker.kms.base import WrappedKey
@@ -74,13 +77,13 @@ class _TokenSession:
     """The process's one session on a token, shared by all wrappers using it."""
 
     session: Any
-    lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 0
 
 
 _LIBS: dict[str, Any] = {}
 _SESSIONS: dict[tuple[str, str], _TokenSession] = {}
-_REGISTRY_LOCK = threading.Lock()
+# Held for every call into a module and for the tables above (see the module docstring).
+_CALLS = threading.Lock()
 
 
 class PKCS11Wrapper:
@@ -193,16 +196,17 @@ class PKCS11Wrapper:
         except exc_mod.PKCS11Error as exc:
             raise self._open_error(exc) from exc
         try:
-            with shared.lock:
+            with _CALLS:
                 key = self._find_or_create(shared.session)
+                version = _version_of(self._sdk, key)
         except BaseException as exc:
             _release((self._module, self._token_label), shared)
             if isinstance(exc, exc_mod.PKCS11Error):
                 raise self._open_error(exc) from exc
             raise
         self._shared = shared
-        self._version = _version_of(self._sdk, key)
-        self._keys[self._version] = key
+        self._version = version
+        self._keys[version] = key
 
     def _find_or_create(self, session: Any) -> Any:
         sdk = self._sdk
@@ -253,7 +257,7 @@ class PKCS11Wrapper:
         key_id = bytes.fromhex(version)
         sdk = self._sdk
         try:
-            with shared.lock:
+            with _CALLS:
                 keys = _find_keys(sdk, shared.session, sdk.Attribute.ID, key_id)
         except sdk.exceptions.PKCS11Error as exc:
             raise BackendError(f"pkcs11 key lookup failed: {type(exc).__name__}") from exc
@@ -273,7 +277,9 @@ class PKCS11Wrapper:
         params = sdk.mechanisms.GCMParams(iv, aad, _TAG_BITS)
 
         def call() -> Any:
-            with shared.lock:
+            with _CALLS:
+                if shared.users <= 0:  # the session was closed meanwhile
+                    raise BackendError("pkcs11: this wrapper was closed")
                 return fn(data, mechanism=sdk.Mechanism.AES_GCM, mechanism_param=params)
 
         try:
@@ -309,7 +315,7 @@ class PKCS11Wrapper:
 
 
 def _acquire(sdk: Any, module: str, token_label: str, pin: Secret) -> _TokenSession:
-    with _REGISTRY_LOCK:
+    with _CALLS:
         key = (module, token_label)
         shared = _SESSIONS.get(key)
         if shared is None:
@@ -320,14 +326,14 @@ def _acquire(sdk: Any, module: str, token_label: str, pin: Secret) -> _TokenSess
 
 
 def _release(key: tuple[str, str], shared: _TokenSession) -> None:
-    with _REGISTRY_LOCK:
+    with _CALLS:
         shared.users -= 1
         if shared.users > 0 or _SESSIONS.get(key) is not shared:
             return
         del _SESSIONS[key]
-    # PKCS11Error is a RuntimeError: a session that is gone already has nothing to release.
-    with shared.lock, contextlib.suppress(RuntimeError):
-        shared.session.close()
+        # PKCS11Error is a RuntimeError: a session that is gone already has nothing to release.
+        with contextlib.suppress(RuntimeError):
+            shared.session.close()
 
 
 def _load(sdk: Any, module: str) -> Any:
