@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from keybroker.config import SecurityConfig
 from keybroker.errors import ConfigError, ProxyError
 from keybroker.kms.errors import MissingExtra
+from keybroker.limits import RedisSlots
 from keybroker.replay import (
     MAX_TTL_SECONDS,
     MemoryReplayCache,
@@ -232,5 +233,16 @@ def test_redis_url_scheme_is_checked() -> None:
 
 def test_redis_without_redis_py_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # what an absent package does
-    with pytest.raises(MissingExtra, match=r"install keybroker\[redis\]$"):
+    with pytest.raises(
+        MissingExtra, match=r"^the redis replay cache needs redis-py: install keybroker\[redis\]$"
+    ):
         RedisReplayCache("redis://127.0.0.1:6379/0")
+
+
+def test_redis_limits_without_redis_py_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(
+        MissingExtra,
+        match=r"^the redis concurrency limit needs redis-py: install keybroker\[redis\]$",
+    ):
+        RedisSlots("redis://127.0.0.1:6379/0", stale_after=30.0)

@@ -43,9 +43,9 @@ class RedisSlots:
     """In-flight counts shared through Redis (see the module docstring)."""
 
     def __init__(self, url: str, *, stale_after: float, timeout: float = 1.0) -> None:
-        from keybroker.replay import _import_redis
+        from keybroker.replay import import_redis
 
-        redis_asyncio = _import_redis()
+        redis_asyncio = import_redis("the redis concurrency limit")
         self._stale = stale_after
         self._timeout = timeout
         self._client: Any = redis_asyncio.Redis.from_url(

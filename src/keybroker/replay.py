@@ -178,15 +178,15 @@ class MemoryReplayCache:
 # ------------------------------------------------------------------ Redis
 
 
-def _import_redis() -> Any:
+def import_redis(user: str) -> Any:
+    """``redis.asyncio``; raises ``MissingExtra`` naming ``user`` (what needs it) and the
+    extra to install."""
     try:
         import redis.asyncio as redis_asyncio
     except ImportError as exc:
         from keybroker.kms.errors import MissingExtra
 
-        raise MissingExtra(
-            "the redis replay cache needs redis-py: install keybroker[redis]"
-        ) from exc
+        raise MissingExtra(f"{user} needs redis-py: install keybroker[redis]") from exc
     return redis_asyncio
 
 
@@ -209,7 +209,7 @@ class RedisReplayCache:
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("Redis URL must start with redis://, rediss:// or unix://")
-        redis_asyncio = _import_redis()
+        redis_asyncio = import_redis("the redis replay cache")
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
