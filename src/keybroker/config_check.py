@@ -2,36 +2,41 @@
 
 :func:`validate` checks a ``Config`` built in Python; :mod:`keybroker.config_load` runs the
 same checks (:func:`check_config`) after reading YAML.  Problems are collected in a
-:class:`Problems` (each with the line of the YAML node it is about, when there is one) and
-raised together as one ``ConfigError``; messages name fields, never a credential's value.
+:class:`~keybroker.config_problems.Problems` (each with the line of the YAML node it is about,
+when there is one) and raised together as one ``ConfigError``; messages name fields, never a
+credential's value.  This module checks the Http, Log, Audit, Forbidden and Security sections,
+the endpoints and their credentials; :mod:`keybroker.config_check_keyservice` checks the
+KeyService section and key policies.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
-import re
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from keybroker import signers
 from keybroker.config import (
-    KEY_OPERATIONS,
     AuditConfig,
     Config,
     Endpoint,
     ForbiddenConfig,
-    GrpcConfig,
     HttpConfig,
-    KeyPolicy,
-    KeyServiceConfig,
     LogConfig,
     Policy,
     SecurityConfig,
     TlsConfig,
 )
+from keybroker.config_check_keyservice import _check_key_policy, _check_key_service
+from keybroker.config_problems import (
+    MAX_PROBLEMS,
+    Problems,
+    _address_problem,
+    _is_type,
+    _positive,
+    _readable_problem,
+    clip,
+)
 from keybroker.credentials import Credential
-from keybroker.errors import ConfigError, KMSError
 from keybroker.secret import Secret
 
 __all__ = [
@@ -45,8 +50,6 @@ __all__ = [
     "required_credential_keys",
     "validate",
 ]
-
-MAX_PROBLEMS = 100
 
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
@@ -83,67 +86,6 @@ _FORBIDDEN_FLAGS = (
 )
 
 
-# --- problem collection ----------------------------------------------------------------------
-
-
-def _parent(path: str) -> str:
-    cut = max(path.rfind("."), path.rfind("["))
-    return path[:cut] if cut > 0 else ""
-
-
-def clip(text: str, limit: int = 40) -> str:
-    """A non-secret value fit for a message: one line, bounded length."""
-    flat = "".join(c if c.isprintable() else "?" for c in text)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-@dataclass
-class Problems:
-    """Problems in the order found; each with the line of the YAML node it is about."""
-
-    source: str | None = None
-    lines: dict[str, int] = field(default_factory=dict)
-    failed: set[str] = field(default_factory=set)
-    found: list[tuple[int, int, str]] = field(default_factory=list)
-
-    def add(self, path: str, message: str, line: int | None = None) -> None:
-        """Record a problem with ``path``; later checks of the same path are skipped."""
-        self.failed.add(path)
-        if line is None:
-            line = self._line_of(path)
-        where = (
-            "" if self.source is None else f"{self.source}:{line}: " if line else f"{self.source}: "
-        )
-        label = f"{path}: " if path else ""
-        self.found.append((line or 1 << 30, len(self.found), f"{where}{label}{message}"))
-
-    def check(self, path: str, message: str) -> None:
-        """A later problem: dropped if one was already found at ``path`` or a parent."""
-        probe = path
-        while probe:
-            if probe in self.failed:
-                return
-            probe = _parent(probe)
-        self.add(path, message)
-
-    def _line_of(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = _parent(path)
-        return self.lines.get("")
-
-    def raise_if_any(self) -> None:
-        """Raises ``ConfigError`` with every problem, ordered by line."""
-        if not self.found:
-            return
-        texts = [text for _, _, text in sorted(self.found)]
-        if len(texts) > MAX_PROBLEMS:
-            extra = len(texts) - MAX_PROBLEMS
-            texts = [*texts[:MAX_PROBLEMS], f"... and {extra} more problems"]
-        raise ConfigError(texts)
-
-
 # --- checks shared by YAML and Python configs ------------------------------------------------
 
 _FIELD_KEYS = {
@@ -162,41 +104,6 @@ def required_credential_keys(vendor: str) -> tuple[str, ...]:
     except KeyError:
         return ("AccessKey", "SecretKey")
     return tuple(_FIELD_KEYS[f] for f in signers.credential_fields(signer))
-
-
-_PORT = re.compile(r"[0-9]{1,5}")
-_HOST = re.compile(r"[A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]")
-
-
-def _address_problem(address: object) -> str | None:
-    if not isinstance(address, str):
-        return "expected a string"
-    host, sep, port = address.rpartition(":")
-    if sep and _PORT.fullmatch(port) and 1 <= int(port) <= 65535 and _HOST.fullmatch(host):
-        return None
-    return f"expected 'host:port' or ':port' with a port 1-65535, got '{clip(address)}'"
-
-
-def _positive(p: Problems, path: str, value: object, *, integer: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        p.check(path, "expected an integer" if integer else "expected a number")
-    elif not math.isfinite(value) or value <= 0:
-        p.check(path, "must be greater than 0")
-
-
-def _is_type(p: Problems, path: str, value: object, kind: type, what: str) -> bool:
-    if isinstance(value, kind):
-        return True
-    p.check(path, f"expected {what}")
-    return False
-
-
-def _readable_problem(path: str) -> str | None:
-    try:
-        with open(path, "rb"):
-            return None
-    except OSError as exc:
-        return f"cannot read '{clip(path, 200)}': {exc.strerror}"
 
 
 def _check_http(http: HttpConfig, p: Problems) -> None:
@@ -415,104 +322,6 @@ def check_config(cfg: Config, p: Problems) -> None:
         _check_sections(cfg, p)
     _check_endpoints(cfg.endpoints, p)
     _check_key_service(cfg.key_service, p)
-
-
-# --- the key service (keybroker.keyservice) ---------------------------------------------------
-
-_PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
-
-
-def _check_key_policy(kp: object, path: str, p: Problems) -> None:
-    if kp is None or not _is_type(p, path, kp, KeyPolicy, "a KeyPolicy or None"):
-        return
-    assert isinstance(kp, KeyPolicy)
-    if not isinstance(kp.prefixes, list) or not all(isinstance(x, str) for x in kp.prefixes):
-        p.check(f"{path}.Prefixes", "expected a list of key id prefixes")
-    ops = kp.operations
-    if not isinstance(ops, list) or not all(isinstance(x, str) for x in ops):
-        p.check(f"{path}.Operations", "expected a list of operations")
-        return
-    known = ", ".join((*KEY_OPERATIONS, "*"))
-    if not ops:
-        p.check(f"{path}.Operations", f"name at least one operation ({known})")
-    for i, op in enumerate(ops):
-        if op != "*" and op not in KEY_OPERATIONS:
-            p.check(f"{path}.Operations[{i}]", f"unknown operation '{clip(op)}' (known: {known})")
-
-
-def _check_key_service(ks: object, p: Problems) -> None:
-    if not _is_type(p, "KeyService", ks, KeyServiceConfig, "a KeyServiceConfig"):
-        return
-    assert isinstance(ks, KeyServiceConfig)
-    if not _is_type(p, "KeyService.Enabled", ks.enabled, bool, "a boolean") or not ks.enabled:
-        return
-    if problem := _path_prefix_problem(ks.path_prefix):
-        p.check("KeyService.PathPrefix", problem)
-    size = ks.max_dek_size
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 8160:
-        p.check("KeyService.MaxDEKSize", "expected an integer from 1 to 8160 (bytes)")
-    if not isinstance(ks.kms, str) or not ks.kms:
-        p.check("KeyService.KMS", "required when KeyService.Enabled is true (a kms:// URI)")
-    elif not isinstance(ks.storage, str):
-        p.check("KeyService.Storage", "expected a storage:// URI")
-    else:
-        for key, problem in _key_service_uri_problems(ks.kms, ks.storage):
-            p.check(f"KeyService.{key}", problem)
-    _check_grpc(ks.grpc, p)
-
-
-def _path_prefix_problem(prefix: object) -> str | None:
-    if not isinstance(prefix, str) or not _PATH_PREFIX.fullmatch(prefix.rstrip("/")):
-        return "expected a path such as /_keybroker/kms (letters, digits and . _ ~ -)"
-    if not prefix.lstrip("/").startswith("_"):
-        # so the key service can never shadow a cloud API path in native mode
-        return "the first path segment must start with '_' (such as /_keybroker/kms)"
-    return None
-
-
-def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
-    """Parameter checks of the two URIs, without building anything (no file or network)."""
-    from keybroker.kms.cluster import ClusterKMS
-    from keybroker.kms.registry import load_storage_class, load_wrapper_class, validate_uri
-    from keybroker.kms.uri import parse_uri
-
-    out: list[tuple[str, str]] = []
-    for key, uri, scheme in (("KMS", kms, "kms"), ("Storage", storage, "storage")):
-        if not uri:
-            continue
-        try:
-            parsed = parse_uri(uri)
-            if parsed.scheme != scheme:
-                out.append((key, f"expected a {scheme}:// URI, not {parsed.scheme}://"))
-            elif (scheme, parsed.name) == ("kms", "cluster-kms"):
-                ClusterKMS.validate_uri(parsed)
-            elif (scheme, parsed.name) == ("storage", "no-store"):
-                parsed.check_known()
-            else:
-                load = load_wrapper_class if scheme == "kms" else load_storage_class
-                validate_uri(load(parsed), parsed)
-        except KMSError as exc:  # our KMS messages name parameters, never their values
-            out.append((key, str(exc)))
-    return out
-
-
-def _check_grpc(grpc: object, p: Problems) -> None:
-    path = "KeyService.Grpc"
-    if not _is_type(p, path, grpc, GrpcConfig, "a GrpcConfig"):
-        return
-    assert isinstance(grpc, GrpcConfig)
-    if not _is_type(p, f"{path}.Enabled", grpc.enabled, bool, "a boolean") or not grpc.enabled:
-        return
-    if problem := _address_problem(grpc.address):
-        p.check(f"{path}.Address", problem)
-    files: list[tuple[str, str]] = [("CertFile", grpc.cert_file), ("KeyFile", grpc.key_file)]
-    if grpc.cert_file or grpc.key_file or grpc.client_ca_file:
-        files += [("ClientCAFile", grpc.client_ca_file)] if grpc.client_ca_file else []
-        for key, value in files:
-            if not value or not isinstance(value, str):
-                p.check(f"{path}.{key}", "required for TLS (CertFile and KeyFile go together)")
-            elif problem := _readable_problem(value):
-                p.check(f"{path}.{key}", problem)
 
 
 def validate(cfg: Config) -> None:

@@ -1,0 +1,117 @@
+"""The checks of the ``KeyService`` section (:mod:`keybroker.keyservice`) and of key policies.
+
+``KeyService``: its path prefix, DEK size bound, the ``kms://`` and ``storage://`` URIs (their
+parameters checked without building anything) and the ``Grpc`` listener with its TLS files;
+an endpoint's ``KeyPolicy``: key id prefixes and operations.
+"""
+
+from __future__ import annotations
+
+import re
+
+from keybroker.config import KEY_OPERATIONS, GrpcConfig, KeyPolicy, KeyServiceConfig
+from keybroker.config_problems import (
+    Problems,
+    _address_problem,
+    _is_type,
+    _readable_problem,
+    clip,
+)
+from keybroker.errors import KMSError
+
+__all__: list[str] = []
+
+_PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def _check_key_policy(kp: object, path: str, p: Problems) -> None:
+    if kp is None or not _is_type(p, path, kp, KeyPolicy, "a KeyPolicy or None"):
+        return
+    assert isinstance(kp, KeyPolicy)
+    if not isinstance(kp.prefixes, list) or not all(isinstance(x, str) for x in kp.prefixes):
+        p.check(f"{path}.Prefixes", "expected a list of key id prefixes")
+    ops = kp.operations
+    if not isinstance(ops, list) or not all(isinstance(x, str) for x in ops):
+        p.check(f"{path}.Operations", "expected a list of operations")
+        return
+    known = ", ".join((*KEY_OPERATIONS, "*"))
+    if not ops:
+        p.check(f"{path}.Operations", f"name at least one operation ({known})")
+    for i, op in enumerate(ops):
+        if op != "*" and op not in KEY_OPERATIONS:
+            p.check(f"{path}.Operations[{i}]", f"unknown operation '{clip(op)}' (known: {known})")
+
+
+def _check_key_service(ks: object, p: Problems) -> None:
+    if not _is_type(p, "KeyService", ks, KeyServiceConfig, "a KeyServiceConfig"):
+        return
+    assert isinstance(ks, KeyServiceConfig)
+    if not _is_type(p, "KeyService.Enabled", ks.enabled, bool, "a boolean") or not ks.enabled:
+        return
+    if problem := _path_prefix_problem(ks.path_prefix):
+        p.check("KeyService.PathPrefix", problem)
+    size = ks.max_dek_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 8160:
+        p.check("KeyService.MaxDEKSize", "expected an integer from 1 to 8160 (bytes)")
+    if not isinstance(ks.kms, str) or not ks.kms:
+        p.check("KeyService.KMS", "required when KeyService.Enabled is true (a kms:// URI)")
+    elif not isinstance(ks.storage, str):
+        p.check("KeyService.Storage", "expected a storage:// URI")
+    else:
+        for key, problem in _key_service_uri_problems(ks.kms, ks.storage):
+            p.check(f"KeyService.{key}", problem)
+    _check_grpc(ks.grpc, p)
+
+
+def _path_prefix_problem(prefix: object) -> str | None:
+    if not isinstance(prefix, str) or not _PATH_PREFIX.fullmatch(prefix.rstrip("/")):
+        return "expected a path such as /_keybroker/kms (letters, digits and . _ ~ -)"
+    if not prefix.lstrip("/").startswith("_"):
+        # so the key service can never shadow a cloud API path in native mode
+        return "the first path segment must start with '_' (such as /_keybroker/kms)"
+    return None
+
+
+def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
+    """Parameter checks of the two URIs, without building anything (no file or network)."""
+    from keybroker.kms.cluster import ClusterKMS
+    from keybroker.kms.registry import load_storage_class, load_wrapper_class, validate_uri
+    from keybroker.kms.uri import parse_uri
+
+    out: list[tuple[str, str]] = []
+    for key, uri, scheme in (("KMS", kms, "kms"), ("Storage", storage, "storage")):
+        if not uri:
+            continue
+        try:
+            parsed = parse_uri(uri)
+            if parsed.scheme != scheme:
+                out.append((key, f"expected a {scheme}:// URI, not {parsed.scheme}://"))
+            elif (scheme, parsed.name) == ("kms", "cluster-kms"):
+                ClusterKMS.validate_uri(parsed)
+            elif (scheme, parsed.name) == ("storage", "no-store"):
+                parsed.check_known()
+            else:
+                load = load_wrapper_class if scheme == "kms" else load_storage_class
+                validate_uri(load(parsed), parsed)
+        except KMSError as exc:  # our KMS messages name parameters, never their values
+            out.append((key, str(exc)))
+    return out
+
+
+def _check_grpc(grpc: object, p: Problems) -> None:
+    path = "KeyService.Grpc"
+    if not _is_type(p, path, grpc, GrpcConfig, "a GrpcConfig"):
+        return
+    assert isinstance(grpc, GrpcConfig)
+    if not _is_type(p, f"{path}.Enabled", grpc.enabled, bool, "a boolean") or not grpc.enabled:
+        return
+    if problem := _address_problem(grpc.address):
+        p.check(f"{path}.Address", problem)
+    files: list[tuple[str, str]] = [("CertFile", grpc.cert_file), ("KeyFile", grpc.key_file)]
+    if grpc.cert_file or grpc.key_file or grpc.client_ca_file:
+        files += [("ClientCAFile", grpc.client_ca_file)] if grpc.client_ca_file else []
+        for key, value in files:
+            if not value or not isinstance(value, str):
+                p.check(f"{path}.{key}", "required for TLS (CertFile and KeyFile go together)")
+            elif problem := _readable_problem(value):
+                p.check(f"{path}.{key}", problem)
