@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from urllib.parse import parse_qsl, urlsplit
 
@@ -320,3 +321,63 @@ def test_fuzz_registry_never_lets_a_value_through(secret: str, before: str, afte
     registry = SecretRegistry()
     registry.register(secret)
     assert secret not in registry.scrub(before + secret + after)
+
+
+def _longest_first(values: list[str]) -> re.Pattern[str]:
+    """The plain model of the registry's pattern: an alternation, longest value first."""
+    ordered = sorted(set(values), key=len, reverse=True)
+    return re.compile("|".join(re.escape(v) for v in ordered))
+
+
+_ALPHABET = 'ab*"\\é'
+
+
+@st.composite
+def _related_values_and_text(draw: st.DrawFn) -> tuple[list[str], str]:
+    """Values that are prefixes, suffixes and extensions of one another, and a text made of
+    them and of filler from the same few letters, so that matches overlap and nest."""
+    base = draw(st.text(alphabet=_ALPHABET, min_size=6, max_size=14))
+    related = st.one_of(
+        st.just(base),
+        st.integers(6, len(base)).map(lambda k: base[:k]),
+        st.integers(0, len(base) - 6).map(lambda k: base[k:]),
+        st.text(alphabet=_ALPHABET, max_size=4).map(lambda tail: base + tail),
+        st.text(alphabet=_ALPHABET, min_size=6, max_size=10),
+    )
+    values = draw(st.lists(related, min_size=1, max_size=10))
+    filler = st.text(alphabet=_ALPHABET + " ", max_size=4)
+    pieces = draw(st.lists(st.one_of(st.sampled_from(values), filler), max_size=10))
+    return values, "".join(pieces)
+
+
+@settings(max_examples=300)
+@given(case=_related_values_and_text())
+def test_fuzz_prefix_tree_pattern_removes_what_the_alternation_does(
+    case: tuple[list[str], str],
+) -> None:
+    values, text = case
+    registry = SecretRegistry()
+    registry.register(*values)
+    pattern = registry.pattern
+    assert pattern is not None
+    # Every spelling (plain and JSON-escaped) of every value, and nothing else.
+    spellings = {
+        s for v in values for s in (v, json.dumps(v)[1:-1], json.dumps(v, ensure_ascii=False)[1:-1])
+    }
+    assert pattern.sub(MASK, text) == _longest_first(list(spellings)).sub(MASK, text)
+    for s in spellings:
+        assert pattern.fullmatch(s)
+
+
+def test_prefix_tree_keeps_scrubbing_cheap_with_many_secrets() -> None:
+    """The registry's pattern is a prefix tree: its size grows with the characters of the
+    values, and a value that shares a long prefix with others is still removed whole."""
+    registry = SecretRegistry()
+    values = [f"shared-prefix-{i:03d}-tail" for i in range(300)]
+    registry.register(*values)
+    pattern = registry.pattern
+    assert pattern is not None
+    # One "shared-prefix-" for all 300 values, not 300 copies of it.
+    assert pattern.pattern.count("shared") == 1
+    assert registry.scrub(f"<{values[123]}>{values[7]}") == f"<{MASK}>{MASK}"
+    assert registry.scrub("shared-prefix-123-tai") == "shared-prefix-123-tai"
