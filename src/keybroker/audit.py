@@ -30,41 +30,40 @@ that ``audit.log`` is still the file we hold and whether anyone appended since o
 share one directory and the chain stays one chain, whether each opened the log itself or
 inherited it across ``fork()``.  A file whose last line is broken (a crash
 mid-write) is moved aside and a new chain begins; :func:`verify` reports the broken line.
+
+Events are checked and cleaned in :mod:`keybroker.audit_event`; the bytes of a line and the
+raw file operations live in :mod:`keybroker.audit_io`, reading and verifying in
+:mod:`keybroker.audit_verify`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
-import math
 import os
-import re
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from keybroker.audit_event import clean_event, request_event
+from keybroker.audit_io import move_no_replace, read_tail, seal_line, write_all
 from keybroker.audit_verify import (
     AUDIT_FILE_NAME,
     GENESIS,
     MAX_LINE_BYTES,
     VerifyResult,
     audit_files,
-    open_line,
     rotated_files,
     verify,
 )
 from keybroker.config import AuditConfig
-from keybroker.context import RequestContext
 from keybroker.errors import ConfigError
-from keybroker.redact import SECRETS, SecretRegistry, is_secret_name
-from keybroker.secret import Secret
+from keybroker.redact import SECRETS, SecretRegistry
 
 __all__ = [
     "AUDIT_FILE_NAME",
@@ -83,134 +82,18 @@ DEFAULT_MAX_AGE_DAYS = 90
 DEFAULT_MAX_SIZE_MB = 100
 
 Clock = Callable[[], float]
-Scalar = str | int | float | bool | None
 
-_RESERVED = frozenset({"time", "seq", "prev", "start", "hash"})
-_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}\Z")
-_HASH_KEY = b',"hash":"'
 _STAMP = "%Y%m%dT%H%M%SZ"
 _DAY = 86400.0
 _log = logging.getLogger("keybroker.audit")
 
 
-# --- one line ---------------------------------------------------------------------------
-
-
-def _seal(body: Mapping[str, object]) -> tuple[bytes, str]:
-    """The finished line for ``body`` (newline included) and its hash."""
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    prefix = text[:-1].encode("ascii")  # without the closing brace
-    digest = hashlib.sha256(prefix).hexdigest()
-    return prefix + _HASH_KEY + digest.encode("ascii") + b'"}\n', digest
+# --- one line and file names ------------------------------------------------------------
 
 
 def _rfc3339(now: float) -> str:
     moment = datetime.fromtimestamp(now, tz=UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
-def _clean_event(event: Mapping[str, object], registry: SecretRegistry) -> dict[str, object]:
-    """A copy of ``event`` fit for the log.  Raises ``TypeError``/``ValueError`` on misuse."""
-    if not isinstance(event, Mapping):
-        raise TypeError("an audit event must be a mapping of field names to values")
-    clean: dict[str, object] = {}
-    for key, value in event.items():
-        name = _check_key(key)
-        if registry.scrub(name) != name:  # checked after the shape, so never echoed
-            raise ValueError("an audit event field name holds a configured secret value")
-        clean[name] = _clean_value(name, value, registry)
-    return clean
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not _KEY.match(key):
-        raise ValueError(
-            "audit event field names must be 1-64 characters of A-Z a-z 0-9 _ . - "
-            "(not starting with . or -)"
-        )
-    if key in _RESERVED:
-        raise ValueError(f"audit event field {key!r} is reserved for the chain")
-    if is_secret_name(key):
-        raise ValueError(f"audit event field {key!r} looks like a credential; not recorded")
-    return key
-
-
-def _clean_value(name: str, value: object, registry: SecretRegistry) -> object:
-    if name == "decision" and value not in ("allow", "deny"):
-        raise ValueError("audit event field 'decision' must be 'allow' or 'deny'")
-    if isinstance(value, list | tuple):
-        return [_clean_scalar(name, item, registry) for item in value]
-    return _clean_scalar(name, value, registry)
-
-
-def _clean_scalar(name: str, value: object, registry: SecretRegistry) -> Scalar:
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"audit event field {name!r}: numbers must be finite")
-        return value
-    if isinstance(value, str):
-        return registry.scrub(value)  # a configured secret never reaches the file
-    if isinstance(value, Secret | bytes | bytearray | memoryview):
-        raise TypeError(f"audit event field {name!r}: secrets and bytes are never recorded")
-    raise TypeError(
-        f"audit event field {name!r}: values must be str, int, float, bool, None "
-        f"or a list of those, not {type(value).__name__}"
-    )
-
-
-_MAX_TEXT = 256  # request-derived strings are capped, as in the access log
-
-
-def request_event(
-    ctx: RequestContext, *, decision: str | None = None, now: float | None = None
-) -> dict[str, object]:
-    """The audit event of a finished proxied request.
-
-    ``decision`` defaults to ``deny`` when the proxy itself refused or failed the request
-    (``ctx.error_code`` set) and ``allow`` otherwise: a vendor's own error passed through is
-    still a request the proxy allowed.  ``now`` is a :func:`time.perf_counter` reading
-    (default: the current one) for ``latency_ms``.  Only the upstream ``host[:port]`` is kept,
-    never a path or query.
-    """
-    elapsed = (time.perf_counter() if now is None else now) - ctx.started
-    return {
-        "request_id": _cap(ctx.request_id),
-        "source_ip": _cap(ctx.remote),
-        "mode": ctx.mode,
-        "account": _cap(ctx.account),
-        "vendor": _cap(ctx.vendor),
-        "service": _cap(ctx.service),
-        "region": _cap(ctx.region),
-        "action": _cap(ctx.action),
-        "upstream_host": _cap(_netloc(ctx.upstream_url)),
-        "decision": decision or ("deny" if ctx.error_code else "allow"),
-        "status": ctx.status,
-        "latency_ms": round(max(elapsed, 0.0) * 1000, 3),
-        "error_code": _cap(ctx.error_code),
-    }
-
-
-def _cap(text: str | None) -> str | None:
-    return None if text is None else text[:_MAX_TEXT]
-
-
-def _netloc(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    if host is None:
-        return None
-    shown = f"[{host}]" if ":" in host else host
-    return shown if port is None else f"{shown}:{port}"
-
-
-# --- file names -------------------------------------------------------------------------
 
 
 def _stamp_age(stamp: str) -> float:
@@ -308,7 +191,7 @@ class AuditLog:
         value that is not a str/int/float/bool/None (or a list of those) — ``bytes`` and
         :class:`~keybroker.secret.Secret` included; :class:`OSError` if the write fails.
         """
-        fields = _clean_event(event, self._registry)
+        fields = clean_event(event, self._registry)
         size = len(json.dumps(fields, ensure_ascii=True, allow_nan=False))
         if size > MAX_LINE_BYTES - 512:  # 512: room for time, seq, prev, start and hash
             raise ValueError(f"audit event too large ({size} bytes of fields)")
@@ -359,7 +242,7 @@ class AuditLog:
             if used > 0 and used + len(line) > self.max_bytes:
                 self._rotate()
                 line, digest = self._line(fields)
-            _write_all(self._fd, line)
+            write_all(self._fd, line)
         except BaseException:
             self._seen = None  # whatever happened, re-read the file next time
             raise
@@ -376,7 +259,7 @@ class AuditLog:
         if self._start:
             body["start"] = self._start
         body.update(fields)
-        return _seal(body)
+        return seal_line(body)
 
     def _sync(self) -> None:
         """Make our descriptor the current file and our idea of the chain's end current."""
@@ -391,7 +274,7 @@ class AuditLog:
             return  # nobody appended since our last line: the cached end is the end
         self._seen = (st.st_dev, st.st_ino, st.st_size)
         if st.st_size > 0:
-            self._resume(_tail(self._fd, st.st_size), self._path_or_raise())
+            self._resume(read_tail(self._fd, st.st_size), self._path_or_raise())
             return
         self._continue_fromrotated_files()
         if lost is not None and lost[1] > self._seq:
@@ -426,7 +309,7 @@ class AuditLog:
         last = previous[-1][1]
         fd = os.open(last, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            tail = _tail(fd, os.fstat(fd).st_size)
+            tail = read_tail(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)
         self._resume(tail, last)
@@ -442,7 +325,7 @@ class AuditLog:
         if existing and existing[-1][0][0] >= now:
             stamp, n = existing[-1][0][0], existing[-1][0][1] + 1
         name = f"{AUDIT_FILE_NAME}.{stamp}" + (f".{n}" if n else "")
-        _move(self._path_or_raise(), directory / name)
+        move_no_replace(self._path_or_raise(), directory / name)
         os.close(self._fd)
         self._fd = -1
         self._open()
@@ -496,37 +379,3 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _move(source: Path, target: Path) -> None:
-    """Rename without ever replacing an existing file (``link`` fails where ``rename``
-    would overwrite); file systems without hard links get a checked ``rename``."""
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        if target.exists():
-            raise FileExistsError(f"{target.name} already exists") from None
-        os.rename(source, target)
-        return
-    os.unlink(source)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:  # a regular file takes it in one write; loop only on a short write
-        view = view[os.write(fd, view) :]
-
-
-def _tail(fd: int, size: int) -> tuple[str, int] | str:
-    """``(hash, seq)`` of the last line of a file of ``size`` bytes, or what is wrong."""
-    chunk = os.pread(fd, min(size, MAX_LINE_BYTES + 1), max(0, size - MAX_LINE_BYTES - 1))
-    if not chunk.endswith(b"\n"):
-        return "incomplete last line"
-    opened = open_line(chunk[:-1].rsplit(b"\n", 1)[-1])
-    if isinstance(opened, str):
-        return opened
-    body, digest = opened
-    seq = body["seq"]
-    return (digest, seq) if isinstance(seq, int) else "invalid field 'seq'"

@@ -1,0 +1,62 @@
+"""The bytes of the audit file: the low-level side of :class:`~keybroker.audit.AuditLog`.
+
+:func:`seal_line` makes one finished line (the format is described in :mod:`keybroker.audit`),
+:func:`read_tail` reads where a file's chain ends, :func:`write_all` appends a line whole on a
+raw descriptor and :func:`move_no_replace` sets a file aside without ever overwriting another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from keybroker.audit_verify import MAX_LINE_BYTES, open_line
+
+__all__ = ["move_no_replace", "read_tail", "seal_line", "write_all"]
+
+_HASH_KEY = b',"hash":"'
+
+
+def seal_line(body: Mapping[str, object]) -> tuple[bytes, str]:
+    """The finished line for ``body`` (newline included) and its hash."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    prefix = text[:-1].encode("ascii")  # without the closing brace
+    digest = hashlib.sha256(prefix).hexdigest()
+    return prefix + _HASH_KEY + digest.encode("ascii") + b'"}\n', digest
+
+
+def move_no_replace(source: Path, target: Path) -> None:
+    """Rename without ever replacing an existing file (``link`` fails where ``rename``
+    would overwrite); file systems without hard links get a checked ``rename``."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        if target.exists():
+            raise FileExistsError(f"{target.name} already exists") from None
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a regular file takes it in one write; loop only on a short write
+        view = view[os.write(fd, view) :]
+
+
+def read_tail(fd: int, size: int) -> tuple[str, int] | str:
+    """``(hash, seq)`` of the last line of a file of ``size`` bytes, or what is wrong."""
+    chunk = os.pread(fd, min(size, MAX_LINE_BYTES + 1), max(0, size - MAX_LINE_BYTES - 1))
+    if not chunk.endswith(b"\n"):
+        return "incomplete last line"
+    opened = open_line(chunk[:-1].rsplit(b"\n", 1)[-1])
+    if isinstance(opened, str):
+        return opened
+    body, digest = opened
+    seq = body["seq"]
+    return (digest, seq) if isinstance(seq, int) else "invalid field 'seq'"
