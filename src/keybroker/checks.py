@@ -1,0 +1,179 @@
+"""The checks a request passes before the proxy forwards it.
+
+In the order :class:`keybroker.proxy.Proxy` applies them:
+
+* before anything is parsed: the header size (431) and the client allow-list (403);
+* the proxy credential the signature names, its expiry, the signed time's freshness and the
+  signature itself (401, ``SignatureMismatch`` / ``RequestExpired``);
+* the replay cache: a signed request is used once within its validity (``Replayed``);
+* the facts an account's policy is checked against (the API action among them).
+
+Plain functions, called directly on the request path; the clock and the config are passed in
+by the proxy (the clock is injectable for tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from keybroker import policy, signers
+from keybroker.config import Config, Endpoint
+from keybroker.context import RequestContext
+from keybroker.credentials import Credential
+from keybroker.errors import (
+    Forbidden,
+    HeadersTooLarge,
+    MalformedRequest,
+    Replayed,
+    RequestExpired,
+    SignatureMismatch,
+)
+from keybroker.httpserver import Request
+from keybroker.replay import ReplayCache
+from keybroker.routing import Route
+from keybroker.secret import constant_time_equal
+from keybroker.signers import ParsedAuth, Signer, SigningRequest
+
+__all__ = [
+    "admit",
+    "check_fresh",
+    "check_header_size",
+    "check_replay",
+    "policy_facts",
+    "proxy_credential",
+    "replay_key",
+    "request_action",
+    "verify_signature",
+]
+
+Clock = Callable[[], datetime]
+
+
+def admit(request: Request, config: Config) -> None:
+    """Checks before anything is parsed: header size (431), client allow-list (403)."""
+    check_header_size(request, config.http.max_header_bytes)
+    if not policy.ip_allowed(request.remote, config.security.allowed_client_cidrs):
+        raise Forbidden("this client address may not use the proxy")
+
+
+def check_header_size(request: Request, limit: int) -> None:
+    if request.head_size > limit:
+        raise HeadersTooLarge(f"request headers exceed {limit} bytes")
+    if request.bad_header is not None:
+        raise MalformedRequest(f"header {request.bad_header!r} is not valid UTF-8")
+
+
+# ---------------------------------------------------------------------- the signature
+
+
+def verify_signature(
+    signed: SigningRequest,
+    signer: Signer,
+    auth: ParsedAuth,
+    endpoint: Endpoint,
+    body: bytes | None,
+    clock: Clock,
+    config: Config,
+) -> None:
+    """The request is signed with one of the account's proxy credentials, unexpired, at a
+    time within the allowed skew (or the presigned validity)."""
+    cred = proxy_credential(signer, endpoint, auth.access_key)
+    if cred.expires_at is not None and clock() >= cred.expires_at:
+        raise SignatureMismatch("the proxy credential has expired")
+    check_fresh(auth, clock, config)
+    signer.verify(signed, auth, cred, body)
+
+
+def proxy_credential(signer: Signer, endpoint: Endpoint, access_key: str) -> Credential:
+    """The account's proxy credential named in the signature (several may be valid during a
+    rotation); every candidate is compared, in constant time."""
+    found = None
+    for cred in (endpoint.proxy, *endpoint.additional_proxies):
+        if constant_time_equal(access_key, signers.credential_id(signer, cred)):
+            found = cred
+    if found is None:
+        raise SignatureMismatch()
+    return found
+
+
+def check_fresh(auth: ParsedAuth, clock: Clock, config: Config) -> None:
+    if auth.signed_at is None:
+        return
+    now = clock()
+    skew = timedelta(seconds=config.security.clock_skew_seconds)
+    if auth.signed_at > now + skew:
+        raise RequestExpired("the request is signed with a time in the future")
+    if auth.expires is not None:
+        if now > auth.signed_at + timedelta(seconds=auth.expires):
+            raise RequestExpired("the presigned request has expired")
+    elif auth.signed_at < now - skew:
+        raise RequestExpired("the request signature is too old")
+
+
+# ---------------------------------------------------------------------- replay
+
+
+async def check_replay(
+    cache: ReplayCache | None,
+    signed: SigningRequest,
+    auth: ParsedAuth,
+    endpoint: Endpoint,
+    body: bytes | None,
+    clock: Clock,
+    config: Config,
+) -> None:
+    """Refuse a second use of the same signed request within its validity.
+
+    Only for schemes that sign a time: a scheme without one (QBox, UCloud, Baishan) makes
+    two legitimate identical requests indistinguishable from a replay, forever.
+    """
+    if cache is None or auth.signed_at is None:
+        return
+    skew = config.security.clock_skew_seconds
+    valid_until = auth.signed_at.timestamp() + max(skew, auth.expires or 0)
+    ttl = valid_until - clock().timestamp() + 1.0
+    if ttl <= 0:
+        return
+    key = replay_key(endpoint.vendor, signed, body, auth.body_sha256)
+    if not await cache.first_use(key, min(ttl, 30 * 86400)):
+        raise Replayed("this signed request was already used (replay)")
+
+
+def replay_key(
+    vendor: str, signed: SigningRequest, body: bytes | None, body_sha256: str | None = None
+) -> bytes:
+    """Everything a signature can cover: two requests with the same key are the same signed
+    request (the signature lives in the Authorization header, the query or the body)."""
+    h = hashlib.sha256()
+    for part in (vendor, signed.method, signed.host, signed.path, signed.query):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for value in signed.headers.getall("authorization", []):
+        h.update(value.encode("utf-8", "surrogateescape") + b"\0")
+    if body:
+        h.update(hashlib.sha256(body).digest())
+    elif body_sha256:
+        h.update(bytes.fromhex(body_sha256))
+    return h.digest()
+
+
+# ---------------------------------------------------------------------- policy facts
+
+
+def request_action(route: Route, auth: ParsedAuth, body: bytes | None) -> str | None:
+    """The API action: from the signature scheme, a form body, or a REST API's method and path."""
+    if auth.action:
+        return auth.action
+    signed = route.signed
+    found = policy.form_action(signed.headers.get("content-type"), body)
+    if found:
+        return found
+    vendor = route.endpoint.vendor if route.endpoint else ""
+    return policy.rest_action(
+        vendor, auth.service, signed.method, signed.path, signed.query, signed.host
+    )
+
+
+def policy_facts(ctx: RequestContext, request: Request) -> policy.RequestFacts:
+    return policy.RequestFacts(ctx.service, ctx.action, ctx.region, request.method, request.remote)

@@ -1,0 +1,57 @@
+"""Forwarding a request as it came, without a signature the proxy computed.
+
+Only when the operator turned a refusal off:
+
+* ``ForbiddenAccountNotFound: false`` — a key-proxy request for an unknown account goes on
+  unsigned, and only to a public API host of a known vendor;
+* ``ForbiddenProxyCredentialErr: false`` — a request whose proxy signature does not verify
+  goes on exactly as it came, and only where the account's requests may go.
+
+Plain functions, called directly by :class:`keybroker.proxy.Proxy`.
+"""
+
+from __future__ import annotations
+
+from keybroker.config import HttpConfig
+from keybroker.context import RequestContext
+from keybroker.destinations import require_vendor_host
+from keybroker.errors import SignatureMismatch
+from keybroker.forwarding import Forwarder, read_bounded
+from keybroker.httpserver import Request, StreamResponse
+from keybroker.routing import Accounts, Route, upstream_request, vendor_domains
+from keybroker.spool import SpooledBody
+
+__all__ = ["pass_unsigned", "pass_unverified"]
+
+
+async def pass_unsigned(
+    request: Request, ctx: RequestContext, route: Route, forwarder: Forwarder, http: HttpConfig
+) -> StreamResponse:
+    """Unknown account with ``ForbiddenAccountNotFound: false``: pass the request on as it
+    came, only to a public API host of a known vendor."""
+    assert route.dest is not None
+    domains = vendor_domains(route.vendor_hint)
+    require_vendor_host(route.dest, domains, route.vendor_hint or "cloud vendor")
+    ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
+    up = route.signed.copy()
+    body = await read_bounded(request, http.max_body_bytes, http.client_timeout)
+    return await forwarder.forward(request, ctx, up, body, None)
+
+
+async def pass_unverified(
+    request: Request,
+    ctx: RequestContext,
+    route: Route,
+    body: bytes | SpooledBody | None,
+    forwarder: Forwarder,
+    accounts: Accounts,
+    http: HttpConfig,
+) -> StreamResponse:
+    """``ForbiddenProxyCredentialErr: false``: forward exactly what came, never a signature
+    the proxy computed, and only where the account's requests may go."""
+    up = upstream_request(route, accounts)
+    ctx.upstream_url = f"{up.scheme}://{up.host}"
+    ctx.error_code = SignatureMismatch.code
+    if body is None:
+        body = await read_bounded(request, http.max_body_bytes, http.client_timeout)
+    return await forwarder.forward(request, ctx, up, body, None)
