@@ -192,7 +192,7 @@ async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[
     """The inbound body in chunks; a client that sends nothing for ``timeout`` seconds gets
     ``RequestTimeout`` instead of holding a worker's memory and a slot forever.  ``Expect:
     100-continue`` is answered here, when the body is really wanted (a refusal before that
-    closes the connection instead: see ``Proxy._error``)."""
+    closes the connection instead: see ``keybroker.answers.error_response``)."""
     request.send_continue()
     content = request.content
     while True:
