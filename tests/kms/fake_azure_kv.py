@@ -11,9 +11,15 @@ server speaks the slice of the real wire protocols that ``azure-keyvault-keys`` 
   ``401`` + ``WWW-Authenticate: Bearer authorization="<authority>/<tenant>", resource="..."``;
   ``GET /keys/{name}[/{version}]`` returns the JSON web key bundle; ``POST
   /keys/{name}/{version}/wrapkey|unwrapkey`` does RSA-OAEP / RSA-OAEP-256 with real RSA keys
-  (``cryptography``); errors use Key Vault's ``{"error": {"code", "message"}}`` shape.
+  (``cryptography``); ``POST /keys/{name}/rotate`` (Rotate Key, API 7.3+: no body) makes a new
+  latest version of the same type and size and answers its key bundle; errors use Key Vault's
+  ``{"error": {"code", "message"}}`` shape;
+- access control: key permissions named in :attr:`FakeKeyVault.denied` (``get``, ``wrapKey``,
+  ``unwrapKey``, ``rotate``) get Key Vault's 403 ``Forbidden`` with inner error
+  ``AccessDenied``, as under an access policy without them.
 
-Keys, versions (:meth:`FakeKeyVault.rotate`) and the enabled flag are managed from Python.
+Keys and the enabled flag are managed from Python (Create Key and rotation policies are out
+of scope); :meth:`FakeKeyVault.rotate` adds a version from Python as Rotate Key does.
 """
 
 from __future__ import annotations
@@ -43,9 +49,15 @@ _HASHES = {"RSA-OAEP": hashes.SHA1, "RSA-OAEP-256": hashes.SHA256}
 
 
 class KVError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, inner: str = "") -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.inner = status, code, message, inner
+
+    def payload(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.inner:
+            error["innererror"] = {"code": self.inner}
+        return {"error": error}
 
 
 @dataclass
@@ -86,6 +98,7 @@ class FakeKeyVault:
         self.keys: dict[str, _Key] = {}
         self.tokens: dict[str, float] = {}
         self.calls: list[str] = []
+        self.denied: set[str] = set()  # key permissions the client lacks
         self.base_url = ""
         self._lock = threading.Lock()
 
@@ -95,9 +108,12 @@ class FakeKeyVault:
             self.keys[name] = _Key()
         return self.rotate(name, size)
 
-    def rotate(self, name: str, size: int = 2048) -> str:
-        """Add a new (latest) version; return its id."""
+    def rotate(self, name: str, size: int | None = None) -> str:
+        """Add a new (latest) version, by default of the latest one's size; return its id."""
         version = secrets.token_hex(16)
+        if size is None:
+            latest = self.keys[name]
+            size = latest.versions[latest.order[-1]].key_size
         key = rsa.generate_private_key(public_exponent=65537, key_size=size)
         with self._lock:
             self.keys[name].versions[version] = key
@@ -200,6 +216,20 @@ class FakeKeyVault:
             raise KVError(400, "BadParameter", "The parameter is incorrect.") from None
         return {"kid": f"{self.base_url}/keys/{name}/{version}", "value": _b64url(out)}
 
+    def rotate_key(self, name: str) -> dict[str, Any]:
+        self._find(name, None)
+        return self.get_key(name, self.rotate(name))
+
+    def authorize(self, permission: str) -> None:
+        if permission in self.denied:
+            raise KVError(
+                403,
+                "Forbidden",
+                f"The user, group or application 'appid={self.client_id};oid=0' does not have "
+                f"keys {permission} permission on key vault 'kbvault;location=westeurope'.",
+                inner="AccessDenied",
+            )
+
     def _find(self, name: str, version: str | None) -> tuple[_Key, str]:
         key = self.keys.get(name)
         if key is None or (version and version not in key.versions):
@@ -238,9 +268,14 @@ def _route(
     if not fake.authorized(auth):
         raise KVError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
     if method == "GET" and len(parts) in (2, 3):
+        fake.authorize("get")
         return 200, fake.get_key(parts[1], parts[2] if len(parts) == 3 else None)
+    if method == "POST" and parts[2:] == ["rotate"]:
+        fake.authorize("rotate")
+        return 200, fake.rotate_key(parts[1])
     ops = {"wrapkey": "wrapKey", "unwrapkey": "unwrapKey"}
     if method == "POST" and len(parts) == 4 and parts[3] in ops:
+        fake.authorize(ops[parts[3]])
         return 200, fake.wrap(ops[parts[3]], parts[1], parts[2], json.loads(body or b"{}"))
     raise KVError(405, "BadRequest", "unsupported operation")
 
@@ -265,7 +300,7 @@ def _handler_for(fake: FakeKeyVault) -> type[BaseHTTPRequestHandler]:
                     fake, method, parts, body, self.headers.get("Authorization")
                 )
             except KVError as exc:
-                status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message}}
+                status, payload = exc.status, exc.payload()
             except ValueError:
                 status, payload = 400, {"error": {"code": "BadParameter", "message": "bad JSON"}}
             self._reply(status, payload)

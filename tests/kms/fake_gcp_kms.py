@@ -2,18 +2,28 @@
 
 This is NOT Google's service and not an emulator of all of it: no Google emulator for Cloud KMS
 exists that runs without Docker, so this small server speaks the slice of the real v1 REST wire
-protocol that ``google-cloud-kms`` (``transport="rest"``) uses for ``encrypt``/``decrypt``:
+protocol that ``google-cloud-kms`` (``transport="rest"``) uses for ``encrypt``/``decrypt``
+and for rotating a symmetric key:
 
 - ``POST /v1/{cryptoKey or cryptoKeyVersion}:encrypt`` and ``POST /v1/{cryptoKey}:decrypt``
   with the JSON field names, base64 bytes, string-encoded CRC32C checksums and
   ``verified*Crc32c`` flags of the real API, checked with ``google_crc32c``;
+- ``POST /v1/{cryptoKey}/cryptoKeyVersions`` (CreateCryptoKeyVersion: body a CryptoKeyVersion,
+  here ``{}``; the next sequential id, ENABLED, *not* made primary; answers the new
+  CryptoKeyVersion) and ``POST /v1/{cryptoKey}:updatePrimaryVersion`` (body
+  ``{"cryptoKeyVersionId": "N"}``; 404 for an unknown id, FAILED_PRECONDITION for a version that
+  is not enabled; answers the CryptoKey with its new ``primary``), enums as integers because the
+  SDK asks for ``$alt=json;enum-encoding=int``;
 - real AES-256-GCM per key version (the additional authenticated data is bound), a primary
-  version that :meth:`FakeGCPKMS.rotate` moves, and disabled versions;
+  version, and disabled versions;
 - Google's error JSON (``{"error": {"code", "message", "status"}}``) with 400/401/403/404;
+  IAM permissions named in :attr:`FakeGCPKMS.denied` get Google's 403 PERMISSION_DENIED;
 - optional authentication: :meth:`FakeGCPKMS.trust` makes it demand a self-signed service
   account JWT (RS256, as google-auth sends for REST clients) signed by a trusted key.
 
-Keys are created and rotated through Python methods (the admin API is out of scope).
+Changing the primary takes effect at once here; in Cloud KMS it is eventually consistent.
+Keys are created through Python methods (CreateCryptoKey and the rest of the admin API are out
+of scope); :meth:`FakeGCPKMS.rotate` rotates from Python as the two RPCs do over HTTP.
 """
 
 from __future__ import annotations
@@ -40,6 +50,17 @@ __all__ = ["FakeGCPKMS", "crc32c"]
 
 _KEY_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _SOFTWARE = 1  # ProtectionLevel.SOFTWARE
+_ENABLED, _DISABLED = 1, 2  # CryptoKeyVersionState
+_SYMMETRIC = 1  # CryptoKeyVersionAlgorithm.GOOGLE_SYMMETRIC_ENCRYPTION
+_ENCRYPT_DECRYPT = 1  # CryptoKeyPurpose
+_CREATED = "2024-01-01T00:00:00.000000Z"
+#: RPC -> the IAM permission Cloud KMS checks for it
+PERMISSIONS = {
+    "encrypt": "cloudkms.cryptoKeyVersions.useToEncrypt",
+    "decrypt": "cloudkms.cryptoKeyVersions.useToDecrypt",
+    "create": "cloudkms.cryptoKeyVersions.create",
+    "updatePrimaryVersion": "cloudkms.cryptoKeys.update",
+}
 
 
 def crc32c(data: bytes) -> int:
@@ -73,6 +94,7 @@ class FakeGCPKMS:
         self.trusted: dict[str, rsa.RSAPublicKey] = {}
         self.requests: list[tuple[str, frozenset[str]]] = []  # (path, JSON field names)
         self.corrupt_checksums = False  # answer with wrong CRC32C values (fault injection)
+        self.denied: set[str] = set()  # IAM permissions (see PERMISSIONS) the caller lacks
         self._lock = threading.Lock()
 
     # -- admin (Python-side) -------------------------------------------------------------
@@ -87,10 +109,14 @@ class FakeGCPKMS:
         """Add a version and make it primary; return its resource name."""
         with self._lock:
             key = self.keys[key_name]
-            number = max(key.versions, default=0) + 1
-            key.versions[number] = _Version(number, AESGCM.generate_key(256))
-            key.primary = number
-        return f"{key_name}/cryptoKeyVersions/{number}"
+            key.primary = self._add_version(key)
+        return f"{key_name}/cryptoKeyVersions/{key.primary}"
+
+    @staticmethod
+    def _add_version(key: _Key) -> int:
+        number = max(key.versions, default=0) + 1
+        key.versions[number] = _Version(number, AESGCM.generate_key(256))
+        return number
 
     def set_enabled(self, version_name: str, enabled: bool) -> None:
         key_name, _, number = version_name.rpartition("/cryptoKeyVersions/")
@@ -150,6 +176,50 @@ class FakeGCPKMS:
             "protectionLevel": _SOFTWARE,
         }
 
+    def create_version(self, parent: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not _KEY_RE.match(parent):
+            raise ApiError(404, "NOT_FOUND", f"{parent} not found.")
+        if body.get("importJob") or body.get("externalProtectionLevelOptions"):
+            raise ApiError(400, "INVALID_ARGUMENT", "only generated SOFTWARE versions here")
+        with self._lock:
+            key = self._key(parent)
+            version = key.versions[self._add_version(key)]
+        return _version_json(parent, version)
+
+    def update_primary(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        version_id = body.get("cryptoKeyVersionId")
+        if not isinstance(version_id, str) or not version_id:
+            raise ApiError(400, "INVALID_ARGUMENT", "crypto_key_version_id is required")
+        if not version_id.isdigit():
+            raise ApiError(400, "INVALID_ARGUMENT", f"Invalid crypto_key_version_id {version_id}")
+        version_name = f"{name}/cryptoKeyVersions/{version_id}"
+        with self._lock:
+            key = self._key(name)
+            version = key.versions.get(int(version_id))
+            if version is None:
+                raise ApiError(404, "NOT_FOUND", f"{version_name} not found.")
+            if not version.enabled:
+                message = f"{version_name} is not in state ENABLED."
+                raise ApiError(400, "FAILED_PRECONDITION", message)
+            key.primary = version.number
+        return {
+            "name": name,
+            "primary": _version_json(name, version),
+            "purpose": _ENCRYPT_DECRYPT,
+            "createTime": _CREATED,
+            "versionTemplate": {"protectionLevel": _SOFTWARE, "algorithm": _SYMMETRIC},
+            "destroyScheduledDuration": "2592000s",
+        }
+
+    def authorize(self, verb: str, resource: str) -> None:
+        permission = PERMISSIONS[verb]
+        if permission in self.denied:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
+            )
+
     def authenticate(self, authorization: str | None) -> None:
         if not self.trusted:
             return
@@ -187,6 +257,17 @@ class FakeGCPKMS:
             thread.join(timeout=10)
 
 
+def _version_json(key_name: str, version: _Version) -> dict[str, Any]:
+    return {
+        "name": f"{key_name}/cryptoKeyVersions/{version.number}",
+        "state": _ENABLED if version.enabled else _DISABLED,
+        "protectionLevel": _SOFTWARE,
+        "algorithm": _SYMMETRIC,
+        "createTime": _CREATED,
+        "generateTime": _CREATED,
+    }
+
+
 def _b64field(body: dict[str, Any], name: str) -> bytes:
     try:
         return base64.b64decode(body.get(name, ""), validate=True)
@@ -219,6 +300,25 @@ def _valid_jwt(token: str, trusted: dict[str, rsa.RSAPublicKey]) -> bool:
         return False
 
 
+def _dispatch(fake: FakeGCPKMS, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path.startswith("/v1/") and path.endswith("/cryptoKeyVersions"):
+        name, verb = path[4 : -len("/cryptoKeyVersions")], "create"
+    elif path.startswith("/v1/") and ":" in path:
+        name, _, verb = path[4:].rpartition(":")
+    else:
+        raise ApiError(404, "NOT_FOUND", f"no route {path}")
+    methods = {
+        "encrypt": fake.encrypt,
+        "decrypt": fake.decrypt,
+        "create": fake.create_version,
+        "updatePrimaryVersion": fake.update_primary,
+    }
+    if verb not in methods:
+        raise ApiError(404, "NOT_FOUND", f"no method {verb}")
+    fake.authorize(verb, name)
+    return methods[verb](name, body)
+
+
 def _handler_for(fake: FakeGCPKMS) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -231,15 +331,7 @@ def _handler_for(fake: FakeGCPKMS) -> type[BaseHTTPRequestHandler]:
                 fake.authenticate(self.headers.get("Authorization"))
                 body = json.loads(raw or b"{}")
                 fake.requests.append((path, frozenset(body)))
-                if not path.startswith("/v1/") or ":" not in path:
-                    raise ApiError(404, "NOT_FOUND", f"no route {path}")
-                name, _, verb = path[4:].rpartition(":")
-                if verb == "encrypt":
-                    self._reply(200, fake.encrypt(name, body))
-                elif verb == "decrypt":
-                    self._reply(200, fake.decrypt(name, body))
-                else:
-                    raise ApiError(404, "NOT_FOUND", f"no method {verb}")
+                self._reply(200, _dispatch(fake, path, body))
             except ApiError as exc:
                 error = {"code": exc.code, "message": exc.message, "status": exc.status}
                 self._reply(exc.code, {"error": error})

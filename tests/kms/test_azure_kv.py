@@ -4,7 +4,8 @@ The server is a protocol fake (tests/kms/fake_azure_kv.py), not Microsoft's serv
 Vault emulator exists.  Over HTTPS (a throw-away CA), it plays Entra ID for the real
 ``ClientSecretCredential`` (OpenID discovery + client-credentials token grant) and Key Vault
 for the real ``KeyClient``/``CryptographyClient`` (bearer challenge, JSON web keys, RSA-OAEP
-wrap/unwrap with real RSA keys and key versions).
+wrap/unwrap with real RSA keys and key versions, Rotate Key and access-policy denials), so
+``rotate``, ``keybroker kms rotate`` and a rewrap after it run against the same wire format.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
 from keybroker.kms.azure import VAULT_TYPES, AzureKeyVaultWrapper
+from keybroker.kms.cli import main
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import parse_uri
@@ -165,6 +168,72 @@ async def test_version_remembered_across_rotation(
     # unwrapKey runs in the vault, on the exact version each blob recorded
     assert f"POST /keys/{key}/{old.kek_version}/unwrapkey" in azure.fake.calls
     assert f"POST /keys/{key}/{new.kek_version}/unwrapkey" in azure.fake.calls
+
+
+async def test_rotate_makes_a_new_latest_version(
+    azure: AzureEnv, make: list[AzureKeyVaultWrapper]
+) -> None:
+    key = f"k-{os.urandom(4).hex()}"
+    azure.fake.create_key(key, size=3072)
+    w = build(make, uri_for(azure, key))
+    old = await w.wrap(b"o" * 32, b"")
+    azure.fake.calls.clear()
+    version = await w.rotate()
+    assert azure.fake.calls == [f"POST /keys/{key}/rotate"]
+    assert version == azure.fake.keys[key].order[-1] != old.kek_version
+    assert azure.fake.keys[key].versions[version].key_size == 3072  # same type and size
+    new = await w.wrap(b"n" * 32, b"")
+    assert new.kek_version == version
+    assert await w.unwrap(old, b"") == b"o" * 32
+    assert await w.unwrap(new, b"") == b"n" * 32
+
+
+async def test_rotate_without_permission_is_a_backend_error(
+    azure: AzureEnv, make: list[AzureKeyVaultWrapper]
+) -> None:
+    key = new_key(azure)
+    w = build(make, uri_for(azure, key))
+    azure.fake.denied = {"rotate"}
+    try:
+        with pytest.raises(BackendError) as exc:
+            await w.rotate()
+    finally:
+        azure.fake.denied = set()
+    assert str(exc.value) == "Azure Key Vault rotateKey failed: HTTP 403 Forbidden"
+    assert len(azure.fake.keys[key].order) == 1
+
+
+async def test_rotate_missing_key_is_a_config_error(
+    azure: AzureEnv, make: list[AzureKeyVaultWrapper]
+) -> None:
+    w = build(make, uri_for(azure, "never-created"))
+    with pytest.raises(KMSConfigError, match="does not exist"):
+        await w.rotate()
+
+
+def test_cli_rotate_then_rewrap(
+    azure: AzureEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = new_key(azure)
+    old = azure.fake.keys[key].order[-1]
+    kms, storage = uri_for(azure, key), f"storage://file?path={tmp_path / 'store'}"
+    get = ["get-dek", "--kms", kms, "--storage", storage, "--size", "32", "--id"]
+    assert main([*get, "a"]) == main([*get, "b"]) == 0
+    deks = capsys.readouterr().out
+    assert main(["rotate", "--kms", kms]) == 0
+    version = azure.fake.keys[key].order[-1]
+    assert capsys.readouterr() == (f"{version}\n", "")
+
+    assert main(["rewrap", "--kms", kms, "--storage", storage]) == 0
+    assert capsys.readouterr().out == (
+        f"rewrap: 2 rewrapped, 0 skipped, 0 failed of 2 (KEK version {version})\n"
+    )
+    azure.fake.calls.clear()
+    assert main([*get, "a"]) == main([*get, "b"]) == 0
+    assert capsys.readouterr().out == deks
+    unwraps = [call for call in azure.fake.calls if call.endswith("/unwrapkey")]
+    assert old != version  # the blobs no longer need the old version
+    assert unwraps == [f"POST /keys/{key}/{version}/unwrapkey"] * 2
 
 
 async def test_wrap_is_rsa_oaep_256_under_the_vault_key(

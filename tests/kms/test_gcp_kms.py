@@ -3,7 +3,9 @@
 The server is a protocol fake (tests/kms/fake_gcp_kms.py), not Google's service: no Cloud KMS
 emulator exists.  It speaks the real v1 REST encrypt/decrypt wire format with real AES-GCM per
 key version, CRC32C checksums, and checks the self-signed service-account JWTs google-auth
-sends, so the SDK, the credentials file and our wrapper run unmodified.
+sends, so the SDK, the credentials file and our wrapper run unmodified; it also creates key
+versions and moves the primary (CreateCryptoKeyVersion, UpdateCryptoKeyPrimaryVersion), so
+``rotate``, ``keybroker kms rotate`` and a rewrap after it run against the same wire format.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
+from keybroker.kms.cli import main
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
 from keybroker.kms.gcp import GCPKMSWrapper, crc32c
@@ -175,6 +178,76 @@ async def test_version_remembered_across_rotation(gcp: GCPEnv, make: list[GCPKMS
     assert new.kek_version == f"{name}/cryptoKeyVersions/2"
     assert await w.unwrap(old, b"id=1") == b"o" * 32
     assert await w.unwrap(new, b"id=1") == b"n" * 32
+
+
+async def test_rotate_makes_a_new_primary_version(gcp: GCPEnv, make: list[GCPKMSWrapper]) -> None:
+    short, name = new_key(gcp)
+    w = build(make, uri_for(gcp, short))
+    old = await w.wrap(b"o" * 32, b"id=1")
+    gcp.fake.requests.clear()
+    assert await w.rotate() == f"{name}/cryptoKeyVersions/2"
+    assert gcp.fake.requests == [
+        (f"/v1/{name}/cryptoKeyVersions", frozenset()),
+        (f"/v1/{name}:updatePrimaryVersion", frozenset({"cryptoKeyVersionId"})),
+    ]
+    assert gcp.fake.keys[name].primary == 2
+    new = await w.wrap(b"n" * 32, b"id=1")
+    assert new.kek_version == f"{name}/cryptoKeyVersions/2"
+    assert await w.unwrap(old, b"id=1") == b"o" * 32
+    assert await w.unwrap(new, b"id=1") == b"n" * 32
+    assert await w.rotate() == f"{name}/cryptoKeyVersions/3"
+
+
+async def test_rotate_without_permission_is_a_backend_error(
+    gcp: GCPEnv, make: list[GCPKMSWrapper]
+) -> None:
+    short, name = new_key(gcp)
+    w = build(make, uri_for(gcp, short))
+    try:
+        gcp.fake.denied = {"cloudkms.cryptoKeyVersions.create"}
+        with pytest.raises(BackendError) as exc:
+            await w.rotate()
+        assert str(exc.value) == "GCP KMS CreateCryptoKeyVersion failed: 403 PERMISSION_DENIED"
+        assert list(gcp.fake.keys[name].versions) == [1]
+        # The version is created, but the primary cannot move: the error says what is left.
+        gcp.fake.denied = {"cloudkms.cryptoKeys.update"}
+        with pytest.raises(BackendError) as exc:
+            await w.rotate()
+        assert str(exc.value) == (
+            "GCP KMS UpdateCryptoKeyPrimaryVersion failed: 403 PERMISSION_DENIED "
+            f"({name}/cryptoKeyVersions/2 was created but is not primary)"
+        )
+    finally:
+        gcp.fake.denied = set()
+    assert (await w.wrap(b"p" * 32, b"")).kek_version == f"{name}/cryptoKeyVersions/1"
+
+
+async def test_rotate_missing_key_is_a_config_error(gcp: GCPEnv, make: list[GCPKMSWrapper]) -> None:
+    w = build(make, uri_for(gcp, "never-created"))
+    with pytest.raises(KMSConfigError, match="does not exist"):
+        await w.rotate()
+
+
+def test_cli_rotate_then_rewrap(
+    gcp: GCPEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short, name = new_key(gcp)
+    kms, storage = uri_for(gcp, short), f"storage://file?path={tmp_path / 'store'}"
+    get = ["get-dek", "--kms", kms, "--storage", storage, "--size", "32", "--id"]
+    assert main([*get, "a"]) == main([*get, "b"]) == 0
+    deks = capsys.readouterr().out
+    assert main(["rotate", "--kms", kms]) == 0
+    assert capsys.readouterr() == (f"{name}/cryptoKeyVersions/2\n", "")
+
+    assert main(["rewrap", "--kms", kms, "--storage", storage]) == 0
+    version = f"{name}/cryptoKeyVersions/2"
+    assert capsys.readouterr().out == (
+        f"rewrap: 2 rewrapped, 0 skipped, 0 failed of 2 (KEK version {version})\n"
+    )
+    # Every blob is now under version 2: they still open with version 1 disabled.
+    gcp.fake.set_enabled(f"{name}/cryptoKeyVersions/1", False)
+    assert main([*get, "a"]) == main([*get, "b"]) == 0
+    assert capsys.readouterr().out == deks
 
 
 async def test_checksums_are_sent(gcp: GCPEnv, wrapper: GCPKMSWrapper) -> None:

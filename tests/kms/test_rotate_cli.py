@@ -1,5 +1,7 @@
 """KEK rotation: the local keyset (file format, atomic and serialised rotation, stale readers),
-AWS KMS on moto (RotateKeyOnDemand and the version label), and ``keybroker kms rotate``."""
+AWS KMS on moto (RotateKeyOnDemand and the version label), and ``keybroker kms rotate``.
+GCP and Azure rotation (and their ``kms rotate``) are tested with their fakes, in
+test_gcp_kms.py and test_azure_kv.py."""
 
 from __future__ import annotations
 
@@ -247,9 +249,8 @@ def test_cli_rotate_aws(moto_url: str, capsys: pytest.CaptureFixture[str]) -> No
     ("uri", "message"),
     [
         (
-            "kms://azure?tenantID=t&clientID=c&clientSecret=s&vaultName=v"
-            "&vaultType=vault.azure.net&keyName=k",
-            "kms://azure cannot be rotated by keybroker: rotate it with the provider's tools, "
+            "kms://vault?address=https%3A%2F%2F127.0.0.1%3A1&token=t&keyName=k",
+            "kms://vault cannot be rotated by keybroker: rotate it with the provider's tools, "
             "then run 'keybroker kms rewrap'",
         ),
         (
@@ -263,6 +264,11 @@ def test_cli_rotate_refusals(uri: str, message: str, capsys: pytest.CaptureFixtu
     assert main(["rotate", "--kms", uri]) == 2
     out, err = capsys.readouterr()
     assert (out, err) == ("", f"keybroker kms: error: {message}\n")
+
+
+def test_cli_rotate_help_names_the_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "make a new KEK version (local, aws, gcp, azure)" in capsys.readouterr().out
 
 
 def test_cli_rotate_missing_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ below).  ``wrap`` fetches the latest version of the RSA key and wraps with RSA-O
 does this with the version's public key when the key allows it — the same operation the
 service's ``wrapKey`` performs); the version is recorded as ``kek_version``.  ``unwrap`` calls
 the service's ``unwrapKey`` on that exact version, so older blobs survive key rotation.
+``rotate`` calls the service's Rotate Key (a new latest version of the same key).
 
 RSA-OAEP has no associated data: ``binds_aad`` is False and ``aad`` is ignored (the envelope
 binds the id itself).
@@ -157,6 +158,19 @@ class AzureKeyVaultWrapper:
         version, ciphertext = await self._call("wrapKey", self._wrap_sync, plaintext)
         return WrappedKey(self.kek_id, version, ciphertext)
 
+    async def rotate(self) -> str:
+        """The service's Rotate Key: a new version of the key (same type, size and operations,
+        attributes from the key's rotation policy) becomes the latest, which new wraps use;
+        older versions stay and still unwrap.  Returns the new version, the form recorded as
+        ``kek_version``.
+
+        Needs the ``keys/rotate`` permission (Key Vault and Managed HSM, API 7.3 and later);
+        unlike Create Key on the same name, nothing (type, size, operations, HSM protection) has
+        to be restated.  Raises ``KMSConfigError`` (no such key), ``BackendError`` (permission
+        denied, auth or service failure).
+        """
+        return str(await self._call("rotateKey", self._rotate_sync, None))
+
     async def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
         """``unwrapKey`` with the recorded version.
 
@@ -189,6 +203,13 @@ class AzureKeyVaultWrapper:
         with CryptographyClient(key, self._credential, **self._options) as crypto:
             result = crypto.wrap_key(KeyWrapAlgorithm(_ALGORITHM), plaintext)
         return str(key.properties.version), bytes(result.encrypted_key)
+
+    def _rotate_sync(self, _: None) -> str:
+        key = self._keys.rotate_key(self._key_name)
+        version = str(key.properties.version or "")
+        if key.name != self._key_name or not version.isalnum():
+            raise BackendError("Azure Key Vault rotateKey answered for another key")
+        return version
 
     def _version_of(self, kek_version: str) -> str:
         # A bare version is what we record; a full key id (".../keys/<name>/<version>") is

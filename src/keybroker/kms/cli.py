@@ -55,7 +55,7 @@ def add_kms_parser(subparsers: Any) -> argparse.ArgumentParser:
     lst.add_argument("--storage", required=True, metavar="URI", help="storage://... URI")
     lst.add_argument("--prefix", default="", help="only ids starting with this")
     lst.set_defaults(handler=cmd_list)
-    rot = leaves.add_parser("rotate", help="make a new KEK version (local, aws)")
+    rot = leaves.add_parser("rotate", help="make a new KEK version (local, aws, gcp, azure)")
     rot.add_argument("--kms", required=True, metavar="URI", help="kms://... URI")
     rot.set_defaults(handler=cmd_rotate)
     _add_rewrap_parser(leaves)
