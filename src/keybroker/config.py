@@ -20,6 +20,7 @@ __all__ = [
     "Config",
     "Endpoint",
     "ForbiddenConfig",
+    "GrpcClient",
     "GrpcConfig",
     "HttpConfig",
     "KeyPolicy",
@@ -164,11 +165,26 @@ class Endpoint:
 
 
 @dataclass
+class GrpcClient:
+    """``KeyService.Grpc.Clients[i]`` (ours): what one mutual-TLS client may do with keys.
+
+    ``common_name`` is matched exactly (case-sensitive) against the common name of the
+    client's verified certificate; ``key_policy`` has an endpoint's ``KeyPolicy`` shape and
+    meaning, its prefixes applying to the ``data_key_id`` the client sends.
+    """
+
+    common_name: str
+    key_policy: KeyPolicy
+
+
+@dataclass
 class GrpcConfig:
     """``KeyService.Grpc``: Constellation's ``kms.API`` gRPC service on its own port.
 
     Plain gRPC unless ``cert_file``/``key_file`` are set; ``client_ca_file`` then demands a
-    client certificate from that CA (mutual TLS).
+    client certificate from that CA (mutual TLS).  ``clients`` (ours, needs mutual TLS): when
+    set, only the certificates named there are served, each within its key policy; ``None``
+    serves any client that reaches the port, as Constellation does.
     """
 
     enabled: bool = False
@@ -176,6 +192,7 @@ class GrpcConfig:
     cert_file: str = ""
     key_file: str = ""
     client_ca_file: str = ""
+    clients: list[GrpcClient] | None = None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from keybroker.config import (
     AuditConfig,
     Config,
     Endpoint,
+    GrpcClient,
     KeyPolicy,
     KeyServiceConfig,
 )
@@ -32,7 +33,7 @@ from keybroker.secret import Secret
 
 __all__ = ["MAX_ENDPOINTS"]
 
-#: Bound on hostile or accidental input.
+#: Bound on hostile or accidental input (endpoints, and gRPC clients).
 MAX_ENDPOINTS = 10_000
 
 
@@ -158,10 +159,36 @@ def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
 
 
 def _key_service(r: _Reader, cfg: KeyServiceConfig, node: Node) -> None:
-    """``KeyService`` and its ``Grpc`` block."""
+    """``KeyService`` and its ``Grpc`` block with its ``Clients``."""
     m = _fill(r, cfg, node, "KeyService", _KEY_SERVICE_FIELDS, ("Grpc",))
     if "Grpc" in m:
-        _fill(r, cfg.grpc, m["Grpc"], "KeyService.Grpc", _GRPC_FIELDS)
+        path = "KeyService.Grpc"
+        grpc = _fill(r, cfg.grpc, m["Grpc"], path, _GRPC_FIELDS, ("Clients",))
+        if "Clients" in grpc and not r.is_null(grpc["Clients"]):
+            cfg.grpc.clients = _grpc_clients(r, grpc["Clients"], f"{path}.Clients")
+
+
+def _grpc_clients(r: _Reader, node: Node, path: str) -> list[GrpcClient]:
+    """``KeyService.Grpc.Clients``: each ``{CommonName, KeyPolicy}``, the policy read as an
+    endpoint's; broken entries become placeholders whose problems are already recorded."""
+    if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
+        r.p.add(path, f"expected a list, got {r.describe(node)}", _line(node))
+        return []
+    if len(node.value) > MAX_ENDPOINTS:
+        r.p.add(path, f"more than {MAX_ENDPOINTS} clients", _line(node))
+        return []
+    return [_grpc_client(r, item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+
+
+def _grpc_client(r: _Reader, node: Node, path: str) -> GrpcClient:
+    if r.is_null(node):
+        r.p.add(path, "empty entry (expected CommonName, KeyPolicy)", _line(node))
+    m = None if r.is_null(node) else r.mapping(node, path, ("CommonName", "KeyPolicy"))
+    client = GrpcClient(_required_text(r, m, path, "CommonName"), KeyPolicy())
+    policy = r.required(m, path, "KeyPolicy")
+    if policy is not None:
+        _fill(r, client.key_policy, policy, f"{path}.KeyPolicy", _KEY_POLICY_FIELDS)
+    return client
 
 
 def _endpoints(r: _Reader, node: Node, env: Mapping[str, str]) -> list[Endpoint]:

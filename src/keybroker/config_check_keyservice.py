@@ -1,15 +1,22 @@
 """The checks of the ``KeyService`` section (:mod:`keybroker.keyservice`) and of key policies.
 
 ``KeyService``: its path prefix, DEK size bound, the ``kms://`` and ``storage://`` URIs (their
-parameters checked without building anything) and the ``Grpc`` listener with its TLS files;
-an endpoint's ``KeyPolicy``: key id prefixes and operations.
+parameters checked without building anything) and the ``Grpc`` listener with its TLS files and
+per-client policies; an endpoint's (or a gRPC client's) ``KeyPolicy``: key id prefixes and
+operations.
 """
 
 from __future__ import annotations
 
 import re
 
-from keybroker.config import KEY_OPERATIONS, GrpcConfig, KeyPolicy, KeyServiceConfig
+from keybroker.config import (
+    KEY_OPERATIONS,
+    GrpcClient,
+    GrpcConfig,
+    KeyPolicy,
+    KeyServiceConfig,
+)
 from keybroker.config_problems import (
     Problems,
     _address_problem,
@@ -115,3 +122,37 @@ def _check_grpc(grpc: object, p: Problems) -> None:
                 p.check(f"{path}.{key}", "required for TLS (CertFile and KeyFile go together)")
             elif problem := _readable_problem(value):
                 p.check(f"{path}.{key}", problem)
+    if grpc.clients is not None:
+        _check_grpc_clients(grpc, f"{path}.Clients", p)
+
+
+def _check_grpc_clients(grpc: GrpcConfig, path: str, p: Problems) -> None:
+    """``Clients``: a non-empty list of distinct common names with their key policies, only
+    under mutual TLS (without a client certificate there is no name to look up)."""
+    clients = grpc.clients
+    if not isinstance(clients, list):
+        p.check(path, "expected a list of GrpcClient")
+        return
+    names: dict[str, int] = {}
+    for i, client in enumerate(clients):
+        sub = f"{path}[{i}]"
+        if not _is_type(p, sub, client, GrpcClient, "a GrpcClient"):
+            continue
+        assert isinstance(client, GrpcClient)
+        name = client.common_name
+        if not isinstance(name, str) or not name:
+            p.check(f"{sub}.CommonName", "expected a certificate common name")
+        elif names.setdefault(name, i) != i:
+            p.check(f"{sub}.CommonName", f"duplicate common name (also {path}[{names[name]}])")
+        if client.key_policy is None:
+            p.check(f"{sub}.KeyPolicy", "required (the operations and key ids of this client)")
+        _check_key_policy(client.key_policy, f"{sub}.KeyPolicy", p)
+    # after the entries: a problem at this path hides the later ones below it
+    if not clients:
+        p.check(path, "name at least one client (or leave Clients out)")
+    if not grpc.client_ca_file:
+        p.check(
+            path,
+            "per-client key policies need mutual TLS: set KeyService.Grpc.ClientCAFile "
+            "(with CertFile and KeyFile)",
+        )

@@ -1,4 +1,5 @@
-"""A throw-away certificate authority for the TLS tests: CA, server and client certificates."""
+"""A throw-away certificate authority for the TLS tests: CA, server and client certificates
+(more client certificates on demand: :func:`issue_client`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Pki:
     client_key: Path
     other_client_cert: Path  # issued by another CA
     other_client_key: Path
+    ca_key: Path  # to issue more client certificates (issue_client)
 
 
 def _name(cn: str) -> x509.Name:
@@ -96,6 +98,7 @@ def make_pki(directory: Path) -> Pki:
     files["server.pem"], files["server.key"] = _leaf(ca, "keybroker-grpc", server=True)
     files["client.pem"], files["client.key"] = _leaf(ca, "platform-one", server=False)
     files["other.pem"], files["other.key"] = _leaf(other, "intruder", server=False)
+    files["ca.key"] = _key_pem(ca[0])
     for name, data in files.items():
         (directory / name).write_bytes(data)
     d = directory
@@ -107,4 +110,20 @@ def make_pki(directory: Path) -> Pki:
         d / "client.key",
         d / "other.pem",
         d / "other.key",
+        d / "ca.key",
     )
+
+
+def issue_client(pki: Pki, cn: str) -> tuple[Path, Path]:
+    """A client certificate and key for common name ``cn`` from the test CA (files next to
+    the CA's)."""
+    key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the test CA key is not an EC key")
+    cert_pem, key_pem = _leaf(
+        (key, x509.load_pem_x509_certificate(pki.ca.read_bytes())), cn, server=False
+    )
+    cert, private = pki.ca.parent / f"client-{cn}.pem", pki.ca.parent / f"client-{cn}.key"
+    cert.write_bytes(cert_pem)
+    private.write_bytes(key_pem)
+    return cert, private

@@ -18,7 +18,7 @@ import pytest
 from keybroker.config import GrpcConfig
 from keybroker.keyservice import proto
 from keybroker.kms import from_uris
-from tests.keyservice.grpc_client import generate
+from tests.keyservice.grpc_client import generate, get_data_key, tls_channel
 from tests.keyservice.helpers import KeyBroker, b64url, keybroker
 from tests.keyservice.pki import Pki, make_pki
 from tests.servers import free_port
@@ -36,14 +36,6 @@ def kb_grpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyBroker]:
     grpc_cfg = GrpcConfig(enabled=True, address=f"127.0.0.1:{free_port()}")
     with keybroker(tmp_path_factory.mktemp("grpc"), grpc=grpc_cfg) as running:
         yield running
-
-
-def _get(client: tuple[ModuleType, ...], channel: grpc.Channel, key_id: str, n: int) -> bytes:
-    pb2, pb2_grpc = client[0], client[1]
-    stub = pb2_grpc.APIStub(channel)
-    response = stub.GetDataKey(pb2.GetDataKeyRequest(data_key_id=key_id, length=n), timeout=10)
-    data: bytes = response.data_key
-    return data
 
 
 def _library(kb: KeyBroker, key_id: str, n: int) -> bytes:
@@ -74,9 +66,9 @@ def test_descriptor_in_code_is_the_proto_file(client: tuple[Any, Any, Path]) -> 
 def test_same_deks_as_the_library_and_the_http_api(kb_grpc: KeyBroker, client: Any) -> None:
     assert kb_grpc.grpc_port is not None
     with grpc.insecure_channel(f"127.0.0.1:{kb_grpc.grpc_port}") as channel:
-        first = _get(client, channel, "disk-1", 32)
-        assert _get(client, channel, "disk-1", 32) == first
-        other = _get(client, channel, "disk-2", 16)
+        first = get_data_key(client, channel, "disk-1", 32)
+        assert get_data_key(client, channel, "disk-1", 32) == first
+        other = get_data_key(client, channel, "disk-2", 16)
     assert len(first) == 32 and len(other) == 16
     assert _library(kb_grpc, "disk-1", 32) == first
     http = kb_grpc.call("GET", "dek/disk-1", query={"size": "32"})
@@ -107,17 +99,17 @@ def test_invalid_arguments(
         grpc.insecure_channel(f"127.0.0.1:{kb_grpc.grpc_port}") as channel,
         pytest.raises(grpc.RpcError) as caught,
     ):
-        _get(client, channel, key_id, length)
+        get_data_key(client, channel, key_id, length)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == message
 
 
 def test_a_deleted_key_is_failed_precondition(kb_grpc: KeyBroker, client: Any) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{kb_grpc.grpc_port}") as channel:
-        _get(client, channel, "to-delete", 32)
+        get_data_key(client, channel, "to-delete", 32)
         assert kb_grpc.call("DELETE", "dek/to-delete").status_code == 200
         with pytest.raises(grpc.RpcError) as caught:
-            _get(client, channel, "to-delete", 32)
+            get_data_key(client, channel, "to-delete", 32)
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     denied = [e for e in kb_grpc.key_events() if e["api"] == "grpc" and e["decision"] == "deny"]
     assert denied[-1]["key_id"] == "to-delete" and denied[-1]["error_code"] == "Proxy.KeyDeleted"
@@ -128,7 +120,7 @@ def test_oversized_requests_are_refused(kb_grpc: KeyBroker, client: Any) -> None
         grpc.insecure_channel(f"127.0.0.1:{kb_grpc.grpc_port}") as channel,
         pytest.raises(grpc.RpcError) as caught,
     ):
-        _get(client, channel, "x" * 10_000, 32)
+        get_data_key(client, channel, "x" * 10_000, 32)
     assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -146,7 +138,7 @@ def test_cluster_kms_known_answers(tmp_path: Path, client: Any, vector: dict[str
         tmp_path, kms_uri=kms_uri, storage_uri="storage://no-store", grpc=grpc_cfg
     ) as kb:
         with grpc.insecure_channel(f"127.0.0.1:{kb.grpc_port}") as channel:
-            dek = _get(client, channel, vector["id"].removeprefix("key-"), vector["size"])
+            dek = get_data_key(client, channel, vector["id"].removeprefix("key-"), vector["size"])
         assert dek.hex() == vector["dek"]
         http = kb.call("GET", "dek/" + vector["id"].removeprefix("key-"))
         assert base64.b64decode(http.json()["plaintext"]).hex() == vector["dek"]
@@ -160,15 +152,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _tls_channel(port: int, pki: Pki, cert: Path | None, key: Path | None) -> grpc.Channel:
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=pki.ca.read_bytes(),
-        private_key=key.read_bytes() if key else None,
-        certificate_chain=cert.read_bytes() if cert else None,
-    )
-    return grpc.secure_channel(f"localhost:{port}", creds)
-
-
 def test_mutual_tls(tmp_path: Path, client: Any, pki: Pki) -> None:
     grpc_cfg = GrpcConfig(
         enabled=True,
@@ -179,19 +162,19 @@ def test_mutual_tls(tmp_path: Path, client: Any, pki: Pki) -> None:
     )
     with keybroker(tmp_path, grpc=grpc_cfg) as kb:
         assert kb.grpc_port is not None
-        with _tls_channel(kb.grpc_port, pki, pki.client_cert, pki.client_key) as channel:
-            dek = _get(client, channel, "tls-disk", 32)
+        with tls_channel(kb.grpc_port, pki, pki.client_cert, pki.client_key) as channel:
+            dek = get_data_key(client, channel, "tls-disk", 32)
         assert dek == _library(kb, "tls-disk", 32)
         for cert, key in ((None, None), (pki.other_client_cert, pki.other_client_key)):
-            with _tls_channel(kb.grpc_port, pki, cert, key) as channel:
+            with tls_channel(kb.grpc_port, pki, cert, key) as channel:
                 with pytest.raises(grpc.RpcError) as caught:
-                    _get(client, channel, "tls-disk", 32)
+                    get_data_key(client, channel, "tls-disk", 32)
                 assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
         with (
             grpc.insecure_channel(f"127.0.0.1:{kb.grpc_port}") as channel,
             pytest.raises(grpc.RpcError),
         ):
-            _get(client, channel, "tls-disk", 32)
+            get_data_key(client, channel, "tls-disk", 32)
         event = next(e for e in kb.key_events() if e["api"] == "grpc")
         assert event["client"] == "platform-one"
 
@@ -205,5 +188,5 @@ def test_server_only_tls(tmp_path: Path, client: Any, pki: Pki) -> None:
     )
     with keybroker(tmp_path, grpc=grpc_cfg) as kb:
         assert kb.grpc_port is not None
-        with _tls_channel(kb.grpc_port, pki, None, None) as channel:
-            assert len(_get(client, channel, "server-tls", 24)) == 24
+        with tls_channel(kb.grpc_port, pki, None, None) as channel:
+            assert len(get_data_key(client, channel, "server-tls", 24)) == 24

@@ -10,8 +10,17 @@ returns the KMS's error text).  Requests are bounded to 4 KiB.
 
 Transport: plain gRPC, as Constellation's (bind it to a loopback or cluster-internal
 address), or TLS with ``Grpc.CertFile``/``KeyFile``, mutual TLS with ``Grpc.ClientCAFile``.
-Every call writes a key audit line (``api: "grpc"``) with the peer's address and, under
-mutual TLS, its certificate's common name.
+Every call writes a key audit line (``api: "grpc"``) with the peer's address, under mutual
+TLS its certificate's common name, and the decision.
+
+Callers: without ``Grpc.Clients`` anyone who reaches the port gets any key (Constellation's
+behaviour).  With it (mutual TLS only), after the argument checks above a certificate whose
+common name is not listed is ``PERMISSION_DENIED``, and a listed one is held to its
+``KeyPolicy`` as the HTTP API's ``dek/{id}`` holds an account: ``get`` for an existing id,
+``create`` for a new one, its prefixes matched against the ``data_key_id`` as sent (the
+caller's id, without the ``key-`` the KMS sees, so one policy means the same in both APIs).
+A denial is ``PERMISSION_DENIED`` with :mod:`~keybroker.keyservice.policy`'s message; a
+caller granted only ``get`` who asks for a new id gets ``NOT_FOUND``, as over HTTP.
 
 Needs ``grpcio`` and ``protobuf``: ``install keybroker[grpc]``.
 """
@@ -22,8 +31,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keybroker.config import GrpcConfig
-from keybroker.errors import ConfigError, ProxyError, ServiceUnavailable
+from keybroker.config import GrpcConfig, KeyPolicy
+from keybroker.errors import ConfigError, Forbidden, ProxyError, ServiceUnavailable
+from keybroker.keyservice import policy
 from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound
 from keybroker.keyservice.service import KeyEvent
 from keybroker.kms.errors import MissingExtra
@@ -46,8 +56,10 @@ log = logging.getLogger("keybroker.keyservice")
 MAX_REQUEST_BYTES = 4096
 _LENGTH_ZERO = "can't derive key with length zero"
 _NO_ID = "no data key ID specified"
+_NOT_LISTED = "this client certificate may not use the key service"
 
 _CODES: dict[type[ProxyError], grpc.StatusCode] = {
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     KeyDeleted: grpc.StatusCode.FAILED_PRECONDITION,
     KeyNotFound: grpc.StatusCode.NOT_FOUND,
@@ -63,10 +75,16 @@ class GrpcKeyServer:
         self.config = config
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        # by certificate common name; None: no per-client policies (Constellation's way)
+        self._policies: dict[str, KeyPolicy] | None = None
+        if config.clients is not None:
+            self._policies = {c.common_name: c.key_policy for c in config.clients}
 
     async def start(self) -> None:
         """Listen on ``Grpc.Address``.  Raises ``ConfigError`` (cannot read the TLS files or
-        bind the address)."""
+        bind the address, ``Grpc.Clients`` without mutual TLS)."""
+        if self._policies is not None and not self.config.client_ca_file:
+            raise ConfigError("KeyService.Grpc.Clients: per-client key policies need mutual TLS")
         # gRPC binds with SO_REUSEPORT, so the worker processes of one server share the port.
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
         handler = grpc.unary_unary_rpc_method_handler(
@@ -91,10 +109,12 @@ class GrpcKeyServer:
     async def _get_data_key(
         self, request: proto.DataKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        event = KeyEvent("grpc", "get", client=_client_name(context))
+        name = _common_name(context)
+        client = None if name is None else name.decode("utf-8", "replace")[:256]
+        event = KeyEvent("grpc", "get", client=client)
         event.source_ip = _peer_ip(context.peer())
         try:
-            dek = await self._serve(request, event)
+            dek = await self._serve(request, event, name)
         except ProxyError as exc:
             event.failed(exc)
             self.service.audit(event)
@@ -107,7 +127,9 @@ class GrpcKeyServer:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the audit log cannot be written")
         return proto.GetDataKeyResponse(data_key=dek)
 
-    async def _serve(self, request: proto.DataKeyRequest, event: KeyEvent) -> bytes:
+    async def _serve(
+        self, request: proto.DataKeyRequest, event: KeyEvent, name: bytes | None
+    ) -> bytes:
         """Constellation's checks in its order, then ours; the DEK (created on first use)."""
         if request.length == 0:
             raise InvalidArgument(_LENGTH_ZERO)
@@ -117,11 +139,43 @@ class GrpcKeyServer:
         if request.length > store.max_dek_size:
             raise InvalidArgument(f"key length must be at most {store.max_dek_size} bytes")
         key_id = event.key_id = store.check_id(request.data_key_id)
-        dek = await store.lookup(key_id, request.length)
-        if dek is None:
-            event.operation = "create"
-            dek = await store.create(key_id, request.length)
-        return dek
+        if self._policies is None:
+            dek = await store.lookup(key_id, request.length)
+            if dek is None:
+                event.operation = "create"
+                dek = await store.create(key_id, request.length)
+            return dek
+        p = _policy_of(self._policies, name)
+        return await self._serve_within(p, key_id, request.length, event)
+
+    async def _serve_within(self, p: KeyPolicy, key_id: str, length: int, event: KeyEvent) -> bytes:
+        """The HTTP API's get-or-create decision (``dek/{id}``): ``get`` for an existing id,
+        ``create`` for a new one.  Raises ``Forbidden``, ``KeyNotFound`` (``get`` only)."""
+        if not (policy.allows(p, "get", key_id) or policy.allows(p, "create", key_id)):
+            policy.check(p, "get", key_id)
+        store = self.service.store
+        dek = await store.lookup(key_id, length)
+        if dek is not None:
+            policy.check(p, "get", key_id)
+            return dek
+        event.operation = "create"
+        if not policy.allows(p, "create", key_id):
+            if policy.allows(p, "get", key_id):
+                raise KeyNotFound("no key with this id")
+            policy.check(p, "create", key_id)
+        return await store.create(key_id, length)
+
+
+def _policy_of(policies: dict[str, KeyPolicy], name: bytes | None) -> KeyPolicy:
+    """The key policy of the certificate whose common name is ``name`` (matched exactly).
+    Raises ``Forbidden`` (no certificate, or a name not in ``Grpc.Clients``)."""
+    try:
+        found = None if name is None else policies.get(name.decode("utf-8"))
+    except UnicodeDecodeError:
+        found = None
+    if found is None:
+        raise Forbidden(_NOT_LISTED)
+    return found
 
 
 def _serialize(message: Any) -> bytes:
@@ -163,10 +217,10 @@ def _read(config: GrpcConfig, name: str) -> bytes:
         raise ConfigError(f"KeyService.Grpc.{name}: cannot read: {exc.strerror}") from None
 
 
-def _client_name(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+def _common_name(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
     """The common name of a verified client certificate (mutual TLS), else ``None``."""
     names = list(context.auth_context().get("x509_common_name", ()))
-    return names[0].decode("utf-8", "replace")[:256] if names else None
+    return names[0] if names else None
 
 
 def _peer_ip(peer: str) -> str:
