@@ -7,9 +7,9 @@ the same DEK, and swaps it in with the storage's compare-and-swap ``replace(id, 
 The DEK never changes, so a reader at any moment gets the old blob or the new one and both
 give the same key.  A blob changed by someone else meanwhile is read again (a few times).
 
-Storage must offer ``replace`` (memory, file, S3, GCS and Azure do); there is deliberately no
-delete-then-put fallback, because a reader arriving between the two would find no blob and the
-KMS would mint a *new* DEK for the id.
+Storage must offer ``replace`` (memory, file, S3, GCS and Azure Blob do); there is deliberately
+no delete-then-put fallback, because a reader arriving between the two would find no blob and
+the KMS would mint a *new* DEK for the id.
 
 Resuming: with ``state_path``, a small JSON file records the target KEK version, the prefix
 and ``last_done`` — the highest id such that it and every id before it completed.  With

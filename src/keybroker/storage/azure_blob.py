@@ -13,6 +13,11 @@ may be secret references (``env:NAME``, ``file:PATH``).
 - The container is created on first use (or by :meth:`AzureBlobStorage.open`) when missing.
 - ``put`` is Put Blob with ``If-None-Match: *``: the service refuses to overwrite, so two racing
   first writers cannot both win; the loser gets ``DEKExists``.
+- ``replace`` (compare-and-swap, used by rewrap; not part of the Storage protocol) downloads the
+  blob with its ETag, compares the bytes and overwrites with ``If-Match:`` that ETag: a
+  concurrent writer (or delete) makes the write fail with 412 ``ConditionNotMet``, reported as
+  ``False``, and a missing blob is ``DEKNotFound``: replace never creates one.  A retried write
+  that had in fact been stored also sees 412; rewrap then re-reads its own blob.
 - Values come from the URI or the constructor only; the SDK reads no environment variable for
   them (the authority host is passed explicitly so ``AZURE_AUTHORITY_HOST`` cannot redirect it).
 
@@ -27,9 +32,11 @@ from typing import Any, ClassVar, Self
 from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI, resolve_secret
 from keybroker.secret import Secret
+from keybroker.storage import validate_blob, validate_key_id
 from keybroker.storage._common import ErrorTypes, ThreadedStorage, sorted_names, translate
 
 try:
+    from azure.core import MatchConditions
     from azure.core import exceptions as azexc
     from azure.storage.blob import BlobServiceClient, ExponentialRetry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -194,6 +201,12 @@ class AzureBlobStorage(ThreadedStorage):
         """The storage account name."""
         return str(self._service.account_name)
 
+    async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-swap: write ``new`` only if the blob still holds ``old``; ``False``
+        (no change) if it does not.  Raises ``DEKNotFound``, ``BackendError``."""
+        validate_key_id(key_id)
+        return await self._run(self._replace, key_id, validate_blob(old), validate_blob(new))
+
     # -- sync halves, run in a worker thread --------------------------------------------------
 
     def _close_sync(self) -> None:
@@ -219,6 +232,33 @@ class AzureBlobStorage(ThreadedStorage):
         exists = (azexc.ResourceExistsError, azexc.ResourceModifiedError)
         with _translate("Put Blob", key_id, exists=exists):
             self._container.upload_blob(key_id, data, overwrite=False, validate_content=True)
+
+    def _replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        current, etag = self._read(key_id)
+        if current != old:
+            return False
+        with _translate("Put Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):
+            try:
+                self._container.upload_blob(
+                    key_id,
+                    new,
+                    overwrite=True,
+                    validate_content=True,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except azexc.ResourceModifiedError:  # 412 ConditionNotMet
+                return False  # rewritten or deleted since we read it
+        return True
+
+    def _read(self, key_id: str) -> tuple[bytes, str]:
+        """The blob's bytes and ETag.  Raises ``DEKNotFound``, ``BackendError``."""
+        with _translate("Get Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):
+            download = self._container.download_blob(key_id)
+            data, etag = bytes(download.readall()), download.properties.etag
+        if not etag:  # without it the write would be unconditional
+            raise BackendError("Azure Get Blob failed: no ETag in the response")
+        return data, str(etag)
 
     def _delete(self, key_id: str) -> None:
         with _translate("Delete Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):

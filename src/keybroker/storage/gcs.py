@@ -12,6 +12,11 @@ URI: ``storage://gcp?projectID=&bucket=&credentialsPath=`` plus an optional ``en
 - The SDK retries transient failures of the conditional upload.  If a retried upload had in
   fact been stored, the retry sees 412 and reports ``DEKExists``; the KMS then re-reads the
   blob, which is its own.
+- ``replace`` (compare-and-swap, used by rewrap; not part of the Storage protocol) downloads the
+  object with its generation, compares the bytes and uploads with ``ifGenerationMatch=`` that
+  generation: a concurrent writer (or delete) makes the upload fail with 412, reported as
+  ``False``, and a missing object is ``DEKNotFound``: replace never creates one.  A retried
+  upload that had in fact been stored also sees 412; rewrap then re-reads its own blob.
 - A storage built from a URI always passes the endpoint, credentials and project explicitly, so
   ``STORAGE_EMULATOR_HOST``, ``API_ENDPOINT_OVERRIDE``, ``GOOGLE_CLOUD_PROJECT`` and
   ``GOOGLE_APPLICATION_CREDENTIALS`` cannot redirect or re-credential it.
@@ -26,6 +31,7 @@ from typing import Any, ClassVar, Self, cast
 
 from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI
+from keybroker.storage import validate_blob, validate_key_id
 from keybroker.storage._common import (
     ErrorTypes,
     ThreadedStorage,
@@ -130,6 +136,12 @@ class GCSStorage(ThreadedStorage):
         """The project buckets are created in."""
         return self._client.project  # type: ignore[no-any-return]
 
+    async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-swap: write ``new`` only if the object still holds ``old``; ``False``
+        (no change) if it does not.  Raises ``DEKNotFound``, ``BackendError``."""
+        validate_key_id(key_id)
+        return await self._run(self._replace, key_id, validate_blob(old), validate_blob(new))
+
     # -- sync halves, run in a worker thread --------------------------------------------------
 
     def _close_sync(self) -> None:
@@ -166,6 +178,31 @@ class GCSStorage(ThreadedStorage):
             blob.upload_from_string(
                 data, content_type="application/octet-stream", if_generation_match=0
             )
+
+    def _replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        current, generation = self._read(key_id)
+        if current != old:
+            return False
+        blob = self._bucket.blob(key_id)
+        with _translate("objects.insert", key_id):
+            try:
+                blob.upload_from_string(
+                    new, content_type="application/octet-stream", if_generation_match=generation
+                )
+            except gexc.PreconditionFailed:
+                return False  # rewritten or deleted since we read it
+        return True
+
+    def _read(self, key_id: str) -> tuple[bytes, int]:
+        """The object's bytes and generation.  Raises ``DEKNotFound``, ``BackendError``."""
+        blob = self._bucket.blob(key_id)
+        with _translate("objects.get", key_id, not_found=(gexc.NotFound,)):
+            data = bytes(blob.download_as_bytes())
+        # the generation comes from the download's response headers; without it the upload
+        # would be unconditional
+        if blob.generation is None:
+            raise BackendError("GCS objects.get failed: no generation in the response")
+        return data, int(blob.generation)
 
     def _delete(self, key_id: str) -> None:
         with _translate("objects.delete", key_id, not_found=(gexc.NotFound,)):
