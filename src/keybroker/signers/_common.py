@@ -1,26 +1,31 @@
-"""Small pieces several vendor signers share: parsing, canonical forms, checks, key caches.
+"""Small pieces several vendor signers share: parsing, checks, header and time helpers.
 
 Only logic that is the same for every caller lives here; a vendor detail stays in its module
 (or is a parameter here, named for what it changes).  Parsing helpers take ``bad``, the
 vendor's own ``MalformedSignature`` factory, so every message keeps its vendor prefix and
 names the faulty field, never its value.
+
+Percent-encoding of queries and paths is in :mod:`keybroker.signers._encoding`, the prepared
+HMAC and the signing-key cache in :mod:`keybroker.signers._hmac_keys`; every name of
+``__all__`` stays importable from here.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import re
-import secrets
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
-from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret, constant_time_equal
+from keybroker.signers._encoding import (
+    UNRESERVED_PATH,
+    decode_query,
+    encode_unreserved,
+    segment_encoded_uri,
+)
+from keybroker.signers._hmac_keys import KeyCache, PreparedHmac, prepared_hmac
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 
 __all__ = [
@@ -82,12 +87,6 @@ _SCOPE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 COMPACT_TIME = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 COMPACT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 
-#: Bytes that ``encode_unreserved`` leaves as they are.
-_UNRESERVED_BYTES = re.compile(rb"[A-Za-z0-9\-_.~]*")
-#: Unreserved characters and ``/``: a path that ``segment_encoded_uri`` (and SigV4's
-#: canonical URI) leaves as it is.
-UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
-
 
 # --------------------------------------------------------------------------- state, checks
 
@@ -105,52 +104,7 @@ def require_equal(expected: str | bytes, given: str | bytes) -> None:
         raise SignatureMismatch()
 
 
-# --------------------------------------------------------------------------- encoding
-
-
-def encode_unreserved(raw: bytes) -> str:
-    """Percent-encode all but the RFC 3986 unreserved set (``A-Z a-z 0-9 - _ . ~``)."""
-    if _UNRESERVED_BYTES.fullmatch(raw):
-        return raw.decode("ascii")
-    # With safe="" quote() keeps exactly that set.
-    return quote(raw, safe="")
-
-
-def decode_query(raw_query: str) -> list[tuple[bytes, bytes]]:
-    """``(name, value)`` of each non-empty ``&`` part, ``+`` read as a space.
-
-    Decoded at the byte level so two different wire queries never share a canonical form
-    (no folding of invalid UTF-8 into U+FFFD).
-    """
-    if raw_query.isascii() and "%" not in raw_query and "+" not in raw_query:
-        # nothing to decode: each name and value is its own decoding
-        return [_ascii_pair(part) for part in raw_query.split("&") if part]
-    pairs = []
-    for part in raw_query.split("&"):
-        if part:
-            name, _, value = part.partition("=")
-            pairs.append(
-                (
-                    unquote_to_bytes(name.replace("+", " ")),
-                    unquote_to_bytes(value.replace("+", " ")),
-                )
-            )
-    return pairs
-
-
-def _ascii_pair(part: str) -> tuple[bytes, bytes]:
-    name, _, value = part.partition("=")
-    return name.encode("ascii"), value.encode("ascii")
-
-
-def segment_encoded_uri(raw_path: str) -> str:
-    """The path with each ``/``-separated segment decoded and re-encoded (``%2F`` inside a
-    segment stays encoded); ``/`` for an empty path."""
-    if not raw_path:
-        return "/"
-    if UNRESERVED_PATH.fullmatch(raw_path):
-        return raw_path  # no segment changes
-    return "/".join(encode_unreserved(unquote_to_bytes(seg)) for seg in raw_path.split("/"))
+# --------------------------------------------------------------------------- host, content type
 
 
 def host_without_default_port(host: str) -> str:
@@ -363,80 +317,3 @@ def swap_token_header(
     if token:
         req.headers[header] = token.reveal()
         names.add(header.lower())
-
-
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
-class PreparedHmac:
-    """HMAC-SHA256 under one key, its padded key blocks hashed once: the same digests as
-    ``hmac.new(key, msg, hashlib.sha256)``, which pays for those two blocks on every call."""
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        block = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(block.translate(_IPAD))
-        self._outer = hashlib.sha256(block.translate(_OPAD))
-
-    def __repr__(self) -> str:
-        return "PreparedHmac(<key>)"
-
-    def digest(self, msg: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(msg)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
-    def hexdigest(self, msg: bytes) -> str:
-        return self.digest(msg).hex()
-
-
-@functools.lru_cache(maxsize=256)
-def prepared_hmac(key: bytes) -> PreparedHmac:
-    """A :class:`PreparedHmac` for ``key`` (a derived signing key), from a small LRU."""
-    return PreparedHmac(key)
-
-
-class KeyCache:
-    """Bounded LRU of derived signing keys, keyed by a salted hash of the secret and the
-    scope; the salt is per cache, so an identity means nothing outside this process."""
-
-    def __init__(self, derive: Callable[..., bytes], size: int = 256) -> None:
-        self._derive = derive
-        self._size = size
-        self._salt = secrets.token_bytes(32)
-        self._salted = PreparedHmac(self._salt)
-        self._keys: OrderedDict[tuple[bytes | str, ...], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"KeyCache(size={self._size})"
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __iter__(self) -> Iterator[tuple[bytes | str, ...]]:
-        """The identities held (salted fingerprint first, then the scope)."""
-        with self._lock:
-            return iter(list(self._keys))
-
-    def get(self, secret: bytes, *scope: str) -> bytes:
-        """The key ``derive(secret, *scope)`` makes, from the cache when it holds it."""
-        fingerprint = self._salted.digest(secret)  # HMAC-SHA256(salt, secret)
-        ident: tuple[bytes | str, ...] = (fingerprint, *scope)
-        with self._lock:
-            found = self._keys.get(ident)
-            if found is not None:
-                self._keys.move_to_end(ident)
-                return found
-        key: bytes = self._derive(secret, *scope)
-        with self._lock:
-            self._keys[ident] = key
-            while len(self._keys) > self._size:
-                self._keys.popitem(last=False)
-        return key

@@ -15,16 +15,21 @@ they stream (see :mod:`keybroker.signers._aws_chunked`).
 Parsing errors raise :class:`~keybroker.errors.MalformedSignature` with a message that names the
 faulty field, never its value; a wrong signature raises the opaque
 :class:`~keybroker.errors.SignatureMismatch`.
+
+The parts live beside it: the ``Authorization`` header, the request time and
+:class:`SigV4State` in :mod:`keybroker.signers._sigv4_parse`, presigned URLs in
+:mod:`keybroker.signers._sigv4_presign`, signing keys and signatures in
+:mod:`keybroker.signers._sigv4_keys`, the canonical request in
+:mod:`keybroker.signers._sigv4_canonical`; every name of ``__all__`` stays importable from here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email.utils import formatdate, parsedate_to_datetime
+from dataclasses import replace
+from datetime import datetime
+from email.utils import formatdate
 from typing import ClassVar
 
 from multidict import CIMultiDict
@@ -33,7 +38,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers import _aws_chunked as chunked
-from keybroker.signers._common import KeyCache, compact_time, compact_utc, prepared_hmac
+from keybroker.signers._common import compact_time
 from keybroker.signers._sigv4_canonical import (
     canonical_headers,
     canonical_query,
@@ -42,6 +47,28 @@ from keybroker.signers._sigv4_canonical import (
     decode_query,
     encode_component,
 )
+from keybroker.signers._sigv4_keys import _CACHE_SIZE as _CACHE_SIZE
+from keybroker.signers._sigv4_keys import _cache as _cache
+from keybroker.signers._sigv4_keys import signature, signing_key
+from keybroker.signers._sigv4_parse import (
+    _HEX64,
+    ALGORITHM,
+    EMPTY_SHA256,
+    STREAMING_SIGNED,
+    STREAMING_UNSIGNED_TRAILER,
+    UNSIGNED_PAYLOAD,
+    SigV4State,
+    _action,
+    _check_ascii_headers,
+    _parse_scope,
+    _parse_signature,
+    _parse_signed_headers,
+    _request_time,
+    _streaming_state,
+    parse_authorization,
+    parse_timestamp,
+)
+from keybroker.signers._sigv4_presign import MAX_EXPIRES, parse_query_auth, resign_query
 from keybroker.signers.base import BodyPolicy, BodyTransformer, ParsedAuth, SigningRequest
 
 __all__ = [
@@ -59,187 +86,6 @@ __all__ = [
     "signature",
     "signing_key",
 ]
-
-ALGORITHM = "AWS4-HMAC-SHA256"
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-STREAMING_SIGNED = (
-    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
-)
-MAX_EXPIRES = 604800  # seven days: AWS's limit for presigned URLs
-_MAX_AUTH_LEN = 8192
-
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_TIMESTAMP_RE = re.compile(r"\d{8}T\d{6}Z")
-_SCOPE_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,128}")
-_COMPONENT_NAME = re.compile(r"[A-Za-z-]{1,32}")
-_AUTH_SEPARATOR = re.compile(r"[\s,]+")
-
-
-@dataclass(frozen=True, slots=True)
-class SigV4State:
-    """What :meth:`SigV4Scheme.parse` keeps for verify/resign (``ParsedAuth.state``)."""
-
-    timestamp: str  # the YYYYMMDDTHHMMSSZ string that went into the string to sign
-    date_header: str  # "x-amz-date", "date", or "" for query auth
-    signed_headers: tuple[str, ...]
-    payload_line: str | None  # the claimed payload line; None: hash the body
-    signature: str = field(default="", repr=False)  # lower-case hex; never printed
-    # aws-chunked bodies: the announced trailers and decoded length (from parse), the proxy
-    # credential that verified the seed (from verify), the new seed signature (from resign)
-    trailers: tuple[str, ...] = ()
-    decoded_length: int | None = None
-    proxy_cred: Credential | None = field(default=None, repr=False, compare=False)
-    resigned_seed: str = field(default="", repr=False)
-
-
-# -- parsing ---------------------------------------------------------------------------------
-
-
-def parse_authorization(value: str, algorithm: str = ALGORITHM) -> dict[str, str]:
-    """Split an ``Authorization`` value into its ``Credential``/``SignedHeaders``/``Signature``.
-
-    Commas and whitespace between components are both accepted, as AWS does.
-    Raises ``MalformedSignature``.
-    """
-    if len(value) > _MAX_AUTH_LEN:
-        raise MalformedSignature("Authorization header is too long")
-    text = value.strip()
-    rest = text[len(algorithm) :]
-    if not text.startswith(algorithm) or (rest and rest[0] not in " \t,"):
-        raise MalformedSignature(f"Authorization does not use {algorithm}")
-    parts: dict[str, str] = {}
-    for token in _AUTH_SEPARATOR.split(rest):
-        if token:
-            _add_component(parts, token)
-    for name in ("Credential", "SignedHeaders", "Signature"):
-        if name not in parts:
-            raise MalformedSignature(f"Authorization is missing {name}")
-    return parts
-
-
-def _add_component(parts: dict[str, str], token: str) -> None:
-    name, sep, val = token.partition("=")
-    if not sep:
-        raise MalformedSignature("Authorization component without '='")
-    if name not in ("Credential", "SignedHeaders", "Signature"):
-        shown = f" {name!r}" if _COMPONENT_NAME.fullmatch(name) else ""
-        raise MalformedSignature(f"unknown Authorization component{shown}")
-    if name in parts:
-        raise MalformedSignature(f"Authorization repeats {name}")
-    parts[name] = val
-
-
-def parse_timestamp(value: str, field_name: str = "X-Amz-Date") -> datetime:
-    """``YYYYMMDD'T'HHMMSS'Z'`` -> aware UTC datetime.  Raises ``MalformedSignature``."""
-    if not _TIMESTAMP_RE.fullmatch(value):
-        raise MalformedSignature(f"{field_name} must look like 20240101T000000Z")
-    try:
-        return compact_utc(value)
-    except ValueError:
-        raise MalformedSignature(f"{field_name} is not a valid date and time") from None
-
-
-def _parse_http_date(value: str) -> datetime:
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        raise MalformedSignature("Date header is not a valid HTTP date") from None
-    if parsed.tzinfo is None:
-        # "-0000" (botocore's formatdate) is UTC with no claim about the sender's zone
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _parse_scope(credential: str, timestamp: str, terminator: str) -> tuple[str, str, str]:
-    """``AK/YYYYMMDD/region/service/aws4_request`` -> (access key, region, service)."""
-    parts = credential.rsplit("/", 4)
-    if len(parts) != 5:
-        raise MalformedSignature("Credential must be AK/date/region/service/" + terminator)
-    access_key, date, region, service, term = parts
-    if not _ACCESS_KEY.fullmatch(access_key):
-        raise MalformedSignature("Credential access key is empty or not printable ASCII")
-    if date != timestamp[:8]:
-        raise MalformedSignature("Credential scope date does not match the request date")
-    if not _SCOPE_PART.fullmatch(region):
-        raise MalformedSignature("Credential scope region is not valid")
-    if not _SCOPE_PART.fullmatch(service):
-        raise MalformedSignature("Credential scope service is not valid")
-    if term != terminator:
-        raise MalformedSignature(f"Credential scope must end with {terminator}")
-    return access_key, region, service
-
-
-def _parse_signed_headers(value: str, *, in_query: bool) -> tuple[str, ...]:
-    names = [n.lower() for n in value.split(";")]
-    for name in names:
-        if not _HEADER_NAME.fullmatch(name):
-            raise MalformedSignature("SignedHeaders has an empty or invalid header name")
-    if len(set(names)) != len(names):
-        raise MalformedSignature("SignedHeaders lists a header twice")
-    if "host" not in names:
-        raise MalformedSignature("SignedHeaders must include host")
-    if not in_query and "authorization" in names:
-        raise MalformedSignature("SignedHeaders must not include authorization")
-    return tuple(sorted(names))
-
-
-def _parse_signature(value: str) -> str:
-    if not _HEX64.fullmatch(value):
-        raise MalformedSignature("Signature must be 64 hexadecimal digits")
-    return value.lower()
-
-
-def _parse_expires(value: str) -> int:
-    if not value.isascii() or not value.isdigit():
-        raise MalformedSignature("X-Amz-Expires must be a whole number of seconds")
-    expires = int(value)
-    if not 1 <= expires <= MAX_EXPIRES:
-        raise MalformedSignature(f"X-Amz-Expires must be between 1 and {MAX_EXPIRES}")
-    return expires
-
-
-def _check_ascii_headers(req: SigningRequest, names: tuple[str, ...]) -> None:
-    """Signed header values must be ASCII: other bytes have no agreed canonical form."""
-    for name in names:
-        values = [req.host] if name == "host" else req.headers.getall(name, [])
-        for value in values:
-            if not value.isascii():
-                raise MalformedSignature(f"signed header {name!r} has a non-ASCII value")
-
-
-# -- keys and signatures -------------------------------------------------------------------------
-
-_CACHE_SIZE = 256
-
-
-def _derive_key(secret: bytes, prefix: str, date: str, region: str, service: str) -> bytes:
-    derived = prefix.encode("utf-8") + secret
-    for part in (date, region, service, "aws4_request"):
-        derived = hmac.new(derived, part.encode("utf-8"), hashlib.sha256).digest()
-    return derived
-
-
-_cache = KeyCache(_derive_key, _CACHE_SIZE)
-
-
-def signing_key(
-    secret: Secret, date: str, region: str, service: str, *, prefix: str = "AWS4"
-) -> bytes:
-    """``kSigning`` for the scope, from a small LRU keyed by a salted hash of the secret."""
-    return _cache.get(secret.reveal_bytes(), prefix, date, region, service)
-
-
-def signature(key: bytes, algorithm: str, timestamp: str, scope: str, creq: str) -> str:
-    """Hex HMAC of the string to sign built from the canonical request ``creq``."""
-    digest = hashlib.sha256(creq.encode("utf-8", "surrogateescape")).hexdigest()
-    to_sign = "\n".join([algorithm, timestamp, scope, digest])
-    return prepared_hmac(key).hexdigest(to_sign.encode("utf-8"))
-
 
 # -- the scheme --------------------------------------------------------------------------------
 
@@ -273,7 +119,7 @@ class SigV4Scheme:
         if "Authorization" in req.headers:
             auth = self._parse_header_auth(req)
         elif "X-Amz-Algorithm" in dict(decode_query(req.query)):
-            auth = self._parse_query_auth(req)
+            auth = parse_query_auth(self, req)
         else:
             raise MalformedSignature("request has neither an Authorization header nor X-Amz-*")
         state = _state(auth)
@@ -308,36 +154,6 @@ class SigV4Scheme:
             body=policy,
             payload_sha256=sha,
             in_query=False,
-            state=state,
-        )
-
-    def _parse_query_auth(self, req: SigningRequest) -> ParsedAuth:
-        params = _auth_params(req.query)
-        if params.get("X-Amz-Algorithm") != self.algorithm:
-            raise MalformedSignature(f"X-Amz-Algorithm must be {self.algorithm}")
-        for name in ("X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Signature"):
-            if name not in params:
-                raise MalformedSignature(f"presigned request is missing {name}")
-        timestamp = params["X-Amz-Date"]
-        signed_at = parse_timestamp(timestamp)
-        access_key, region, service = _parse_scope(
-            params["X-Amz-Credential"], timestamp, "aws4_request"
-        )
-        names = _parse_signed_headers(params["X-Amz-SignedHeaders"], in_query=True)
-        sig = _parse_signature(params["X-Amz-Signature"])
-        raw_expires = params.get("X-Amz-Expires")
-        expires = None if raw_expires is None else _parse_expires(raw_expires)
-        policy, sha, line = self._payload(req.headers, service, in_query=True)
-        state = SigV4State(timestamp, "", names, line, sig)
-        return ParsedAuth(
-            access_key,
-            signed_at,
-            region,
-            service,
-            body=policy,
-            payload_sha256=sha,
-            in_query=True,
-            expires=expires,
             state=state,
         )
 
@@ -440,7 +256,7 @@ class SigV4Scheme:
             length = chunked.encoded_length(state.decoded_length or 0, state.trailers)
             req.headers["Content-Length"] = str(length)
         if auth.in_query:
-            seed = self._resign_query(req, auth, state, cred, timestamp, payload)
+            seed = resign_query(self, req, auth, state, cred, timestamp, payload)
         else:
             seed = self._resign_header(req, auth, state, cred, now, timestamp, payload)
         if streaming:
@@ -512,34 +328,6 @@ class SigV4Scheme:
         )
         return sig
 
-    def _resign_query(
-        self,
-        req: SigningRequest,
-        auth: ParsedAuth,
-        state: SigV4State,
-        cred: Credential,
-        timestamp: str,
-        payload: str,
-    ) -> str:
-        names = set(state.signed_headers) - {"x-amz-security-token"}
-        signed = tuple(sorted(n for n in names | {"host"} if n == "host" or n in req.headers))
-        params = [(k, v) for k, v in decode_query(req.query) if k not in _QUERY_AUTH]
-        params += [
-            ("X-Amz-Algorithm", self.algorithm),
-            ("X-Amz-Credential", f"{cred.access_key}/{self._scope(auth, timestamp)}"),
-            ("X-Amz-Date", timestamp),
-        ]
-        if auth.expires is not None:
-            params.append(("X-Amz-Expires", str(auth.expires)))
-        params.append(("X-Amz-SignedHeaders", ";".join(signed)))
-        if cred.access_token is not None:
-            params.append(("X-Amz-Security-Token", cred.access_token.reveal()))
-        req.query = "&".join(f"{encode_component(k)}={encode_component(v)}" for k, v in params)
-        headers = canonical_headers(req, signed) or ""
-        sig = self._sign(req, auth, cred, timestamp, headers, signed, payload, True)
-        req.query += f"&X-Amz-Signature={sig}"
-        return sig
-
     def _sign(
         self,
         req: SigningRequest,
@@ -558,74 +346,10 @@ class SigV4Scheme:
         return signature(key, self.algorithm, timestamp, self._scope(auth, timestamp), creq)
 
 
-_QUERY_AUTH = frozenset(
-    {
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-Expires",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-        "X-Amz-Security-Token",
-    }
-)
-
-
 def _state(auth: ParsedAuth) -> SigV4State:
     if not isinstance(auth.state, SigV4State):
         raise TypeError("ParsedAuth was not produced by a SigV4 signer")
     return auth.state
-
-
-def _streaming_state(req: SigningRequest, auth: ParsedAuth, state: SigV4State) -> SigV4State:
-    """Check the headers an aws-chunked body depends on.  Raises ``MalformedSignature``."""
-    line = state.payload_line
-    trailers = chunked.trailer_names(req.headers)
-    declared = chunked.decoded_length(req.headers)
-    if line in STREAMING_SIGNED:
-        if auth.in_query:
-            raise MalformedSignature("chunk-signed uploads must use the Authorization header")
-        if declared is None:
-            raise MalformedSignature("chunk-signed uploads need x-amz-decoded-content-length")
-        if bool(trailers) != (line == chunked.SIGNED_TRAILER):
-            raise MalformedSignature("x-amz-trailer goes with, and only with, a -TRAILER payload")
-    return replace(state, trailers=trailers, decoded_length=declared)
-
-
-def _request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:
-    """(header used, timestamp string, datetime): X-Amz-Date wins over Date, as in AWS."""
-    amz = headers.getall("X-Amz-Date", [])
-    if len(amz) > 1:
-        raise MalformedSignature("X-Amz-Date is repeated")
-    if amz:
-        return "x-amz-date", amz[0].strip(), parse_timestamp(amz[0].strip())
-    date = headers.getall("Date", [])
-    if len(date) != 1:
-        raise MalformedSignature("request has no X-Amz-Date (or Date) header")
-    when = _parse_http_date(date[0])
-    return "date", compact_time(when), when
-
-
-def _auth_params(query: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for key, val in decode_query(query):
-        if key in _QUERY_AUTH:
-            if key in params:
-                raise MalformedSignature(f"presigned request repeats {key}")
-            params[key] = val
-    return params
-
-
-def _action(req: SigningRequest) -> str | None:
-    """The API action when it is cheap to know: ``Action=`` or ``X-Amz-Target``."""
-    target = req.headers.get("X-Amz-Target")
-    if target:
-        return target.rpartition(".")[2] or None
-    if "Action=" in req.query:
-        for key, val in decode_query(req.query):
-            if key == "Action":
-                return val or None
-    return None
 
 
 def _set_token(headers: CIMultiDict[str], names: set[str], token: Secret | None) -> None:
