@@ -71,6 +71,7 @@ def standard_accounts() -> dict[str, Account]:
         "full": account("full", KeyPolicy(prefixes=[], operations=ALL_OPS)),
         "tenant-a": account("tenant-a", KeyPolicy(prefixes=["tenant-a/"], operations=everything)),
         "reader": account("reader", KeyPolicy(prefixes=["tenant-a/"], operations=["get"])),
+        "creator": account("creator", KeyPolicy(prefixes=["tenant-a/"], operations=["create"])),
         "nokeys": account("nokeys", None),
         "volc": account("volc", KeyPolicy(prefixes=[], operations=ALL_OPS), vendor="volcengine"),
     }

@@ -104,6 +104,19 @@ def test_create_false_only_reads(kb: KeyBroker) -> None:
     assert error_code(response) == "Proxy.KeyNotFound"
 
 
+def test_create_false_never_creates_even_for_a_creator(kb: KeyBroker) -> None:
+    """``create=false`` is a plain read: an account that may only create is refused it (as
+    for a key that exists: no disclosure), and no key is made."""
+    key_id = _new_id()
+    response = kb.call("GET", f"dek/{key_id}", who="creator", query={"create": "false"})
+    assert response.status_code == 403, response.text
+    assert error_code(response) == "Proxy.Forbidden"
+    response = kb.call("GET", f"dek/{key_id}", query={"create": "false"})
+    assert response.status_code == 404  # still absent
+    assert kb.call("GET", f"dek/{key_id}", who="creator").status_code == 200  # creates
+    assert kb.call("GET", f"dek/{key_id}", who="creator").status_code == 403  # no 'get'
+
+
 @pytest.mark.parametrize(
     ("who", "method", "path", "body"),
     [

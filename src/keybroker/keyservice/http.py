@@ -113,8 +113,12 @@ async def _get_dek(api: KeyServiceHTTP, call: Call, event: KeyEvent) -> dict[str
         event.operation = "get"
         policy.check(p, "get", key_id)
         return _dek_answer(key_id, dek, created=False)
+    if not create:  # a plain read: it needs 'get', as for a key that exists
+        event.operation = "get"
+        policy.check(p, "get", key_id)
+        raise KeyNotFound("no key with this id")
     event.operation = "create"
-    if not (create and policy.allows(p, "create", key_id)):
+    if not policy.allows(p, "create", key_id):
         if policy.allows(p, "get", key_id):
             raise KeyNotFound("no key with this id")
         policy.check(p, "create", key_id)
