@@ -108,7 +108,12 @@ class Proxy:
         if self._resolver is not None:
             self._resolver.trust(router.accounts.upstream_hosts())
         if config.key_service != self.config.key_service:
-            log.warning("KeyService changes take effect after a restart (key policies now)")
+            # Endpoints' KeyPolicy is read per request (it changes now); the KeyService block,
+            # gRPC Clients included, is read when the services start.
+            log.warning(
+                "KeyService changes take effect after a restart "
+                "(endpoints' key policies take effect now)"
+            )
         self.config, self._router = config, router
 
     @property
