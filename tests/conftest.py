@@ -9,6 +9,16 @@ import pytest
 
 from tests import logscan, servers
 
+# The emulators' session fixtures, shared by every module that uses them (a module importing a
+# fixture function itself would get its own instance, and start the emulator again).
+from tests.storage.cloud_servers import (  # noqa: F401
+    azurite,
+    entra,
+    fake_gcs_url,
+    google_token_server,
+    moto_s3_keys,
+)
+
 logscan.install_root_handler()
 
 

@@ -30,9 +30,7 @@ from keybroker.storage.file import FileStorage
 from keybroker.storage.gcs import GCSStorage
 from keybroker.storage.memory import MemoryStorage
 from keybroker.storage.s3 import S3Storage
-from tests.storage.cloud_servers import Azurite, azurite, fake_gcs_url
-
-__all__ = ["azurite", "fake_gcs_url"]  # fixtures: imported so pytest finds them here
+from tests.storage.cloud_servers import Azurite
 
 REGION = "eu-west-1"
 

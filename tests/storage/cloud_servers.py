@@ -1,7 +1,8 @@
 """Object-storage emulators for the storage tests, and session fixtures that start them once.
 
-Import the fixtures you need into a test module (``from tests.storage.cloud_servers import
-azurite``); each emulator is used by one module, so each starts once per session.
+``tests/conftest.py`` imports the session fixtures, so every test module can use them and each
+emulator starts at most once per session (do not import the fixture functions into a test
+module: it would get its own instance).
 
 - Azurite (Azure Blob): ``tests/node/node_modules/.bin/azurite-blob`` (``npm ci`` in
   ``tests/node``); skipped only when ``node`` itself is missing.

@@ -25,12 +25,8 @@ from tests.storage.cloud_servers import (
     ENTRA_TENANT,
     Azurite,
     FakeEntraID,
-    azurite,
-    entra,
 )
 from tests.storage.conformance import StorageConformance, threads_race_one_wins
-
-__all__ = ["azurite", "entra"]  # fixtures: imported so pytest finds them here
 
 
 def new_container() -> str:

@@ -21,10 +21,8 @@ from keybroker.kms.uri import parse_uri
 from keybroker.storage import storage_from_uri
 from keybroker.storage.gcs import GCSStorage
 from tests.servers import free_port
-from tests.storage.cloud_servers import FakeGoogleTokenServer, fake_gcs_url, google_token_server
+from tests.storage.cloud_servers import FakeGoogleTokenServer
 from tests.storage.conformance import StorageConformance, threads_race_one_wins
-
-__all__ = ["fake_gcs_url", "google_token_server"]  # fixtures: imported so pytest finds them
 
 
 def new_bucket() -> str:

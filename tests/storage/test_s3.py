@@ -20,10 +20,8 @@ from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
 from keybroker.storage import storage_from_uri
 from keybroker.storage.s3 import S3Storage
-from tests.storage.cloud_servers import AwsKeys, moto_auth_enforced, moto_s3_keys
+from tests.storage.cloud_servers import AwsKeys, moto_auth_enforced
 from tests.storage.conformance import StorageConformance, threads_race_one_wins
-
-__all__ = ["moto_s3_keys"]  # a fixture: imported so pytest finds it here
 
 
 def new_bucket() -> str:
