@@ -13,6 +13,7 @@ BASE = """
 Security:
   ReplayCache: {replay}
   AllowedClientCIDRs: [{cidrs}]
+  MetricsClientCIDRs: [{metrics}]
 Http:
   Workers: {workers}
 Endpoints:
@@ -39,6 +40,7 @@ Endpoints:
 GOOD = dict(
     replay="redis://127.0.0.1:6379/0",
     cidrs="10.0.0.0/8, 192.168.1.7",
+    metrics="10.1.2.0/24, '::1/128'",
     workers=0,
     maxbody=1024,
     preset="read-only",
@@ -52,6 +54,7 @@ def test_every_security_field_loads() -> None:
     ep = cfg.endpoints[0]
     assert cfg.security.replay_cache == "redis://127.0.0.1:6379/0"
     assert cfg.security.allowed_client_cidrs == ["10.0.0.0/8", "192.168.1.7"]
+    assert cfg.security.metrics_client_cidrs == ["10.1.2.0/24", "::1/128"]
     assert cfg.http.workers == 0
     assert ep.allowed_hosts == [".s3.example-compatible.com"]
     assert ep.max_body_bytes == 1024 and ep.max_concurrent_requests == 8
@@ -73,6 +76,7 @@ def test_every_security_field_loads() -> None:
             "Security.ReplayCache: expected memory, off or a redis:// URL",
         ),
         ({"cidrs": "10.0.0.0/33"}, "Security.AllowedClientCIDRs[0]: not an IP network"),
+        ({"metrics": "'::1/128', localhost"}, "Security.MetricsClientCIDRs[1]: not an IP network"),
         ({"workers": -1}, "Http.Workers: expected an integer >= 0"),
         ({"maxbody": 0}, "Endpoints[0].MaxBodyBytes: must be greater than 0"),
         ({"preset": "read-mostly"}, "Endpoints[0].Policy.Preset: unknown preset 'read-mostly'"),
@@ -97,3 +101,9 @@ def test_bad_expiry_is_named_with_its_line() -> None:
         p.startswith("c.yml:") and "Credentials.Proxy.ExpiresAt: expected an RFC 3339 time" in p
         for p in err.value.problems
     ), err.value.problems
+
+
+def test_metrics_readers_default_to_loopback() -> None:
+    cfg = loads("Endpoints: []\n")
+    assert cfg.security.metrics_client_cidrs == ["127.0.0.0/8", "::1/128"]
+    assert loads("Security: {MetricsClientCIDRs: []}\n").security.metrics_client_cidrs == []

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybroker import __version__, metrics
-from keybroker.config import Config, Endpoint, Policy
+from keybroker.config import Config, Endpoint, Policy, SecurityConfig
 from keybroker.context import RequestContext
 from keybroker.metrics import CONTENT_TYPE, DURATION_BUCKETS, ProxyMetrics, Registry
 from tests import logscan
@@ -451,6 +451,32 @@ def test_metrics_route_only_for_a_plain_get(upstream: Recorder) -> None:
         assert requests.post(url + "/metrics", timeout=10).headers["Content-Type"] != CONTENT_TYPE
         r = requests.get(url + "/metrics?x=1", timeout=10)
         assert r.headers["Content-Type"] != CONTENT_TYPE
+
+
+def test_metrics_only_for_the_configured_client_networks(upstream: Recorder) -> None:
+    """``/metrics`` names the accounts: loopback only by default, else the configured networks;
+    the health endpoints answer anyone, even outside ``AllowedClientCIDRs``."""
+    outside = ["192.0.2.0/24"]  # TEST-NET-1: never this test's address
+    cases = [
+        (SecurityConfig(), 200),  # the default: loopback
+        (SecurityConfig(metrics_client_cidrs=outside), 403),
+        (SecurityConfig(metrics_client_cidrs=[*outside, "127.0.0.1/32"]), 200),
+        (SecurityConfig(metrics_client_cidrs=[]), 200),  # anyone
+    ]
+    for security, status in cases:
+        config = Config(endpoints=_endpoints(upstream.url), security=security)
+        with proxy_running(config) as (url, _):
+            r = requests.get(url + "/metrics", timeout=10)
+            assert r.status_code == status, (security, r.text)
+            if status == 403:
+                assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.Forbidden"
+                assert "keybroker_requests_total" not in r.text
+    closed = SecurityConfig(allowed_client_cidrs=outside, metrics_client_cidrs=outside)
+    with proxy_running(Config(endpoints=_endpoints(upstream.url), security=closed)) as (url, _):
+        for path in ("/ping", "/healthz", "/readyz"):
+            assert requests.get(url + path, timeout=10).status_code == 200, path
+        assert requests.get(url + "/metrics", timeout=10).status_code == 403
+        assert _post(url, "m-ok", AK) == 403  # the allow-list itself still holds
 
 
 # ---------------------------------------------------------------------- several processes

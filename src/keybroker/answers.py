@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from keybroker import __version__, metrics, native_errors
+from keybroker import __version__, metrics, native_errors, policy
 from keybroker.context import RequestContext
-from keybroker.errors import ProxyError
+from keybroker.errors import Forbidden, ProxyError
 from keybroker.httpserver import Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ def error_response(
 
 def health_response(request: Request, proxy: Proxy) -> Response | None:
     """The answer to ``/ping``, ``/metrics``, ``/healthz`` or ``/readyz``; ``None`` for any
-    other request (a signed or addressed request is never a health check)."""
+    other request (a signed or addressed request is never a health check).  Raises
+    ``Forbidden`` for ``/metrics`` from outside ``Security.MetricsClientCIDRs``."""
     if request.method != "GET" or "authorization" in request.headers:
         return None
     if "x-mcdn-origin-uri" in request.headers or request.query_string:
@@ -70,6 +71,8 @@ def health_response(request: Request, proxy: Proxy) -> Response | None:
     if request.path == "/ping":
         return Response(text="pong", headers=version_headers())
     if request.path == "/metrics":
+        if not policy.ip_allowed(request.remote, proxy.config.security.metrics_client_cidrs):
+            raise Forbidden("this client address may not read the metrics")
         body = metrics.DEFAULT.render().encode("utf-8")
         headers = {**version_headers(), "Content-Type": metrics.CONTENT_TYPE}
         return Response(body=body, headers=headers)

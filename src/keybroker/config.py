@@ -16,6 +16,7 @@ from keybroker.credentials import Credential
 
 __all__ = [
     "KEY_OPERATIONS",
+    "LOOPBACK_CIDRS",
     "AuditConfig",
     "Config",
     "Endpoint",
@@ -92,6 +93,10 @@ class ForbiddenConfig:
     forbidden_proxy_credential_err: bool = True
 
 
+#: Loopback networks: the default readers of ``/metrics``.
+LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
+
+
 @dataclass
 class SecurityConfig:
     """``Security`` (ours).
@@ -101,13 +106,16 @@ class SecurityConfig:
       ``redis://host:port/db`` (shared by several servers) or ``off``;
     * ``rate_limit_store`` — where per-account concurrency counts live: ``memory`` or
       ``redis://...`` (default: the replay cache's Redis when it is one);
-    * ``allowed_client_cidrs`` — if not empty, only these client addresses may connect.
+    * ``allowed_client_cidrs`` — if not empty, only these client addresses may connect;
+    * ``metrics_client_cidrs`` — the addresses that may read ``/metrics`` (which names the
+      accounts and what they do): loopback by default, empty for any client.
     """
 
     clock_skew_seconds: int = 900
     replay_cache: str = "memory"
     rate_limit_store: str = ""
     allowed_client_cidrs: list[str] = field(default_factory=list)
+    metrics_client_cidrs: list[str] = field(default_factory=lambda: list(LOOPBACK_CIDRS))
 
 
 @dataclass

@@ -76,6 +76,7 @@ _SECURITY_FIELDS: _Fields = {
     "ReplayCache": ("replay_cache", _Reader.string),
     "RateLimitStore": ("rate_limit_store", _Reader.string),
     "AllowedClientCIDRs": ("allowed_client_cidrs", _Reader.string_list),
+    "MetricsClientCIDRs": ("metrics_client_cidrs", _Reader.string_list),
 }
 _POLICY_FIELDS: _Fields = {
     "Preset": ("preset", _Reader.string),

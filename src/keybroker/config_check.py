@@ -141,6 +141,7 @@ def _check_sections(cfg: Config, p: Problems) -> None:
     _check_store(p, "Security.ReplayCache", cfg.security.replay_cache, ("memory", "off"))
     _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
     _check_cidrs(p, "Security.AllowedClientCIDRs", cfg.security.allowed_client_cidrs)
+    _check_cidrs(p, "Security.MetricsClientCIDRs", cfg.security.metrics_client_cidrs)
 
 
 def _check_store(p: Problems, path: str, value: object, words: tuple[str, ...]) -> None:
