@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.resources
 import sys
@@ -13,6 +14,8 @@ from types import ModuleType
 import grpc
 
 import keybroker.keyservice
+from keybroker.kms import from_uris
+from tests.keyservice.helpers import KeyBroker
 from tests.keyservice.pki import Pki
 
 PROTO_DIR = Path(keybroker.keyservice.__file__).parent
@@ -66,3 +69,17 @@ def tls_channel(port: int, pki: Pki, cert: Path | None, key: Path | None) -> grp
         certificate_chain=cert.read_bytes() if cert else None,
     )
     return grpc.secure_channel(f"localhost:{port}", creds)
+
+
+def library_dek(kb: KeyBroker, key_id: str, n: int) -> bytes:
+    """The DEK the KMS library gives for the gRPC ``data_key_id`` ``key_id`` (the service asks
+    the KMS for ``"key-" + id``, as Constellation's does)."""
+
+    async def get() -> bytes:
+        kms = from_uris(kms_uri=kb.kms_uri, storage_uri=kb.storage_uri or None)
+        try:
+            return await kms.get_dek("key-" + key_id, n)
+        finally:
+            await kms.close()
+
+    return asyncio.run(get())

@@ -4,7 +4,6 @@ its known cluster-KMS answers, and TLS / mutual TLS with a test CA."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -17,8 +16,7 @@ import pytest
 
 from keybroker.config import GrpcConfig
 from keybroker.keyservice import proto
-from keybroker.kms import from_uris
-from tests.keyservice.grpc_client import generate, get_data_key, tls_channel
+from tests.keyservice.grpc_client import generate, get_data_key, library_dek, tls_channel
 from tests.keyservice.helpers import KeyBroker, b64url, keybroker
 from tests.keyservice.pki import Pki, make_pki
 from tests.servers import free_port
@@ -36,17 +34,6 @@ def kb_grpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyBroker]:
     grpc_cfg = GrpcConfig(enabled=True, address=f"127.0.0.1:{free_port()}")
     with keybroker(tmp_path_factory.mktemp("grpc"), grpc=grpc_cfg) as running:
         yield running
-
-
-def _library(kb: KeyBroker, key_id: str, n: int) -> bytes:
-    async def get() -> bytes:
-        kms = from_uris(kms_uri=kb.kms_uri, storage_uri=kb.storage_uri or None)
-        try:
-            return await kms.get_dek("key-" + key_id, n)
-        finally:
-            await kms.close()
-
-    return asyncio.run(get())
 
 
 def test_descriptor_in_code_is_the_proto_file(client: tuple[Any, Any, Path]) -> None:
@@ -70,7 +57,7 @@ def test_same_deks_as_the_library_and_the_http_api(kb_grpc: KeyBroker, client: A
         assert get_data_key(client, channel, "disk-1", 32) == first
         other = get_data_key(client, channel, "disk-2", 16)
     assert len(first) == 32 and len(other) == 16
-    assert _library(kb_grpc, "disk-1", 32) == first
+    assert library_dek(kb_grpc, "disk-1", 32) == first
     http = kb_grpc.call("GET", "dek/disk-1", query={"size": "32"})
     assert base64.b64decode(http.json()["plaintext"]) == first
     events = [e for e in kb_grpc.key_events() if e["api"] == "grpc"]
@@ -164,7 +151,7 @@ def test_mutual_tls(tmp_path: Path, client: Any, pki: Pki) -> None:
         assert kb.grpc_port is not None
         with tls_channel(kb.grpc_port, pki, pki.client_cert, pki.client_key) as channel:
             dek = get_data_key(client, channel, "tls-disk", 32)
-        assert dek == _library(kb, "tls-disk", 32)
+        assert dek == library_dek(kb, "tls-disk", 32)
         for cert, key in ((None, None), (pki.other_client_cert, pki.other_client_key)):
             with tls_channel(kb.grpc_port, pki, cert, key) as channel:
                 with pytest.raises(grpc.RpcError) as caught:

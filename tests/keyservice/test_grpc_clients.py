@@ -7,7 +7,6 @@ name is not listed is refused; without ``Clients`` every certificate of the CA i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,8 +17,7 @@ import pytest
 
 from keybroker.config import GrpcClient, GrpcConfig, KeyPolicy
 from keybroker.errors import ConfigError
-from keybroker.kms import from_uris
-from tests.keyservice.grpc_client import generate, get_data_key, tls_channel
+from tests.keyservice.grpc_client import generate, get_data_key, library_dek, tls_channel
 from tests.keyservice.helpers import KeyBroker, keybroker
 from tests.keyservice.pki import Pki, issue_client, make_pki
 from tests.servers import free_port
@@ -80,17 +78,6 @@ def _refused(kb: KeyBroker, client: Any, pki: Pki, cn: str, key_id: str, n: int 
     return caught.value
 
 
-def _library(kb: KeyBroker, key_id: str, n: int) -> bytes:
-    async def get() -> bytes:
-        kms = from_uris(kms_uri=kb.kms_uri, storage_uri=kb.storage_uri or None)
-        try:
-            return await kms.get_dek("key-" + key_id, n)
-        finally:
-            await kms.close()
-
-    return asyncio.run(get())
-
-
 def _last_event(kb: KeyBroker, cn: str) -> dict[str, Any]:
     return [e for e in kb.key_events() if e["api"] == "grpc" and e.get("client") == cn][-1]
 
@@ -100,7 +87,7 @@ def test_a_listed_client_gets_and_creates_inside_its_prefixes(
 ) -> None:
     created = _call(kb, client, pki, "platform-one", "tenant-a/disk-1")
     assert _call(kb, client, pki, "platform-one", "tenant-a/disk-1") == created
-    assert _library(kb, "tenant-a/disk-1", 32) == created
+    assert library_dek(kb, "tenant-a/disk-1", 32) == created
     assert _call(kb, client, pki, "platform-one", "tenant-a/existing")
     events = [e for e in kb.key_events() if e.get("client") == "platform-one"][-3:]
     assert [(e["key_id"], e["operation"], e["decision"]) for e in events] == [
@@ -122,7 +109,7 @@ def test_outside_the_prefixes_is_denied_without_telling_whether_the_id_exists(
 
 
 def test_get_only_reads_and_never_creates(kb: KeyBroker, client: Any, pki: Pki) -> None:
-    assert _call(kb, client, pki, "reader", "tenant-a/existing") == _library(
+    assert _call(kb, client, pki, "reader", "tenant-a/existing") == library_dek(
         kb, "tenant-a/existing", 32
     )
     error = _refused(kb, client, pki, "reader", "tenant-a/never-made")
@@ -158,7 +145,7 @@ def test_prefixes_apply_to_the_callers_id_not_the_kms_name(
     error = _refused(kb, client, pki, "kms-view", "tenant-a/existing")
     assert (error.code(), error.details()) == (grpc.StatusCode.PERMISSION_DENIED, NO_GET)
     assert _call(kb, client, pki, "kms-view", "key-tenant-a/x")  # its own id "key-tenant-a/x"
-    assert _call(kb, client, pki, "everything", "tenant-b/existing") == _library(
+    assert _call(kb, client, pki, "everything", "tenant-b/existing") == library_dek(
         kb, "tenant-b/existing", 32
     )
 
