@@ -13,7 +13,8 @@ and for rotating a symmetric key:
   CryptoKeyVersion) and ``POST /v1/{cryptoKey}:updatePrimaryVersion`` (body
   ``{"cryptoKeyVersionId": "N"}``; 404 for an unknown id, FAILED_PRECONDITION for a version that
   is not enabled; answers the CryptoKey with its new ``primary``), enums as integers because the
-  SDK asks for ``$alt=json;enum-encoding=int``;
+  SDK asks for ``$alt=json;enum-encoding=int``; ``GET /v1/{cryptoKey}`` (GetCryptoKey, the same
+  CryptoKey answer);
 - real AES-256-GCM per key version (the additional authenticated data is bound), a primary
   version, and disabled versions;
 - Google's error JSON (``{"error": {"code", "message", "status"}}``) with 400/401/403/404;
@@ -21,7 +22,9 @@ and for rotating a symmetric key:
 - optional authentication: :meth:`FakeGCPKMS.trust` makes it demand a self-signed service
   account JWT (RS256, as google-auth sends for REST clients) signed by a trusted key.
 
-Changing the primary takes effect at once here; in Cloud KMS it is eventually consistent.
+Changing the primary takes effect at once here unless a test holds it back
+(:attr:`FakeGCPKMS.lagging`: Encrypt keeps using the old primary, as Cloud KMS may for about a
+minute while a new primary propagates; GetCryptoKey already names the new one).
 Keys are created through Python methods (CreateCryptoKey and the rest of the admin API are out
 of scope); :meth:`FakeGCPKMS.rotate` rotates from Python as the two RPCs do over HTTP.
 """
@@ -34,17 +37,17 @@ import json
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import google_crc32c
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tests.kms.fake_google_auth import valid_jwt
 
 __all__ = ["FakeGCPKMS", "crc32c"]
 
@@ -60,7 +63,11 @@ PERMISSIONS = {
     "decrypt": "cloudkms.cryptoKeyVersions.useToDecrypt",
     "create": "cloudkms.cryptoKeyVersions.create",
     "updatePrimaryVersion": "cloudkms.cryptoKeys.update",
+    "get": "cloudkms.cryptoKeys.get",
 }
+
+
+_GET: dict[str, Any] = {}  # the body of a GET (compared by identity)
 
 
 def crc32c(data: bytes) -> int:
@@ -84,6 +91,7 @@ class _Version:
 class _Key:
     versions: dict[int, _Version] = field(default_factory=dict)
     primary: int = 0
+    served: int = 0  # the version Encrypt uses; follows ``primary`` unless the key lags
 
 
 class FakeGCPKMS:
@@ -95,6 +103,7 @@ class FakeGCPKMS:
         self.requests: list[tuple[str, frozenset[str]]] = []  # (path, JSON field names)
         self.corrupt_checksums = False  # answer with wrong CRC32C values (fault injection)
         self.denied: set[str] = set()  # IAM permissions (see PERMISSIONS) the caller lacks
+        self.lagging: set[str] = set()  # keys whose Encrypt still uses the previous primary
         self._lock = threading.Lock()
 
     # -- admin (Python-side) -------------------------------------------------------------
@@ -110,7 +119,18 @@ class FakeGCPKMS:
         with self._lock:
             key = self.keys[key_name]
             key.primary = self._add_version(key)
+            self._serve_primary(key_name, key)
         return f"{key_name}/cryptoKeyVersions/{key.primary}"
+
+    def propagate(self, key_name: str) -> None:
+        """End the lag of ``key_name``: Encrypt uses the primary from now on."""
+        with self._lock:
+            self.lagging.discard(key_name)
+            self._serve_primary(key_name, self.keys[key_name])
+
+    def _serve_primary(self, key_name: str, key: _Key) -> None:
+        if key_name not in self.lagging or not key.served:
+            key.served = key.primary
 
     @staticmethod
     def _add_version(key: _Key) -> int:
@@ -202,9 +222,16 @@ class FakeGCPKMS:
                 message = f"{version_name} is not in state ENABLED."
                 raise ApiError(400, "FAILED_PRECONDITION", message)
             key.primary = version.number
+            self._serve_primary(name, key)
+        return self.get_key(name, {})
+
+    def get_key(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not _KEY_RE.match(name):
+            raise ApiError(404, "NOT_FOUND", f"{name} not found.")
+        key = self._key(name)
         return {
             "name": name,
-            "primary": _version_json(name, version),
+            "primary": _version_json(name, key.versions[key.primary]),
             "purpose": _ENCRYPT_DECRYPT,
             "createTime": _CREATED,
             "versionTemplate": {"protectionLevel": _SOFTWARE, "algorithm": _SYMMETRIC},
@@ -225,7 +252,7 @@ class FakeGCPKMS:
             return
         if not authorization or not authorization.startswith("Bearer "):
             raise ApiError(401, "UNAUTHENTICATED", "Request is missing required credentials.")
-        if not _valid_jwt(authorization[7:], self.trusted):
+        if not valid_jwt(authorization[7:], self.trusted):
             raise ApiError(401, "UNAUTHENTICATED", "Request had invalid credentials.")
 
     def _key(self, key_name: str) -> _Key:
@@ -237,7 +264,7 @@ class FakeGCPKMS:
     def _resolve(self, name: str) -> tuple[str, _Version]:
         key_name, _, number = name.partition("/cryptoKeyVersions/")
         key = self._key(key_name)
-        version = key.versions.get(int(number) if number.isdigit() else key.primary)
+        version = key.versions.get(int(number) if number.isdigit() else key.served)
         if version is None:
             raise ApiError(404, "NOT_FOUND", f"{name} not found.")
         return key_name, version
@@ -280,28 +307,10 @@ def _check_crc(body: dict[str, Any], name: str, data: bytes) -> None:
         raise ApiError(400, "INVALID_ARGUMENT", f"The checksum in field {name} did not match.")
 
 
-def _unb64url(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def _valid_jwt(token: str, trusted: dict[str, rsa.RSAPublicKey]) -> bool:
-    try:
-        header, payload, signature = token.split(".")
-        claims = json.loads(_unb64url(payload))
-        key = trusted[claims["iss"]]
-        key.verify(
-            _unb64url(signature),
-            f"{header}.{payload}".encode(),
-            padding.PKCS1v15(),
-            hashes.SHA256(),
-        )
-        return bool(claims["exp"] > time.time())
-    except (ValueError, KeyError, InvalidSignature):
-        return False
-
-
 def _dispatch(fake: FakeGCPKMS, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    if path.startswith("/v1/") and path.endswith("/cryptoKeyVersions"):
+    if body is _GET:
+        name, verb = path[4:] if path.startswith("/v1/") else path, "get"
+    elif path.startswith("/v1/") and path.endswith("/cryptoKeyVersions"):
         name, verb = path[4 : -len("/cryptoKeyVersions")], "create"
     elif path.startswith("/v1/") and ":" in path:
         name, _, verb = path[4:].rpartition(":")
@@ -312,6 +321,7 @@ def _dispatch(fake: FakeGCPKMS, path: str, body: dict[str, Any]) -> dict[str, An
         "decrypt": fake.decrypt,
         "create": fake.create_version,
         "updatePrimaryVersion": fake.update_primary,
+        "get": fake.get_key,
     }
     if verb not in methods:
         raise ApiError(404, "NOT_FOUND", f"no method {verb}")
@@ -323,13 +333,18 @@ def _handler_for(fake: FakeGCPKMS) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self) -> None:
+            self._answer(None)
+
         def do_POST(self) -> None:
-            path = self.path.split("?", 1)[0]
             length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
+            self._answer(self.rfile.read(length))
+
+        def _answer(self, raw: bytes | None) -> None:
+            path = self.path.split("?", 1)[0]
             try:
                 fake.authenticate(self.headers.get("Authorization"))
-                body = json.loads(raw or b"{}")
+                body = _GET if raw is None else json.loads(raw or b"{}")
                 fake.requests.append((path, frozenset(body)))
                 self._reply(200, _dispatch(fake, path, body))
             except ApiError as exc:
@@ -355,26 +370,3 @@ def _handler_for(fake: FakeGCPKMS) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
-
-def service_account_file(path: str, email: str) -> rsa.RSAPrivateKey:
-    """Write a service-account JSON key file (fresh RSA key) to ``path``; return the key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    info = {
-        "type": "service_account",
-        "project_id": "p",
-        "private_key_id": "k1",
-        "private_key": pem,
-        "client_email": email,
-        "client_id": "1",
-        # Never contacted: REST clients send self-signed JWTs; a port-1 URL fails loudly.
-        "token_uri": "http://127.0.0.1:1/token",
-    }
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(info, fh)
-    return key

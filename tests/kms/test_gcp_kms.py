@@ -30,8 +30,9 @@ from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, M
 from keybroker.kms.gcp import GCPKMSWrapper, crc32c
 from keybroker.kms.uri import parse_uri
 from tests import logscan
-from tests.kms.fake_gcp_kms import FakeGCPKMS, service_account_file
+from tests.kms.fake_gcp_kms import FakeGCPKMS
 from tests.kms.fake_gcp_kms import crc32c as reference_crc32c
+from tests.kms.fake_google_auth import service_account_file
 from tests.kms.wrapper_conformance import KeyWrapperConformance
 
 PROJECT, LOCATION, RING = "kb-project", "europe-west3", "kb-ring"
@@ -248,6 +249,55 @@ def test_cli_rotate_then_rewrap(
     gcp.fake.set_enabled(f"{name}/cryptoKeyVersions/1", False)
     assert main([*get, "a"]) == main([*get, "b"]) == 0
     assert capsys.readouterr().out == deks
+
+
+def test_rewrap_waits_for_a_new_primary_to_propagate(
+    gcp: GCPEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cloud KMS may encrypt under the old primary for about a minute after a rotation.  Rewrap
+    takes its target from GetCryptoKey (the new primary), so it neither skips every blob as
+    "already done" nor swaps in a blob sealed under the old version: each id fails, and a run
+    after the new primary has reached the servers moves them all."""
+    short, name = new_key(gcp)
+    kms, storage = uri_for(gcp, short), f"storage://file?path={tmp_path / 'store'}"
+    get = ["get-dek", "--kms", kms, "--storage", storage, "--size", "32", "--id"]
+    assert main([*get, "a"]) == main([*get, "b"]) == 0
+    deks = capsys.readouterr().out
+    blobs = sorted((tmp_path / "store").rglob("*"))
+    before = {p: p.read_bytes() for p in blobs if p.is_file()}
+    gcp.fake.lagging.add(name)
+    try:
+        assert main(["rotate", "--kms", kms]) == 0
+        version = f"{name}/cryptoKeyVersions/2"
+        assert capsys.readouterr().out == f"{version}\n"
+        assert main(["rewrap", "--kms", kms, "--storage", storage]) != 0
+        out, err = capsys.readouterr()
+        assert out == f"rewrap: 0 rewrapped, 0 skipped, 2 failed of 2 (KEK version {version})\n"
+        assert "not in use everywhere yet; run rewrap again later" in err
+        assert {p: p.read_bytes() for p in before} == before  # nothing swapped in
+    finally:
+        gcp.fake.propagate(name)
+    assert main(["rewrap", "--kms", kms, "--storage", storage]) == 0
+    assert capsys.readouterr().out.startswith("rewrap: 2 rewrapped, 0 skipped, 0 failed of 2")
+    gcp.fake.set_enabled(f"{name}/cryptoKeyVersions/1", False)
+    assert main([*get, "a"]) == main([*get, "b"]) == 0
+    assert capsys.readouterr().out == deks
+
+
+async def test_current_version_is_the_primary(gcp: GCPEnv, make: list[GCPKMSWrapper]) -> None:
+    short, name = new_key(gcp)
+    w = build(make, uri_for(gcp, short))
+    assert await w.current_version() == f"{name}/cryptoKeyVersions/1"
+    gcp.fake.rotate(name)
+    assert await w.current_version() == f"{name}/cryptoKeyVersions/2"
+    try:
+        gcp.fake.denied = {"cloudkms.cryptoKeys.get"}
+        with pytest.raises(BackendError, match="GetCryptoKey failed: 403 PERMISSION_DENIED"):
+            await w.current_version()
+    finally:
+        gcp.fake.denied = set()
+    with pytest.raises(KMSConfigError, match="does not exist"):
+        await build(make, uri_for(gcp, "never-created")).current_version()
 
 
 async def test_checksums_are_sent(gcp: GCPEnv, wrapper: GCPKMSWrapper) -> None:

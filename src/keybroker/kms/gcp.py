@@ -130,7 +130,8 @@ class GCPKMSWrapper:
         Returns the new version's resource name, the form recorded as ``kek_version``.
 
         Cloud KMS propagates a new primary eventually (usually within a minute): until then
-        ``Encrypt`` may still use the previous version, so rewrap after that.  Needs
+        ``Encrypt`` may still use the previous version (rewrap, which targets
+        :meth:`current_version`, then fails those ids until a later run).  Needs
         ``cloudkms.cryptoKeyVersions.create`` and ``cloudkms.cryptoKeys.update``.  Raises
         ``KMSConfigError`` (missing key), ``BackendError`` (permission denied, service failure;
         if only the second call fails, the error names the version left behind, not primary).
@@ -154,6 +155,20 @@ class GCPKMSWrapper:
             raise BackendError(f"{exc} ({version} was created but is not primary)") from exc
         if str(key.primary.name) != version:
             raise BackendError("GCP KMS UpdateCryptoKeyPrimaryVersion did not take effect")
+        return version
+
+    async def current_version(self) -> str:
+        """The primary version's resource name (``GetCryptoKey``): what rewrap re-seals under.
+
+        Read from the key itself rather than from a probe ``Encrypt``, which may still use the
+        previous primary for a while after a rotation.  Needs ``cloudkms.cryptoKeys.get``.
+        Raises ``KMSConfigError`` (missing key), ``BackendError`` (permission denied, no
+        primary, service failure).
+        """
+        key = await self._call("GetCryptoKey", self._client.get_crypto_key, {"name": self.kek_id})
+        version = str(key.primary.name)
+        if not version.startswith(self.kek_id + "/cryptoKeyVersions/"):
+            raise BackendError("GCP KMS GetCryptoKey: the key has no primary version")
         return version
 
     async def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:

@@ -18,8 +18,10 @@ several ids in flight it lags a little behind; a killed run started again resume
 second, and removed when a run finishes without failures.  A state file for another target
 version (the KEK was rotated again) is ignored: the walk starts over.
 
-"Newest version" is the wrapper's ``current_version()`` if it has one (local, AWS), else the
-version a probe ``wrap`` reports (GCP, Azure: the primary / latest version).
+"Newest version" is the wrapper's ``current_version()`` if it has one (local, AWS, GCP: the
+key's primary), else the version a probe ``wrap`` reports (Azure: the latest version).  A blob
+re-sealed under any other version (a new primary still propagating) is never swapped in: that
+id fails this run, and running again later moves it.
 """
 
 from __future__ import annotations
@@ -227,6 +229,14 @@ async def _rewrap_one(kms: ExternalKMS, key_id: str, target: str) -> str:
             return "skipped"
         dek = await open_dek(wrapper, key_id, size, blob)
         new = await seal_dek(wrapper, key_id, dek, fmt=fmt)
+        sealed_under = inspect_blob(new, key_id)[1]
+        if sealed_under != target:
+            # A new primary that has not reached every KMS server yet (Cloud KMS: up to about a
+            # minute): the id fails this run, and a later run moves it.
+            raise BackendError(
+                f"the KMS sealed id {key_id!r} under {sealed_under}, not {target}: "
+                "the new KEK version is not in use everywhere yet; run rewrap again later"
+            )
         # Never swap in a blob that does not give back the very same DEK.
         if await open_dek(wrapper, key_id, size, new) != dek:
             raise IntegrityError(f"re-sealed DEK for id {key_id!r} did not verify")
