@@ -194,13 +194,20 @@ class SignedChunkTransformer(_Framing):
         self._digest = hashlib.sha256()
         self._pending = bytearray()  # payload of the outgoing chunk being filled
         self._out = bytearray()
+        # An incoming chunk that is exactly one outgoing chunk (the usual 64 KiB framing):
+        # its digest serves both signatures, so its payload is hashed once, not twice.
+        self._aligned = False
 
     def _chunk_start(self, size: int, sig: str | None, line: bytes) -> None:
         self._expected = sig or ""
         self._digest = hashlib.sha256()
+        self._aligned = size == OUT_CHUNK and not self._pending
 
     def _data(self, data: memoryview) -> None:
         self._digest.update(data)
+        if self._aligned:
+            self._pending += data  # emitted, already hashed, when the chunk ends
+            return
         while data:
             take = min(OUT_CHUNK - len(self._pending), len(data))
             self._pending += data[:take]
@@ -209,7 +216,11 @@ class SignedChunkTransformer(_Framing):
                 self._emit_chunk()
 
     def _chunk_end(self) -> None:
-        self._check(self._in.chunk(self._digest.hexdigest()), self._expected)
+        digest = self._digest.hexdigest()
+        self._check(self._in.chunk(digest), self._expected)
+        if self._aligned:
+            self._emit_chunk(digest)
+            self._aligned = False
 
     def _final_chunk(self, sig: str | None, line: bytes) -> None:
         self._check(self._in.chunk(_EMPTY_SHA256), sig or "")
@@ -229,8 +240,8 @@ class SignedChunkTransformer(_Framing):
             self._out += f"{_TRAILER_SIG}:{trailer_sig}\r\n".encode()
         self._out += b"\r\n"
 
-    def _emit_chunk(self) -> None:
-        sig = self._up.chunk(hashlib.sha256(self._pending).hexdigest())
+    def _emit_chunk(self, digest: str | None = None) -> None:
+        sig = self._up.chunk(digest or hashlib.sha256(self._pending).hexdigest())
         self._out += f"{len(self._pending):x};chunk-signature={sig}\r\n".encode()
         self._out += self._pending
         self._out += b"\r\n"
