@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from keybroker import signers
 from keybroker.errors import SignatureMismatch
-from keybroker.signers import _sigv4
+from keybroker.signers import _sigv4, base
 from keybroker.signers.aws import SIGNER, AwsSigner
 from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
 from tests.signers.test_aws_helpers import credential, generator, load, vector_request
@@ -264,6 +264,32 @@ def test_verify_hashes_a_buffered_body() -> None:
     SIGNER.verify(req, auth, PROXY, b"payload")
     with pytest.raises(SignatureMismatch):
         SIGNER.verify(req, auth, PROXY, b"payloaD")
+
+
+def test_a_buffered_body_is_hashed_once_for_verify_and_resign(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verify and re-sign get the same body object: its SHA-256 is computed once; another
+    body object (even an equal one) is hashed anew, so a ParsedAuth never vouches for a body
+    it did not see."""
+    hashed: list[int] = []
+
+    class Counting:
+        @staticmethod
+        def sha256(data: bytes = b"") -> Any:
+            hashed.append(len(data))
+            return hashlib.sha256(data)
+
+    body = b"p" * 100_000
+    req, auth = _signed(_req(_authz("kms")), PROXY, body)
+    monkeypatch.setattr(base, "hashlib", Counting)
+    SIGNER.verify(req, auth, PROXY, body)
+    SIGNER.resign(req.copy(), auth, REAL, body, LATER)
+    assert hashed == [len(body)]
+    SIGNER.verify(req, auth, PROXY, bytes(bytearray(body)))  # equal, another object
+    assert hashed == [len(body)] * 2
+    with pytest.raises(SignatureMismatch):
+        SIGNER.verify(req, auth, PROXY, body[:-1] + b"P")
 
 
 def test_s3_path_is_not_normalised_but_others_are() -> None:

@@ -25,7 +25,6 @@ The parts live beside it: the ``Authorization`` header, the request time and
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import replace
 from datetime import datetime
@@ -373,4 +372,4 @@ def _rewrite_query(req: SigningRequest) -> None:
 
 def _body_hash(auth: ParsedAuth, body: bytes | None) -> str:
     """The payload hash the proxy computes: from the spooled body, or the body given whole."""
-    return auth.body_sha256 or hashlib.sha256(body or b"").hexdigest()
+    return auth.body_digest(body)

@@ -41,6 +41,7 @@ when ``feed`` or ``finish`` raises.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
@@ -137,6 +138,22 @@ class ParsedAuth:
     state: object = None  # scheme-private data carried from parse to verify/resign
     #: set by ``resign`` for a STREAMING body (see the module docstring)
     body_transformer: BodyTransformer | None = None
+
+    #: the last body :meth:`body_digest` hashed, and its digest
+    _digested: tuple[bytes | None, str] | None = field(default=None, init=False, repr=False)
+
+    def body_digest(self, body: bytes | None) -> str:
+        """The SHA-256 (hex) of the body the signature covers: the spooled body's
+        (:attr:`body_sha256`) or that of ``body``.  Verify and re-sign of one request get the
+        very same ``body`` object, so it is hashed once; another object is hashed anew."""
+        if self.body_sha256 is not None:
+            return self.body_sha256
+        done = self._digested
+        if done is not None and done[0] is body:
+            return done[1]
+        digest = hashlib.sha256(body or b"").hexdigest()
+        self._digested = (body, digest)
+        return digest
 
 
 @runtime_checkable

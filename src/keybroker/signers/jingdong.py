@@ -324,7 +324,7 @@ class JingdongSigner:
     def _payload_hash(auth: ParsedAuth, body: bytes | None) -> str:
         if auth.body is BodyPolicy.CLAIMED_SHA256 and auth.payload_sha256:
             return auth.payload_sha256
-        return auth.body_sha256 or hashlib.sha256(body or b"").hexdigest()
+        return auth.body_digest(body)
 
     def verify(
         self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None

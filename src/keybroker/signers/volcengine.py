@@ -375,7 +375,7 @@ class VolcengineSigner:
             return EMPTY_SHA256
         if auth.body is BodyPolicy.CLAIMED_SHA256 and auth.payload_sha256:
             return auth.payload_sha256
-        return auth.body_sha256 or hashlib.sha256(body or b"").hexdigest()
+        return auth.body_digest(body)
 
     def canonical_request(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> str:
         """The canonical request ``verify`` would sign (for diagnostics and test vectors)."""
