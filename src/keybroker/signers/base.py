@@ -140,7 +140,9 @@ class ParsedAuth:
     body_transformer: BodyTransformer | None = None
 
     #: the last body :meth:`body_digest` hashed, and its digest
-    _digested: tuple[bytes | None, str] | None = field(default=None, init=False, repr=False)
+    _digested: tuple[bytes | None, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def body_digest(self, body: bytes | None) -> str:
         """The SHA-256 (hex) of the body the signature covers: the spooled body's
