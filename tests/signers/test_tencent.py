@@ -3,6 +3,7 @@ errors, re-signing, endpoints."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from keybroker import signers
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
+from keybroker.signers import base
 from keybroker.signers.base import BodyPolicy, Signer, SigningRequest
 from keybroker.signers.tencent import SIGNER
 from tests.signers.tencent_upstream import sdk_client, sdk_signed
@@ -150,6 +152,27 @@ def test_resign_equals_sdk_with_real_creds(scheme: str, method: str, real: Crede
         want = dict(parse_qsl(expected.query or (expected.body or b"").decode()))
         assert got == want  # every parameter, the signature and token included
     SIGNER.verify(up, SIGNER.parse(up), real, up.body)
+
+
+def test_tc3_hashes_the_body_once_for_both_verify_forms_and_resign(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verify tries two canonical forms and re-sign makes a third: one SHA-256 of the body."""
+    hashed: list[int] = []
+
+    class Counting:
+        @staticmethod
+        def sha256(data: bytes = b"") -> Any:
+            hashed.append(len(data))
+            return hashlib.sha256(data)
+
+    req = signed("TC3-HMAC-SHA256", "POST", PROXY)
+    assert req.body
+    auth = SIGNER.parse(req)
+    monkeypatch.setattr(base, "hashlib", Counting)
+    SIGNER.verify(req, auth, PROXY, req.body)
+    SIGNER.resign(req.copy(), auth, REAL, req.body, at(1717171800))
+    assert hashed == [len(req.body)]
 
 
 def test_unsigned_payload_skips_the_body() -> None:

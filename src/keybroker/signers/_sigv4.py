@@ -190,7 +190,7 @@ class SigV4Scheme:
         headers = canonical_headers(req, state.signed_headers)
         if headers is None:
             raise SignatureMismatch()
-        payload = state.payload_line or _body_hash(auth, body)
+        payload = state.payload_line or auth.body_digest(body)
         key = self._key(cred.secret_key, auth, state.timestamp)
         scope = self._scope(auth, state.timestamp)
         matched = False
@@ -249,7 +249,7 @@ class SigV4Scheme:
         if now.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
         timestamp = compact_time(now)
-        payload = state.payload_line or _body_hash(auth, body)
+        payload = state.payload_line or auth.body_digest(body)
         streaming = auth.body is BodyPolicy.STREAMING
         if streaming and state.payload_line in STREAMING_SIGNED and "Content-Length" in req.headers:
             length = chunked.encoded_length(state.decoded_length or 0, state.trailers)
@@ -368,8 +368,3 @@ def _rewrite_query(req: SigningRequest) -> None:
         req.query = "&".join(
             f"{encode_component(k)}={encode_component(v)}" for k, v in decode_query(req.query)
         )
-
-
-def _body_hash(auth: ParsedAuth, body: bytes | None) -> str:
-    """The payload hash the proxy computes: from the spooled body, or the body given whole."""
-    return auth.body_digest(body)

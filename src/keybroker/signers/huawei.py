@@ -234,14 +234,14 @@ class HuaweiSigner:
         """Recompute the signature with ``cred``.  Raises ``SignatureMismatch`` (opaque)."""
         state = self._state(auth)
         require_equal(cred.access_key, state.access_key)
-        self._check_claimed_hash(state, body)
+        self._check_claimed_hash(state, auth, body)
         require_equal(self.signature(req, auth, cred, body), state.signature)
 
     @staticmethod
-    def _check_claimed_hash(state: _State, body: bytes | None) -> None:
+    def _check_claimed_hash(state: _State, auth: ParsedAuth, body: bytes | None) -> None:
         # A claimed hash over a buffered body is checked here; a streamed one by the proxy.
         if body and state.claimed is not None and state.claimed != UNSIGNED_PAYLOAD:
-            actual = hashlib.sha256(body).hexdigest()
+            actual = auth.body_digest(body)
             if not hmac.compare_digest(actual, state.claimed.lower()):
                 raise SignatureMismatch()
 
@@ -250,14 +250,14 @@ class HuaweiSigner:
         return state_of(auth, _State, "HuaweiSigner")
 
     @staticmethod
-    def _payload_line(state: _State, body: bytes | None) -> str:
+    def _payload_line(state: _State, auth: ParsedAuth, body: bytes | None) -> str:
         if body is None:  # streamed: parse only lets that happen with a known-empty flag
             if state.claimed is None or state.empty:
                 return EMPTY_SHA256
             return state.claimed
         if not body:
             return EMPTY_SHA256
-        return state.claimed if state.claimed is not None else hashlib.sha256(body).hexdigest()
+        return state.claimed if state.claimed is not None else auth.body_digest(body)
 
     def canonical_request(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> str:
         """The canonical request ``verify`` would sign (for diagnostics and test vectors)."""
@@ -270,7 +270,7 @@ class HuaweiSigner:
                 canonical_query(req.query),
                 _canonical_headers(req, names),
                 ";".join(names),
-                self._payload_line(state, body),
+                self._payload_line(state, auth, body),
             ]
         )
 

@@ -57,6 +57,7 @@ __all__ = ["ALGORITHM", "ROOT_DOMAIN", "SIGNER", "TencentSigner", "tc3_signing_k
 ALGORITHM = "TC3-HMAC-SHA256"
 ROOT_DOMAIN = "tencentcloudapi.com"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_UNSIGNED_PAYLOAD_SHA256 = hashlib.sha256(UNSIGNED_PAYLOAD.encode()).hexdigest()
 FORM = "application/x-www-form-urlencoded"
 _LEGACY_DIGESTS = {"HmacSHA1": hashlib.sha1, "HmacSHA256": hashlib.sha256}
 _LEGACY_REQUIRED = ("SecretId", "Nonce", "Timestamp", "Signature")
@@ -170,10 +171,15 @@ def _canonical_headers(req: SigningRequest, names: tuple[str, ...], *, lower: bo
     return "".join(lines)
 
 
+def _tc3_payload_hash(state: _TC3State, auth: ParsedAuth, body: bytes | None) -> str:
+    """The canonical request's last line: the hash of the body, or of the literal
+    ``UNSIGNED-PAYLOAD`` that replaces it."""
+    return _UNSIGNED_PAYLOAD_SHA256 if state.unsigned_payload else auth.body_digest(body)
+
+
 def _tc3_signature(
-    req: SigningRequest, state: _TC3State, secret: bytes, body: bytes | None, *, lower: bool
+    req: SigningRequest, state: _TC3State, secret: bytes, payload_sha256: str, *, lower: bool
 ) -> str:
-    payload = UNSIGNED_PAYLOAD.encode() if state.unsigned_payload else (body or b"")
     query = req.query if req.method.upper() == "GET" else ""
     canonical = "\n".join(
         [
@@ -182,7 +188,7 @@ def _tc3_signature(
             query,
             _canonical_headers(req, state.signed_headers, lower=lower),
             ";".join(state.signed_headers),
-            hashlib.sha256(payload).hexdigest(),
+            payload_sha256,
         ]
     )
     date = datetime.fromtimestamp(int(state.timestamp), UTC).strftime("%Y-%m-%d")
@@ -371,7 +377,7 @@ class TencentSigner:
         state = auth.state
         if isinstance(state, _TC3State):
             self._check_token(req.headers.get("X-TC-Token", ""), cred)
-            self._verify_tc3(req, state, cred, body)
+            self._verify_tc3(req, state, cred, _tc3_payload_hash(state, auth, body))
         elif isinstance(state, _LegacyState):
             self._check_token(dict(state.params).get("Token", ""), cred)
             expected = _legacy_signature(req, state, state.params, cred.secret_key.reveal_bytes())
@@ -387,12 +393,12 @@ class TencentSigner:
 
     @staticmethod
     def _verify_tc3(
-        req: SigningRequest, state: _TC3State, cred: Credential, body: bytes | None
+        req: SigningRequest, state: _TC3State, cred: Credential, payload_sha256: str
     ) -> None:
         secret = cred.secret_key.reveal_bytes()
         matched = False
         for lower in (True, False):  # documented form, then the SDK's as-sent form
-            expected = _tc3_signature(req, state, secret, body, lower=lower)
+            expected = _tc3_signature(req, state, secret, payload_sha256, lower=lower)
             matched |= hmac.compare_digest(expected, state.signature)
         if not matched:
             raise SignatureMismatch()
@@ -417,7 +423,7 @@ class TencentSigner:
         timestamp = str(int(now.timestamp()))
         state = auth.state
         if isinstance(state, _TC3State):
-            self._resign_tc3(req, state, cred, body, timestamp)
+            self._resign_tc3(req, state, cred, _tc3_payload_hash(state, auth, body), timestamp)
         elif isinstance(state, _LegacyState):
             self._resign_legacy(req, state, cred, timestamp)
         else:
@@ -425,7 +431,7 @@ class TencentSigner:
 
     @staticmethod
     def _resign_tc3(
-        req: SigningRequest, state: _TC3State, cred: Credential, body: bytes | None, ts: str
+        req: SigningRequest, state: _TC3State, cred: Credential, payload_sha256: str, ts: str
     ) -> None:
         _check_headers_present(req, state.signed_headers)
         req.headers["X-TC-Timestamp"] = ts
@@ -434,7 +440,7 @@ class TencentSigner:
             req.headers["X-TC-Token"] = cred.access_token.reveal()
         pin_host(req)
         new = _TC3State(ts, state.service, state.signed_headers, state.unsigned_payload)
-        sig = _tc3_signature(req, new, cred.secret_key.reveal_bytes(), body, lower=True)
+        sig = _tc3_signature(req, new, cred.secret_key.reveal_bytes(), payload_sha256, lower=True)
         date = datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d")
         req.headers["Authorization"] = (
             f"{ALGORITHM} Credential={cred.access_key}/{date}/{state.service}/tc3_request, "
