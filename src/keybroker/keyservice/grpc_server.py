@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from keybroker.config import GrpcConfig, KeyPolicy
 from keybroker.errors import ConfigError, Forbidden, ProxyError, ServiceUnavailable
-from keybroker.keyservice import policy
 from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound
-from keybroker.keyservice.service import KeyEvent
+from keybroker.keyservice.service import KeyEvent, get_or_create
 from keybroker.kms.errors import MissingExtra
 
 try:
@@ -146,24 +145,8 @@ class GrpcKeyServer:
                 dek = await store.create(key_id, request.length)
             return dek
         p = _policy_of(self._policies, name)
-        return await self._serve_within(p, key_id, request.length, event)
-
-    async def _serve_within(self, p: KeyPolicy, key_id: str, length: int, event: KeyEvent) -> bytes:
-        """The HTTP API's get-or-create decision (``dek/{id}``): ``get`` for an existing id,
-        ``create`` for a new one.  Raises ``Forbidden``, ``KeyNotFound`` (``get`` only)."""
-        if not (policy.allows(p, "get", key_id) or policy.allows(p, "create", key_id)):
-            policy.check(p, "get", key_id)
-        store = self.service.store
-        dek = await store.lookup(key_id, length)
-        if dek is not None:
-            policy.check(p, "get", key_id)
-            return dek
-        event.operation = "create"
-        if not policy.allows(p, "create", key_id):
-            if policy.allows(p, "get", key_id):
-                raise KeyNotFound("no key with this id")
-            policy.check(p, "create", key_id)
-        return await store.create(key_id, length)
+        dek, _ = await get_or_create(store, p, key_id, request.length, event)
+        return dek
 
 
 def _policy_of(policies: dict[str, KeyPolicy], name: bytes | None) -> KeyPolicy:

@@ -45,11 +45,10 @@ from keybroker.httpserver import Request, StreamResponse, json_response
 from keybroker.keyservice import policy
 from keybroker.keyservice.errors import (
     InvalidArgument,
-    KeyNotFound,
     MethodNotAllowed,
     UnknownOperation,
 )
-from keybroker.keyservice.service import KeyEvent
+from keybroker.keyservice.service import KeyEvent, get_or_create
 
 if TYPE_CHECKING:
     from keybroker.keyservice.service import KeyService
@@ -101,28 +100,13 @@ async def _get_dek(api: KeyServiceHTTP, call: Call, event: KeyEvent) -> dict[str
     key_id = event.key_id = store.check_id(call.path_id)
     size = store.check_size(_size(call.query.get("size"), api.default_size))
     create = _flag(call.query, "create", default=True)
-    if not (policy.allows(p, "get", key_id) or policy.allows(p, "create", key_id)):
-        policy.check(p, "get", key_id)
     if _flag(call.query, "recreate", default=False):
         event.operation = "create"
         policy.check(p, "create", key_id)
         if store.stores:
             await store.revive(key_id)
-    dek = await store.lookup(key_id, size)
-    if dek is not None:
-        event.operation = "get"
-        policy.check(p, "get", key_id)
-        return _dek_answer(key_id, dek, created=False)
-    if not create:  # a plain read: it needs 'get', as for a key that exists
-        event.operation = "get"
-        policy.check(p, "get", key_id)
-        raise KeyNotFound("no key with this id")
-    event.operation = "create"
-    if not policy.allows(p, "create", key_id):
-        if policy.allows(p, "get", key_id):
-            raise KeyNotFound("no key with this id")
-        policy.check(p, "create", key_id)
-    return _dek_answer(key_id, await store.create(key_id, size), created=True)
+    dek, created = await get_or_create(store, p, key_id, size, event, create=create)
+    return _dek_answer(key_id, dek, created=created)
 
 
 async def _delete_dek(api: KeyServiceHTTP, call: Call, event: KeyEvent) -> dict[str, object]:

@@ -19,8 +19,10 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from keybroker.config import KeyServiceConfig
+from keybroker.config import KeyPolicy, KeyServiceConfig
 from keybroker.errors import ConfigError, KMSError, ProxyError, ServiceUnavailable
+from keybroker.keyservice import policy
+from keybroker.keyservice.errors import KeyNotFound
 from keybroker.keyservice.keys import KeyStore
 from keybroker.kms import ExternalKMS, from_uris
 from keybroker.kms.cluster import KEY_SERVICE_MIN_SALT
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from keybroker.keyservice.grpc_server import GrpcKeyServer
     from keybroker.proxy import Proxy
 
-__all__ = ["KeyEvent", "KeyService", "attach", "build_store"]
+__all__ = ["KeyEvent", "KeyService", "attach", "build_store", "get_or_create"]
 
 log = logging.getLogger("keybroker.keyservice")
 
@@ -56,6 +58,39 @@ class KeyEvent:
     def fields(self) -> dict[str, object]:
         """The audit line's fields (``None`` values left out)."""
         return {"event": "key", **{k: v for k, v in asdict(self).items() if v is not None}}
+
+
+async def get_or_create(
+    store: KeyStore,
+    p: KeyPolicy | None,
+    key_id: str,
+    size: int,
+    event: KeyEvent,
+    *,
+    create: bool = True,
+) -> tuple[bytes, bool]:
+    """``(dek, created)`` for a caller held to key policy ``p`` — the one decision both APIs
+    make (HTTP ``dek/{id}``, gRPC ``GetDataKey``): ``get`` for an existing id, ``create`` for
+    a new one unless ``create`` is false (a plain read, which needs ``get``).  Raises
+    ``Forbidden`` (the message names the operation only), ``KeyNotFound`` (a caller who may
+    read but not create, or a plain read, of an id that does not exist)."""
+    if not (policy.allows(p, "get", key_id) or policy.allows(p, "create", key_id)):
+        policy.check(p, "get", key_id)
+    dek = await store.lookup(key_id, size)
+    if dek is not None:
+        event.operation = "get"
+        policy.check(p, "get", key_id)
+        return dek, False
+    if not create:
+        event.operation = "get"
+        policy.check(p, "get", key_id)
+        raise KeyNotFound("no key with this id")
+    event.operation = "create"
+    if not policy.allows(p, "create", key_id):
+        if policy.allows(p, "get", key_id):
+            raise KeyNotFound("no key with this id")
+        policy.check(p, "create", key_id)
+    return await store.create(key_id, size), True
 
 
 def build_store(config: KeyServiceConfig) -> KeyStore:
