@@ -136,24 +136,22 @@ async def check_replay(
     ttl = valid_until - clock().timestamp() + 1.0
     if ttl <= 0:
         return
-    key = replay_key(endpoint.vendor, signed, body, auth.body_sha256)
+    # (the digest verify computed, or the spooled body's)
+    key = replay_key(endpoint.vendor, signed, auth.body_digest(body) if body else auth.body_sha256)
     if not await cache.first_use(key, min(ttl, 30 * 86400)):
         raise Replayed("this signed request was already used (replay)")
 
 
-def replay_key(
-    vendor: str, signed: SigningRequest, body: bytes | None, body_sha256: str | None = None
-) -> bytes:
+def replay_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -> bytes:
     """Everything a signature can cover: two requests with the same key are the same signed
-    request (the signature lives in the Authorization header, the query or the body)."""
+    request (the signature lives in the Authorization header, the query or the body, whose
+    SHA-256 in hex is ``body_sha256``; ``None`` for no body)."""
     h = hashlib.sha256()
     for part in (vendor, signed.method, signed.host, signed.path, signed.query):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
     for value in signed.headers.getall("authorization", []):
         h.update(value.encode("utf-8", "surrogateescape") + b"\0")
-    if body:
-        h.update(hashlib.sha256(body).digest())
-    elif body_sha256:
+    if body_sha256:
         h.update(bytes.fromhex(body_sha256))
     return h.digest()
 

@@ -19,7 +19,6 @@ request leaves behind) and :mod:`keybroker.hooks` (the library's hooks).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
@@ -265,7 +264,7 @@ class Proxy:
         if body is None:
             body = await read_bounded(request, limit, self.config.http.client_timeout)
         claimed = auth.payload_sha256 if auth.body is BodyPolicy.CLAIMED_SHA256 else None
-        if claimed and not constant_time_equal(hashlib.sha256(body).hexdigest(), claimed.lower()):
+        if claimed and not constant_time_equal(auth.body_digest(body), claimed.lower()):
             raise SignatureMismatch("the body does not match the signed payload hash")
         verify_signature(route.signed, signer, auth, endpoint, body, self.clock, self.config)
         # a key request is one use
