@@ -34,7 +34,7 @@ from keybroker.httpserver import Request
 from keybroker.replay import ReplayCache
 from keybroker.routing import Route
 from keybroker.secret import constant_time_equal
-from keybroker.signers import ParsedAuth, Signer, SigningRequest
+from keybroker.signers import Operation, ParsedAuth, Signer, SigningRequest
 
 __all__ = [
     "admit",
@@ -45,6 +45,7 @@ __all__ = [
     "proxy_credential",
     "replay_key",
     "request_action",
+    "request_operation",
     "verify_signature",
 ]
 
@@ -159,6 +160,18 @@ def replay_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -> 
 # ---------------------------------------------------------------------- policy facts
 
 
+def request_operation(route: Route, auth: ParsedAuth, body: bytes | None) -> Operation:
+    """What the vendor will execute: the signer's own reading (``Signer.operation``) when it
+    has one, else the generic rules of :func:`request_action`."""
+    signer = route.signer
+    operation = getattr(signer, "operation", None)
+    if operation is not None:
+        found: Operation = operation(route.signed, auth, body)
+        return found
+    action = request_action(route, auth, body)
+    return Operation(auth.service, action, None, policy.reads_only(action, route.signed.method))
+
+
 def request_action(route: Route, auth: ParsedAuth, body: bytes | None) -> str | None:
     """The API action: from the signature scheme, a form body, or a REST API's method and path."""
     if auth.action:
@@ -174,4 +187,6 @@ def request_action(route: Route, auth: ParsedAuth, body: bytes | None) -> str | 
 
 
 def policy_facts(ctx: RequestContext, request: Request) -> policy.RequestFacts:
-    return policy.RequestFacts(ctx.service, ctx.action, ctx.region, request.method, request.remote)
+    return policy.RequestFacts(
+        ctx.service, ctx.action, ctx.region, request.method, request.remote, bool(ctx.read_only)
+    )

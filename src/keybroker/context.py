@@ -21,6 +21,10 @@ class RequestContext:
     service: str | None = None
     region: str | None = None
     action: str | None = None
+    #: what the action acts on (``bucket/key``), when the signer knows
+    resource: str | None = None
+    #: the signer classified the operation as read-only (None: not classified yet)
+    read_only: bool | None = None
     upstream_url: str | None = None
     status: int | None = None
     error_code: str | None = None

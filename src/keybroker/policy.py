@@ -28,6 +28,7 @@ __all__ = [
     "check_source",
     "form_action",
     "ip_allowed",
+    "reads_only",
     "rest_action",
     "s3_action",
 ]
@@ -60,6 +61,8 @@ class RequestFacts:
     region: str | None
     method: str
     source_ip: str | None
+    #: the signer classified the operation as read-only (``Operation.read_only``)
+    read_only: bool = False
 
 
 def check(policy: Policy, facts: RequestFacts) -> None:
@@ -75,7 +78,7 @@ def check(policy: Policy, facts: RequestFacts) -> None:
         raise Forbidden(f"the policy denies action '{name}'")
     if policy.actions and not (name and _matches(name, tuple(policy.actions))):
         raise Forbidden(f"the policy does not allow action '{name or service + ':?'}'")
-    if policy.preset == "read-only" and not _reads_only(facts):
+    if policy.preset == "read-only" and not facts.read_only:
         raise Forbidden(f"the read-only policy does not allow '{name or facts.method}'")
 
 
@@ -85,10 +88,12 @@ def check_source(policy: Policy, source_ip: str | None) -> None:
         raise Forbidden("the policy does not allow this client address for the account")
 
 
-def _reads_only(facts: RequestFacts) -> bool:
-    if facts.action:
-        return facts.action.lower().startswith(READ_ONLY_PREFIXES)
-    return facts.method.upper() in _READ_METHODS
+def reads_only(action: str | None, method: str) -> bool:
+    """The generic read-only rule, for signers without their own ``operation``: an action
+    named like a read, or no action and a safe method."""
+    if action:
+        return action.lower().startswith(READ_ONLY_PREFIXES)
+    return method.upper() in _READ_METHODS
 
 
 @lru_cache(maxsize=4096)

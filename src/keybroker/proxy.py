@@ -28,7 +28,13 @@ from datetime import UTC, datetime
 from keybroker import metrics, policy
 from keybroker.answers import error_response, health_response, version_headers
 from keybroker.audit import AuditLog
-from keybroker.checks import admit, check_replay, policy_facts, request_action, verify_signature
+from keybroker.checks import (
+    admit,
+    check_replay,
+    policy_facts,
+    request_operation,
+    verify_signature,
+)
 from keybroker.config import Config, Endpoint
 from keybroker.config_load import validate
 from keybroker.context import RequestContext
@@ -347,7 +353,12 @@ class Proxy:
         await check_replay(
             self._replay, route.signed, auth, endpoint, body, self.clock, self.config
         )
-        ctx.action = request_action(route, auth, body)
+        operation = request_operation(route, auth, body)
+        ctx.action, ctx.resource, ctx.read_only = (
+            operation.action,
+            operation.resource,
+            operation.read_only,
+        )
         policy.check(endpoint.policy, policy_facts(ctx, request))
         upstream = upstream_request(route, self._router.accounts)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"

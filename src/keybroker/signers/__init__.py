@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 
 from keybroker.credentials import Credential
-from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, Signer, SigningRequest
 
 __all__ = [
     "BUILTIN_VENDORS",
     "BodyPolicy",
+    "Operation",
     "ParsedAuth",
     "Signer",
     "SigningRequest",

@@ -51,7 +51,14 @@ from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
 
-__all__ = ["BodyPolicy", "BodyTransformer", "ParsedAuth", "Signer", "SigningRequest"]
+__all__ = [
+    "BodyPolicy",
+    "BodyTransformer",
+    "Operation",
+    "ParsedAuth",
+    "Signer",
+    "SigningRequest",
+]
 
 
 @dataclass(slots=True)
@@ -156,6 +163,26 @@ class ParsedAuth:
         digest = hashlib.sha256(body or b"").hexdigest()
         self._digested = (body, digest)
         return digest
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What the vendor will execute for a verified request, read the way the vendor's service
+    reads it: the policy, the replay rule and the audit all decide on this one value.
+
+    ``action`` is the vendor's operation name (``GetObject``, ``DescribeInstances``) or
+    ``None`` when the signer cannot classify the request; ``resource`` names what it acts on
+    (``bucket/key`` for S3) when known; ``read_only`` is True only when the signer knows the
+    operation changes nothing (an unclassified request is never read-only).
+
+    A signer may offer ``operation(req, auth, body) -> Operation`` (optional member); without
+    it :func:`keybroker.checks.request_operation` falls back to generic rules.
+    """
+
+    service: str | None
+    action: str | None
+    resource: str | None = None
+    read_only: bool = False
 
 
 @runtime_checkable
