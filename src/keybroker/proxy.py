@@ -45,6 +45,7 @@ from keybroker.httpclient import UpstreamClient
 from keybroker.httpserver import HttpServer, Request, StreamResponse
 from keybroker.keyservice import KeyService
 from keybroker.keyservice import attach as attach_key_service
+from keybroker.keyservice.signed import require_signed_whole
 from keybroker.limits import AccountLimits, limits_from_config
 from keybroker.netguard import GuardedResolver
 from keybroker.passthrough import pass_unsigned, pass_unverified
@@ -265,6 +266,7 @@ class Proxy:
             endpoint.vendor,
             auth.service,
         )
+        require_signed_whole(auth)  # before any body is read or the replay cache consulted
         limit = endpoint.max_body_bytes or self.config.http.max_body_bytes
         body = route.signed.body
         if body is None:
