@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from keybroker.kms.errors import DEKExists, DEKNotFound
+from keybroker.kms.errors import DEKExists, DEKNotFound, IntegrityError
 from keybroker.storage import MAX_BLOB_BYTES, MAX_KEY_ID_BYTES, Storage
 
 VALID_IDS = [
@@ -200,3 +202,33 @@ def threads_race_one_wins(store: Any) -> None:
     assert sorted(outcomes) == ["lost"] * 5 + ["won"]
     assert asyncio.run(store.get("shared")).startswith(b"t")
     asyncio.run(store.close())
+
+
+# Larger than any blob by far; the read must stop near the limit, not buffer the object.
+HUGE_OBJECT_BYTES = 24 * 1024 * 1024
+READ_PEAK_LIMIT = 4 * 1024 * 1024
+
+
+async def oversized_objects_refused(store: Any, plant: Callable[[str, bytes], None]) -> None:
+    """Objects written at DEK ids behind the storage's back (``plant`` uses the service's own
+    client) that exceed the blob limit: one byte over and 24 MiB over are both refused with
+    the precise error by ``get`` and ``replace``, and refusing the huge one allocates far
+    less than the object (it is never read whole)."""
+    await store.open()
+    plant("over-by-one", b"o" * (MAX_BLOB_BYTES + 1))
+    plant("huge", b"h" * HUGE_OBJECT_BYTES)
+    plant("at-limit", b"a" * MAX_BLOB_BYTES)
+    assert await store.get("at-limit") == b"a" * MAX_BLOB_BYTES
+    for key_id in ("over-by-one", "huge"):
+        with pytest.raises(IntegrityError, match=f"larger than the {MAX_BLOB_BYTES}-byte blob"):
+            await store.get(key_id)
+        with pytest.raises(IntegrityError, match="blob limit"):
+            await store.replace(key_id, b"old", b"new")
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError, match="blob limit"):
+            await store.get("huge")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < READ_PEAK_LIMIT, f"refusing a {HUGE_OBJECT_BYTES}-byte object took {peak}"

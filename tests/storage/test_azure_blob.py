@@ -26,7 +26,11 @@ from tests.storage.cloud_servers import (
     Azurite,
     FakeEntraID,
 )
-from tests.storage.conformance import StorageConformance, threads_race_one_wins
+from tests.storage.conformance import (
+    StorageConformance,
+    oversized_objects_refused,
+    threads_race_one_wins,
+)
 
 
 def new_container() -> str:
@@ -93,6 +97,19 @@ def test_from_uri_creates_nothing(azurite: Azurite) -> None:
     container = new_container()
     AzureBlobStorage.from_uri(parse_uri(conn_uri(azurite, container)))
     assert container not in {c.name for c in admin(azurite).list_containers()}
+
+
+async def test_oversized_objects_are_refused_unread(azurite: Azurite) -> None:
+    """Blobs past the blob limit planted at DEK ids: one ranged read of the limit plus one
+    byte, so the 24 MiB blob is never fetched."""
+    container = new_container()
+    s = from_conn(azurite, container)
+
+    def plant(key: str, data: bytes) -> None:
+        admin(azurite).get_blob_client(container, key).upload_blob(data)
+
+    await oversized_objects_refused(s, plant)
+    await s.close()
 
 
 # -- create-only writes -----------------------------------------------------------------------

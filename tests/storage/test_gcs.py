@@ -22,7 +22,11 @@ from keybroker.storage import storage_from_uri
 from keybroker.storage.gcs import GCSStorage
 from tests.servers import free_port
 from tests.storage.cloud_servers import FakeGoogleTokenServer
-from tests.storage.conformance import StorageConformance, threads_race_one_wins
+from tests.storage.conformance import (
+    StorageConformance,
+    oversized_objects_refused,
+    threads_race_one_wins,
+)
 
 
 def new_bucket() -> str:
@@ -100,6 +104,18 @@ def test_from_uri_creates_nothing(fake_gcs_url: str, key_file: Path) -> None:
     bucket = new_bucket()
     GCSStorage.from_uri(parse_uri(uri(fake_gcs_url, bucket, key_file)))
     assert admin(fake_gcs_url).lookup_bucket(bucket) is None
+
+
+async def test_oversized_objects_are_refused_unread(fake_gcs_url: str) -> None:
+    """Objects past the blob limit planted at DEK ids: the download stops at the limit."""
+    bucket = new_bucket()
+    s = anonymous(fake_gcs_url, bucket)
+
+    def plant(key: str, data: bytes) -> None:
+        admin(fake_gcs_url).bucket(bucket).blob(key).upload_from_string(data)
+
+    await oversized_objects_refused(s, plant)
+    await s.close()
 
 
 # -- create-only writes -----------------------------------------------------------------------

@@ -21,7 +21,11 @@ from keybroker.secret import Secret
 from keybroker.storage import storage_from_uri
 from keybroker.storage.s3 import S3Storage
 from tests.storage.cloud_servers import AwsKeys, moto_auth_enforced
-from tests.storage.conformance import StorageConformance, threads_race_one_wins
+from tests.storage.conformance import (
+    StorageConformance,
+    oversized_objects_refused,
+    threads_race_one_wins,
+)
 
 
 def new_bucket() -> str:
@@ -104,6 +108,19 @@ async def test_existing_bucket_and_objects_are_used(moto_url: str) -> None:
     assert await s.get("pre") == b"stored before"
     with pytest.raises(DEKExists):
         await s.put("pre", b"other")
+    await s.close()
+
+
+async def test_oversized_objects_are_refused_unread(moto_url: str) -> None:
+    """Objects past the blob limit planted at DEK ids: refused by their Content-Length, the
+    24 MiB one never read."""
+    bucket = new_bucket()
+    s = explicit(moto_url, bucket)
+
+    def plant(key: str, data: bytes) -> None:
+        admin(moto_url).put_object(Bucket=bucket, Key=key, Body=data)  # type: ignore[attr-defined]
+
+    await oversized_objects_refused(s, plant)
     await s.close()
 
 

@@ -8,6 +8,9 @@ closed storage refuses further calls.  A backend supplies the synchronous halves
 :func:`translate` turns a backend's SDK errors into the storage errors: the absent and
 already-present cases into ``DEKNotFound`` / ``DEKExists`` (whose messages every backend
 shares), anything else into the ``BackendError`` the backend describes.
+
+:func:`read_bounded` and :class:`BoundedSink` read a stored object in pieces and stop past
+``MAX_BLOB_BYTES`` (:func:`too_large`): an object planted at a DEK id is never read whole.
 """
 
 from __future__ import annotations
@@ -19,20 +22,23 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound
-from keybroker.storage import validate_blob, validate_key_id, validate_prefix
+from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, IntegrityError
+from keybroker.storage import MAX_BLOB_BYTES, validate_blob, validate_key_id, validate_prefix
 
 if TYPE_CHECKING:
     from keybroker.kms.uri import ParsedURI
 
 __all__ = [
+    "BoundedSink",
     "ErrorTypes",
     "Matcher",
     "ThreadedStorage",
     "already_stored",
     "check_uri",
     "not_stored",
+    "read_bounded",
     "sorted_names",
+    "too_large",
     "translate",
 ]
 
@@ -59,6 +65,49 @@ def not_stored(key_id: str) -> DEKNotFound:
 def already_stored(key_id: str) -> DEKExists:
     """The error for a create-only write to a present key id."""
     return DEKExists(f"a DEK is already stored for id {key_id!r}")
+
+
+def too_large(key_id: str) -> IntegrityError:
+    """The error for a stored object larger than any blob (read no further than the limit)."""
+    return IntegrityError(
+        f"stored object for id {key_id!r} is larger than the {MAX_BLOB_BYTES}-byte blob limit:"
+        " not a DEK blob (refused without reading it)"
+    )
+
+
+_PIECE = 16 * 1024
+
+
+def read_bounded(read: Callable[[int], bytes], key_id: str) -> bytes:
+    """Everything ``read(n)`` yields until it returns ``b""``, in pieces of at most 16 KiB.
+    Raises ``IntegrityError`` (:func:`too_large`) as soon as more than ``MAX_BLOB_BYTES``
+    arrived: at most the limit plus one piece is ever read."""
+    sink = BoundedSink(key_id)
+    while piece := read(_PIECE):
+        sink.write(piece)
+    return sink.getvalue()
+
+
+class BoundedSink:
+    """A writable file-like object for an SDK that downloads into a stream: keeps at most
+    ``MAX_BLOB_BYTES`` and raises ``IntegrityError`` (:func:`too_large`) from the write that
+    goes past, which aborts the download."""
+
+    def __init__(self, key_id: str) -> None:
+        self._key_id = key_id
+        self._pieces: builtins.list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        self._size += len(data)
+        if self._size > MAX_BLOB_BYTES:
+            self._pieces.clear()
+            raise too_large(self._key_id)
+        self._pieces.append(bytes(data))
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._pieces)
 
 
 def sorted_names(names: Iterable[str]) -> builtins.list[str]:

@@ -13,6 +13,8 @@ may be secret references (``env:NAME``, ``file:PATH``).
 - The container is created on first use (or by :meth:`AzureBlobStorage.open`) when missing.
 - ``put`` is Put Blob with ``If-None-Match: *``: the service refuses to overwrite, so two racing
   first writers cannot both win; the loser gets ``DEKExists``.
+- Reads are one ranged Get Blob of the blob limit (64 KiB) plus one byte: a larger blob (say,
+  one planted at a DEK id) is refused with ``IntegrityError`` and never read whole.
 - ``replace`` (compare-and-swap, used by rewrap; not part of the Storage protocol) downloads the
   blob with its ETag, compares the bytes and overwrites with ``If-Match:`` that ETag: a
   concurrent writer (or delete) makes the write fail with 412 ``ConditionNotMet``, reported as
@@ -32,8 +34,14 @@ from typing import Any, ClassVar, Self
 from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI, resolve_secret
 from keybroker.secret import Secret
-from keybroker.storage import validate_blob, validate_key_id
-from keybroker.storage._common import ErrorTypes, ThreadedStorage, sorted_names, translate
+from keybroker.storage import MAX_BLOB_BYTES, validate_blob, validate_key_id
+from keybroker.storage._common import (
+    ErrorTypes,
+    ThreadedStorage,
+    sorted_names,
+    too_large,
+    translate,
+)
 
 try:
     from azure.core import MatchConditions
@@ -225,8 +233,7 @@ class AzureBlobStorage(ThreadedStorage):
             raise _backend("Create Container", exc) from exc
 
     def _get(self, key_id: str) -> bytes:
-        with _translate("Get Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):
-            return bytes(self._container.download_blob(key_id).readall())
+        return self._read(key_id)[0]
 
     def _put(self, key_id: str, data: bytes) -> None:
         exists = (azexc.ResourceExistsError, azexc.ResourceModifiedError)
@@ -252,10 +259,16 @@ class AzureBlobStorage(ThreadedStorage):
         return True
 
     def _read(self, key_id: str) -> tuple[bytes, str]:
-        """The blob's bytes and ETag.  Raises ``DEKNotFound``, ``BackendError``."""
+        """The blob's bytes and ETag: one ranged Get Blob of the blob limit plus one byte
+        (the SDK would otherwise fetch up to 32 MiB at once), refused when the blob is larger.
+        Raises ``DEKNotFound``, ``IntegrityError``, ``BackendError``."""
         with _translate("Get Blob", key_id, not_found=(azexc.ResourceNotFoundError,)):
-            download = self._container.download_blob(key_id)
+            download = self._container.download_blob(
+                key_id, offset=0, length=MAX_BLOB_BYTES + 1, max_concurrency=1
+            )
             data, etag = bytes(download.readall()), download.properties.etag
+        if len(data) > MAX_BLOB_BYTES:
+            raise too_large(key_id)
         if not etag:  # without it the write would be unconditional
             raise BackendError("Azure Get Blob failed: no ETag in the response")
         return data, str(etag)

@@ -12,6 +12,8 @@ URI: ``storage://gcp?projectID=&bucket=&credentialsPath=`` plus an optional ``en
 - The SDK retries transient failures of the conditional upload.  If a retried upload had in
   fact been stored, the retry sees 412 and reports ``DEKExists``; the KMS then re-reads the
   blob, which is its own.
+- Reads stream into a sink that stops past the blob limit (64 KiB): a larger object (say, one
+  planted at a DEK id) is refused with ``IntegrityError`` and never read whole.
 - ``replace`` (compare-and-swap, used by rewrap; not part of the Storage protocol) downloads the
   object with its generation, compares the bytes and uploads with ``ifGenerationMatch=`` that
   generation: a concurrent writer (or delete) makes the upload fail with 412, reported as
@@ -33,6 +35,7 @@ from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI
 from keybroker.storage import validate_blob, validate_key_id
 from keybroker.storage._common import (
+    BoundedSink,
     ErrorTypes,
     ThreadedStorage,
     check_uri,
@@ -169,8 +172,7 @@ class GCSStorage(ThreadedStorage):
             raise _backend("buckets.insert", exc) from exc
 
     def _get(self, key_id: str) -> bytes:
-        with _translate("objects.get", key_id, not_found=(gexc.NotFound,)):
-            return bytes(self._bucket.blob(key_id).download_as_bytes())
+        return self._read(key_id)[0]
 
     def _put(self, key_id: str, data: bytes) -> None:
         blob = self._bucket.blob(key_id)
@@ -194,10 +196,14 @@ class GCSStorage(ThreadedStorage):
         return True
 
     def _read(self, key_id: str) -> tuple[bytes, int]:
-        """The object's bytes and generation.  Raises ``DEKNotFound``, ``BackendError``."""
+        """The object's bytes and generation, streamed into a bounded sink: an object past
+        the blob limit aborts the download.  Raises ``DEKNotFound``, ``IntegrityError``,
+        ``BackendError``."""
         blob = self._bucket.blob(key_id)
+        sink = BoundedSink(key_id)
         with _translate("objects.get", key_id, not_found=(gexc.NotFound,)):
-            data = bytes(blob.download_as_bytes())
+            blob.download_to_file(sink)
+            data = sink.getvalue()
         # the generation comes from the download's response headers; without it the upload
         # would be unconditional
         if blob.generation is None:

@@ -16,6 +16,8 @@ for emulators and S3-compatible stores.  ``accessKey`` may be a secret reference
   without SSE-KMS, the MD5 of ``old`` — one request in the usual case; if that fails it reads
   the object, compares the bytes and retries with the ETag it read.  A concurrent writer
   makes the write fail with 412, reported as ``False``.
+- ``get`` reads at most the blob limit (64 KiB) and one piece more: a larger object (say, one
+  planted at a DEK id) is refused with ``IntegrityError`` and never read whole.
 - ``delete`` looks the object up first (S3 deletes a missing key without complaint), so a
   concurrent delete of the same id may make both callers succeed.
 - A storage built from a URI ignores the environment and the shared config files: bogus
@@ -36,7 +38,7 @@ from typing import Any, ClassVar, Self
 from keybroker.kms.errors import BackendError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import ParsedURI, resolve_secret
 from keybroker.secret import Secret
-from keybroker.storage import validate_blob, validate_key_id
+from keybroker.storage import MAX_BLOB_BYTES, validate_blob, validate_key_id
 from keybroker.storage._common import (
     ErrorTypes,
     Matcher,
@@ -44,7 +46,9 @@ from keybroker.storage._common import (
     already_stored,
     check_uri,
     not_stored,
+    read_bounded,
     sorted_names,
+    too_large,
     translate,
 )
 
@@ -180,11 +184,15 @@ class S3Storage(ThreadedStorage):
         return self._read(key_id)[0]
 
     def _read(self, key_id: str) -> tuple[bytes, str]:
-        """The object's bytes and ETag.  Raises ``DEKNotFound``, ``BackendError``."""
+        """The object's bytes and ETag, read in pieces: an object past the blob limit (by its
+        Content-Length or by what arrives) is refused, and its connection dropped unread.
+        Raises ``DEKNotFound``, ``IntegrityError``, ``BackendError``."""
         with _translate("GetObject", key_id, not_found=_absent):
             response = self._client.get_object(Bucket=self.bucket, Key=key_id)
             with response["Body"] as body:
-                return bytes(body.read()), str(response["ETag"])
+                if int(response.get("ContentLength") or 0) > MAX_BLOB_BYTES:
+                    raise too_large(key_id)
+                return read_bounded(body.read, key_id), str(response["ETag"])
 
     def _put(self, key_id: str, data: bytes) -> None:
         if not self._conditional_put(key_id, data, IfNoneMatch="*"):
