@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 COMMANDS = ("serve", "check", "kms", "audit", "seal", "_worker")
+#: what ``--help`` lists (``_worker`` is started by the supervisor, not by people)
+PUBLIC_COMMANDS = "{serve,check,kms,audit,seal}"
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -40,14 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keybroker", description="Hold your own keys: credential proxy and KMS."
     )
     parser.add_argument("--version", action="version", version=f"keybroker {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar=PUBLIC_COMMANDS)
     serve = sub.add_parser("serve", help="run the credential proxy until SIGTERM/SIGINT")
     _add_config_arg(serve)
     check = sub.add_parser("check", help="validate a config and print a summary (no secrets)")
     _add_config_arg(check)
     worker = sub.add_parser("_worker")  # started by the supervisor, not by people
     worker.add_argument("--fd", type=int, required=True)
-    worker.add_argument("--config", required=True)
+    worker.add_argument("--config-fd", type=int, required=True)
+    worker.add_argument("--config-name", required=True)
     from keybroker.audit_cli import add_audit_parser
     from keybroker.kms.cli import add_kms_parser
     from keybroker.seal_cli import add_seal_parser
@@ -85,16 +89,14 @@ def _load_or_report(path: str) -> Config | None:
     try:
         return _load(path)
     except ConfigError as exc:
-        print(f"{path}: invalid config:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(path, "invalid config", exc)
         return None
 
 
 def cmd_serve(path: str) -> int:
     """One process for ``Http.Workers: 1``; else a supervisor and that many workers."""
     from keybroker.logs import setup_logging
-    from keybroker.serving import run_until_signalled
+    from keybroker.serving import StartupFailed, run_until_signalled
     from keybroker.supervisor import Supervisor, worker_count
 
     config = _load_or_report(path)
@@ -102,31 +104,63 @@ def cmd_serve(path: str) -> int:
         return 1
     setup_logging(config.log)
     if worker_count(config.http.workers) > 1:
-        return Supervisor(path, config, lambda: _load(path)).run()
+        return Supervisor(path, config, lambda text: _loads(text, path)).run()
     proxy = _proxy_or_report(path, config)
     if proxy is None:
         return 1
-    run_until_signalled(proxy, reload=lambda: _load(path), watch=path)
+    try:
+        run_until_signalled(proxy, reload=lambda: _load(path), watch=path)
+    except StartupFailed as exc:
+        print(f"{path}: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
-def cmd_worker(fd: int, path: str) -> int:
-    """A worker process of a supervisor: serve on the inherited listening socket."""
+def cmd_worker(fd: int, config_fd: int, name: str) -> int:
+    """A worker process of a supervisor: serve on the inherited listening socket, with the
+    configs the supervisor sends down the pipe ``config_fd`` (``name``: the user's file, for
+    messages).  Exits ``EX_CONFIG`` when it cannot start, so the supervisor stops."""
     import socket
 
     from keybroker.logs import setup_logging
-    from keybroker.serving import run_until_signalled
+    from keybroker.serving import StartupFailed, run_until_signalled
+    from keybroker.workerchannel import EX_CONFIG, ConfigChannel
 
-    config = _load_or_report(path)
-    if config is None:
-        return 1
+    channel = ConfigChannel(config_fd)
+    try:
+        text = channel.read_first()
+    except EOFError:
+        return 1  # the supervisor is gone before it sent anything: nothing to serve
+    try:
+        config = _loads(text, name)
+    except ConfigError as exc:
+        _report(name, "invalid config", exc)
+        return EX_CONFIG
     setup_logging(config.log)
     sock = socket.socket(fileno=fd)
-    proxy = _proxy_or_report(path, config)
+    proxy = _proxy_or_report(name, config)
     if proxy is None:
-        return 1
-    run_until_signalled(proxy, reload=lambda: _load(path), sock=sock)
+        return EX_CONFIG
+    try:
+        run_until_signalled(
+            proxy, reload=lambda: _loads(channel.latest, name), sock=sock, channel=channel
+        )
+    except StartupFailed as exc:
+        print(f"{name}: cannot start: {exc}", file=sys.stderr)
+        return EX_CONFIG
     return 0
+
+
+def _loads(text: str, name: str) -> Config:
+    from keybroker.config_load import loads
+
+    return loads(text, name)
+
+
+def _report(path: str, what: str, exc: ConfigError) -> None:
+    print(f"{path}: {what}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def _proxy_or_report(path: str, config: Config) -> Proxy | None:
@@ -137,20 +171,29 @@ def _proxy_or_report(path: str, config: Config) -> Proxy | None:
     try:
         return Proxy(config)
     except ConfigError as exc:
-        print(f"{path}: cannot start:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(path, "cannot start", exc)
         return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # ``keybroker check | head``: the reader left early; nothing of ours failed.  Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
     if args.command == "serve":
         return cmd_serve(args.config)
     if args.command == "check":
         return cmd_check(args.config)
     if args.command == "_worker":
-        return cmd_worker(args.fd, args.config)
+        return cmd_worker(args.fd, args.config_fd, args.config_name)
     handler = getattr(args, "handler", None)
     if handler is None:  # pragma: no cover - argparse requires a sub-command
         return 2

@@ -18,8 +18,10 @@ from keybroker.httpserver import HttpServer
 
 if TYPE_CHECKING:
     from keybroker.proxy import Proxy
+    from keybroker.workerchannel import ConfigChannel
 
 __all__ = [
+    "StartupFailed",
     "bind_socket",
     "listen",
     "parse_address",
@@ -29,6 +31,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("keybroker.server")
+
+
+class StartupFailed(Exception):
+    """The proxy could not start (the port, TLS files, the audit directory, a key service):
+    the message says what, without internals."""
 
 
 def parse_address(address: str) -> tuple[str | None, int]:
@@ -124,13 +131,16 @@ def run_until_signalled(
     *,
     watch: str | None = None,
     sock: socket.socket | None = None,
+    channel: ConfigChannel | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests.  On SIGHUP — and when the
-    file ``watch`` changes — call ``reload()`` and swap the new config in; an invalid new
-    config is logged and the old one keeps serving."""
+    file ``watch`` changes, or a worker's supervisor sends a config down ``channel`` — call
+    ``reload()`` and swap the new config in; an invalid new config is logged and the old one
+    keeps serving.  A worker whose ``channel`` closes (its supervisor died) drains and returns.
+    Raises :class:`StartupFailed` when the proxy cannot start."""
     loop = _new_loop()
     try:
-        loop.run_until_complete(_serve(proxy, reload, watch, sock))
+        loop.run_until_complete(_serve(proxy, reload, watch, sock, channel))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -141,6 +151,7 @@ async def _serve(
     reload: Callable[[], Config] | None,
     watch: str | None,
     sock: socket.socket | None,
+    channel: ConfigChannel | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -151,7 +162,21 @@ async def _serve(
         loop.add_signal_handler(signal.SIGHUP, lambda: reload_proxy(proxy, reload))
         if watch is not None:
             watcher = asyncio.create_task(watch_file(watch, lambda: reload_proxy(proxy, reload)))
-    await proxy.start(sock=sock)
+    try:
+        await proxy.start(sock=sock)
+    except OSError as exc:
+        await _quietly_stop(proxy)
+        raise StartupFailed(f"cannot listen or open a file: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        await _quietly_stop(proxy)
+        raise StartupFailed(f"{type(exc).__name__}: {exc}") from exc
+    if channel is not None and reload is not None:
+
+        def parent_gone() -> None:
+            log.warning("the supervisor is gone: draining and exiting")
+            stop.set()
+
+        channel.follow(lambda: reload_proxy(proxy, reload), parent_gone)
     log.info("listening", extra={"fields": {"ports": proxy.ports}})
     await stop.wait()
     log.info("shutting down: draining in-flight requests")
@@ -161,6 +186,11 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(sig)
+
+
+async def _quietly_stop(proxy: Proxy) -> None:
+    with contextlib.suppress(Exception):
+        await proxy.stop()
 
 
 def reload_proxy(proxy: Proxy, reload: Callable[[], Config]) -> bool:

@@ -1,11 +1,14 @@
 """Several worker processes sharing one listening socket (``Http.Workers``).
 
 The supervisor binds one listening socket per worker on the same port (SO_REUSEPORT), starts
-``N`` workers (``python -m keybroker _worker``, each handed its socket's file descriptor and
-the config path), and owns what they must share: the
-replay cache (a UNIX socket server, see :mod:`keybroker.replay`) and the metrics directory.
-It restarts a worker that dies, forwards SIGHUP (and config-file changes, after checking the
-new file itself) to every worker, and on SIGTERM/SIGINT lets them drain and exits 0.
+``N`` workers (``python -m keybroker _worker``, each handed its socket's file descriptor and a
+pipe that carries the config, see :mod:`keybroker.workerchannel`), and owns what they must
+share: the replay cache (a UNIX socket server, see :mod:`keybroker.replay`) and the metrics
+directory.  It restarts a worker that dies after it started serving, sends every config it
+accepts (on SIGHUP or a change of the file, after checking it itself) to every worker, and on
+SIGTERM/SIGINT lets them drain and exits 0.  A worker that cannot start (exit
+``EX_CONFIG``) stops the server with exit status 1: restarting it would fail the same way.
+When the supervisor dies, however it dies, its workers see their config pipe close and exit.
 
 Workers are fresh interpreters, not forks: nothing (threads, event loops, open clients) is
 inherited by accident.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from keybroker.config import Config
 from keybroker.serving import bind_socket, watch_file
+from keybroker.workerchannel import EX_CONFIG, write_frame
 
 __all__ = ["Supervisor", "worker_count"]
 
@@ -42,7 +46,9 @@ def worker_count(configured: int) -> int:
 class Supervisor:
     """Runs and supervises the workers of one server (see the module docstring)."""
 
-    def __init__(self, config_path: str, config: Config, load: Callable[[], Config]) -> None:
+    def __init__(self, config_path: str, config: Config, load: Callable[[str], Config]) -> None:
+        """``load(text)`` parses and checks a config file's text (as ``config_load.loads``
+        with the file named in messages)."""
         self.config_path = os.path.abspath(config_path)
         self.config = config
         self.load = load
@@ -51,24 +57,19 @@ class Supervisor:
         self._stopping = False
         self._state_dir = Path(tempfile.mkdtemp(prefix="keybroker-"))  # mode 0700
         self._extra_env: dict[str, str] = {}
-        # Workers read the last config the supervisor accepted, never the file being edited:
-        # a worker restarted while the file holds a broken config must still come up.
-        self._snapshot = self._state_dir / "config.yml"
-        self._save_snapshot()
+        # Workers get the last config the supervisor accepted, never the file being edited
+        # (a worker restarted while the file holds a broken config must still come up), and
+        # get it through a pipe: no copy of it is written to disk.
+        self._text = _read_text(self.config_path)
+        self._pipes: dict[int, int] = {}  # slot -> write end of its config pipe
+        self._fatal = False
+        self._stop = asyncio.Event()
 
     def run(self) -> int:
         try:
             return asyncio.run(self._main())
         finally:
             shutil.rmtree(self._state_dir, ignore_errors=True)
-
-    def _save_snapshot(self) -> None:
-        data = Path(self.config_path).read_bytes()
-        tmp = self._snapshot.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self._snapshot)
 
     async def _main(self) -> int:
         # one listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
@@ -78,7 +79,7 @@ class Supervisor:
         socks = [first] + [
             bind_socket(self.config.http, reuse_port=True, port=port) for _ in range(self.count - 1)
         ]
-        stop = asyncio.Event()
+        stop = self._stop
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -104,9 +105,12 @@ class Supervisor:
         for proc in list(self.workers.values()):  # past the deadline: no more waiting
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+        for fd in self._pipes.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if shared is not None:
             await shared()
-        return 0
+        return 1 if self._fatal else 0
 
     async def _start_shared_state(self) -> Callable[[], Awaitable[None]] | None:
         """The replay cache shared by the workers, owned here (when the config uses the
@@ -131,40 +135,73 @@ class Supervisor:
         return close
 
     async def _keep_worker(self, slot: int, fd: int) -> None:
-        """Run worker ``slot``; restart it (with back-off) until the server stops."""
+        """Run worker ``slot``; restart it (with back-off) until the server stops — unless it
+        could not start at all (``EX_CONFIG``), which stops the server."""
         failures = 0
         while not self._stopping:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "keybroker",
-                "_worker",
-                "--fd",
-                str(fd),
-                "--config",
-                str(self._snapshot),
-                pass_fds=(fd,),
-                env={**os.environ, **self._extra_env, "KEYBROKER_WORKER": str(slot)},
-            )
+            read_end, write_end = os.pipe()
+            os.set_inheritable(read_end, True)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "keybroker",
+                    "_worker",
+                    "--fd",
+                    str(fd),
+                    "--config-fd",
+                    str(read_end),
+                    "--config-name",
+                    self.config_path,
+                    pass_fds=(fd, read_end),
+                    env={**os.environ, **self._extra_env, "KEYBROKER_WORKER": str(slot)},
+                )
+            finally:
+                os.close(read_end)
+            self._pipes[slot] = write_end
             self.workers[slot] = proc
+            self._send(slot)
             code = await proc.wait()
             del self.workers[slot]
+            with contextlib.suppress(OSError):
+                os.close(self._pipes.pop(slot))
             if self._stopping:
+                return
+            if code == EX_CONFIG:
+                log.error("worker %d could not start; stopping (see the error above)", slot)
+                self._fatal = True
+                self._stop.set()
                 return
             failures += 1
             delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF)) - 1]
             log.error("worker %d exited with %s; restarting in %.1f s", slot, code, delay)
             await asyncio.sleep(delay)
 
+    def _send(self, slot: int) -> None:
+        """Hand worker ``slot`` the current config (a dead worker's pipe is ignored: it is
+        replaced with a fresh one when the worker restarts)."""
+        fd = self._pipes.get(slot)
+        if fd is None:
+            return
+        try:
+            write_frame(fd, self._text)
+        except OSError as exc:
+            log.warning("worker %d did not take the config: %s", slot, exc.strerror)
+
     def _reload(self) -> None:
         """Check the new config here (one clear log line if it is bad), then tell workers."""
         try:
-            self.config = self.load()
-            self._save_snapshot()
+            text = _read_text(self.config_path)
+            self.config = self.load(text)
         except Exception as exc:
             log.error("config reload rejected; workers keep the old config: %s", exc)
             return
-        for proc in list(self.workers.values()):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGHUP)
-        log.info("config reload sent to %d workers", len(self.workers))
+        self._text = text
+        for slot in list(self._pipes):
+            self._send(slot)
+        log.info("config reload sent to %d workers", len(self._pipes))
+
+
+def _read_text(path: str) -> str:
+    """The config file's text, as the workers will parse it (``load`` checked it)."""
+    return Path(path).read_bytes().decode("utf-8", "replace").removeprefix("\ufeff")
