@@ -70,14 +70,18 @@ def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 def _leaf(
-    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], cn: str, *, server: bool
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    cn: str | x509.Name,
+    *,
+    server: bool,
+    sans: list[x509.GeneralName] | None = None,
 ) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(cn if isinstance(cn, x509.Name) else _name(cn))
         .issuer_name(ca[1].subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -86,8 +90,9 @@ def _leaf(
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
     if server:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca[0], hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
@@ -114,16 +119,24 @@ def make_pki(directory: Path) -> Pki:
     )
 
 
-def issue_client(pki: Pki, cn: str) -> tuple[Path, Path]:
-    """A client certificate and key for common name ``cn`` from the test CA (files next to
-    the CA's)."""
+def issue_client(
+    pki: Pki,
+    cn: str | x509.Name,
+    *,
+    tag: str = "",
+    sans: list[x509.GeneralName] | None = None,
+) -> tuple[Path, Path]:
+    """A client certificate and key from the test CA (files next to the CA's): for common
+    name ``cn``, or for the subject ``cn`` as given (any attributes, in any number; then
+    ``tag`` names the files), with subject alternative names ``sans``."""
     key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("the test CA key is not an EC key")
     cert_pem, key_pem = _leaf(
-        (key, x509.load_pem_x509_certificate(pki.ca.read_bytes())), cn, server=False
+        (key, x509.load_pem_x509_certificate(pki.ca.read_bytes())), cn, server=False, sans=sans
     )
-    cert, private = pki.ca.parent / f"client-{cn}.pem", pki.ca.parent / f"client-{cn}.key"
+    stem = tag or str(cn)
+    cert, private = pki.ca.parent / f"client-{stem}.pem", pki.ca.parent / f"client-{stem}.key"
     cert.write_bytes(cert_pem)
     private.write_bytes(key_pem)
     return cert, private

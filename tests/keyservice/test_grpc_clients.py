@@ -7,6 +7,7 @@ name is not listed is refused; without ``Clients`` every certificate of the CA i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,8 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from keybroker.config import GrpcClient, GrpcConfig, KeyPolicy
 from keybroker.errors import ConfigError
@@ -195,3 +198,78 @@ def test_without_clients_every_certificate_of_the_ca_gets_any_key(
             ("platform-one", "create", "allow"),
             ("platform-two", "get", "allow"),
         ]
+
+
+def _cn(*values: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, v) for v in values])
+
+
+def _long_cn() -> x509.Name:
+    with warnings.catch_warnings():  # over X.520's 64 characters, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p" * 65, _validate=False)])
+
+
+_BAD_SUBJECTS: dict[str, x509.Name] = {
+    "nul": _cn("platform-one\x00evil"),
+    "nul-end": _cn("platform-one\x00"),
+    "two-cns": _cn("platform-one", "evil"),
+    "two-cns-same": _cn("platform-one", "platform-one"),
+    "newline": _cn("platform-one\n"),
+    "tab": _cn("platform-one\t"),
+    "del": _cn("platform-one\x7f"),
+    "non-ascii": _cn("platform-\u043ene"),  # a Cyrillic o
+    "trailing-space": _cn("platform-one "),
+    "no-cn": x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "platform-one")]),
+    "empty-subject": x509.Name([]),
+    "too-long": _long_cn(),
+}
+
+
+def _identity_refused(kb: KeyBroker, client: Any, pki: Pki, cert: Path, key: Path) -> Any:
+    assert kb.grpc_port is not None
+    with pytest.raises(grpc.RpcError) as caught, tls_channel(kb.grpc_port, pki, cert, key) as ch:
+        get_data_key(client, ch, "tenant-a/existing", 32)
+    return caught.value
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_SUBJECTS))
+def test_a_certificate_without_exactly_one_printable_common_name_is_denied(
+    kb: KeyBroker, client: Any, pki: Pki, case: str
+) -> None:
+    cert, key = issue_client(pki, _BAD_SUBJECTS[case], tag=f"bad-{case}")
+    error = _identity_refused(kb, client, pki, cert, key)
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "common name" in error.details()
+    event = [e for e in kb.key_events() if e["api"] == "grpc"][-1]
+    assert (event["decision"], event["status"], event.get("client")) == ("deny", 403, None)
+
+
+def test_subject_alternative_names_do_not_name_a_client(
+    kb: KeyBroker, client: Any, pki: Pki
+) -> None:
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("platform-one"),
+        x509.UniformResourceIdentifier("spiffe://platform-one"),
+    ]
+    cert, key = issue_client(pki, x509.Name([]), tag="san-only", sans=sans)
+    error = _identity_refused(kb, client, pki, cert, key)
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    # with a common name, the SANs change nothing: the common name decides
+    cert, key = issue_client(pki, _cn("platform-two"), tag="san-listed", sans=sans)
+    error = _identity_refused(kb, client, pki, cert, key)
+    assert (error.code(), error.details()) == (grpc.StatusCode.PERMISSION_DENIED, NOT_LISTED)
+    cert, key = issue_client(pki, _cn("platform-one"), tag="cn-listed", sans=sans)
+    assert kb.grpc_port is not None
+    with tls_channel(kb.grpc_port, pki, cert, key) as channel:
+        assert len(get_data_key(client, channel, "tenant-a/existing", 32)) == 32
+
+
+def test_a_malformed_common_name_is_denied_without_clients_too(
+    tmp_path: Path, client: Any, pki: Pki
+) -> None:
+    with keybroker(tmp_path, grpc=_mtls(pki, None)) as open_kb:
+        for case in ("nul", "two-cns", "no-cn"):
+            cert, key = issue_client(pki, _BAD_SUBJECTS[case], tag=f"open-{case}")
+            error = _identity_refused(open_kb, client, pki, cert, key)
+            assert error.code() is grpc.StatusCode.PERMISSION_DENIED

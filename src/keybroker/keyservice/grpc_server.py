@@ -13,6 +13,10 @@ address), or TLS with ``Grpc.CertFile``/``KeyFile``, mutual TLS with ``Grpc.Clie
 Every call writes a key audit line (``api: "grpc"``) with the peer's address, under mutual
 TLS its certificate's common name, and the decision.
 
+Client names come from the peer certificate itself (:mod:`keybroker.keyservice.client_identity`):
+a certificate without exactly one printable-ASCII common name is ``PERMISSION_DENIED`` (with or
+without ``Grpc.Clients``); subject alternative names are ignored.
+
 Callers: without ``Grpc.Clients`` anyone who reaches the port gets any key (Constellation's
 behaviour).  With it (mutual TLS only), after the argument checks above a certificate whose
 common name is not listed is ``PERMISSION_DENIED``, and a listed one is held to its
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from keybroker.config import GrpcConfig, KeyPolicy
 from keybroker.errors import ConfigError, Forbidden, ProxyError, ServiceUnavailable
+from keybroker.keyservice.client_identity import ClientIdentityError, common_name_of
 from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound
 from keybroker.keyservice.service import KeyEvent, get_or_create
 from keybroker.kms.errors import MissingExtra
@@ -108,11 +113,16 @@ class GrpcKeyServer:
     async def _get_data_key(
         self, request: proto.DataKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        name = _common_name(context)
-        client = None if name is None else name.decode("utf-8", "replace")[:256]
-        event = KeyEvent("grpc", "get", client=client)
+        refusal: Forbidden | None = None
+        try:
+            name = _common_name(context)
+        except ClientIdentityError as exc:
+            name, refusal = None, Forbidden(str(exc))
+        event = KeyEvent("grpc", "get", client=name)
         event.source_ip = _peer_ip(context.peer())
         try:
+            if refusal is not None:
+                raise refusal
             dek = await self._serve(request, event, name)
         except ProxyError as exc:
             event.failed(exc)
@@ -127,7 +137,7 @@ class GrpcKeyServer:
         return proto.GetDataKeyResponse(data_key=dek)
 
     async def _serve(
-        self, request: proto.DataKeyRequest, event: KeyEvent, name: bytes | None
+        self, request: proto.DataKeyRequest, event: KeyEvent, name: str | None
     ) -> bytes:
         """Constellation's checks in its order, then ours; the DEK (created on first use)."""
         if request.length == 0:
@@ -149,13 +159,10 @@ class GrpcKeyServer:
         return dek
 
 
-def _policy_of(policies: dict[str, KeyPolicy], name: bytes | None) -> KeyPolicy:
+def _policy_of(policies: dict[str, KeyPolicy], name: str | None) -> KeyPolicy:
     """The key policy of the certificate whose common name is ``name`` (matched exactly).
     Raises ``Forbidden`` (no certificate, or a name not in ``Grpc.Clients``)."""
-    try:
-        found = None if name is None else policies.get(name.decode("utf-8"))
-    except UnicodeDecodeError:
-        found = None
+    found = None if name is None else policies.get(name)
     if found is None:
         raise Forbidden(_NOT_LISTED)
     return found
@@ -200,10 +207,13 @@ def _read(config: GrpcConfig, name: str) -> bytes:
         raise ConfigError(f"KeyService.Grpc.{name}: cannot read: {exc.strerror}") from None
 
 
-def _common_name(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
-    """The common name of a verified client certificate (mutual TLS), else ``None``."""
-    names = list(context.auth_context().get("x509_common_name", ()))
-    return names[0] if names else None
+def _common_name(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The one common name of the verified client certificate (mutual TLS), read from the
+    certificate itself, or ``None`` without one.  Raises ``ClientIdentityError``."""
+    pems = list(context.auth_context().get("x509_pem_cert", ()))
+    if not pems:
+        return None
+    return common_name_of(pems[0])
 
 
 def _peer_ip(peer: str) -> str:
