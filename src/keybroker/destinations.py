@@ -4,8 +4,9 @@ The rules, secure by default:
 
 * A known account's request goes to its endpoint's ``Upstream`` when one is configured
   (the operator named that host explicitly), else to the origin URI / the vendor's public
-  endpoint — and then only to a host under one of the vendor's public API domains.
+  endpoint — and then only to a vendor API host (:mod:`keybroker.hostscope`).
 * IP literals (in any spelling) and ``localhost`` names are never vendor hosts.
+* A path stays under the ``Upstream``'s path prefix (:mod:`keybroker.pathscope`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from keybroker.errors import Forbidden, MalformedRequest
+from keybroker.errors import MalformedRequest
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 # The usual origin URI: http(s), a plain host name without port or user info, no fragment.
@@ -24,7 +25,7 @@ _PLAIN_ORIGIN = re.compile(r"(?i:(https?))://([A-Za-z0-9.\-]+)([/?][\x21-\x22\x2
 _PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+")
 _BAD_NETLOC = re.compile(r"[@ \t\r\n\\]")
 
-__all__ = ["Destination", "host_in_domains", "parse_base_url", "parse_origin_uri"]
+__all__ = ["Destination", "is_ip_literal", "parse_base_url", "parse_origin_uri"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,18 +130,3 @@ def _numeric_label(label: str) -> bool:
     if lab.startswith("0x"):
         return all(c in "0123456789abcdef" for c in lab[2:])
     return lab.isdigit()
-
-
-def host_in_domains(hostname: str, domains: tuple[str, ...]) -> bool:
-    """True if ``hostname`` is a name under one of ``domains`` (``.amazonaws.com``, ...)."""
-    h = hostname.lower().rstrip(".")
-    if not h or is_ip_literal(h):
-        return False
-    # "=name" entries match that exact host; the others are suffixes like ".amazonaws.com"
-    return any(h == d[1:] if d[0] == "=" else h.endswith(d) and len(h) > len(d) for d in domains)
-
-
-def require_vendor_host(dest: Destination, domains: tuple[str, ...], vendor: str) -> None:
-    """Raise ``Forbidden`` unless ``dest`` is a public API host of ``vendor``."""
-    if dest.scheme != "https" or not host_in_domains(dest.hostname, domains):
-        raise Forbidden(f"destination host is not a public {vendor} API endpoint")

@@ -5,7 +5,7 @@ Only when the operator turned a refusal off:
 * ``ForbiddenAccountNotFound: false`` — a key-proxy request for an unknown account goes on
   unsigned, and only to a public API host of a known vendor;
 * ``ForbiddenProxyCredentialErr: false`` — a request whose proxy signature does not verify
-  goes on exactly as it came, and only where the account's requests may go.
+  goes on exactly as it came, and only to the vendor's public API host (never ``Upstream``).
 
 Plain functions, called directly by :class:`keybroker.proxy.Proxy`.
 """
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from keybroker.config import HttpConfig
 from keybroker.context import RequestContext
-from keybroker.destinations import require_vendor_host
 from keybroker.errors import SignatureMismatch
 from keybroker.forwarding import Forwarder, read_bounded
 from keybroker.httpserver import Request, StreamResponse
-from keybroker.routing import Accounts, Route, upstream_request, vendor_domains
+from keybroker.routing import Route, public_request, vendor_scope
 from keybroker.spool import SpooledBody
 
 __all__ = ["pass_unsigned", "pass_unverified"]
@@ -29,9 +28,9 @@ async def pass_unsigned(
 ) -> StreamResponse:
     """Unknown account with ``ForbiddenAccountNotFound: false``: pass the request on as it
     came, only to a public API host of a known vendor."""
-    assert route.dest is not None
-    domains = vendor_domains(route.vendor_hint)
-    require_vendor_host(route.dest, domains, route.vendor_hint or "cloud vendor")
+    if route.dest is None:
+        raise ValueError("pass_unsigned needs a key-proxy route")
+    vendor_scope(route.vendor_hint).require(route.dest)
     ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
     up = route.signed.copy()
     body = await read_bounded(request, http.max_body_bytes, http.client_timeout)
@@ -44,12 +43,13 @@ async def pass_unverified(
     route: Route,
     body: bytes | SpooledBody | None,
     forwarder: Forwarder,
-    accounts: Accounts,
     http: HttpConfig,
 ) -> StreamResponse:
     """``ForbiddenProxyCredentialErr: false``: forward exactly what came, never a signature
-    the proxy computed, and only where the account's requests may go."""
-    up = upstream_request(route, accounts)
+    the proxy computed, and only to the vendor's own public API host — never the account's
+    ``Upstream`` or ``AllowedHosts``, whose servers would otherwise take any method and body
+    from anyone who knows an account name."""
+    up = public_request(route)
     ctx.upstream_url = f"{up.scheme}://{up.host}"
     ctx.error_code = SignatureMismatch.code
     if body is None:

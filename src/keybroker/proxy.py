@@ -349,7 +349,6 @@ class Proxy:
                 route,
                 body or spooled,
                 self._forwarder,
-                self._router.accounts,
                 self.config.http,
             )
         await check_replay(

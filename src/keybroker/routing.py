@@ -17,12 +17,7 @@ from multidict import CIMultiDict
 from keybroker import signers
 from keybroker.config import Config, Endpoint
 from keybroker.context import RequestContext
-from keybroker.destinations import (
-    Destination,
-    parse_base_url,
-    parse_origin_uri,
-    require_vendor_host,
-)
+from keybroker.destinations import Destination, parse_base_url, parse_origin_uri
 from keybroker.errors import (
     AccountNotFound,
     MalformedRequest,
@@ -31,7 +26,9 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.forwarding import HOP_BY_HOP, read_bounded
+from keybroker.hostscope import HostScope
 from keybroker.httpserver import Request
+from keybroker.pathscope import join_under_prefix
 from keybroker.signers import ParsedAuth, Signer, SigningRequest
 
 __all__ = [
@@ -39,10 +36,11 @@ __all__ = [
     "Accounts",
     "Route",
     "Router",
-    "allowed_domains",
+    "account_scope",
     "parse_auth",
+    "public_request",
     "upstream_request",
-    "vendor_domains",
+    "vendor_scope",
 ]
 
 log = logging.getLogger("keybroker.proxy")
@@ -178,27 +176,45 @@ def vendor_hint(request: Request) -> str | None:
     return hint or None
 
 
-def vendor_domains(hint: str | None) -> tuple[str, ...]:
-    if hint:
-        try:
-            return signers.get(hint).public_domains
-        except KeyError:
-            return ()
-    return tuple(d for s in signers.all_signers() for d in s.public_domains)
+def vendor_scope(hint: str | None) -> HostScope:
+    """Where an unknown account's request may go: the public API hosts of the vendor the
+    platform named, or of any known vendor."""
+    chosen = [s for s in signers.all_signers() if hint is None or s.vendor == hint]
+    return HostScope(
+        hint or "cloud vendor",
+        tuple(d for s in chosen for d in s.public_domains),
+        tuple(p for s in chosen for p in s.excluded_hosts),
+    )
 
 
 def upstream_request(route: Route, accounts: Accounts) -> SigningRequest:
     """The request as it will be sent: the endpoint's ``Upstream`` wins, else the origin URI
-    (key-proxy mode, vendor hosts only) or the vendor's public endpoint (native mode)."""
-    endpoint, signer, auth = route.endpoint, route.signer, route.auth
-    assert endpoint is not None and signer is not None and auth is not None
-    up = route.signed.copy()
+    (key-proxy mode, vendor hosts only) or the vendor's public endpoint (native mode).  The
+    path stays under the ``Upstream``'s path prefix (``Forbidden`` otherwise)."""
+    endpoint = route.endpoint
+    if endpoint is None:
+        raise ValueError("upstream_request needs a routed account")
     override = accounts.upstreams.get(endpoint.cloud_account_name)
-    if override is not None:
-        dest = override
-    elif route.dest is not None:
+    if override is None:
+        return public_request(route, account_scope(route))
+    up = route.signed.copy()
+    up.scheme, up.host = override.scheme, override.host
+    up.path = join_under_prefix(override.prefix, up.path)
+    return up
+
+
+def public_request(route: Route, scope: HostScope | None = None) -> SigningRequest:
+    """The request addressed to the vendor's public API, never the account's ``Upstream``:
+    the origin URI (key-proxy mode) or the vendor endpoint for the signature (native mode),
+    refused (``Forbidden``) unless ``scope`` (the vendor's own API hosts by default) allows
+    it.  An unverified request is passed on only this way."""
+    endpoint, signer, auth = route.endpoint, route.signer, route.auth
+    if endpoint is None or signer is None or auth is None:
+        raise ValueError("public_request needs a routed account")
+    if scope is None:
+        scope = HostScope(endpoint.vendor, signer.public_domains, signer.excluded_hosts)
+    if route.dest is not None:
         dest = route.dest
-        require_vendor_host(dest, allowed_domains(signer, endpoint), endpoint.vendor)
     else:
         base = signer.native_upstream(route.signed, auth)
         if base is None:
@@ -206,22 +222,26 @@ def upstream_request(route: Route, accounts: Accounts) -> SigningRequest:
                 "no public endpoint is known for this service; set Upstream for the account"
             )
         dest = parse_base_url(base)
-        require_vendor_host(dest, allowed_domains(signer, endpoint), endpoint.vendor)
+    scope.require(dest)
+    up = route.signed.copy()
     up.scheme, up.host = dest.scheme, dest.host
-    up.path = dest.prefix + up.path if dest.prefix else up.path
+    up.path = join_under_prefix(dest.prefix, up.path)
     return up
 
 
-def allowed_domains(signer: Signer, endpoint: Endpoint) -> tuple[str, ...]:
-    """The vendor's public API domains plus the account's ``AllowedHosts`` (a name without a
-    leading dot allows that host and its subdomains)."""
-    extra = []
+def account_scope(route: Route) -> HostScope:
+    """The vendor's public API hosts (less its customer-controlled hosts) plus the account's
+    ``AllowedHosts`` (a name without a leading dot allows that host and its subdomains)."""
+    endpoint, signer = route.endpoint, route.signer
+    if endpoint is None or signer is None:
+        raise ValueError("account_scope needs a routed account")
+    extra: list[str] = []
     for host in endpoint.allowed_hosts:
         name = host.strip().lower().rstrip(".")
         extra.append(name if name.startswith(".") else f".{name}")
         if not name.startswith("."):
             extra.append(f"={name}")
-    return (*signer.public_domains, *extra)
+    return HostScope(endpoint.vendor, signer.public_domains, signer.excluded_hosts, tuple(extra))
 
 
 def kept_headers(value: str) -> frozenset[str]:

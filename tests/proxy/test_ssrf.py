@@ -150,3 +150,40 @@ def test_guarded_resolver(answers: list[str], ok: bool) -> None:
     else:
         with pytest.raises(DestinationRefused):
             asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/../admin", "/%2e%2e/admin", "/%2E./admin", "/a/..%2f..%2fadmin", "/..;/admin", "/..%5cx"],
+)
+def test_signed_request_cannot_leave_the_upstream_path_prefix(path: str) -> None:
+    """A correctly signed request whose path climbs out of ``Upstream``'s prefix is refused
+    before anything is sent; one that stays inside goes under the prefix."""
+    with recording_upstream() as up, proxy_running(_cfg(up.url + "/gw/aws")) as (url, _):
+        origin = "https://sts.us-east-1.amazonaws.com" + path
+        signed = sign_aws("GET", origin, ak=AK, sk=SK, service="sts")
+        r = send(url, "GET", origin, signed, account="acct")
+        assert r.status == 403, r.body
+        assert "path prefix" in r.json()["ResponseMetadata"]["Error"]["Message"]
+        inside = "https://sts.us-east-1.amazonaws.com/a/../b"
+        signed = sign_aws("GET", inside, ak=AK, sk=SK, service="sts")
+        assert send(url, "GET", inside, signed, account="acct").status == 200
+    assert [s.path_qs for s in up.seen] == ["/gw/aws/a/../b"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "my-lb-1234567890.us-east-1.elb.amazonaws.com",
+        "ec2-203-0-113-25.compute-1.amazonaws.com",
+        "abc123.execute-api.us-east-1.amazonaws.com",
+        "bucket.s3-website-us-east-1.amazonaws.com",
+    ],
+)
+def test_customer_controlled_vendor_hosts_never_get_the_real_signature(host: str) -> None:
+    origin = f"https://{host}/?Action=GetCallerIdentity"
+    with proxy_running(_cfg(None)) as (url, _):
+        signed = sign_aws("GET", origin, ak=AK, sk=SK, service="sts")
+        r = send(url, "GET", origin, signed, account="acct")
+    assert r.status == 403, r.body
+    assert "public aws API endpoint" in r.json()["ResponseMetadata"]["Error"]["Message"]

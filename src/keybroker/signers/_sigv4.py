@@ -95,6 +95,7 @@ class SigV4Scheme:
 
     vendor: ClassVar[str]
     public_domains: ClassVar[tuple[str, ...]]
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
     algorithm: ClassVar[str] = ALGORITHM
     key_prefix: ClassVar[str] = "AWS4"
     #: services whose canonical URI is the path as sent (S3 and its relatives)

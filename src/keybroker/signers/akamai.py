@@ -172,6 +172,8 @@ class AkamaiSigner:
 
     vendor: ClassVar[str] = "akamai"
     public_domains: ClassVar[tuple[str, ...]] = (PUBLIC_DOMAIN,)
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
     credential_fields: ClassVar[tuple[str, ...]] = ("client_token", "access_token", "client_secret")
 
     def __init__(

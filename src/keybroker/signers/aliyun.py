@@ -411,6 +411,13 @@ class AliyunSigner:
 
     vendor: ClassVar[str] = "aliyun"
     public_domains: ClassVar[tuple[str, ...]] = (".aliyuncs.com",)
+    #: customers' load balancers (ALB/NLB DNS names), database and Elasticsearch instances
+    excluded_hosts: ClassVar[tuple[str, ...]] = (
+        "*.alb.aliyuncs.com",
+        "*.nlb.aliyuncs.com",
+        "*.rds.aliyuncs.com",
+        "*.elasticsearch.aliyuncs.com",
+    )
     #: RPC requests may carry AccessKeyId/Signature in a form body: read it before parse.
     body_credentials: ClassVar[bool] = True
 

@@ -63,6 +63,39 @@ class AwsSigner(SigV4Scheme):
 
     vendor: ClassVar[str] = "aws"
     public_domains: ClassVar[tuple[str, ...]] = (".amazonaws.com", ".amazonaws.com.cn")
+    #: customer-controlled hosts under the AWS domains: load balancers, EC2 instance names,
+    #: API Gateway / AppSync APIs, S3 website endpoints, VPC endpoints, database, search,
+    #: broker, Kubernetes and SFTP endpoints of customers' own resources
+    excluded_hosts: ClassVar[tuple[str, ...]] = tuple(
+        p + suffix
+        for suffix in (".amazonaws.com", ".amazonaws.com.cn")
+        for p in (
+            "*.elb",
+            "*.compute",
+            "*.compute-1",
+            "*.execute-api.*",
+            "*.appsync-api.*",
+            "*.s3-website-*",
+            "*.s3-website.*",
+            "s3-website-*",
+            "s3-website.*",
+            "*.vpce",
+            "*.es",
+            "*.aoss",
+            "*.rds",
+            "*.cache",
+            "*.redshift",
+            "*.redshift-serverless",
+            "*.neptune",
+            "*.docdb",
+            "*.dax-clusters.*",
+            "*.mq.*",
+            "*.kafka.*",
+            "*.kafka-serverless.*",
+            "*.eks",
+            "*.server.transfer.*",
+        )
+    )
     raw_path_services: ClassVar[frozenset[str]] = _S3_SERVICES
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:

@@ -236,6 +236,8 @@ class BaiduSigner:
 
     vendor: ClassVar[str] = "baidu"
     public_domains: ClassVar[tuple[str, ...]] = _API_SUFFIXES
+    #: CFC HTTP-trigger endpoints (customers' functions)
+    excluded_hosts: ClassVar[tuple[str, ...]] = ("*.cfc-execute.*.baidubce.com",)
 
     def __repr__(self) -> str:
         return "BaiduSigner()"

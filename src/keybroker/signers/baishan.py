@@ -141,6 +141,8 @@ class BaishanSigner:
 
     vendor: ClassVar[str] = "baishan"
     public_domains: ClassVar[tuple[str, ...]] = (".baishan.com", ".baishancloud.com")
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
     #: the token may travel in the body (JSON or form), so the proxy reads it first
     body_credentials: ClassVar[bool] = True
     #: the token is the whole credential; it is kept in ``SecretKey``

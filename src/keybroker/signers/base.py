@@ -192,6 +192,10 @@ class Signer(Protocol):
     vendor: ClassVar[str]
     #: DNS suffixes of the vendor's public API (lower case, leading dot), e.g. ``.amazonaws.com``
     public_domains: ClassVar[tuple[str, ...]]
+    #: customer-controlled hosts under ``public_domains`` (load balancers, API gateways,
+    #: websites, ...) that never get a request signed with the real key; patterns where a
+    #: leading ``*.`` is one or more labels and any other ``*`` part of a label
+    excluded_hosts: ClassVar[tuple[str, ...]]
 
     def detect(self, req: SigningRequest) -> bool:
         """True when ``req`` carries this scheme's signature (header or query)."""

@@ -188,6 +188,11 @@ class HuaweiSigner:
 
     vendor: ClassVar[str] = "huawei"
     public_domains: ClassVar[tuple[str, ...]] = _API_SUFFIXES
+    #: OBS static website endpoints (customers' content)
+    excluded_hosts: ClassVar[tuple[str, ...]] = (
+        "*.obs-website.*.myhuaweicloud.com",
+        "*.obs-website.*.myhuaweicloud.eu",
+    )
 
     def __repr__(self) -> str:
         return "HuaweiSigner()"

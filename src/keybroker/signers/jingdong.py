@@ -276,6 +276,8 @@ class JingdongSigner:
     vendor: ClassVar[str] = "jingdong"
     accepts_body_sha256: ClassVar[bool] = True  # large bodies may be spooled
     public_domains: ClassVar[tuple[str, ...]] = (".jdcloud-api.com",)
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, nonce: Callable[[], str] | None = None) -> None:
         self._nonce = nonce or (lambda: str(uuid.uuid4()))

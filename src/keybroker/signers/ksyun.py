@@ -43,6 +43,8 @@ class KsyunSigner(SigV4Scheme):
 
     vendor: ClassVar[str] = "ksyun"
     public_domains: ClassVar[tuple[str, ...]] = ("." + ROOT_DOMAIN,)
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
 
     def __repr__(self) -> str:
         return "KsyunSigner()"

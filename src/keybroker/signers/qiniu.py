@@ -192,6 +192,8 @@ class QiniuSigner:
         ".qbox.me",
         ".qiniup.com",
     )
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
 
     def __repr__(self) -> str:
         return "QiniuSigner()"

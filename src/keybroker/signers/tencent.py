@@ -272,6 +272,8 @@ class TencentSigner:
 
     vendor: ClassVar[str] = "tencent"
     public_domains: ClassVar[tuple[str, ...]] = ("." + ROOT_DOMAIN,)
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
     #: v1 POST requests carry SecretId and Signature inside a form body
     body_credentials: ClassVar[bool] = True
 

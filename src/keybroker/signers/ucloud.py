@@ -211,6 +211,8 @@ class UCloudSigner:
 
     vendor: ClassVar[str] = "ucloud"
     public_domains: ClassVar[tuple[str, ...]] = (".ucloud.cn", ".ucloud-global.com")
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
     #: the credential travels in the (form or JSON) body of a POST
     body_credentials: ClassVar[bool] = True
 

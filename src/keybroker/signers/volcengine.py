@@ -245,6 +245,8 @@ class VolcengineSigner:
         ".volcengine-api.com",
         ".volces.com",
     )
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._keys = KeyCache(derive_signing_key)

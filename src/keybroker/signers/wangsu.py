@@ -250,6 +250,8 @@ class WangsuSigner:
         ".wangsu.com",
         ".cdnetworks.com",
     )
+    #: none known: these API domains name no customer-controlled host
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
 
     def __repr__(self) -> str:
         return "WangsuSigner()"
