@@ -20,13 +20,19 @@ This module holds the metrics keybroker exports (:class:`ProxyMetrics`), the pro
 from __future__ import annotations
 
 import bisect
+import math
 import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from keybroker import __version__
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, UpstreamError
 from keybroker.metrics_families import CONTENT_TYPE, Counter, Gauge, Histogram
 from keybroker.metrics_registry import ENV_DIR, Registry
+
+if TYPE_CHECKING:
+    from keybroker.config import Endpoint
 
 __all__ = [
     "CONTENT_TYPE",
@@ -39,6 +45,7 @@ __all__ = [
     "ProxyMetrics",
     "Registry",
     "config_reload",
+    "credential_expiries",
     "kms_op",
 ]
 
@@ -84,6 +91,14 @@ class ProxyMetrics:
         self.config_reloads = r.counter(
             "keybroker_config_reloads_total", "Config reloads by result.", ("result",)
         )
+        self.credential_expiry = r.gauge(
+            "keybroker_credential_expiry_timestamp_seconds",
+            "When the soonest-expiring proxy credential of an account expires (Unix time; "
+            "only accounts whose proxy credentials have ExpiresAt).",
+            ("account",),
+            "max",
+        )
+        self._expiring: set[str] = set()
         self.build_info.set((__version__,), 1)
 
     def observe(self, ctx: RequestContext) -> None:
@@ -127,6 +142,15 @@ class ProxyMetrics:
         """Count one KMS operation, e.g. ``kms_op("aws", "wrap", "ok")``."""
         self.kms_operations.inc((backend, operation, outcome))
 
+    def credentials(self, expiries: Mapping[str, float]) -> None:
+        """Publish each account's soonest proxy-credential expiry (Unix time), replacing the
+        last set: an account that has none any more reads NaN (no alert fires on NaN)."""
+        for account in self._expiring - expiries.keys():
+            self.credential_expiry.set((account,), math.nan)
+        for account, when in expiries.items():
+            self.credential_expiry.set((account,), when)
+        self._expiring |= set(expiries)
+
     def config_reload(self, result: str) -> None:
         """Count one config reload: ``"ok"`` or ``"rejected"``."""
         self.config_reloads.inc((result,))
@@ -146,3 +170,17 @@ def kms_op(backend: str, operation: str, outcome: str) -> None:
 def config_reload(result: str) -> None:
     """Count a config reload on the default registry."""
     DEFAULT.config_reload(result)
+
+
+def credential_expiries(endpoints: Iterable[Endpoint]) -> None:
+    """Publish the proxy credentials' expiry of a config's accounts on the default registry."""
+    expiries: dict[str, float] = {}
+    for endpoint in endpoints:
+        times = [
+            c.expires_at.timestamp()
+            for c in (endpoint.proxy, *endpoint.additional_proxies)
+            if c.expires_at is not None
+        ]
+        if times:
+            expiries[endpoint.cloud_account_name] = min(times)
+    DEFAULT.credentials(expiries)

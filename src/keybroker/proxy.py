@@ -99,6 +99,7 @@ class Proxy:
         self._keyservice: KeyService | None = attach_key_service(self)  # KeyService.Enabled
         self._resolver: GuardedResolver | None = None  # made in start(): it needs the loop
         register_config_secrets(config)
+        metrics.credential_expiries(config.endpoints)
         self.ports: list[int] = []
 
     def reload(self, config: Config) -> None:
@@ -107,6 +108,7 @@ class Proxy:
         validate(config)
         router = Router(config)
         register_config_secrets(config)
+        metrics.credential_expiries(config.endpoints)
         if self._audit is not None and config.audit != self.config.audit:
             new_audit = AuditLog.open(config.audit)
             self._audit, old = new_audit, self._audit
