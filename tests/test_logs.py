@@ -311,6 +311,7 @@ def test_request_log_line_has_the_access_fields_and_no_secret(tmp_path: Path) ->
     assert ok["logger"] == "keybroker.access" and ok["level"] == "info" and ok["msg"] == "request"
     expected = {
         "request_id": "r-1",
+        "client_request_id": None,
         "method": "POST",
         "mode": "keyproxy",
         "account": "acct",

@@ -455,7 +455,8 @@ def test_metrics_route_only_for_a_plain_get(upstream: Recorder) -> None:
 
 def test_metrics_only_for_the_configured_client_networks(upstream: Recorder) -> None:
     """``/metrics`` names the accounts: loopback only by default, else the configured networks;
-    the health endpoints answer anyone, even outside ``AllowedClientCIDRs``."""
+    the health endpoints answer anyone ``AllowedClientCIDRs`` admits (the others are closed
+    when they connect)."""
     outside = ["192.0.2.0/24"]  # TEST-NET-1: never this test's address
     cases = [
         (SecurityConfig(), 200),  # the default: loopback
@@ -471,12 +472,18 @@ def test_metrics_only_for_the_configured_client_networks(upstream: Recorder) -> 
             if status == 403:
                 assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.Forbidden"
                 assert "keybroker_requests_total" not in r.text
-    closed = SecurityConfig(allowed_client_cidrs=outside, metrics_client_cidrs=outside)
+    closed = SecurityConfig(
+        allowed_client_cidrs=[*outside, "127.0.0.1/32"], metrics_client_cidrs=outside
+    )
     with proxy_running(Config(endpoints=_endpoints(upstream.url), security=closed)) as (url, _):
         for path in ("/ping", "/healthz", "/readyz"):
             assert requests.get(url + path, timeout=10).status_code == 200, path
         assert requests.get(url + "/metrics", timeout=10).status_code == 403
-        assert _post(url, "m-ok", AK) == 403  # the allow-list itself still holds
+    shut = SecurityConfig(allowed_client_cidrs=outside)
+    with proxy_running(Config(endpoints=_endpoints(upstream.url), security=shut)) as (url, _):
+        for path in ("/ping", "/metrics"):  # the allow-list holds at accept, for every path
+            with pytest.raises(requests.ConnectionError):
+                requests.get(url + path, timeout=10)
 
 
 # ---------------------------------------------------------------------- several processes

@@ -33,13 +33,14 @@ def error_response(
 ) -> Response:
     ctx.status, ctx.error_code = exc.status, exc.code
     headers = {**version_headers(), "X-Mcdn-Proxy-Status": "Failed"}
-    headers["X-Mcdn-Request-Id"] = ctx.request_id
+    headers["X-Mcdn-Request-Id"] = ctx.reply_id
+    headers["X-Keybroker-Request-Id"] = ctx.request_id
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if ctx.mode == "native" and request is not None:
         lowered = {k.lower(): v for k, v in request.headers.items()}
         native = native_errors.render(
-            ctx.vendor, ctx.service, lowered, exc.code, exc.message, ctx.request_id
+            ctx.vendor, ctx.service, lowered, exc.code, exc.message, ctx.reply_id
         )
         if native is not None:
             content_type, body, extra = native
@@ -51,7 +52,7 @@ def error_response(
     payload = {
         "ResponseMetadata": {
             "Error": {"Code": exc.code, "Message": exc.message},
-            "RequestId": ctx.request_id,
+            "RequestId": ctx.reply_id,
             "Version": __version__,
         }
     }

@@ -2,7 +2,8 @@
 
 In the order :class:`keybroker.proxy.Proxy` applies them:
 
-* before anything is parsed: the header size (431) and the client allow-list (403);
+* before anything is parsed: the header size (431), one copy of each header read as one value
+  (400) and the client allow-list (403);
 * the proxy credential the signature names, its expiry, the signed time's freshness and the
   signature itself (401, ``SignatureMismatch`` / ``RequestExpired``);
 * the replay cache: a signed request is used once within its validity (``Replayed``);
@@ -37,10 +38,12 @@ from keybroker.secret import constant_time_equal
 from keybroker.signers import Operation, ParsedAuth, Signer, SigningRequest
 
 __all__ = [
+    "SINGLETON_HEADERS",
     "admit",
     "check_fresh",
     "check_header_size",
     "check_replay",
+    "check_singletons",
     "policy_facts",
     "proxy_credential",
     "replay_key",
@@ -52,9 +55,71 @@ __all__ = [
 Clock = Callable[[], datetime]
 
 
+#: Headers a signer, the router or a vendor reads as one value (credentials, signed times,
+#: body hashes, tokens, the action, the body's type, key-proxy's control headers).  A second
+#: copy is refused: joined, or first-wins here and last-wins upstream, two copies would let
+#: what is verified differ from what is executed.
+SINGLETON_HEADERS = frozenset(
+    {
+        "authorization",
+        "date",
+        "content-type",
+        "content-md5",
+        "expect",
+        # signed times
+        "x-amz-date",
+        "x-date",
+        "x-tc-timestamp",
+        "x-sdk-date",
+        "x-bce-date",
+        "x-acs-date",
+        "x-jdcloud-date",
+        "x-cnc-date",
+        "x-cnc-timestamp",
+        "x-qiniu-date",
+        # body hashes and stream framing
+        "x-amz-content-sha256",
+        "x-amz-decoded-content-length",
+        "x-amz-trailer",
+        "x-acs-content-sha256",
+        "x-tc-content-sha256",
+        "x-content-sha256",
+        "x-bce-content-sha256",
+        "x-jdcloud-content-sha256",
+        # tokens, nonces, key ids
+        "x-amz-security-token",
+        "x-security-token",
+        "x-acs-security-token",
+        "x-acs-accesskey-id",
+        "x-acs-signature-nonce",
+        "x-tc-token",
+        "x-bce-security-token",
+        "x-jdcloud-security-token",
+        "x-jdcloud-nonce",
+        "x-cnc-accesskey",
+        # what is executed
+        "x-amz-target",
+        "x-acs-action",
+        "x-acs-version",
+        "x-tc-action",
+        "x-tc-version",
+        "x-tc-region",
+        # key-proxy's control headers
+        "x-mcdn-origin-uri",
+        "x-mcdn-cloud-account-name",
+        "x-mcdn-kept-headers",
+        "x-mcdn-vendor-name",
+        "x-mcdn-request-id",
+        "x-origin-host",
+    }
+)
+
+
 def admit(request: Request, config: Config) -> None:
-    """Checks before anything is parsed: header size (431), client allow-list (403)."""
+    """Checks before anything is parsed: header size (431), singleton headers (400), client
+    allow-list (403)."""
     check_header_size(request, config.http.max_header_bytes)
+    check_singletons(request)
     if not policy.ip_allowed(request.remote, config.security.allowed_client_cidrs):
         raise Forbidden("this client address may not use the proxy")
 
@@ -64,6 +129,17 @@ def check_header_size(request: Request, limit: int) -> None:
         raise HeadersTooLarge(f"request headers exceed {limit} bytes")
     if request.bad_header is not None:
         raise MalformedRequest(f"header {request.bad_header!r} is not valid UTF-8")
+
+
+def check_singletons(request: Request) -> None:
+    """Each of :data:`SINGLETON_HEADERS` at most once.  Raises ``MalformedRequest``."""
+    seen: set[str] = set()
+    for name, _ in request.headers.items():  # every copy, in order (keys() has each once)
+        low = name.lower()
+        if low in SINGLETON_HEADERS:
+            if low in seen:
+                raise MalformedRequest(f"header {name!r} appears more than once")
+            seen.add(low)
 
 
 # ---------------------------------------------------------------------- the signature

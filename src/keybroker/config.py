@@ -62,6 +62,10 @@ class HttpConfig:
     shutdown_timeout: float = 30.0  # ShutdownTimeout: drain deadline (seconds)
     client_timeout: float = 60.0  # ClientTimeout: a slow client's body may stall this long
     workers: int = 0  # Workers: worker processes sharing the port (0: one per core)
+    # MaxConnections / MaxConnectionsPerClient: client connections one worker process holds
+    # (in all / from one address); over a cap an idle connection is closed to make room
+    max_connections: int = 1024
+    max_connections_per_client: int = 256
 
 
 @dataclass

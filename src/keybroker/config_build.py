@@ -58,6 +58,8 @@ _HTTP_FIELDS: _Fields = {
     "ShutdownTimeout": ("shutdown_timeout", _Reader.number),
     "ClientTimeout": ("client_timeout", _Reader.number),
     "Workers": ("workers", _Reader.integer),
+    "MaxConnections": ("max_connections", _Reader.integer),
+    "MaxConnectionsPerClient": ("max_connections_per_client", _Reader.integer),
 }
 _LOG_FIELDS: _Fields = {
     "Output": ("output", _Reader.string),

@@ -79,6 +79,8 @@ _HTTP_LIMITS = (
     ("UpstreamReadTimeout", "upstream_read_timeout", False),
     ("ShutdownTimeout", "shutdown_timeout", False),
     ("ClientTimeout", "client_timeout", False),
+    ("MaxConnections", "max_connections", True),
+    ("MaxConnectionsPerClient", "max_connections_per_client", True),
 )
 _FORBIDDEN_FLAGS = (
     ("ForbiddenAccountNotFound", "forbidden_account_not_found"),

@@ -12,10 +12,14 @@ __all__ = ["RequestContext"]
 class RequestContext:
     """What hooks see of a request: never a secret (the Authorization is not included)."""
 
+    #: the proxy's own id of this request (128 random bits, hex): logs, audit, hooks
     request_id: str
     mode: str
     method: str
     remote: str | None
+    #: the ``X-Mcdn-Request-Id`` the client sent (printable ASCII, at most 128 characters),
+    #: kept beside the proxy's own id — never in its place
+    client_request_id: str | None = None
     account: str | None = None
     vendor: str | None = None
     service: str | None = None
@@ -30,3 +34,9 @@ class RequestContext:
     error_code: str | None = None
     started: float = field(default_factory=time.perf_counter)
     bytes_out: int = 0
+
+    @property
+    def reply_id(self) -> str:
+        """The id an error answer's ``RequestId`` echoes: the client's when it sent one (as
+        key-proxy does), else the proxy's own."""
+        return self.client_request_id or self.request_id

@@ -7,6 +7,13 @@ a bounded stream (reading pauses past 512 KiB buffered), answers are written wit
 and first body bytes in one send.  Keep-alive and pipelining as HTTP/1.1 wants; a request whose
 body was not read to its end closes the connection after the answer.
 
+Strict where a proxy must be: an HTTP/1.1 request without exactly one ``Host`` (and any request
+with two) is refused with 400 (RFC 9112, section 3.2).  Connections are capped when they are
+accepted (:mod:`keybroker.connlimits`: in all and per client address, idle ones shed first),
+and a client address the server does not admit is closed at once, before anything is read.
+Every refusal the HTTP layer decides goes through one place, :meth:`HttpServer.refused`,
+which hands ``(client address, reason)`` to the ``on_refuse`` callback.
+
 A handler gets a :class:`Request` and returns a :class:`Response` (sent whole) or a
 :class:`StreamResponse` it has already prepared and written to (see
 :mod:`keybroker.httpmessages`).
@@ -23,6 +30,7 @@ from typing import Any
 
 import httptools
 
+from keybroker.connlimits import ConnectionLimits
 from keybroker.errors import MalformedRequest
 from keybroker.httpmessages import (
     REASONS,
@@ -48,6 +56,8 @@ __all__ = [
 log = logging.getLogger("keybroker.server")
 
 Handler = Callable[[Request], Awaitable[StreamResponse]]
+#: ``(client address, reason)`` of a refusal the HTTP layer decided
+RefusalHook = Callable[[str | None, str], None]
 
 _WRITE_HIGH = 1024 * 1024  # write buffer before the handler waits (large answers)
 _MAX_PIPELINED = 16  # parsed requests waiting behind the one being answered
@@ -83,12 +93,20 @@ class _Connection(FlowControl):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.remote = str(peer[0])
-        self.server.connections.add(self)
+        reason = self.server.accept(self)
+        if reason is not None:
+            self.abort()  # before anything is read: nothing of the client's is parsed
+            return
         self._arm(_IDLE_TIMEOUT, self._idle_expired)
+
+    def shed(self) -> None:
+        """Closed to make room for a new connection (it was idle)."""
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        self.server.limits.release(self)
         self._disarm()
         if self._current is not None:
             self._current.content.set_exception(ClientDisconnected("the client disconnected"))
@@ -114,6 +132,8 @@ class _Connection(FlowControl):
                 current.content.set_exception(MalformedRequest("the request body is malformed"))
             elif isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse(431, "request header fields too large")
+            elif isinstance(exc.__context__, _BadHead):
+                self._refuse(400, str(exc.__context__))
             else:
                 self._refuse(400, "bad request")
 
@@ -143,6 +163,7 @@ class _Connection(FlowControl):
     def on_headers_complete(self) -> None:
         self._disarm()
         parser = self._parser
+        _check_host(self._headers, parser.get_http_version())
         request = Request(
             self,
             parser.get_method().decode("ascii"),
@@ -157,6 +178,7 @@ class _Connection(FlowControl):
         if len(self._queue) > _MAX_PIPELINED:
             self.pause_reading()
         if self._task is None:
+            self.server.limits.busy(self)
             self._task = asyncio.ensure_future(self._serve())
 
     def on_body(self, body: bytes) -> None:
@@ -201,11 +223,15 @@ class _Connection(FlowControl):
         self._task = None
         if self.server.draining:
             self.close()
-        elif self._current is None:
+            return
+        self.server.limits.idle(self)
+        if self._current is None:
             self._arm(_IDLE_TIMEOUT, self._idle_expired)
 
     def _refuse(self, status: int, text: str) -> None:
         """A request that cannot be parsed: a plain answer, then the connection closes."""
+        if not self.closing:
+            self.server.refused(self.remote, text)
         self.closing = True
         self._current = None
         if self._task is None and self.transport is not None:
@@ -268,6 +294,23 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _BadHead(Exception):
+    """A head llhttp accepts but HTTP/1.1 does not (the message is the 400's text)."""
+
+
+def _check_host(headers: list[tuple[bytes, bytes]], version: str) -> None:
+    """Exactly one ``Host`` in an HTTP/1.1 request, at most one in HTTP/1.0 (RFC 9112 3.2):
+    two Host headers are two answers to "which site", and a proxy must not pick one."""
+    count = 0
+    for name, _ in headers:
+        if len(name) == 4 and name.lower() == b"host":
+            count += 1
+    if count > 1:
+        raise _BadHead("more than one Host header")
+    if count == 0 and version == "1.1":
+        raise _BadHead("an HTTP/1.1 request needs a Host header")
+
+
 class HttpServer:
     """Serves ``handler`` on listening sockets; ``await start(...)``, ``await close()``."""
 
@@ -278,11 +321,20 @@ class HttpServer:
         max_head_bytes: int,
         header_timeout: float,
         secure: bool = False,
+        max_connections: int = 0,
+        max_connections_per_client: int = 0,
+        allow_client: Callable[[str | None], bool] | None = None,
+        on_refuse: RefusalHook | None = None,
     ) -> None:
         self.handler = handler
         self.max_head_bytes = max_head_bytes
         self.header_timeout = header_timeout
         self.secure = secure
+        #: connection caps (0: none), checked as each connection is accepted
+        self.limits = ConnectionLimits(max_connections, max_connections_per_client)
+        #: the client addresses that may connect at all (``None``: every address)
+        self.allow_client = allow_client
+        self.on_refuse = on_refuse
         self.connections: set[_Connection] = set()
         self.draining = False
         self._servers: list[asyncio.Server] = []
@@ -290,6 +342,32 @@ class HttpServer:
 
     def _factory(self) -> _Connection:
         return _Connection(self)
+
+    def accept(self, conn: _Connection) -> str | None:
+        """Admit a new connection, or the reason it is closed at once (refusal recorded)."""
+        reason: str | None = None
+        if self.draining:
+            reason = "the server is shutting down"
+        elif self.allow_client is not None and not self.allow_client(conn.remote):
+            reason = "client address not allowed"
+        else:
+            reason = self.limits.admit(conn)
+        if reason is not None:
+            self.refused(conn.remote, reason)
+            return reason
+        self.connections.add(conn)
+        return None
+
+    def refused(self, source: str | None, reason: str) -> None:
+        """The one place an HTTP-layer refusal is decided: ``on_refuse(source, reason)``
+        (a failing callback is logged, never raised into the connection)."""
+        hook = self.on_refuse
+        if hook is None:
+            return
+        try:
+            hook(source, reason)
+        except Exception:
+            log.exception("on_refuse callback failed")
 
     async def listen(self, **kwargs: Any) -> asyncio.Server:
         """``loop.create_server`` with this protocol (``sock=``, ``host=``, ``ssl=``, ...)."""

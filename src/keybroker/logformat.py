@@ -75,7 +75,8 @@ class JsonFormatter(logging.Formatter):
         line = (
             f'{{"time":"{stamp}","level":{s(name)},"logger":{s(logger)}'
             f',"pid":{"null" if pid is None else n(pid)},"msg":{s(self._request_msg())}'
-            f',"request_id":{s(f["request_id"])},"method":{s(f["method"])}'
+            f',"request_id":{s(f["request_id"])}'
+            f',"client_request_id":{_json_str(f["client_request_id"])},"method":{s(f["method"])}'
             f',"mode":{s(f["mode"])},"account":{_json_str(f["account"])}'
             f',"vendor":{_json_str(f["vendor"])},"service":{_json_str(f["service"])}'
             f',"action":{_json_str(f["action"])}'

@@ -184,6 +184,7 @@ def request_log_line(
     method: str,
     mode: str,
     status: int,
+    client_request_id: str | None = None,
     account: str | None = None,
     vendor: str | None = None,
     service: str | None = None,
@@ -208,6 +209,7 @@ def request_log_line(
     status_code = int(status)
     fields: dict[str, object] = {
         "request_id": _cap(request_id),
+        "client_request_id": _cap(client_request_id),
         "method": _cap(method),
         "mode": mode,
         "account": _cap(account),

@@ -123,6 +123,19 @@ class Proxy:
                 "(endpoints' key policies take effect now)"
             )
         self.config, self._router = config, router
+        if self._server is not None:
+            self._server.limits.max_total = config.http.max_connections
+            self._server.limits.max_per_client = config.http.max_connections_per_client
+
+    def _client_allowed(self, remote: str | None) -> bool:
+        """``Security.AllowedClientCIDRs``, checked as a connection is accepted."""
+        return policy.ip_allowed(remote, self.config.security.allowed_client_cidrs)
+
+    def on_refuse(self, source: str | None, reason: str) -> None:
+        """Every refusal the HTTP layer decides (a connection not admitted, a request that
+        cannot be parsed) passes here: ``source`` is the client address, ``reason`` says
+        why.  Logged at debug (an attacker's flood must not flood the log)."""
+        log.debug("refused", extra={"fields": {"source": source, "reason": reason}})
 
     @property
     def audit(self) -> AuditLog | None:
@@ -167,6 +180,10 @@ class Proxy:
             max_head_bytes=max(2 * http.max_header_bytes, 64 * 1024),
             header_timeout=http.client_timeout or 60.0,
             secure=http.tls.enabled,
+            max_connections=http.max_connections,
+            max_connections_per_client=http.max_connections_per_client,
+            allow_client=self._client_allowed,
+            on_refuse=self.on_refuse,
         )
         self._server = server
         await listen(server, http, host, port, sock=sock)
@@ -214,10 +231,11 @@ class Proxy:
 
     async def _handle(self, request: Request) -> StreamResponse:
         ctx = RequestContext(
-            request_id=_request_id(request),
+            request_id=os.urandom(16).hex(),  # 128 random bits, as uuid4 but without its object
             mode="native",
             method=request.method,
             remote=request.remote,
+            client_request_id=_client_request_id(request),
         )
         self._inflight += 1
         self._idle.clear()
@@ -399,8 +417,10 @@ def _first_segment(path: str) -> str:
     return path.lstrip("/").split("/", 1)[0]
 
 
-def _request_id(request: Request) -> str:
+def _client_request_id(request: Request) -> str | None:
+    """The client's ``X-Mcdn-Request-Id`` when it is one printable ASCII value of at most 128
+    characters (kept as ``client_request_id``; the proxy's own id is always its own)."""
     given = request.headers.get("x-mcdn-request-id", "")
     if given and len(given) <= 128 and given.isascii() and given.isprintable():
         return given
-    return os.urandom(16).hex()  # 128 random bits, as uuid4 but without its object
+    return None

@@ -41,6 +41,7 @@ async def finish(ctx: RequestContext, audit: AuditLog | None, after: list[HookFn
     if ctx.mode in ("keyproxy", "native", "keyservice"):
         request_log_line(
             request_id=ctx.request_id,
+            client_request_id=ctx.client_request_id,
             method=ctx.method,
             # a key-service request is addressed natively; its action says "keyservice:"
             mode="native" if ctx.mode == "keyservice" else ctx.mode,

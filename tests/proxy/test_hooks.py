@@ -42,7 +42,9 @@ def test_hooks_see_each_request_once(aws: AwsSetup) -> None:
             "POST", STS, ak=aws.proxy_ak, sk="wrong", service="sts", body=BODY, headers=FORM
         )
         assert send(url, "POST", STS, bad, account="aws-main", body=BODY).status == 401
-    assert [c.request_id for c in before] == ["platform-req-1"]
+    # the client's id is kept beside the proxy's own, never in its place
+    assert [c.client_request_id for c in before] == ["platform-req-1"]
+    assert [len(c.request_id) for c in before] == [32]
     assert (
         before[0].account == "aws-main" and before[0].service == "sts" and before[0].vendor == "aws"
     )

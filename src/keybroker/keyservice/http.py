@@ -258,7 +258,8 @@ class KeyServiceHTTP:
         return {
             "Cache-Control": "no-store",
             "X-Mcdn-Proxy-Version": __version__,
-            "X-Mcdn-Request-Id": ctx.request_id,
+            "X-Mcdn-Request-Id": ctx.reply_id,
+            "X-Keybroker-Request-Id": ctx.request_id,
         }
 
 
