@@ -8,9 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from keybroker.httpclient import UpstreamClient, UpstreamFailure
+from keybroker.httpclient import IDLE_SECONDS, UpstreamClient, UpstreamFailure
 from keybroker.netguard import DestinationRefused, GuardedResolver
 
 Answer = Callable[[bytes], bytes | None]
@@ -20,9 +22,14 @@ class RawUpstream:
     """Reads one request head (and a Content-Length body) at a time; answers with
     ``answer(request_bytes)``; ``None`` closes the connection without a word."""
 
-    def __init__(self, answer: Answer, *, close_after: bool = False) -> None:
+    def __init__(
+        self, answer: Answer, *, close_after: bool = False, hold_open: bool = False
+    ) -> None:
         self.answer = answer
         self.close_after = close_after
+        #: after an answer saying ``Connection: close``, read nothing more but keep the socket
+        #: open (a client that reuses it waits for an answer that never comes)
+        self.hold_open = hold_open
         self.connections = 0
         self.requests: list[bytes] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -58,10 +65,21 @@ class RawUpstream:
                 await writer.drain()
                 if self.close_after:
                     break
+                if _says_close(out):
+                    if self.hold_open:
+                        await asyncio.sleep(3600)
+                    break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         writer.close()
         self.tasks.discard(task)
+
+
+def _says_close(answer: bytes) -> bool:
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    if head.startswith(b"http/1.0") and b"keep-alive" not in head:
+        return True
+    return any(line.startswith(b"connection:") and b"close" in line for line in head.split(b"\r\n"))
 
 
 async def _client(**kw: float) -> UpstreamClient:
@@ -238,3 +256,153 @@ def test_private_address_is_refused_unless_trusted() -> None:
             await client.close()
 
     asyncio.run(go())
+
+
+# ---- the pool: an answer without a body still ends the connection when the server says so
+
+_CLOSE_SPELLINGS = st.sampled_from(
+    [
+        b"Connection: close\r\n",
+        b"connection: Close\r\n",
+        b"CONNECTION: CLOSE\r\n",
+        b"Connection: keep-alive, close\r\n",
+        b"Connection: x-foo\r\nConnection: close\r\n",
+        b"Connection:close\r\n",
+        b"Connection: \tclose \r\n",
+    ]
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["HEAD", "204", "304", "GET"]),
+    close=_CLOSE_SPELLINGS,
+    version=st.sampled_from([b"1.1", b"1.0"]),
+    length=st.sampled_from([b"", b"Content-Length: 0\r\n", b"Content-Length: 1000\r\n"]),
+)
+def test_answer_saying_close_never_goes_back_to_the_pool(
+    kind: str, close: bytes, version: bytes, length: bytes
+) -> None:
+    """The server says close (any spelling) and keeps the socket open without reading: a
+    client that pooled it would wait for an answer that never comes (s3cmd's HEAD then GET
+    through moto did, 300 s)."""
+
+    def answer(req: bytes) -> bytes:
+        if req.startswith(b"HEAD ") or kind == "GET":
+            status = b"200 OK"
+        else:
+            status = b"204 No Content" if kind == "204" else b"304 Not Modified"
+        if not req.startswith((b"GET /first ", b"HEAD /first ")):
+            return OK
+        if kind == "GET":
+            return b"HTTP/%b %b\r\n%bContent-Length: 5\r\n\r\nhello" % (version, status, close)
+        return b"HTTP/%b %b\r\n%b%b\r\n" % (version, status, close, length)
+
+    up = RawUpstream(answer, hold_open=True)
+
+    async def go(client: UpstreamClient, host: str) -> list[object]:
+        method = "HEAD" if kind == "HEAD" else "GET"
+        first = await client.request(method, "http", host, "/first", CIMultiDict(), None)
+        async with first:
+            body = b"".join([c async for c in first.chunks()])
+        return [first.status, body, await _get(client, host)]
+
+    status, body, second = asyncio.run(_with(up, go, read=1.0))  # type: ignore[misc]
+    assert status in (200, 204, 304) and body in (b"", b"hello")
+    assert second[0] == 200 and second[2] == b"hello"  # type: ignore[index]
+    assert up.connections == 2
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["HEAD", "204", "304"]),
+    keep=st.sampled_from(
+        [b"HTTP/1.1", b"HTTP/1.1 ", b"HTTP/1.0 keep-alive"]  # version, and what says keep-alive
+    ),
+)
+def test_answer_without_body_keeps_a_keep_alive_connection(kind: str, keep: bytes) -> None:
+    version, _, alive = keep.partition(b" ")
+    extra = b"Connection: keep-alive\r\n" if alive else b""
+
+    def answer(req: bytes) -> bytes:
+        if not req.startswith((b"HEAD /first", b"GET /first")):
+            return OK
+        status = {"HEAD": b"200 OK", "204": b"204 No Content", "304": b"304 Not Modified"}[kind]
+        return b"%b %b\r\n%bContent-Length: 7\r\n\r\n" % (version, status, extra)
+
+    up = RawUpstream(answer, hold_open=True)
+
+    async def go(client: UpstreamClient, host: str) -> object:
+        method = "HEAD" if kind == "HEAD" else "GET"
+        async with await client.request(method, "http", host, "/first", CIMultiDict(), None) as r:
+            assert b"".join([c async for c in r.chunks()]) == b""
+        return await _get(client, host)
+
+    second = asyncio.run(_with(up, go, read=1.0))
+    assert second[2] == b"hello"  # type: ignore[index]
+    assert up.connections == 1
+
+
+def test_idle_pooled_connection_is_retired_before_server_timeouts() -> None:
+    """Older than IDLE_SECONDS: closed, a new one made (below nginx/aiohttp 75 s, S3 ~20 s,
+    Node.js and Apache 5 s); a server's close already arrived is seen before reuse."""
+    assert 1.0 <= IDLE_SECONDS < 5.0
+    up = RawUpstream(lambda req: OK)
+
+    async def go(client: UpstreamClient, host: str) -> object:
+        await _get(client, host)
+        for conns in client._idle.values():
+            for conn in conns:
+                conn.idle_since -= IDLE_SECONDS
+        return await _get(client, host)
+
+    assert asyncio.run(_with(up, go))[2] == b"hello"  # type: ignore[index]
+    assert up.connections == 2
+
+
+def _silent_on_second(req: bytes, seen: list[bytes]) -> bytes | None:
+    """Answers the first request; reads the second and closes without a word (the server
+    may have acted on it)."""
+    seen.append(req)
+    return OK if len(seen) % 2 else None
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "retried"),
+    [
+        ("GET", None, True),
+        ("HEAD", None, True),
+        ("POST", b"act once", False),
+        ("PUT", b"version", False),
+        ("DELETE", None, False),
+        ("GET", "stream", False),
+    ],
+)
+def test_retry_after_a_silent_close_only_when_nothing_can_have_happened(
+    method: str, body: object, retried: bool
+) -> None:
+    seen: list[bytes] = []
+    up = RawUpstream(lambda req: _silent_on_second(req, seen))
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"streamed"
+
+    async def go(client: UpstreamClient, host: str) -> object:
+        await _get(client, host)
+        data = stream() if body == "stream" else body
+        headers = CIMultiDict({"Host": host})
+        if isinstance(data, bytes):
+            headers["Content-Length"] = str(len(data))
+        try:
+            resp = await client.request(method, "http", host, "/again", headers, data)
+        except UpstreamFailure:
+            return None
+        async with resp:
+            return resp.status
+
+    status = asyncio.run(_with(up, go))
+    sent = [r for r in up.requests if b" /again " in r]
+    if retried:
+        assert status == 200 and len(sent) == 2
+    else:
+        assert status is None and len(sent) == 1  # once: the upstream may have acted on it

@@ -143,6 +143,12 @@ class Forwarder:
     async def _stream_back(
         self, request: Request, ctx: RequestContext, upstream: UpstreamResponse
     ) -> StreamResponse:
+        chunks = upstream.chunks()
+        try:  # until the first body byte nothing has reached the client: a failure is a 502
+            first = await anext(chunks, b"")
+        except (UpstreamFailure, TimeoutError) as exc:
+            _log_broken(ctx, exc)
+            raise UpstreamError("the upstream broke off its answer") from None
         response = StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in upstream.headers.items():
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
@@ -153,21 +159,27 @@ class Forwarder:
         ctx.status = upstream.status
         await response.prepare(request)
         try:
-            async for chunk in upstream.chunks():
+            await response.write(first)
+            ctx.bytes_out += len(first)
+            async for chunk in chunks:
                 await response.write(chunk)
                 ctx.bytes_out += len(chunk)
         except (UpstreamFailure, TimeoutError) as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             ctx.error_code = UpstreamError.code
-            log.warning(
-                "upstream response broken: %s",
-                type(exc).__name__,
-                extra={"fields": {"request_id": ctx.request_id}},
-            )
+            _log_broken(ctx, exc)
             request.abort()
             return response
         await response.write_eof()
         return response
+
+
+def _log_broken(ctx: RequestContext, exc: BaseException) -> None:
+    log.warning(
+        "upstream response broken: %s",
+        type(exc).__name__,
+        extra={"fields": {"request_id": ctx.request_id}},
+    )
 
 
 async def read_bounded(request: Request, limit: int, timeout: float | None = None) -> bytes:

@@ -2,13 +2,20 @@
 by llhttp (``httptools``) and streamed, nothing followed (no redirects), nothing decoded.
 
 Every new connection resolves its host through the :class:`~keybroker.netguard.GuardedResolver`
-and connects to an address it allowed.  A request on a pooled connection that the server had
-closed meanwhile is sent again on a new one when its body can be replayed (whole bytes).
+and connects to an address it allowed.
+
+A connection goes back to the pool only when its answer ended where the protocol says and
+neither side said ``Connection: close``; it is reused only if it stayed idle less than
+``IDLE_SECONDS`` and shows nothing to read (neither the server's close nor stray bytes).  A
+request whose pooled connection then closes before any answer byte is sent again on a new
+connection only when nothing of it can have been acted on: it was not written at all, or its
+method is safe (GET, HEAD, OPTIONS, TRACE) and its body whole bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 import time
@@ -16,12 +23,25 @@ from collections.abc import AsyncIterable
 
 from multidict import CIMultiDict
 
-from keybroker.httpupstream import Stale, UpstreamConnection, UpstreamFailure, UpstreamResponse
+from keybroker.httpupstream import (
+    NotSent,
+    Stale,
+    UpstreamConnection,
+    UpstreamFailure,
+    UpstreamResponse,
+)
 from keybroker.netguard import DestinationRefused, GuardedResolver
 
-__all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
+__all__ = ["IDLE_SECONDS", "UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
 
-_IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed, not reused
+#: A pooled connection unused this long is closed, not reused: below the shortest idle timeout
+#: of common servers (Node.js and Apache httpd 5 s; S3 about 20 s, nginx and aiohttp 75 s, Go
+#: 90 s), so a server rarely closes a connection just as a request is sent on it.
+IDLE_SECONDS = 4.0
+#: Methods that change nothing on the server: sent again after a reused connection closed with
+#: no answer (the server may have read them; RFC 9110 9.2.2).  PUT and DELETE, idempotent by
+#: the RFC, are not: on a versioned S3 bucket a second PUT makes a second version.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 def _split_host(host: str, scheme: str) -> tuple[str, int]:
@@ -34,6 +54,20 @@ def _split_host(host: str, scheme: str) -> tuple[str, int]:
     if port and not port.isdigit():
         raise UpstreamFailure("the upstream port is not a number")
     return name, int(port) if port else default
+
+
+def _quiet(conn: UpstreamConnection) -> bool:
+    """An idle connection still open with nothing to read.  Readable means the server's close
+    (or bytes nobody asked for) arrived and the event loop has not handled it yet."""
+    transport = conn.transport
+    if conn.dead or transport is None or transport.is_closing():
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return not poller.poll(0)
 
 
 class UpstreamClient:
@@ -94,9 +128,12 @@ class UpstreamClient:
                     conn = await self._connect(key, name)
                 try:
                     return await conn.send(head, body, chunked)
+                except NotSent:
+                    conn.finished(reusable=False)
                 except Stale:
                     conn.finished(reusable=False)
-                    if not reused or not isinstance(body, bytes | None):
+                    replayable = method in _SAFE_METHODS and isinstance(body, bytes | None)
+                    if not reused or not replayable:
                         raise UpstreamFailure("the upstream closed the connection") from None
                 except BaseException:
                     conn.finished(reusable=False)
@@ -108,9 +145,7 @@ class UpstreamClient:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            transport = conn.transport
-            fresh = now - conn.idle_since < _IDLE_SECONDS
-            if not conn.dead and transport is not None and not transport.is_closing() and fresh:
+            if now - conn.idle_since < IDLE_SECONDS and _quiet(conn):
                 return conn
             conn.abort()
             self._all.discard(conn)

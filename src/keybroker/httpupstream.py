@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 
 from keybroker.httpmessages import FlowControl, wait
 
-__all__ = ["Pool", "Stale", "UpstreamConnection", "UpstreamFailure", "UpstreamResponse"]
+__all__ = ["NotSent", "Pool", "Stale", "UpstreamConnection", "UpstreamFailure", "UpstreamResponse"]
 
 
 class Pool(Protocol):
@@ -38,6 +38,10 @@ class UpstreamFailure(Exception):
 
 class Stale(UpstreamFailure):
     """A pooled connection was closed by the server before any answer byte."""
+
+
+class NotSent(Stale):
+    """A pooled connection was found closed before any byte of the request was written."""
 
 
 class UpstreamResponse:
@@ -96,6 +100,15 @@ class UpstreamResponse:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _keeps_alive(version: str, headers: CIMultiDict[str]) -> bool:
+    """Whether the server keeps the connection open after an answer without a body (llhttp's
+    own check cannot tell: it does not know the request was a HEAD)."""
+    tokens = {t.strip().lower() for v in headers.getall("connection", []) for t in v.split(",")}
+    if version == "1.1":
+        return "close" not in tokens
+    return version == "1.0" and "keep-alive" in tokens and "close" not in tokens
 
 
 def _read_timed_out() -> UpstreamFailure:
@@ -183,6 +196,10 @@ class UpstreamConnection(FlowControl):
         if length is not None and length.isdigit():
             resp.content_length = int(length)
         if self._head_only or status in _NO_BODY_STATUS:
+            # no body follows: the answer ends here, and so may the connection (on_message_complete
+            # does not run for a HEAD answer that announces a length)
+            if not _keeps_alive(parser.get_http_version(), resp.headers):
+                self.dead = True
             resp._complete = True
             self._parser = None
         head = self._head
@@ -219,8 +236,8 @@ class UpstreamConnection(FlowControl):
         loop = asyncio.get_running_loop()
         self._head = loop.create_future()
         transport = self.transport
-        if transport is None or self.dead:
-            raise Stale("the pooled connection is closed")
+        if transport is None or self.dead or transport.is_closing():
+            raise NotSent("the pooled connection is closed")
         read_timeout = self.client.read_timeout
         if body is None or isinstance(body, bytes):
             transport.write(head + body if body else head)
