@@ -351,19 +351,20 @@ def test_deleted_live_file_leaves_a_visible_gap(tmp_path: Path) -> None:
     assert str(result.reason).startswith("prev hash does not match")
 
 
-def test_torn_tail_starts_a_new_chain_and_verify_points_at_it(tmp_path: Path) -> None:
+def test_torn_tail_is_cut_off_and_the_same_chain_continues(tmp_path: Path) -> None:
+    """A half-written line (a crash or a full disk mid-write) was never a whole record, so no
+    request went on with it: it is removed and the chain continues, verifying end to end."""
     write(tmp_path, 5, clock=Clock())
     live = tmp_path / AUDIT_FILE_NAME
     with live.open("ab") as fh:
         fh.write(b'{"time":"2026-11-25T17:13:00.000Z","seq":6,"pr')  # a crash mid-write
     write(tmp_path, 3, clock=Clock(T0 + 1))
-    files = audit_files(tmp_path)
-    assert len(files) == 2 and files[0].name.startswith(AUDIT_FILE_NAME + ".")
-    fresh = parsed(live)
-    assert fresh[0]["start"] == "genesis" and fresh[0]["seq"] == 1 and len(fresh) == 3
+    assert audit_files(tmp_path) == [live]
+    lines = parsed(live)
+    assert [x["seq"] for x in lines] == list(range(1, 9))
+    assert "start" not in lines[5]
     result = verify(tmp_path)
-    assert (result.broken_file, result.broken_line) == (files[0], 6)
-    assert verify(live).ok  # the new chain on its own is sound
+    assert result.ok and result.lines == 8, result
 
 
 # --- what is refused --------------------------------------------------------------------

@@ -31,7 +31,7 @@ def version_headers() -> dict[str, str]:
 def error_response(
     ctx: RequestContext, exc: ProxyError, request: Request | None = None
 ) -> Response:
-    ctx.status, ctx.error_code = exc.status, exc.code
+    ctx.status, ctx.error_code, ctx.reason = exc.status, exc.code, exc.message
     headers = {**version_headers(), "X-Mcdn-Proxy-Status": "Failed"}
     headers["X-Mcdn-Request-Id"] = ctx.reply_id
     headers["X-Keybroker-Request-Id"] = ctx.request_id

@@ -38,6 +38,7 @@ raw file operations live in :mod:`keybroker.audit_io`, reading and verifying in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -50,14 +51,25 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from keybroker.audit_event import clean_event, request_event
-from keybroker.audit_io import move_no_replace, read_tail, seal_line, write_all
+from keybroker.audit_checkpoint import CHECKPOINT_FILE_NAME, CheckpointWriter
+from keybroker.audit_event import (
+    audit_path,
+    clean_event,
+    outcome_event,
+    policy_rule,
+    request_event,
+)
+from keybroker.audit_io import move_no_replace, read_tail, seal_line, trim_partial, write_all
+from keybroker.audit_keys import AuditSigner, load_signer
+from keybroker.audit_mirror import open_mirror
+from keybroker.audit_sync import GroupSync, parse_sync
 from keybroker.audit_verify import (
     AUDIT_FILE_NAME,
     GENESIS,
     MAX_LINE_BYTES,
     VerifyResult,
     audit_files,
+    open_line,
     rotated_files,
     verify,
 )
@@ -67,6 +79,8 @@ from keybroker.redact import SECRETS, SecretRegistry
 
 __all__ = [
     "AUDIT_FILE_NAME",
+    "CHECKPOINT_FILE_NAME",
+    "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_MAX_AGE_DAYS",
     "DEFAULT_MAX_SIZE_MB",
     "GENESIS",
@@ -74,14 +88,20 @@ __all__ = [
     "AuditLog",
     "VerifyResult",
     "audit_files",
+    "audit_path",
+    "outcome_event",
+    "policy_rule",
     "request_event",
     "verify",
 ]
 
 DEFAULT_MAX_AGE_DAYS = 90
 DEFAULT_MAX_SIZE_MB = 100
+DEFAULT_CHECKPOINT_INTERVAL = 60.0
 
 Clock = Callable[[], float]
+#: a second sink: gets each finished line (newline included) after it is in the file
+Mirror = Callable[[bytes], None]
 
 _STAMP = "%Y%m%dT%H%M%SZ"
 _DAY = 86400.0
@@ -109,9 +129,17 @@ class AuditLog:
     Thread-safe, and safe for several processes sharing ``directory``.  ``clock`` (seconds
     since the epoch) stamps lines, names rotated files and decides their age.  ``registry``
     holds the configured secret values, masked wherever they turn up in a string field.
-    ``directory=None`` gives a disabled log that checks events and writes nothing.  Raises
-    :class:`OSError` if the file cannot be opened, :class:`ValueError` for a non-positive
-    ``max_bytes`` or ``max_age_days``.
+    ``directory=None`` gives a disabled log that checks events and writes nothing.
+
+    ``sync``: ``None`` writes lines without fsync, ``0.0`` fsyncs each line, a positive
+    window (seconds) lets :meth:`commit` share one fsync among the lines of that window (see
+    :mod:`keybroker.audit_sync`).  ``signer`` adds signed checkpoints every
+    ``checkpoint_interval`` seconds, at rotation, pruning and close (see
+    :mod:`keybroker.audit_checkpoint`).  ``mirror`` gets every line once it is written.
+    ``fail_closed`` is the caller's policy for a failed write (kept here for it).
+
+    Raises :class:`OSError` if the file cannot be opened, :class:`ValueError` for a
+    non-positive ``max_bytes``, ``max_age_days`` or ``checkpoint_interval``.
     """
 
     def __init__(
@@ -122,10 +150,27 @@ class AuditLog:
         max_age_days: int = DEFAULT_MAX_AGE_DAYS,
         clock: Clock = time.time,
         registry: SecretRegistry = SECRETS,
+        sync: float | None = None,
+        signer: AuditSigner | None = None,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        mirror: Mirror | None = None,
+        fail_closed: bool = True,
     ) -> None:
-        if max_bytes <= 0 or max_age_days <= 0:
-            raise ValueError("max_bytes and max_age_days must be positive")
+        if max_bytes <= 0 or max_age_days <= 0 or checkpoint_interval <= 0:
+            raise ValueError("max_bytes, max_age_days and checkpoint_interval must be positive")
         self.directory = None if directory is None else Path(directory)
+        self.sync = sync
+        self.fail_closed = fail_closed
+        self.checkpoint_interval = checkpoint_interval
+        self._mirror = mirror
+        self._group = GroupSync(sync, self._fsync) if sync else None
+        self._checkpoints = (
+            None
+            if signer is None or self.directory is None
+            else CheckpointWriter(self.directory, signer)
+        )
+        self._last_checkpoint = clock()
+        self._heads: dict[tuple[str, int], int] = {}  # (name, inode) -> first seq
         self.max_bytes = max_bytes
         self.max_age_days = max_age_days
         self._clock = clock
@@ -139,8 +184,10 @@ class AuditLog:
         self._prev, self._seq, self._start = GENESIS, 0, "genesis"
         if self.directory is not None:
             self._open()
-            with self._dir_lock(), contextlib.suppress(OSError):
-                self.prune()
+            with self._dir_lock():
+                with contextlib.suppress(OSError):
+                    self.prune()
+                self._checkpoint_quietly("start")
 
     @classmethod
     def open(
@@ -163,6 +210,11 @@ class AuditLog:
         max_size = cfg.max_size if cfg.max_size > 0 else DEFAULT_MAX_SIZE_MB
         max_age = cfg.max_age if cfg.max_age > 0 else DEFAULT_MAX_AGE_DAYS
         try:
+            sync = parse_sync(cfg.sync)
+        except ValueError as exc:
+            raise ConfigError(f"Audit.Sync: {exc}") from None
+        signer = load_signer(cfg.signing_key) if cfg.signing_key else None
+        try:
             os.makedirs(output, mode=0o750, exist_ok=True)
             return cls(
                 output,
@@ -170,6 +222,11 @@ class AuditLog:
                 max_age_days=max_age,
                 clock=clock,
                 registry=registry,
+                sync=sync,
+                signer=signer,
+                checkpoint_interval=cfg.checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL,
+                mirror=open_mirror(cfg.mirror),
+                fail_closed=cfg.fail_closed,
             )
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
@@ -184,32 +241,90 @@ class AuditLog:
         return None if self.directory is None else self.directory / AUDIT_FILE_NAME
 
     def record(self, event: Mapping[str, object]) -> None:
-        """Append one line holding ``event``'s fields.
+        """Append one line holding ``event``'s fields (fsync'ed unless ``sync`` is ``None``).
 
         Raises :class:`ValueError` for a reserved, malformed or credential-like field name,
         a non-finite number, a line over 64 KiB or a closed log; :class:`TypeError` for a
         value that is not a str/int/float/bool/None (or a list of those) — ``bytes`` and
-        :class:`~keybroker.secret.Secret` included; :class:`OSError` if the write fails.
+        :class:`~keybroker.secret.Secret` included; :class:`OSError` if the write fails
+        (nothing of the line is left behind: the next line continues the same chain).
         """
+        self._write(self._fields(event), fsync=self.sync is not None)
+
+    async def commit(self, event: Mapping[str, object]) -> None:
+        """:meth:`record` for the event loop: returns once the line is as durable as
+        ``sync`` asks — fsync'ed in a thread (``always``), covered by its window's shared
+        fsync (a batch window), or written (``None``).  Raises as :meth:`record`."""
+        fields = self._fields(event)
+        if self.sync is None:
+            self._write(fields, fsync=False)
+        elif self._group is None:
+            await asyncio.to_thread(self._write, fields, fsync=True)
+        else:
+            self._write(fields, fsync=False)
+            await self._group.wait()
+
+    def checkpoint(self, reason: str = "interval") -> bool:
+        """Write a signed checkpoint now (when lines were written since the last one); whether
+        one was written.  No-op without a signing key.  Raises :class:`OSError`."""
+        with self._lock:
+            if self._closed or self._checkpoints is None:
+                return False
+            with self._dir_lock():
+                return self._checkpoint(reason)
+
+    def checkpoint_if_due(self) -> bool:
+        """:meth:`checkpoint` once ``checkpoint_interval`` has passed since the last."""
+        if self._checkpoints is None:
+            return False
+        if self._clock() - self._last_checkpoint < self.checkpoint_interval:
+            return False
+        return self.checkpoint("interval")
+
+    def close(self) -> None:
+        """Write the shutdown checkpoint, close the file; later :meth:`record` calls raise
+        ``ValueError``.  Idempotent."""
+        with self._lock:
+            if self._fd >= 0 and not self._closed and self.directory is not None:
+                with self._dir_lock():
+                    self._checkpoint_quietly("shutdown")
+            self._closed = True
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _fields(self, event: Mapping[str, object]) -> dict[str, object]:
         fields = clean_event(event, self._registry)
         size = len(json.dumps(fields, ensure_ascii=True, allow_nan=False))
         if size > MAX_LINE_BYTES - 512:  # 512: room for time, seq, prev, start and hash
             raise ValueError(f"audit event too large ({size} bytes of fields)")
+        return fields
+
+    def _write(self, fields: dict[str, object], *, fsync: bool) -> None:
         with self._lock:
             if self._closed:
                 raise ValueError("audit log is closed")
             if self.directory is None:
                 return
             with self._dir_lock():
-                self._append(fields)
+                line = self._append(fields)
+                if fsync:
+                    os.fsync(self._fd)
+                if self._checkpoints is not None and self._due():
+                    self._checkpoint_quietly("interval")
+        if self._mirror is not None:
+            self._mirror(line)
 
-    def close(self) -> None:
-        """Close the file; later :meth:`record` calls raise ``ValueError``.  Idempotent."""
+    def _fsync(self) -> None:
+        """fsync what was written so far (the batch window's shared fsync)."""
         with self._lock:
-            self._closed = True
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            if self._fd < 0:
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -234,7 +349,8 @@ class AuditLog:
 
     # -- under the locks --
 
-    def _append(self, fields: dict[str, object]) -> None:
+    def _append(self, fields: dict[str, object]) -> bytes:
+        size = -1
         try:
             self._sync()
             line, digest = self._line(fields)
@@ -242,13 +358,63 @@ class AuditLog:
             if used > 0 and used + len(line) > self.max_bytes:
                 self._rotate()
                 line, digest = self._line(fields)
+            size = os.fstat(self._fd).st_size
             write_all(self._fd, line)
         except BaseException:
             self._seen = None  # whatever happened, re-read the file next time
+            if size >= 0:  # a short write (a full disk): take the half line back
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, size)
             raise
         self._prev, self._seq, self._start = digest, self._seq + 1, ""
         st = os.fstat(self._fd)
         self._seen = (st.st_dev, st.st_ino, st.st_size)
+        return line
+
+    # -- checkpoints (under the locks) --
+
+    def _due(self) -> bool:
+        return self._clock() - self._last_checkpoint >= self.checkpoint_interval
+
+    def _checkpoint_quietly(self, reason: str) -> None:
+        try:
+            self._checkpoint(reason)
+        except (OSError, ValueError) as exc:
+            _log.error("audit checkpoint failed: %s", type(exc).__name__)
+
+    def _checkpoint(self, reason: str, file: str = AUDIT_FILE_NAME) -> bool:
+        writer = self._checkpoints
+        if writer is None:
+            return False
+        self._sync()
+        self._last_checkpoint = self._clock()
+        files = audit_files(self._dir_or_raise())
+        first = self._first_seq(files[0]) if files else None
+        if self._seq == 0 or first is None:
+            return False  # nothing written yet: nothing to vouch for
+        return writer.write(
+            time=_rfc3339(self._clock()),
+            reason=reason,
+            last=(self._seq, self._prev),
+            file=file,
+            files=[path.name for path in files],
+            first_seq=first,
+        )
+
+    def _first_seq(self, path: Path) -> int | None:
+        """The seq of a file's first line (remembered per name and inode)."""
+        with path.open("rb") as fh:
+            key = (path.name, os.fstat(fh.fileno()).st_ino)
+            if key in self._heads:
+                return self._heads[key]
+            opened = open_line(fh.readline(MAX_LINE_BYTES + 1).rstrip(b"\n"))
+        if isinstance(opened, str) or not isinstance(opened[0].get("seq"), int):
+            return None
+        seq = int(str(opened[0]["seq"]))
+        if len(self._heads) > 4096:
+            self._heads.clear()
+        self._heads[key] = seq
+        return seq
 
     def _line(self, fields: dict[str, object]) -> tuple[bytes, str]:
         body: dict[str, object] = {
@@ -272,9 +438,12 @@ class AuditLog:
         st = os.fstat(self._fd)
         if (st.st_dev, st.st_ino, st.st_size) == self._seen:
             return  # nobody appended since our last line: the cached end is the end
-        self._seen = (st.st_dev, st.st_ino, st.st_size)
-        if st.st_size > 0:
-            self._resume(read_tail(self._fd, st.st_size), self._path_or_raise())
+        size = trim_partial(self._fd, st.st_size)
+        if size != st.st_size:
+            _log.warning("audit file %s ended with a half-written line; removed", AUDIT_FILE_NAME)
+        self._seen = (st.st_dev, st.st_ino, size)
+        if size > 0:
+            self._resume(read_tail(self._fd, size), self._path_or_raise())
             return
         self._continue_fromrotated_files()
         if lost is not None and lost[1] > self._seq:
@@ -325,6 +494,8 @@ class AuditLog:
         if existing and existing[-1][0][0] >= now:
             stamp, n = existing[-1][0][0], existing[-1][0][1] + 1
         name = f"{AUDIT_FILE_NAME}.{stamp}" + (f".{n}" if n else "")
+        if self.sync is not None:
+            os.fsync(self._fd)  # its lines are durable before the file is set aside
         move_no_replace(self._path_or_raise(), directory / name)
         os.close(self._fd)
         self._fd = -1
@@ -334,6 +505,12 @@ class AuditLog:
         self._seen = (st.st_dev, st.st_ino, st.st_size)
         with contextlib.suppress(OSError):  # a failed clean-up must not stop auditing
             self.prune()
+        start = self._start
+        try:
+            self._checkpoint("rotation", file=name)
+        except (OSError, ValueError) as exc:
+            _log.error("audit checkpoint failed: %s", type(exc).__name__)
+        self._start = start
 
     def _open(self) -> None:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)

@@ -1,7 +1,8 @@
 """The bytes of the audit file: the low-level side of :class:`~keybroker.audit.AuditLog`.
 
 :func:`seal_line` makes one finished line (the format is described in :mod:`keybroker.audit`),
-:func:`read_tail` reads where a file's chain ends, :func:`write_all` appends a line whole on a
+:func:`read_tail` reads where a file's chain ends, :func:`trim_partial` cuts off a line
+a crash or a full disk left half-written, :func:`write_all` appends a line whole on a
 raw descriptor and :func:`move_no_replace` sets a file aside without ever overwriting another.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from keybroker.audit_verify import MAX_LINE_BYTES, open_line
 
-__all__ = ["move_no_replace", "read_tail", "seal_line", "write_all"]
+__all__ = ["move_no_replace", "read_tail", "seal_line", "trim_partial", "write_all"]
 
 _HASH_KEY = b',"hash":"'
 
@@ -60,3 +61,24 @@ def read_tail(fd: int, size: int) -> tuple[str, int] | str:
     body, digest = opened
     seq = body["seq"]
     return (digest, seq) if isinstance(seq, int) else "invalid field 'seq'"
+
+
+def trim_partial(fd: int, size: int) -> int:
+    """Cut a half-written last line (no newline) off a file of ``size`` bytes; the new size.
+
+    Such a line was never complete, so no request was let through on it (the write-ahead
+    waits for the whole line): removing it lets the chain continue from the last whole line
+    instead of starting a new one.  A file with no newline in its last 64 KiB is left as it
+    is (not a line of ours)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    start = max(0, size - MAX_LINE_BYTES - 1)
+    chunk = os.pread(fd, size - start, start)
+    if chunk.endswith(b"\n"):
+        return size
+    cut = chunk.rfind(b"\n")
+    if cut < 0 and start > 0:
+        return size
+    new_size = start + cut + 1
+    os.ftruncate(fd, new_size)
+    return new_size

@@ -87,6 +87,16 @@ class AuditConfig:
     enabled: bool = False
     max_age: int = 90
     max_size: int = 100
+    #: ours: ``always`` (fsync per line), ``<N>ms`` (a shared fsync per window) or ``none``
+    sync: str = "always"
+    #: ours: refuse (503) what cannot be recorded; ``false`` serves it anyway
+    fail_closed: bool = True
+    #: ours: the Ed25519 private key file that signs checkpoints (``keybroker audit init``)
+    signing_key: str = ""
+    #: ours: seconds between signed checkpoints
+    checkpoint_interval: int = 60
+    #: ours: a second sink for the same lines: ``stdout`` or ``syslog``
+    mirror: str = ""
 
 
 @dataclass

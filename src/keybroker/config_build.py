@@ -67,7 +67,15 @@ _LOG_FIELDS: _Fields = {
     "MaxAge": ("max_age", _Reader.integer),
     "MaxSize": ("max_size", _Reader.integer),
 }
-_AUDIT_FIELDS: _Fields = {**_LOG_FIELDS, "Enabled": ("enabled", _Reader.boolean)}
+_AUDIT_FIELDS: _Fields = {
+    **_LOG_FIELDS,
+    "Enabled": ("enabled", _Reader.boolean),
+    "Sync": ("sync", _Reader.string),
+    "FailClosed": ("fail_closed", _Reader.boolean),
+    "SigningKey": ("signing_key", _Reader.string),
+    "CheckpointInterval": ("checkpoint_interval", _Reader.integer),
+    "Mirror": ("mirror", _Reader.string),
+}
 del _AUDIT_FIELDS["Level"]
 _FORBIDDEN_FIELDS: _Fields = {
     "ForbiddenAccountNotFound": ("forbidden_account_not_found", _Reader.boolean),

@@ -15,6 +15,8 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from keybroker import signers
+from keybroker.audit_mirror import MIRRORS
+from keybroker.audit_sync import parse_sync
 from keybroker.config import (
     AuditConfig,
     Config,
@@ -137,6 +139,7 @@ def _check_sections(cfg: Config, p: Problems) -> None:
         _is_type(p, f"{section}.MaxAge", obj.max_age, int, "an integer")
         _is_type(p, f"{section}.MaxSize", obj.max_size, int, "an integer")
     _is_type(p, "Audit.Enabled", cfg.audit.enabled, bool, "a boolean")
+    _check_audit(cfg.audit, p)
     for key, attr in _FORBIDDEN_FLAGS:
         _is_type(p, f"Forbidden.{key}", getattr(cfg.forbidden, attr), bool, "a boolean")
     _positive(p, "Security.ClockSkewSeconds", cfg.security.clock_skew_seconds, integer=True)
@@ -144,6 +147,24 @@ def _check_sections(cfg: Config, p: Problems) -> None:
     _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
     _check_cidrs(p, "Security.AllowedClientCIDRs", cfg.security.allowed_client_cidrs)
     _check_cidrs(p, "Security.MetricsClientCIDRs", cfg.security.metrics_client_cidrs)
+
+
+def _check_audit(audit: AuditConfig, p: Problems) -> None:
+    _is_type(p, "Audit.FailClosed", audit.fail_closed, bool, "a boolean")
+    _positive(p, "Audit.CheckpointInterval", audit.checkpoint_interval, integer=True)
+    if not isinstance(audit.sync, str):
+        p.check("Audit.Sync", "expected a string")
+    else:
+        try:
+            parse_sync(audit.sync)
+        except ValueError as exc:
+            p.check("Audit.Sync", str(exc))
+    if not isinstance(audit.mirror, str) or audit.mirror.strip().lower() not in MIRRORS:
+        p.check("Audit.Mirror", "expected 'stdout', 'syslog' or nothing")
+    if not isinstance(audit.signing_key, str):
+        p.check("Audit.SigningKey", "expected a path to a key file")
+    elif audit.signing_key and (problem := _readable_problem(audit.signing_key)):
+        p.check("Audit.SigningKey", problem)
 
 
 def _check_store(p: Problems, path: str, value: object, words: tuple[str, ...]) -> None:

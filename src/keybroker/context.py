@@ -34,6 +34,14 @@ class RequestContext:
     error_code: str | None = None
     started: float = field(default_factory=time.perf_counter)
     bytes_out: int = 0
+    #: the request target without credential parameters (audit)
+    path: str | None = None
+    #: why the proxy refused the request (an error message: names the rule, never a secret)
+    reason: str | None = None
+    #: the policy that let an allowed request through (audit)
+    rule: str | None = None
+    #: its audit record was written before it was forwarded; the outcome record follows
+    audited_ahead: bool = False
 
     @property
     def reply_id(self) -> str:

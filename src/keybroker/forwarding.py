@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from multidict import CIMultiDict
 
+from keybroker.audit_event import audit_path
 from keybroker.context import RequestContext
 from keybroker.errors import (
     Forbidden,
@@ -48,6 +49,11 @@ HOP_BY_HOP = frozenset(
 )
 
 
+#: called with a request's context (its ``path`` set to what goes upstream) just before the
+#: upstream request starts; raising refuses the request (the audit's write-ahead)
+BeforeSend = Callable[[RequestContext], Awaitable[None]]
+
+
 class Forwarder:
     """Sends re-signed requests upstream over pooled keep-alive connections."""
 
@@ -57,7 +63,9 @@ class Forwarder:
         max_body_bytes: int,
         extra_headers: dict[str, str],
         client_timeout: float | None = None,
+        before_send: BeforeSend | None = None,
     ) -> None:
+        self.before_send = before_send
         self.client = client
         self.max_body_bytes = max_body_bytes
         self.client_timeout = client_timeout
@@ -80,6 +88,9 @@ class Forwarder:
             request, body, auth, headers, limit or self.max_body_bytes
         )
         target = f"{up.path}?{up.query}" if up.query else up.path
+        if self.before_send is not None:
+            ctx.path = audit_path(target or "/")
+            await self.before_send(ctx)  # nothing has gone upstream yet
         try:
             upstream = await self.client.request(
                 up.method, up.scheme, up.host, target or "/", headers, data

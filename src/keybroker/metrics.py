@@ -80,6 +80,12 @@ class ProxyMetrics:
         self.policy_denials = r.counter(
             "keybroker_policy_denials_total", "Requests refused by policy.", ("account",)
         )
+        self.audit_failures = r.counter(
+            "keybroker_audit_failures_total",
+            "Audit records that could not be written, by sink (file: the request was refused "
+            "unless Audit.FailClosed is false; mirror: the second sink only).",
+            ("sink",),
+        )
         self.kms_operations = r.counter(
             "keybroker_kms_operations_total",
             "KMS operations by backend, operation and outcome.",

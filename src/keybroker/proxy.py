@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 
 from keybroker import metrics, policy
 from keybroker.answers import error_response, health_response, version_headers
-from keybroker.audit import AuditLog
+from keybroker.audit import AuditLog, audit_path, policy_rule
+from keybroker.audit_refusals import RefusalFolder
 from keybroker.checks import (
     admit,
     check_replay,
@@ -49,7 +50,7 @@ from keybroker.keyservice.signed import require_signed_whole
 from keybroker.limits import AccountLimits, limits_from_config
 from keybroker.netguard import GuardedResolver
 from keybroker.passthrough import pass_unsigned, pass_unverified
-from keybroker.recording import finish
+from keybroker.recording import finish, write_ahead
 from keybroker.redact import register_config_secrets
 from keybroker.replay import ReplayCache, replay_cache_from_config
 from keybroker.routing import Route, Router, upstream_request
@@ -93,6 +94,8 @@ class Proxy:
         self._router = Router(config)
         self._limits = AccountLimits()
         self._audit: AuditLog | None = None
+        self._refusals = RefusalFolder(lambda: self._audit)
+        self._ticker: asyncio.Task[None] | None = None
         self._replay: ReplayCache | None = None
         #: keybroker's own services on the proxy port, by first path segment (``_keybroker``)
         self.services: dict[str, ServiceHandler] = {}
@@ -134,8 +137,10 @@ class Proxy:
     def on_refuse(self, source: str | None, reason: str) -> None:
         """Every refusal the HTTP layer decides (a connection not admitted, a request that
         cannot be parsed) passes here: ``source`` is the client address, ``reason`` says
-        why.  Logged at debug (an attacker's flood must not flood the log)."""
+        why.  Logged at debug (an attacker's flood must not flood the log); folded into the
+        audit log (one record per source and reason a second, with a count)."""
         log.debug("refused", extra={"fields": {"source": source, "reason": reason}})
+        self._refusals.add(source, reason)
 
     @property
     def audit(self) -> AuditLog | None:
@@ -172,7 +177,11 @@ class Proxy:
             read_timeout=http.upstream_read_timeout,
         )
         self._forwarder_ = Forwarder(
-            self._client, http.max_body_bytes, version_headers(), http.client_timeout
+            self._client,
+            http.max_body_bytes,
+            version_headers(),
+            http.client_timeout,
+            before_send=self._write_ahead,
         )
         # the parser's own bound is generous; Http.MaxHeaderBytes is checked (431) in admit
         server = HttpServer(
@@ -186,6 +195,7 @@ class Proxy:
             on_refuse=self.on_refuse,
         )
         self._server = server
+        self._ticker = asyncio.create_task(self._audit_ticker())
         await listen(server, http, host, port, sock=sock)
         self.ports = server.ports
         if self._keyservice is not None:
@@ -207,8 +217,12 @@ class Proxy:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self._refusals.flush()
         if self._audit is not None:
-            self._audit.close()
+            self._audit.close()  # the shutdown checkpoint
             self._audit = None
         if self._replay is not None:
             await self._replay.close()
@@ -220,6 +234,21 @@ class Proxy:
         from keybroker.serving import run_until_signalled
 
         run_until_signalled(self)
+
+    async def _write_ahead(self, ctx: RequestContext) -> None:
+        await write_ahead(ctx, self._audit)
+
+    async def _audit_ticker(self) -> None:
+        """About once a second: fold HTTP-layer refusals into records, and sign a checkpoint
+        when ``Audit.CheckpointInterval`` has passed."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self._refusals.flush()
+                if self._audit is not None:
+                    self._audit.checkpoint_if_due()
+            except (OSError, ValueError) as exc:
+                log.error("audit housekeeping failed: %s", type(exc).__name__)
 
     @property
     def _forwarder(self) -> Forwarder:
@@ -236,6 +265,7 @@ class Proxy:
             method=request.method,
             remote=request.remote,
             client_request_id=_client_request_id(request),
+            path=audit_path(request.raw_path),
         )
         self._inflight += 1
         self._idle.clear()
@@ -381,6 +411,7 @@ class Proxy:
             operation.read_only,
         )
         policy.check(endpoint.policy, policy_facts(ctx, request))
+        ctx.rule = policy_rule(endpoint.policy)
         upstream = upstream_request(route, self._router.accounts)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
         if self.hooks.before_forward:

@@ -1,8 +1,12 @@
-"""What each request leaves behind once it is answered (or failed).
+"""What each request leaves behind: its audit records, access-log line, metrics and hooks.
 
-For a proxied or key-service request: the access-log line, the metrics and the audit record
-(a failing audit is logged loudly, never raised: the answer is gone already).  Then, for every
-request, the library's ``after_response`` hooks (see :mod:`keybroker.hooks`).
+A request that goes upstream has its audit record written *ahead* (:func:`write_ahead`, called
+by the forwarder just before the upstream request starts), durable as ``Audit.Sync`` asks; when
+it cannot be written the request is refused (503, ``Audit.FailClosed``).  Once the answer is
+out, :func:`finish` writes the access-log line, the metrics and the second audit record — the
+outcome, linked by request id — or, for a request that never went upstream, its only record
+(a failing audit there is counted and logged loudly: the answer is gone already).  Then, for
+every request, the library's ``after_response`` hooks (see :mod:`keybroker.hooks`).
 """
 
 from __future__ import annotations
@@ -11,28 +15,53 @@ import logging
 import time
 
 from keybroker import metrics
-from keybroker.audit import AuditLog, request_event
+from keybroker.audit import AuditLog, outcome_event, request_event
 from keybroker.context import RequestContext
+from keybroker.errors import ServiceUnavailable
 from keybroker.hooks import HookFn, run_hooks
 from keybroker.logs import request_log_line
 
-__all__ = ["finish", "record_audit"]
+__all__ = ["AUDIT_UNAVAILABLE", "finish", "record_audit", "write_ahead"]
+
+AUDIT_UNAVAILABLE = "the audit log cannot be written; the request was not forwarded"
 
 log = logging.getLogger("keybroker.proxy")
 
 
-def record_audit(ctx: RequestContext, audit: AuditLog | None) -> None:
+async def write_ahead(ctx: RequestContext, audit: AuditLog | None) -> None:
+    """Record ``ctx`` before it goes upstream.  Raises ``ServiceUnavailable`` (503) when the
+    record cannot be written, unless ``Audit.FailClosed`` is false (then it goes on, counted
+    and logged)."""
     if audit is None or not audit.enabled:
         return
     try:
-        audit.record(request_event(ctx))
+        await audit.commit(request_event(ctx))
     except (OSError, ValueError, TypeError) as exc:
-        # the answer is gone already; a failing audit must be loud in the log
-        log.error(
-            "audit record failed: %s",
-            type(exc).__name__,
-            extra={"fields": {"request_id": ctx.request_id}},
-        )
+        _failed(ctx, exc)
+        if audit.fail_closed:
+            raise ServiceUnavailable(AUDIT_UNAVAILABLE, retry_after=1) from None
+        return
+    ctx.audited_ahead = True
+
+
+def record_audit(ctx: RequestContext, audit: AuditLog | None) -> None:
+    """The outcome of a request recorded ahead, or the only record of one that was not."""
+    if audit is None or not audit.enabled:
+        return
+    event = outcome_event(ctx) if ctx.audited_ahead else request_event(ctx)
+    try:
+        audit.record(event)
+    except (OSError, ValueError, TypeError) as exc:
+        _failed(ctx, exc)  # the answer is gone already: loud in the log and the metrics
+
+
+def _failed(ctx: RequestContext, exc: Exception) -> None:
+    metrics.DEFAULT.audit_failures.inc(("file",))
+    log.error(
+        "audit record failed: %s",
+        type(exc).__name__,
+        extra={"fields": {"request_id": ctx.request_id}},
+    )
 
 
 async def finish(ctx: RequestContext, audit: AuditLog | None, after: list[HookFn]) -> None:

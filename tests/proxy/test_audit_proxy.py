@@ -1,4 +1,5 @@
-"""Every proxied request leaves exactly one audit line; editing a line breaks verification."""
+"""Every proxied request leaves its audit records (ahead of the forward and its outcome, or
+one for a refusal); editing a line breaks verification."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _verify(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_one_audit_line_per_request_and_tamper_detection(tmp_path: Path) -> None:
+def test_audit_records_ahead_and_after_and_tamper_detection(tmp_path: Path) -> None:
     audit_dir = logscan.log_dir(tmp_path / "audit")
     with recording_upstream() as up:
         cfg = Config(
@@ -49,20 +50,34 @@ def test_one_audit_line_per_request_and_tamper_detection(tmp_path: Path) -> None
             ids.append("req-unknown")
     lines = [json.loads(x) for x in (audit_dir / "audit.log").read_text().splitlines()]
     # the proxy's own ids (a client's X-Mcdn-Request-Id never becomes the audit's request id)
-    own = [x["request_id"] for x in lines]
-    assert len(set(own)) == len(ids) and not set(own) & set(ids)
+    own = {x["request_id"] for x in lines}
+    assert len(own) == len(ids) and not own & set(ids)
     assert all(len(x) == 32 and int(x, 16) >= 0 for x in own)
-    assert [x["decision"] for x in lines] == ["allow", "deny"] * 3 + ["deny"]
-    assert lines[0]["account"] == "acct" and lines[0]["service"] == "sts"
-    assert lines[0]["upstream_host"] == up.url.removeprefix("http://")
-    assert lines[1]["error_code"] == "Proxy.ValidateCredentialErr"
+    # an allowed request: its record written ahead of the forward, then its outcome, linked
+    # by the proxy's request id; the client's id is kept beside it
+    client_of = {x["request_id"]: x["client_request_id"] for x in lines if x["event"] == "request"}
+    expected = []
+    for i, rid in enumerate(ids[:6]):
+        expected += [(rid, "request"), (rid, "outcome")] if i % 2 == 0 else [(rid, "request")]
+    expected.append(("req-unknown", "request"))
+    assert [(client_of[x["request_id"]], x["event"]) for x in lines] == expected
+    requests = [x for x in lines if x["event"] == "request"]
+    assert [x["decision"] for x in requests] == ["allow", "deny"] * 3 + ["deny"]
+    first = requests[0]
+    assert first["account"] == "acct" and first["service"] == "sts"
+    assert first["method"] == "GET" and first["path"] == "/?Action=GetCallerIdentity"
+    assert first["status"] is None and lines[1]["status"] == 200 and lines[1]["bytes_out"] > 0
+    assert first["upstream_host"] == up.url.removeprefix("http://")
+    assert first["rule"] == "no policy restriction"
+    assert requests[1]["error_code"] == "Proxy.ValidateCredentialErr"
+    assert requests[1]["rule"] and requests[1]["status"] == 401
     text = (audit_dir / "audit.log").read_text()
     assert SK not in text and REAL_SK not in text
     ok = _verify(audit_dir)
-    assert ok.returncode == 0 and ok.stdout.startswith("OK: 7 lines"), ok.stdout + ok.stderr
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: 10 lines"), ok.stdout + ok.stderr
     # edit one field of line 3: verification fails at exactly that line
     raw = (audit_dir / "audit.log").read_text().splitlines(keepends=True)
-    raw[2] = raw[2].replace('"decision":"allow"', '"decision":"deny"')
+    raw[2] = raw[2].replace('"decision":"deny"', '"decision":"allow"')
     (audit_dir / "audit.log").write_text("".join(raw))
     bad = _verify(audit_dir)
     assert bad.returncode == 1

@@ -19,6 +19,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from keybroker import metrics
 from keybroker.config import KeyPolicy, KeyServiceConfig
 from keybroker.errors import ConfigError, KMSError, ProxyError, ServiceUnavailable
 from keybroker.keyservice import policy
@@ -152,10 +153,11 @@ class KeyService:
         if audit_log is None or not audit_log.enabled:
             return
         try:
-            audit_log.record(event.fields())
+            audit_log.record(event.fields())  # durable per Audit.Sync before the key goes out
         except (OSError, ValueError, TypeError) as exc:
+            metrics.DEFAULT.audit_failures.inc(("file",))
             log.error("key audit record failed: %s", type(exc).__name__)
-            if event.decision == "allow":
+            if event.decision == "allow" and audit_log.fail_closed:
                 raise ServiceUnavailable(
                     "the audit log cannot be written: no key released"
                 ) from None
