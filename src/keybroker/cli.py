@@ -1,4 +1,5 @@
-"""The ``keybroker`` command: ``serve``, ``check``, ``kms``, ``audit`` and ``seal``.
+"""The ``keybroker`` command: ``serve``, ``check``, ``init``, ``try``, ``kms``, ``audit``
+and ``seal``.
 
 ``keybroker -conf-file PATH`` (key-proxy's own flag, no sub-command) means ``serve``.
 """
@@ -20,9 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-COMMANDS = ("serve", "check", "kms", "audit", "seal", "_worker")
+COMMANDS = ("serve", "check", "init", "try", "kms", "audit", "seal", "_worker")
 #: what ``--help`` lists (``_worker`` is started by the supervisor, not by people)
-PUBLIC_COMMANDS = "{serve,check,kms,audit,seal}"
+PUBLIC_COMMANDS = "{serve,check,init,try,kms,audit,seal}"
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--config-fd", type=int, required=True)
     worker.add_argument("--config-name", required=True)
     from keybroker.audit_cli import add_audit_parser
+    from keybroker.init_cli import add_init_parser
     from keybroker.kms.cli import add_kms_parser
     from keybroker.seal_cli import add_seal_parser
+    from keybroker.try_cli import add_try_parser
 
+    add_init_parser(sub)
+    add_try_parser(sub)
     add_kms_parser(sub)
     add_audit_parser(sub)
     add_seal_parser(sub)

@@ -39,7 +39,7 @@ from keybroker.errors import ConfigError, KMSError
 from keybroker.sealing import Sealer, normalise_field, sealed_reference
 from keybroker.secret import Secret, constant_time_equal
 
-__all__ = ["add_seal_parser", "cmd_init", "cmd_seal"]
+__all__ = ["add_seal_parser", "cmd_init", "cmd_seal", "create_master_secret"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MASTER_FILE, SALT_FILE = "master.key", "salt"
@@ -100,10 +100,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     directory = Path(args.dir).expanduser().absolute()
+    uri = create_master_secret(directory)
+    print(
+        f"# Keep {directory} private and backed up: without {MASTER_FILE} and {SALT_FILE},\n"
+        "# sealed values cannot be opened.  Add this section to the config:",
+        file=sys.stderr,
+    )
+    print(f"Seal:\n  KMS: {json.dumps(uri)}")
+    return EXIT_OK
+
+
+def create_master_secret(directory: Path) -> str:
+    """Write a random master secret and salt into ``directory`` (``0600``, never replacing a
+    file) and return the cluster-KMS URI of the ``Seal`` section.  Raises ``ValueError``
+    (the message names the file)."""
     master, salt_file = directory / MASTER_FILE, directory / SALT_FILE
     for path in (master, salt_file):
         if path.exists():
-            raise _UsageError(
+            raise ValueError(
                 f"{path} already exists: refusing to replace it "
                 "(values sealed with it could no longer be opened)"
             )
@@ -113,14 +127,8 @@ def _init(args: argparse.Namespace) -> int:
         salt = _b64url(os.urandom(_SECRET_BYTES))
         _write_new(salt_file, salt)
     except OSError as exc:
-        raise _UsageError(f"cannot write into {directory}: {exc.strerror}") from None
-    print(
-        f"# Keep {directory} private and backed up: without {MASTER_FILE} and {SALT_FILE},\n"
-        "# sealed values cannot be opened.  Add this section to the config:",
-        file=sys.stderr,
-    )
-    print(f"Seal:\n  KMS: {json.dumps(_cluster_uri(master, salt))}")
-    return EXIT_OK
+        raise ValueError(f"cannot write into {directory}: {exc.strerror}") from None
+    return _cluster_uri(master, salt)
 
 
 def _cluster_uri(master: Path, salt: str) -> str:
