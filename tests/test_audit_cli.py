@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from keybroker.audit import AUDIT_FILE_NAME, AuditLog
-from keybroker.audit_cli import add_audit_parser, cmd_verify, main
+from keybroker.audit_cli import UNKEYED_NOTE, add_audit_parser, cmd_verify, main
 
 
 def make_log(directory: Path, n: int, max_bytes: int = 100 * 1024 * 1024) -> Path:
@@ -26,7 +26,7 @@ def test_ok_through_the_handler(tmp_path: Path, capsys: pytest.CaptureFixture[st
     files = len(list(tmp_path.iterdir()))
     assert cmd_verify(argparse.Namespace(path=str(tmp_path))) == 0
     out, err = capsys.readouterr()
-    assert out == f"OK: 30 lines in {files} files\n" and err == ""
+    assert out == f"OK: 30 lines in {files} files\n{UNKEYED_NOTE}\n" and err == ""
     assert files > 1
 
 
@@ -43,7 +43,7 @@ def test_tampered_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFi
 def test_single_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     live = make_log(tmp_path, 4) / AUDIT_FILE_NAME
     assert main(["audit", "verify", str(live)]) == 0
-    assert capsys.readouterr().out == "OK: 4 lines in 1 files\n"
+    assert capsys.readouterr().out == f"OK: 4 lines in 1 files\n{UNKEYED_NOTE}\n"
 
 
 def test_pruned_start_is_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,7 +86,7 @@ def test_parser_wiring_in_a_host_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     add_audit_parser(sub)
     args = parser.parse_args(["audit", "verify", str(make_log(tmp_path, 2))])
     assert args.handler(args) == 0
-    assert capsys.readouterr().out == "OK: 2 lines in 1 files\n"
+    assert capsys.readouterr().out == f"OK: 2 lines in 1 files\n{UNKEYED_NOTE}\n"
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["audit"])
     assert exc.value.code == 2

@@ -1,13 +1,22 @@
-"""``keybroker audit verify PATH``: check an audit log's hash chain.
+"""``keybroker audit init`` and ``keybroker audit verify``.
 
 ::
 
-    keybroker audit verify PATH     # PATH: the Audit.Output directory, or one audit file
+    keybroker audit init [--dir DIR]                  # a new audit signing key pair
+    keybroker audit verify --public-key PUB DIR       # prove the log complete (auditor)
+    keybroker audit verify PATH                       # the hash chain only (unkeyed)
 
-Prints ``OK: N lines in M files`` and exits 0 when the chain is sound (with a note when it
-starts after seq 1: older files were pruned, or removed); prints
-``tampered: <file>:<line>: <reason>`` for the first broken line and exits 1; exits 2 with a
-one-line message on stderr when PATH is missing or unreadable.  Never a traceback.
+``init`` writes ``audit-signing.key`` (0600; name it in ``Audit.SigningKey``) and
+``audit-signing.pub`` (give it to the auditor) into ``DIR`` (default: the current directory),
+and never replaces an existing key.
+
+``verify --public-key`` checks the signed checkpoints and the chain (see
+:mod:`keybroker.audit_proof`): ``OK: ...; complete and unchanged from T1 to T2 ...`` (plus an
+``unproven:`` line for lines after the last checkpoint) and exit 0, or ``tampered: <where>:
+<reason>`` and exit 1.  Without a key it checks the chain alone as before (``OK: N lines in M
+files`` and a note that nothing proves no line is missing at the end or in whole files).
+Exit 2 with a one-line message on stderr when a path or the key is missing or unreadable.
+Never a traceback.
 """
 
 from __future__ import annotations
@@ -15,35 +24,81 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from keybroker.audit import verify
+from keybroker.audit import CHECKPOINT_FILE_NAME, verify
+from keybroker.audit_keys import generate_key_pair, load_public_key
+from keybroker.audit_proof import verify_keyed
 
-__all__ = ["EXIT_OK", "EXIT_TAMPERED", "EXIT_USAGE", "add_audit_parser", "cmd_verify", "main"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_TAMPERED",
+    "EXIT_USAGE",
+    "UNKEYED_NOTE",
+    "add_audit_parser",
+    "cmd_init",
+    "cmd_verify",
+    "main",
+]
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
+UNKEYED_NOTE = (
+    "note: unkeyed check (no --public-key): edits, removals and reordering inside the chain "
+    "are found, lines cut off its end or whole files removed are not"
+)
 
 
 def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``audit`` command to an ``argparse`` sub-parser group; each leaf sets
     ``handler(args) -> exit code``."""
     audit: argparse.ArgumentParser = subparsers.add_parser(
-        "audit", help="inspect the tamper-evident audit log"
+        "audit", help="the tamper-evident audit log: signing key, verification"
     )
     leaves = audit.add_subparsers(dest="audit_command", required=True)
-    check = leaves.add_parser("verify", help="check the hash chain of an audit directory or file")
+    check = leaves.add_parser("verify", help="check an audit directory (or one file)")
     check.add_argument("path", metavar="PATH", help="Audit.Output directory or one audit file")
+    check.add_argument(
+        "--public-key",
+        metavar="PUB",
+        help="the audit public key: prove the directory complete up to its last checkpoint",
+    )
     check.set_defaults(handler=cmd_verify)
+    init = leaves.add_parser("init", help="generate the audit signing key pair")
+    init.add_argument("--dir", default=".", help="where to write the two key files")
+    init.set_defaults(handler=cmd_init)
     return audit
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    """``audit verify``: 0 sound, 1 tampered, 2 missing or unreadable path."""
-    path = str(args.path)
+def cmd_init(args: argparse.Namespace) -> int:
+    """``audit init``: 0 written, 2 when a key exists already or the directory is unusable."""
     try:
+        private, public = generate_key_pair(str(args.dir))
+    except FileExistsError as exc:
+        print(f"keybroker audit init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        print(f"keybroker audit init: {args.dir}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"private key: {private} (mode 0600; set Audit.SigningKey to this path)")
+    print(f"public key:  {public} (for the auditor: keybroker audit verify --public-key)")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``audit verify``: 0 sound, 1 tampered, 2 missing or unreadable path or key."""
+    path = str(args.path)
+    key_path = getattr(args, "public_key", None)
+    try:
+        if key_path:
+            return _keyed(path, str(key_path))
         result = verify(path)
     except FileNotFoundError:
         print(f"keybroker audit verify: {path}: no such file or directory", file=sys.stderr)
+        return EXIT_USAGE
+    except NotADirectoryError:
+        print(f"keybroker audit verify: {path}: --public-key needs the directory", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -52,6 +107,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(result)
     if result.ok and result.first_seq is not None and result.first_seq > 1:
         print(f"note: the retained chain starts at seq {result.first_seq} (older files pruned)")
+    if result.ok:
+        keyed = Path(path).is_dir() and (Path(path) / CHECKPOINT_FILE_NAME).exists()
+        print(
+            UNKEYED_NOTE + ("; this log has signed checkpoints: add --public-key" if keyed else "")
+        )
+    return EXIT_OK if result.ok else EXIT_TAMPERED
+
+
+def _keyed(path: str, key_path: str) -> int:
+    try:
+        public = load_public_key(key_path)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        print(f"keybroker audit verify: {key_path}: cannot read: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"keybroker audit verify: {key_path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = verify_keyed(path, public)
+    print(result)
     return EXIT_OK if result.ok else EXIT_TAMPERED
 
 

@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ __all__ = [
     "AUDIT_FILE_NAME",
     "GENESIS",
     "MAX_LINE_BYTES",
+    "LineHook",
     "VerifyResult",
     "audit_files",
     "open_line",
@@ -30,6 +32,9 @@ __all__ = [
 AUDIT_FILE_NAME = "audit.log"
 GENESIS = hashlib.sha256(b"keybroker-audit-v1").hexdigest()
 MAX_LINE_BYTES = 64 * 1024  # an audit line is a record, not a dump channel
+
+#: told of each sound line (its file, body and hash); a string it returns breaks the chain there
+LineHook = Callable[[Path, dict[str, object], str], str | None]
 
 _SEALED = re.compile(rb'(\{.*),"hash":"([0-9a-f]{64})"\}\Z', re.DOTALL)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -134,9 +139,11 @@ class _Walk:
     prev: str | None = None
     seq: int = 0
     first_seq: int | None = None
+    file: Path | None = None
+    on_line: LineHook | None = None
 
 
-def verify(path: str | os.PathLike[str]) -> VerifyResult:
+def verify(path: str | os.PathLike[str], *, on_line: LineHook | None = None) -> VerifyResult:
     """Check the chain of one audit file, or of every audit file in a directory.
 
     Reports the first broken line: bad JSON, a line hash or ``prev`` that does not match, a
@@ -150,7 +157,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
         files, single = [target], True
     else:
         raise FileNotFoundError(f"no such file or directory: {target}")
-    walk = _Walk()
+    walk = _Walk(on_line=on_line)
     for number, file in enumerate(files):
         broken = _verify_file(file, walk, rotated=not single and number < len(files) - 1)
         if broken is not None:
@@ -161,6 +168,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
 
 def _verify_file(file: Path, walk: _Walk, *, rotated: bool) -> tuple[int, str] | None:
     walk.files += 1
+    walk.file = file
     number = 0
     with file.open("rb") as fh:
         while raw := fh.readline(MAX_LINE_BYTES + 1):
@@ -186,6 +194,8 @@ def _verify_line(raw: bytes, first: bool, walk: _Walk) -> str | None:
     if not isinstance(seq, int):  # checked by _open_line already; this narrows the type
         return "invalid or missing field 'seq'"
     problem = _verify_start(start, first, seq, prev, walk) or _verify_link(seq, prev, walk)
+    if problem is None and walk.on_line is not None and walk.file is not None:
+        problem = walk.on_line(walk.file, body, digest)
     if problem is None:
         walk.prev, walk.seq = digest, seq
         walk.first_seq = seq if walk.first_seq is None else walk.first_seq

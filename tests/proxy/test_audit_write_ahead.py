@@ -18,6 +18,13 @@ import pytest
 import requests
 
 from keybroker.audit import verify
+from keybroker.audit_keys import (
+    PRIVATE_KEY_NAME,
+    PUBLIC_KEY_NAME,
+    generate_key_pair,
+    load_public_key,
+)
+from keybroker.audit_proof import verify_keyed
 from keybroker.config import AuditConfig, Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
@@ -79,9 +86,12 @@ def _delete(url: str, n: int) -> tuple[int, dict[str, object]]:
 def test_full_disk_refuses_before_forwarding_and_the_chain_continues(
     tmp_path: Path, sync: str
 ) -> None:
+    generate_key_pair(tmp_path / "keys")
+    signing_key = str(tmp_path / "keys" / PRIVATE_KEY_NAME)
     with small_tmpfs(tmp_path / "audit") as audit_dir, recording_upstream() as up:
+        audit = AuditConfig(output=str(audit_dir), enabled=True, sync=sync, signing_key=signing_key)
         cfg = Config(
-            audit=AuditConfig(output=str(audit_dir), enabled=True, sync=sync),
+            audit=audit,
             endpoints=[aws_endpoint("acct", AK, SK, "AKIAREALAHEAD0000001", REAL_SK, up.url)],
         )
         with proxy_running(cfg) as (url, _):
@@ -107,6 +117,8 @@ def test_full_disk_refuses_before_forwarding_and_the_chain_continues(
         lines = [json.loads(x) for x in (audit_dir / "audit.log").read_text().splitlines()]
         result = verify(audit_dir)
         assert result.ok, result
+        proof = verify_keyed(audit_dir, load_public_key(tmp_path / "keys" / PUBLIC_KEY_NAME))
+        assert proof.ok and proof.unproven == 0, proof  # the shutdown checkpoint covers all
     assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
     assert sum("start" in x for x in lines) == 1, "a new genesis chain began"
     forwarded = {x["client_request_id"] for x in lines if x.get("decision") == "allow"}
