@@ -193,12 +193,15 @@ def _log_broken(ctx: RequestContext, exc: BaseException) -> None:
     )
 
 
-async def read_bounded(request: Request, limit: int, timeout: float | None = None) -> bytes:
-    """The whole body, at most ``limit`` bytes (``PayloadTooLarge``), each read within
-    ``timeout`` seconds (``RequestTimeout``: a client too slow to send)."""
+async def read_bounded(
+    request: Request, limit: int, timeout: float | None = None, already: int = 0
+) -> bytes:
+    """The whole body (what is left of it after ``already`` bytes were read), at most
+    ``limit`` bytes (``PayloadTooLarge``), each read within ``timeout`` seconds
+    (``RequestTimeout``: a client too slow to send)."""
     length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if length is not None and length - already > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit + already} bytes")
     if not request.body_exists:
         return b""
     parts: list[bytes] = []
@@ -206,7 +209,7 @@ async def read_bounded(request: Request, limit: int, timeout: float | None = Non
     async for chunk in body_chunks(request, timeout):
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            raise PayloadTooLarge(f"request body exceeds {limit + already} bytes")
         parts.append(chunk)
     return b"".join(parts)
 

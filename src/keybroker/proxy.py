@@ -298,9 +298,13 @@ class Proxy:
             err = ProxyError("internal error; see the proxy log for this request id")
             return error_response(ctx, err, request)
 
-    async def authenticate(self, request: Request, ctx: RequestContext) -> tuple[Endpoint, bytes]:
+    async def authenticate(
+        self, request: Request, ctx: RequestContext, max_body: int | None = None
+    ) -> tuple[Endpoint, bytes]:
         """Verify a request signed with an account's proxy credential (any registered scheme,
-        addressed natively) and return the account and the whole (bounded) body.
+        addressed natively) and return the account and the whole (bounded) body.  ``max_body``
+        bounds the body tighter than the account does (a route's own limit): a longer body,
+        chunked or not, is refused as soon as it passes the bound, before the rest is read.
 
         For services keybroker itself offers on the proxy's port (the key service): a
         platform authenticates with the proxy credentials it already has.  Raises the same
@@ -308,7 +312,7 @@ class Proxy:
         service's.
         """
         admit(request, self.config)
-        route = await self._router.native(request, ctx)
+        route = await self._router.native(request, ctx, max_body)
         endpoint, signer, auth = route.endpoint, route.signer, route.auth
         assert endpoint is not None and signer is not None and auth is not None
         ctx.account, ctx.vendor, ctx.service = (
@@ -318,6 +322,8 @@ class Proxy:
         )
         require_signed_whole(auth)  # before any body is read or the replay cache consulted
         limit = endpoint.max_body_bytes or self.config.http.max_body_bytes
+        if max_body is not None:
+            limit = min(limit, max_body)
         body = route.signed.body
         if body is None:
             body = await read_bounded(request, limit, self.config.http.client_timeout)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from multidict import CIMultiDict
 
 from keybroker import signers
+from keybroker.bodyprobe import DETECT_BYTES, prefix_access_keys, read_prefix
 from keybroker.config import Config, Endpoint
 from keybroker.context import RequestContext
 from keybroker.destinations import Destination, parse_base_url, parse_origin_uri
@@ -22,6 +23,7 @@ from keybroker.errors import (
     AccountNotFound,
     MalformedRequest,
     MalformedSignature,
+    PayloadTooLarge,
     ProxyError,
     SignatureMismatch,
 )
@@ -29,6 +31,7 @@ from keybroker.forwarding import HOP_BY_HOP, read_bounded
 from keybroker.hostscope import HostScope
 from keybroker.httpserver import Request
 from keybroker.pathscope import join_under_prefix
+from keybroker.secret import constant_time_equal
 from keybroker.signers import ParsedAuth, Signer, SigningRequest
 
 __all__ = [
@@ -86,6 +89,7 @@ class Router:
         self.accounts = Accounts(config)
         self.forbid_unknown_account = config.forbidden.forbidden_account_not_found
         self.max_body_bytes = config.http.max_body_bytes
+        self.client_timeout = config.http.client_timeout
 
     async def keyproxy(self, request: Request) -> Route:
         origin = request.headers.get("x-mcdn-origin-uri", "")
@@ -105,12 +109,19 @@ class Router:
                 raise AccountNotFound(f"cloud account {name!r} is not configured")
             return Route(None, None, None, signed, dest, vendor_hint=vendor_hint(request))
         signer = signers.get(endpoint.vendor)
-        if getattr(signer, "body_credentials", False):
-            signed.body = await read_bounded(request, self.max_body_bytes)
+        if getattr(signer, "body_credentials", False) and request.body_exists:
+            signed.body, complete = await read_prefix(request, DETECT_BYTES, self.client_timeout)
+            if not complete:
+                _require_own_key(signer, endpoint, prefix_access_keys(signer, signed))
+                await self._read_rest(request, signed, self._limit(endpoint, None))
         auth = parse_auth(signer, signed)
         return Route(endpoint, signer, auth, signed, dest)
 
-    async def native(self, request: Request, ctx: RequestContext) -> Route:
+    async def native(
+        self, request: Request, ctx: RequestContext, max_body: int | None = None
+    ) -> Route:
+        """The route of a natively addressed request.  ``max_body``: a tighter bound than
+        the account's for a body read here (a service route's own limit)."""
         path, _, query = request.raw_path.partition("?")
         headers: CIMultiDict[str] = CIMultiDict(
             [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
@@ -118,8 +129,11 @@ class Router:
         host = request.headers.get("host", "")
         scheme = "https" if request.secure else "http"
         signed = SigningRequest(request.method, host, path or "/", query, headers, scheme)
-        candidate = await self._detect(request, signed)
+        candidate, complete = await self._detect(request, signed, max_body)
         ctx.vendor = candidate.vendor  # errors from here on in this vendor's shape
+        if not complete:  # a long body: read on only for an account its first bytes name
+            found = self._account_named(candidate, prefix_access_keys(candidate, signed))
+            await self._read_rest(request, signed, self._limit(found, max_body))
         auth = parse_auth(candidate, signed)
         ctx.service = auth.service
         endpoint = self.accounts.by_proxy_key.get(auth.access_key)
@@ -130,21 +144,55 @@ class Router:
             auth = parse_auth(signer, signed)
         return Route(endpoint, signer, auth, signed, None)
 
-    async def _detect(self, request: Request, signed: SigningRequest) -> Signer:
-        """The scheme of a natively addressed request: header/query schemes first; schemes
-        that carry the credential in the body only if none of those matched."""
+    async def _detect(
+        self, request: Request, signed: SigningRequest, max_body: int | None
+    ) -> tuple[Signer, bool]:
+        """The scheme of a natively addressed request, and whether ``signed.body`` holds all
+        of the body: header/query schemes first; schemes that carry the credential in the
+        body only if none of those matched, on at most the body's first ``DETECT_BYTES``."""
         in_body = []
         for candidate in signers.all_signers():
             if getattr(candidate, "body_credentials", False):
                 in_body.append(candidate)
             elif candidate.detect(signed):
-                return candidate
+                return candidate, True
+        complete = True
         if in_body and request.body_exists:
-            signed.body = await read_bounded(request, self.max_body_bytes)
+            bound = DETECT_BYTES if max_body is None else min(DETECT_BYTES, max_body)
+            signed.body, complete = await read_prefix(request, bound, self.client_timeout)
+            if not complete and bound < DETECT_BYTES:
+                raise PayloadTooLarge(f"request body exceeds {bound} bytes")
         for candidate in in_body:
             if candidate.detect(signed):
-                return candidate
+                return candidate, complete
         raise SignatureMismatch("the request carries no signature of a supported scheme")
+
+    def _account_named(self, signer: Signer, keys: set[str]) -> Endpoint:
+        """The account of ``signer``'s scheme one of ``keys`` names.  Raises
+        ``MalformedSignature`` (no credential found) or ``AccountNotFound``."""
+        if not keys:
+            raise MalformedSignature(
+                f"the credential must be in the headers, the query or the first {DETECT_BYTES}"
+                " bytes of the body"
+            )
+        for key in sorted(keys):
+            endpoint = self.accounts.by_proxy_key.get(key)
+            if endpoint is not None and endpoint.vendor == signer.vendor:
+                return endpoint
+        raise AccountNotFound("no cloud account has this proxy access key")
+
+    def _limit(self, endpoint: Endpoint | None, max_body: int | None) -> int:
+        limit = (endpoint.max_body_bytes if endpoint else 0) or self.max_body_bytes
+        return limit if max_body is None else min(limit, max_body)
+
+    async def _read_rest(self, request: Request, signed: SigningRequest, limit: int) -> None:
+        """The rest of a body whose first bytes are in ``signed.body``: all of it, at most
+        ``limit`` bytes in all (``PayloadTooLarge``), under ``Http.ClientTimeout``."""
+        prefix = signed.body or b""
+        if len(prefix) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        rest = await read_bounded(request, limit - len(prefix), self.client_timeout, len(prefix))
+        signed.body = prefix + rest
 
 
 @dataclass(slots=True)
@@ -159,6 +207,23 @@ class Route:
     def __post_init__(self) -> None:
         if self.endpoint is not None and self.signer is None:
             raise ValueError("a routed endpoint needs a signer")
+
+
+def _require_own_key(signer: Signer, endpoint: Endpoint, keys: set[str]) -> None:
+    """Key-proxy mode, a long body: its first bytes must name one of the account's own proxy
+    credentials (compared in constant time) before the rest is read."""
+    if not keys:
+        raise MalformedSignature(
+            f"the credential must be in the headers, the query or the first {DETECT_BYTES}"
+            " bytes of the body"
+        )
+    ids = [signers.credential_id(signer, c) for c in (endpoint.proxy, *endpoint.additional_proxies)]
+    matched = False
+    for key in keys:
+        for ident in ids:
+            matched |= constant_time_equal(key, ident)
+    if not matched:
+        raise SignatureMismatch()
 
 
 def parse_auth(signer: Signer, req: SigningRequest) -> ParsedAuth:

@@ -268,3 +268,60 @@ def test_percent_encoded_ids(kb: KeyBroker) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["id"] == key_id
     assert _plain(response.json()) == _library_dek(kb, key_id, 32)
+
+
+def _chunked_flood(kb: KeyBroker, headers: dict[str, str], path: str) -> tuple[bytes, float, int]:
+    """A chunked 16 MiB body sent as fast as the server takes it, until an answer arrives; the
+    answer, the seconds until the server closed the connection and the body bytes sent."""
+    import select
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(kb.url).hostname, urlsplit(kb.url).port
+    head = f"POST {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    piece = b"%x\r\n%b\r\n" % (65536, b"{" * 65536)
+    started, sent = time.monotonic(), 0
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        try:
+            for _ in range(256):
+                sock.sendall(piece)
+                sent += len(piece)
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered: stop sending, read it
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer, time.monotonic() - started, sent
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_chunked_body_over_the_route_limit_is_413_while_it_streams(
+    kb: KeyBroker, signed: bool
+) -> None:
+    """The route's 4 KiB bound holds while a chunked body streams: the answer comes after a
+    few KiB, not after ``Http.MaxBodyBytes`` (nor after the whole body)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.keyservice.helpers import PREFIX
+
+    path = f"{PREFIX}/generate"
+    headers = {"Host": kb.url.split("//", 1)[1], "Content-Type": "application/json"}
+    if signed:
+        acct = kb.accounts["full"]
+        req = AWSRequest(method="POST", url=kb.url + path, data=b"{}", headers=headers)
+        SigV4Auth(Credentials(acct.access_key, acct.secret_key), "kms", "us-east-1").add_auth(req)
+        headers = dict(req.headers.items())
+    answer, seconds, sent = _chunked_flood(kb, headers, path)
+    assert seconds < 3 and sent < 8 * 1024 * 1024, (seconds, sent)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"Proxy.PayloadTooLarge" in answer and b"4096" in answer

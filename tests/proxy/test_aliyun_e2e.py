@@ -285,3 +285,39 @@ def test_keyproxy_mode_signed_time_window(aliyun: Aliyun) -> None:
     headers.update(_control("", query=query))
     r = requests.get(aliyun.proxy_url, headers=headers, timeout=10)
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize("client", ["tea-rpc-v2", "tea-acs3", "core"])
+def test_native_mode_bodies_past_the_detection_bound_pass(aliyun: Aliyun, client: str) -> None:
+    """Only the first few KiB of a body are read before its account is known: real SDK calls
+    whose form body is far longer still pass (the credential is in the query, a header or the
+    body's first bytes)."""
+    big = "x" * (64 * 1024)
+    if client == "core":
+        sdk = AcsClient(aliyun.proxy_ak, aliyun.proxy_sk, "cn-hangzhou", auto_retry=False)
+        request = CommonRequest(
+            domain=urlsplit(aliyun.proxy_url).netloc,
+            version="2014-05-26",
+            action_name="DescribeRegions",
+        )
+        request.set_protocol_type("http")
+        request.set_method("POST")
+        request.add_body_params("Description", big)
+        echo = json.loads(sdk.do_action_with_exception(request))["Echo"]
+    else:
+        config = tea_models.Config(
+            access_key_id=aliyun.proxy_ak,
+            access_key_secret=aliyun.proxy_sk,
+            endpoint=urlsplit(aliyun.proxy_url).netloc,
+            protocol="http",
+            signature_algorithm="v2" if client == "tea-rpc-v2" else None,
+        )
+        params = tea_models.Params(
+            action="DescribeInstances", version="2014-05-26", protocol="HTTP", pathname="/",
+            method="POST", auth_type="AK", style="RPC", req_body_type="formData", body_type="json",
+        )  # fmt: skip
+        body = {"Description": big, "Tag.1.Key": "env"}
+        request_ = tea_models.OpenApiRequest(query={"RegionId": "cn-hangzhou"}, body=body)
+        answer = TeaClient(config).call_api(params, request_, RuntimeOptions(autoretry=False))
+        echo = answer["body"]["Echo"]
+    assert echo["access_key"] == aliyun.real_ak

@@ -230,7 +230,7 @@ class KeyServiceHTTP:
         key_policy: KeyPolicy | None = None
         body = b""
         if route.authenticated:
-            endpoint, body = await self.service.proxy.authenticate(request, ctx)
+            endpoint, body = await self.service.proxy.authenticate(request, ctx, route.max_body)
             event.account, key_policy = endpoint.cloud_account_name, endpoint.key_policy
         if len(body) > route.max_body:
             raise PayloadTooLarge(f"this operation takes at most {route.max_body} body bytes")

@@ -420,6 +420,8 @@ class AliyunSigner:
     )
     #: RPC requests may carry AccessKeyId/Signature in a form body: read it before parse.
     body_credentials: ClassVar[bool] = True
+    #: the parameter naming the credential (read from a long body's first bytes)
+    body_credential_param: ClassVar[str] = "AccessKeyId"
 
     def __repr__(self) -> str:
         return "AliyunSigner()"

@@ -145,11 +145,19 @@ class BaishanSigner:
     excluded_hosts: ClassVar[tuple[str, ...]] = ()
     #: the token may travel in the body (JSON or form), so the proxy reads it first
     body_credentials: ClassVar[bool] = True
+    #: the parameter carrying the token (read from a long body's first bytes); its
+    #: identifier is the token's fingerprint (``body_credential_id``)
+    body_credential_param: ClassVar[str] = TOKEN
     #: the token is the whole credential; it is kept in ``SecretKey``
     credential_fields: ClassVar[tuple[str, ...]] = ("secret_key",)
 
     def __repr__(self) -> str:
         return "BaishanSigner()"
+
+    @staticmethod
+    def body_credential_id(token: str) -> str:
+        """The identifier a token found in a body's first bytes is matched by."""
+        return token_id(token)
 
     def credential_id(self, cred: Credential) -> str:
         """Requests name their account by the fingerprint of the token (never the token)."""

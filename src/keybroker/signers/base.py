@@ -17,9 +17,12 @@ and aborts the upstream request if the bytes do not hash to ``ParsedAuth.payload
 
 Schemes that carry the credential *inside* the body (form-encoded RPC APIs: UCloud, Alibaba
 RPC over POST, Qiniu form bodies) set the class attribute ``body_credentials = True``: the
-proxy then reads the body (bounded by ``Http.MaxBodyBytes``) *before* ``detect``/``parse`` and
-puts it in ``SigningRequest.body``.  ``resign`` may replace ``SigningRequest.body`` (e.g. to
-swap a signature parameter inside a form body); the proxy sends ``body`` as it is afterwards.
+proxy then reads the body *before* ``detect``/``parse`` and puts it in ``SigningRequest.body``
+— at most a few KiB until the account is known (:mod:`keybroker.bodyprobe`: such a signer
+names its credential parameter in ``body_credential_param``, and may map a value found there
+to its identifier with ``body_credential_id``), then the rest, bounded by ``MaxBodyBytes``.
+``resign`` may replace ``SigningRequest.body`` (e.g. to swap a signature parameter inside a
+form body); the proxy sends ``body`` as it is afterwards.
 
 Two more optional members, for schemes whose credential is not an access key + secret key:
 ``credential_fields`` (class attribute: the ``Credential`` fields the config must fill, e.g.

@@ -276,6 +276,8 @@ class TencentSigner:
     excluded_hosts: ClassVar[tuple[str, ...]] = ()
     #: v1 POST requests carry SecretId and Signature inside a form body
     body_credentials: ClassVar[bool] = True
+    #: the parameter naming the credential (read from a long body's first bytes)
+    body_credential_param: ClassVar[str] = "SecretId"
 
     def __repr__(self) -> str:
         return "TencentSigner()"

@@ -215,6 +215,8 @@ class UCloudSigner:
     excluded_hosts: ClassVar[tuple[str, ...]] = ()
     #: the credential travels in the (form or JSON) body of a POST
     body_credentials: ClassVar[bool] = True
+    #: the parameter naming the credential (read from a long body's first bytes)
+    body_credential_param: ClassVar[str] = PUBLIC_KEY
 
     def __repr__(self) -> str:
         return "UCloudSigner()"
