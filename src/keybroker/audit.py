@@ -60,7 +60,7 @@ from keybroker.audit_event import (
     request_event,
 )
 from keybroker.audit_io import move_no_replace, read_tail, seal_line, trim_partial, write_all
-from keybroker.audit_keys import AuditSigner, load_signer
+from keybroker.audit_keys import AuditSigner, load_signer, parse_private_key
 from keybroker.audit_mirror import open_mirror
 from keybroker.audit_sync import GroupSync, parse_sync
 from keybroker.audit_verify import (
@@ -213,7 +213,11 @@ class AuditLog:
             sync = parse_sync(cfg.sync)
         except ValueError as exc:
             raise ConfigError(f"Audit.Sync: {exc}") from None
-        signer = load_signer(cfg.signing_key) if cfg.signing_key else None
+        signer = None
+        if cfg.signing_key_pem is not None:
+            signer = parse_private_key(cfg.signing_key_pem.reveal())
+        elif cfg.signing_key:
+            signer = load_signer(cfg.signing_key)
         try:
             os.makedirs(output, mode=0o750, exist_ok=True)
             return cls(

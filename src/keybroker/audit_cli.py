@@ -2,13 +2,14 @@
 
 ::
 
-    keybroker audit init [--dir DIR]                  # a new audit signing key pair
+    keybroker audit init [--dir DIR] [--seal CONFIG]  # a new audit signing key pair
     keybroker audit verify --public-key PUB DIR       # prove the log complete (auditor)
     keybroker audit verify PATH                       # the hash chain only (unkeyed)
 
 ``init`` writes ``audit-signing.key`` (0600; name it in ``Audit.SigningKey``) and
 ``audit-signing.pub`` (give it to the auditor) into ``DIR`` (default: the current directory),
-and never replaces an existing key.
+and never replaces an existing key; with ``--seal CONFIG`` the private key file holds the key
+sealed with that config's ``Seal`` KMS (opened when the config is read).
 
 ``verify --public-key`` checks the signed checkpoints and the chain (see
 :mod:`keybroker.audit_proof`): ``OK: ...; complete and unchanged from T1 to T2 ...`` (plus an
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from keybroker.audit import CHECKPOINT_FILE_NAME, verify
-from keybroker.audit_keys import generate_key_pair, load_public_key
+from keybroker.audit_keys import SEAL_ACCOUNT, SEAL_FIELD, generate_key_pair, load_public_key
 from keybroker.audit_proof import verify_keyed
+from keybroker.errors import ConfigError, KMSError
 
 __all__ = [
     "EXIT_OK",
@@ -66,6 +68,11 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_verify)
     init = leaves.add_parser("init", help="generate the audit signing key pair")
     init.add_argument("--dir", default=".", help="where to write the two key files")
+    init.add_argument(
+        "--seal",
+        metavar="CONFIG",
+        help="store the private key sealed with the Seal section of this config",
+    )
     init.set_defaults(handler=cmd_init)
     return audit
 
@@ -73,7 +80,10 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_init(args: argparse.Namespace) -> int:
     """``audit init``: 0 written, 2 when a key exists already or the directory is unusable."""
     try:
-        private, public = generate_key_pair(str(args.dir))
+        private, public = generate_key_pair(str(args.dir), _sealer(args.seal))
+    except (ConfigError, KMSError) as exc:
+        print(f"keybroker audit init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FileExistsError as exc:
         print(f"keybroker audit init: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -84,6 +94,41 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"private key: {private} (mode 0600; set Audit.SigningKey to this path)")
     print(f"public key:  {public} (for the auditor: keybroker audit verify --public-key)")
     return EXIT_OK
+
+
+def _sealer(config: str | None) -> Callable[[str], str] | None:
+    """Seal with the ``Seal`` section of ``config`` (account ``_audit``, field
+    ``Audit.SigningKey``); ``None`` without a config.  Raises ``ConfigError``/``KMSError``."""
+    if not config:
+        return None
+    from keybroker.sealing import Sealer, sealed_reference
+
+    uris = _seal_uris(config)  # a config without a Seal section fails before a key is made
+
+    def seal(pem: str) -> str:
+        with Sealer.from_uris(*uris) as sealer:
+            token = sealer.seal(pem, account=SEAL_ACCOUNT, field=SEAL_FIELD)
+            if sealer.open(token, account=SEAL_ACCOUNT, field=SEAL_FIELD) != pem:
+                raise KMSError("the KMS returned a different key for the same id")
+        return sealed_reference(token)
+
+    return seal
+
+
+def _seal_uris(config: str) -> tuple[str, str | None]:
+    import yaml
+
+    try:
+        with open(config, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh.read(1024 * 1024))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config}: cannot read the config ({type(exc).__name__})") from None
+    seal = doc.get("Seal") if isinstance(doc, dict) else None
+    kms = seal.get("KMS") if isinstance(seal, dict) else None
+    if not isinstance(kms, str) or not kms:
+        raise ConfigError(f"{config}: no Seal section with a KMS")
+    storage = seal.get("Storage") if isinstance(seal, dict) else None
+    return kms, storage if isinstance(storage, str) and storage else None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 ``keybroker audit init`` writes the private key (PEM PKCS#8, mode 0600) and the public key
 (PEM SubjectPublicKeyInfo) an auditor verifies with.  ``Audit.SigningKey`` names the private
 key file; the file may instead hold the key sealed with keybroker's own sealing
-(``${sealed:kb1....}`` for account ``_audit``, field ``SigningKey``), opened with the
+(``${sealed:kb1....}`` for account ``_audit``, field ``Audit.SigningKey``), opened with the
 ``Seal`` section's KMS when the configuration is read.  Errors never show key bytes.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from keybroker.errors import ConfigError
 __all__ = [
     "PRIVATE_KEY_NAME",
     "PUBLIC_KEY_NAME",
+    "SEALED_PREFIX",
     "SEAL_ACCOUNT",
     "SEAL_FIELD",
     "AuditSigner",
@@ -37,7 +39,8 @@ __all__ = [
 
 PRIVATE_KEY_NAME = "audit-signing.key"
 PUBLIC_KEY_NAME = "audit-signing.pub"
-SEAL_ACCOUNT, SEAL_FIELD = "_audit", "SigningKey"
+SEAL_ACCOUNT, SEAL_FIELD = "_audit", "Audit.SigningKey"
+SEALED_PREFIX = "${sealed:"
 _MAX_KEY_FILE = 16 * 1024
 
 
@@ -72,10 +75,14 @@ def signature_valid(public: Ed25519PublicKey, signature: bytes, data: bytes) -> 
     return True
 
 
-def generate_key_pair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+def generate_key_pair(
+    directory: str | os.PathLike[str], seal: Callable[[str], str] | None = None
+) -> tuple[Path, Path]:
     """Write a new key pair into ``directory`` (created 0700 if missing); return the paths.
 
-    Raises :class:`FileExistsError` rather than replace an existing key, :class:`OSError`."""
+    ``seal`` turns the private key's PEM into the text stored instead (a sealed reference).
+    Raises :class:`FileExistsError` rather than replace an existing key, :class:`OSError`,
+    and whatever ``seal`` raises (before anything is written)."""
     folder = Path(directory)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     private, public = folder / PRIVATE_KEY_NAME, folder / PUBLIC_KEY_NAME
@@ -88,6 +95,8 @@ def generate_key_pair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    if seal is not None:
+        pem = (seal(pem.decode("ascii")) + "\n").encode("ascii")
     _write_new(private, pem, 0o600)
     spki = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -153,7 +162,7 @@ def load_signer(path: str) -> AuditSigner:
     with keybroker's sealing when the configuration is read (:func:`unseal_signing_key`).
     Raises ``ConfigError``."""
     text = read_private_key(path)
-    if text.startswith("${sealed:"):
+    if text.startswith(SEALED_PREFIX):
         raise ConfigError(
             "Audit.SigningKey: the key file is sealed; a Seal section is needed to open it"
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keybroker.credentials import Credential
+from keybroker.secret import Secret
 
 __all__ = [
     "KEY_OPERATIONS",
@@ -97,6 +98,9 @@ class AuditConfig:
     checkpoint_interval: int = 60
     #: ours: a second sink for the same lines: ``stdout`` or ``syslog``
     mirror: str = ""
+    #: the signing key's PEM when ``signing_key`` names a sealed file (opened with the
+    #: ``Seal`` section while the config is read)
+    signing_key_pem: Secret | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
+from keybroker.audit_keys import SEAL_ACCOUNT, SEAL_FIELD, SEALED_PREFIX, read_private_key
 from keybroker.config import (
     AuditConfig,
     Config,
@@ -166,7 +167,26 @@ def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
     with unsealing(r, top.get("Seal")):
         if "Endpoints" in top:
             cfg.endpoints = _endpoints(r, top["Endpoints"], env)
+        _unseal_audit_key(r, cfg.audit)
     return cfg
+
+
+def _unseal_audit_key(r: _Reader, audit: AuditConfig) -> None:
+    """``Audit.SigningKey`` naming a sealed key file: opened now, with the Seal section."""
+    if not isinstance(audit.signing_key, str) or not audit.signing_key or r.unseal is None:
+        return
+    try:
+        text = read_private_key(audit.signing_key)
+    except ConfigError:
+        return  # the checks report an unreadable file
+    if not (text.startswith(SEALED_PREFIX) and text.endswith("}")):
+        return
+    try:
+        pem = r.unseal(text[len(SEALED_PREFIX) : -1], account=SEAL_ACCOUNT, field=SEAL_FIELD)
+    except ConfigError as exc:
+        r.p.add("Audit.SigningKey", str(exc))
+        return
+    audit.signing_key_pem = Secret(pem)
 
 
 def _key_service(r: _Reader, cfg: KeyServiceConfig, node: Node) -> None:

@@ -47,6 +47,7 @@ from keybroker.kms.sync import SyncKMS
 from keybroker.secret import Secret
 
 __all__ = [
+    "AUDIT_KEY_FIELD",
     "CANNOT_OPEN",
     "CREDENTIAL_KEYS",
     "FORMAT_VERSION",
@@ -63,6 +64,8 @@ CANNOT_OPEN = (
     "sealed value cannot be opened (tampered, moved from another field, or a different key)"
 )
 CREDENTIAL_KEYS = ("AccessKey", "SecretKey", "AccessToken", "ClientToken", "ClientSecret")
+#: the field the audit signing key is sealed for (account ``_audit``)
+AUDIT_KEY_FIELD = "Audit.SigningKey"
 
 _DEK_BYTES = 32
 _NONCE_BYTES = 12
@@ -86,9 +89,12 @@ def dek_id_for(account: str) -> str:
 
 
 def normalise_field(field: str) -> str:
-    """``Real.SecretKey`` / ``credentials.real.secretkey`` -> ``Credentials.Real.SecretKey``.
+    """``Real.SecretKey`` / ``credentials.real.secretkey`` -> ``Credentials.Real.SecretKey``;
+    :data:`AUDIT_KEY_FIELD` (the audit signing key's file) as it is.
 
     Raises ``ValueError`` naming the accepted forms."""
+    if field.strip() == AUDIT_KEY_FIELD:  # never a credential field: no value moves between
+        return AUDIT_KEY_FIELD
     parts = field.strip().split(".")
     if parts and parts[0].lower() == "credentials":
         parts = parts[1:]
