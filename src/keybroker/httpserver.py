@@ -133,7 +133,7 @@ class _Connection(FlowControl):
             elif isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse(431, "request header fields too large")
             elif isinstance(exc.__context__, _BadHead):
-                self._refuse(400, str(exc.__context__))
+                self._refuse(exc.__context__.status, str(exc.__context__))
             else:
                 self._refuse(400, "bad request")
 
@@ -163,7 +163,9 @@ class _Connection(FlowControl):
     def on_headers_complete(self) -> None:
         self._disarm()
         parser = self._parser
-        _check_host(self._headers, parser.get_http_version())
+        version = parser.get_http_version()
+        _check_host(self._headers, version)
+        _check_transfer_encoding(self._headers, version)
         request = Request(
             self,
             parser.get_method().decode("ascii"),
@@ -295,7 +297,25 @@ class _HeadTooLarge(Exception):
 
 
 class _BadHead(Exception):
-    """A head llhttp accepts but HTTP/1.1 does not (the message is the 400's text)."""
+    """A head llhttp accepts but HTTP/1.1 does not (the message is the answer's text)."""
+
+    def __init__(self, text: str, status: int = 400) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+def _check_transfer_encoding(headers: list[tuple[bytes, bytes]], version: str) -> None:
+    """``Transfer-Encoding`` only as one header saying exactly ``chunked``, and never in
+    HTTP/1.0 (RFC 9112 6.1: its framing is faulty there).  llhttp also takes codings before
+    ``chunked`` (``identity, chunked``) and several headers; a server behind or in front of
+    us may read those differently, so the body's end would not be where we think."""
+    values = [v for n, v in headers if len(n) == 17 and n.lower() == b"transfer-encoding"]
+    if not values:
+        return
+    if version != "1.1":
+        raise _BadHead("Transfer-Encoding in an HTTP/1.0 request")
+    if len(values) > 1 or values[0].strip(b" \t").lower() != b"chunked":
+        raise _BadHead("only one Transfer-Encoding: chunked is supported", 501)
 
 
 def _check_host(headers: list[tuple[bytes, bytes]], version: str) -> None:
