@@ -134,7 +134,7 @@ def moto_enforcing() -> Iterator[tuple[str, str, str]]:
             PolicyName="all",
             PolicyDocument=(
                 '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
-                '"Action":["s3:*","kms:*","sts:*"],"Resource":"*"}]}'
+                '"Action":["s3:*","kms:*","sts:*","ec2:*"],"Resource":"*"}]}'
             ),
         )
         key = iam.create_access_key(UserName="keybroker-real")["AccessKey"]

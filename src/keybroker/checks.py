@@ -7,7 +7,8 @@ In the order :class:`keybroker.proxy.Proxy` applies them:
 * the proxy credential the signature names, its expiry, the signed time's freshness and the
   signature itself (401, ``SignatureMismatch`` / ``RequestExpired``);
 * the replay cache: a signed request is used once within its validity (``Replayed``);
-* the facts an account's policy is checked against (the API action among them).
+* the operation the vendor will execute (the signer's reading) and the facts an account's
+  policy is checked against.
 
 Plain functions, called directly on the request path; the clock and the config are passed in
 by the proxy (the clock is injectable for tests).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from keybroker import policy, signers
@@ -47,7 +49,6 @@ __all__ = [
     "policy_facts",
     "proxy_credential",
     "replay_key",
-    "request_action",
     "request_operation",
     "verify_signature",
 ]
@@ -236,30 +237,25 @@ def replay_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -> 
 # ---------------------------------------------------------------------- policy facts
 
 
-def request_operation(route: Route, auth: ParsedAuth, body: bytes | None) -> Operation:
+def request_operation(
+    route: Route, auth: ParsedAuth, body: bytes | None, host: str | None = None
+) -> Operation:
     """What the vendor will execute: the signer's own reading (``Signer.operation``) when it
-    has one, else the generic rules of :func:`request_action`."""
+    has one, else the action the signature scheme's ``parse`` read.  ``host`` is the host the
+    request goes to (the upstream's), so that an address read from the host (an S3 bucket) is
+    the one the vendor sees; the signed host by default.  Raises ``MalformedRequest`` for a
+    request naming two operations."""
     signer = route.signer
     operation = getattr(signer, "operation", None)
-    if operation is not None:
-        found: Operation = operation(route.signed, auth, body)
-        return found
-    action = request_action(route, auth, body)
-    return Operation(auth.service, action, None, policy.reads_only(action, route.signed.method))
-
-
-def request_action(route: Route, auth: ParsedAuth, body: bytes | None) -> str | None:
-    """The API action: from the signature scheme, a form body, or a REST API's method and path."""
-    if auth.action:
-        return auth.action
     signed = route.signed
-    found = policy.form_action(signed.headers.get("content-type"), body)
-    if found:
+    if operation is not None:
+        seen = signed if host is None or host == signed.host else replace(signed, host=host)
+        found: Operation = operation(seen, auth, body)
         return found
-    vendor = route.endpoint.vendor if route.endpoint else ""
-    return policy.rest_action(
-        vendor, auth.service, signed.method, signed.path, signed.query, signed.host
-    )
+    # the action the scheme's parse read where the vendor reads it (X-TC-Action, Action=,
+    # x-acs-action), or none
+    action = auth.action
+    return Operation(auth.service, action, None, policy.reads_only(action, signed.method))
 
 
 def policy_facts(ctx: RequestContext, request: Request) -> policy.RequestFacts:

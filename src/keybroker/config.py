@@ -142,8 +142,8 @@ class Policy:
 
     Empty lists allow everything.  ``actions``/``deny_actions`` are glob patterns over
     ``service:Action`` (``ec2:Describe*``, ``s3:GetObject``, ``iam:*``); a deny wins.
-    ``preset: read-only`` allows only reading actions (per vendor: Describe*/Get*/List*/
-    Head*/Query*, and GET/HEAD for REST APIs such as S3).  ``source_cidrs`` are the platform's
+    ``preset: read-only`` allows only the operations the signer classifies as reads
+    (``Signer.operation``; REST reads only with GET/HEAD).  ``source_cidrs`` are the platform's
     addresses allowed to use this account.
     """
 

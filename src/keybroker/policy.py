@@ -2,11 +2,13 @@
 credential may use, checked after the signature verified and before anything is re-signed.
 
 Actions are named ``service:Action`` (``ec2:DescribeInstances``, ``s3:GetObject``) and matched
-case-insensitively against glob patterns (``ec2:Describe*``, ``iam:*``).  The action comes from
-the signature scheme (``Action=``, ``X-Amz-Target``, ``X-TC-Action``, ...), from a form body
-(query-protocol APIs sent as POST), or — for REST APIs without one, such as S3 — from the
-method and path.  A request whose action cannot be known is allowed only by a policy that does
-not restrict actions (and, for ``read-only``, only with GET/HEAD).
+case-insensitively against glob patterns (``ec2:Describe*``, ``iam:*``).  The action and whether
+it only reads come from the signer (``Signer.operation``: what the vendor will execute, read
+where the vendor reads it — AWS by each service's protocol, S3 by method, path and
+sub-resources); this module knows no vendor.  A request the signer cannot classify is denied by
+any policy with action rules (``Actions``/``DenyActions``) and by ``read-only``;
+``read-only`` also never lets through a method other than GET, HEAD or POST (and POST only for
+an RPC read action the signer vouches for).
 """
 
 from __future__ import annotations
@@ -16,40 +18,25 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import parse_qsl
 
 from keybroker.config import Policy
 from keybroker.errors import Forbidden
+from keybroker.signers._read_actions import READ_PREFIXES, is_read_action
 
 __all__ = [
     "READ_ONLY_PREFIXES",
     "RequestFacts",
     "check",
     "check_source",
-    "form_action",
     "ip_allowed",
     "reads_only",
-    "rest_action",
-    "s3_action",
 ]
 
 #: Action name prefixes that only read, across the vendors' API naming conventions.
-READ_ONLY_PREFIXES = (
-    "describe",
-    "get",
-    "list",
-    "head",
-    "query",
-    "search",
-    "lookup",
-    "check",
-    "check_source",
-    "batchget",
-    "scan",
-    "select",
-    "view",
-)
+READ_ONLY_PREFIXES = READ_PREFIXES
 _READ_METHODS = frozenset({"GET", "HEAD"})
+#: the methods a read-only policy may ever forward (POST: RPC APIs send reads as POST)
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "POST"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +61,26 @@ def check(policy: Policy, facts: RequestFacts) -> None:
     if policy.regions and (facts.region or "") not in policy.regions:
         raise Forbidden(f"the policy does not allow region '{facts.region or '?'}'")
     name = f"{service}:{facts.action}" if facts.action else None
-    if policy.deny_actions and name and _matches(name, tuple(policy.deny_actions)):
+    if name is None and (policy.actions or policy.deny_actions):
+        raise Forbidden(
+            f"the policy has action rules and the {service or '?'} operation of this "
+            f"{facts.method} request cannot be determined"
+        )
+    if name and policy.deny_actions and _matches(name, tuple(policy.deny_actions)):
         raise Forbidden(f"the policy denies action '{name}'")
-    if policy.actions and not (name and _matches(name, tuple(policy.actions))):
-        raise Forbidden(f"the policy does not allow action '{name or service + ':?'}'")
-    if policy.preset == "read-only" and not facts.read_only:
-        raise Forbidden(f"the read-only policy does not allow '{name or facts.method}'")
+    if name and policy.actions and not _matches(name, tuple(policy.actions)):
+        raise Forbidden(f"the policy does not allow action '{name}'")
+    if policy.preset == "read-only":
+        _check_read_only(facts, name)
+
+
+def _check_read_only(facts: RequestFacts, name: str | None) -> None:
+    method = facts.method.upper()
+    if method not in _READ_ONLY_METHODS:
+        raise Forbidden(f"the read-only policy does not allow method {method}")
+    if not facts.read_only:
+        what = f"'{name}' ({method})" if name else f"this unclassified {method} request"
+        raise Forbidden(f"the read-only policy does not allow {what}")
 
 
 def check_source(policy: Policy, source_ip: str | None) -> None:
@@ -89,10 +90,11 @@ def check_source(policy: Policy, source_ip: str | None) -> None:
 
 
 def reads_only(action: str | None, method: str) -> bool:
-    """The generic read-only rule, for signers without their own ``operation``: an action
-    named like a read, or no action and a safe method."""
+    """The generic read-only rule, for signers without their own ``operation``: an RPC action
+    named like a read (:func:`~keybroker.signers._read_actions.is_read_action`) sent with
+    GET, HEAD or POST; a REST request without an action only with GET or HEAD."""
     if action:
-        return action.lower().startswith(READ_ONLY_PREFIXES)
+        return is_read_action(action) and method.upper() in _READ_ONLY_METHODS
     return method.upper() in _READ_METHODS
 
 
@@ -128,75 +130,3 @@ def _ip_in(ip: str | None, cidrs: tuple[str, ...]) -> bool:
 def ip_allowed(ip: str | None, cidrs: Sequence[str]) -> bool:
     """True if ``cidrs`` is empty or ``ip`` is in one of them."""
     return not cidrs or _ip_in(ip, tuple(cidrs))
-
-
-def form_action(content_type: str | None, body: bytes | None) -> str | None:
-    """``Action=`` of a form-encoded body (query-protocol APIs sent as POST)."""
-    if not body or "x-www-form-urlencoded" not in (content_type or "").lower():
-        return None
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    for key, value in parse_qsl(text, keep_blank_values=True):
-        if key == "Action":
-            return value or None
-    return None
-
-
-_S3_BUCKET_SUBRESOURCES = {
-    "acl": ("GetBucketAcl", "PutBucketAcl"),
-    "policy": ("GetBucketPolicy", "PutBucketPolicy"),
-    "tagging": ("GetBucketTagging", "PutBucketTagging"),
-    "versioning": ("GetBucketVersioning", "PutBucketVersioning"),
-    "location": ("GetBucketLocation", "PutBucketLocation"),
-    "lifecycle": ("GetLifecycleConfiguration", "PutLifecycleConfiguration"),
-    "cors": ("GetBucketCORS", "PutBucketCORS"),
-    "encryption": ("GetEncryptionConfiguration", "PutEncryptionConfiguration"),
-}
-
-
-def s3_action(method: str, path: str, query: str, host: str) -> str:
-    """The IAM action of an S3 REST request (the permission it needs), from method and path.
-
-    Path-style (``/bucket/key``) and virtual-hosted (``bucket.s3...``) addressing both work.
-    """
-    names = {k for k, _ in parse_qsl(query, keep_blank_values=True)}
-    parts = path.lstrip("/").split("/", 1)
-    virtual = ".s3" in host.split(":", 1)[0] and not host.startswith("s3")
-    bucket = parts[0] if not virtual else host.split(".s3", 1)[0]
-    key = (parts[1] if len(parts) > 1 else "") if not virtual else path.lstrip("/")
-    method = method.upper()
-    if not bucket:
-        return "ListAllMyBuckets"
-    if key:
-        return _s3_object_action(method, names)
-    for name, (read, write) in _S3_BUCKET_SUBRESOURCES.items():
-        if name in names:
-            return read if method in _READ_METHODS else write
-    if "uploads" in names:
-        return "ListBucketMultipartUploads"
-    if "delete" in names and method == "POST":
-        return "DeleteObject"
-    return {"PUT": "CreateBucket", "DELETE": "DeleteBucket"}.get(method, "ListBucket")
-
-
-def _s3_object_action(method: str, names: set[str]) -> str:
-    if "tagging" in names:
-        return "GetObjectTagging" if method in _READ_METHODS else "PutObjectTagging"
-    if "acl" in names:
-        return "GetObjectAcl" if method in _READ_METHODS else "PutObjectAcl"
-    if method in _READ_METHODS:
-        return "ListMultipartUploadParts" if "uploadId" in names else "GetObject"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId" in names else "DeleteObject"
-    return "PutObject"  # PUT, POST ?uploads, POST ?uploadId (complete), PUT part, copy
-
-
-def rest_action(
-    vendor: str, service: str | None, method: str, path: str, query: str, host: str
-) -> str | None:
-    """The action of a REST API request that names none (S3 and S3-compatible services)."""
-    if service == "s3" and vendor in ("aws", "ksyun"):
-        return s3_action(method, path, query, host)
-    return None

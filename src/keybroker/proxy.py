@@ -410,7 +410,9 @@ class Proxy:
         await check_replay(
             self._replay, route.signed, auth, endpoint, body, self.clock, self.config
         )
-        operation = request_operation(route, auth, body)
+        upstream = upstream_request(route, self._router.accounts)
+        # classified as sent: the S3 bucket the upstream reads from its host is the one here
+        operation = request_operation(route, auth, body, upstream.host)
         ctx.action, ctx.resource, ctx.read_only = (
             operation.action,
             operation.resource,
@@ -418,7 +420,6 @@ class Proxy:
         )
         policy.check(endpoint.policy, policy_facts(ctx, request))
         ctx.rule = policy_rule(endpoint.policy)
-        upstream = upstream_request(route, self._router.accounts)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
         if self.hooks.before_forward:
             await run_hooks(self.hooks.before_forward, ctx)

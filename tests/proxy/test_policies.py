@@ -83,14 +83,12 @@ def test_action_globs_and_denies(aws: AwsSetup, proxy_with) -> None:  # type: ig
     real.create_bucket(Bucket=bucket)
     real.put_object(Bucket=bucket, Key="k", Body=b"v")
     url = proxy_with(
-        Policy(
-            actions=["s3:GetObject", "s3:List*", "sts:Get*"], deny_actions=["s3:ListAllMyBuckets"]
-        )
+        Policy(actions=["s3:GetObject", "s3:List*", "sts:Get*"], deny_actions=["s3:ListBuckets"])
     )
     s3 = _client(url, "s3", aws.proxy_ak, aws.proxy_sk)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
-    assert "s3:ListAllMyBuckets" in _denied(lambda: s3.list_buckets())
+    assert "s3:ListBuckets" in _denied(lambda: s3.list_buckets())
     assert "s3:PutObject" in _denied(lambda: s3.put_object(Bucket=bucket, Key="x", Body=b"y"))
     assert "s3:DeleteObject" in _denied(lambda: s3.delete_object(Bucket=bucket, Key="k"))
     _client(url, "sts", aws.proxy_ak, aws.proxy_sk).get_caller_identity()

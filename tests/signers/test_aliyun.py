@@ -571,3 +571,11 @@ def test_acs3_canonical_query() -> None:
 def test_fractional_timestamp_accepted() -> None:
     req = SigningRequest("GET", "h", "/", rpc_query(Timestamp="2024-01-01T00:00:00.123Z"))
     assert SIGNER.parse(req).signed_at == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_acs3_repeated_action_header_is_refused() -> None:
+    """The operation is read from x-acs-action: two values are two readings."""
+    req = tea_sign(PROXY)
+    req.headers.add("x-acs-action", "DeleteInstance")
+    with pytest.raises(MalformedSignature, match="x-acs-action"):
+        SIGNER.parse(req)

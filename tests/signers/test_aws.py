@@ -194,16 +194,27 @@ def test_access_key_with_slash_and_date_header_fallback() -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "query", "action"),
+    ("service", "headers", "query", "action"),
     [
-        ({"X-Amz-Target": "TrentService.Encrypt"}, "", "Encrypt"),
-        ({}, "Action=ListUsers&Version=2010-05-08", "ListUsers"),
-        ({}, "list-type=2", None),
+        ("kms", {"X-Amz-Target": "TrentService.Encrypt"}, "", "Encrypt"),
+        ("iam", {}, "Action=ListUsers&Version=2010-05-08", "ListUsers"),
+        ("s3", {}, "list-type=2", "ListObjectsV2"),
+        # a header or parameter the service does not read is no action
+        ("s3", {"X-Amz-Target": "S3.GetObject"}, "Action=GetObject", "ListObjects"),
+        ("iam", {"X-Amz-Target": "TrentService.Encrypt"}, "", None),
+        ("kms", {}, "Action=ListKeys", None),
     ],
 )
-def test_action(headers: dict[str, str], query: str, action: str | None) -> None:
-    req = _req(_authz("kms"), query=query, **{k.replace("-", "_"): v for k, v in headers.items()})
-    assert SIGNER.parse(req).action == action
+def test_operation(service: str, headers: dict[str, str], query: str, action: str | None) -> None:
+    req = _req(
+        _authz(service),
+        path="/bucket",
+        query=query,
+        **{k.replace("-", "_"): v for k, v in headers.items()},
+    )
+    auth = SIGNER.parse(req)
+    assert auth.action is None  # SigV4's parse reads no action: operation() does
+    assert SIGNER.operation(req, auth, b"").action == action
 
 
 def test_detect() -> None:
@@ -402,6 +413,21 @@ def test_native_upstream_special_cases() -> None:
     )
     assert _upstream("s3", "us-east-1", "my.bucket.s3.amazonaws.com:443") == (
         "https://my.bucket.s3.amazonaws.com"
+    )
+    # a bucket named like an S3 label is still the bucket (the classifier reads it the same)
+    assert _upstream("s3", "us-east-1", "s3logs.s3.amazonaws.com") == (
+        "https://s3logs.s3.amazonaws.com"
+    )
+    assert _upstream("s3", "eu-west-1", "a.s3.b.s3.dualstack.eu-west-1.amazonaws.com") == (
+        "https://a.s3.b.s3.eu-west-1.amazonaws.com"
+    )
+    assert _upstream(
+        "s3", "eu-west-1", "ap-123456789012.s3-accesspoint.eu-west-1.amazonaws.com"
+    ) == ("https://ap-123456789012.s3-accesspoint.eu-west-1.amazonaws.com")
+    # not an S3 endpoint name: path style
+    assert (
+        _upstream("s3", "eu-west-1", "photos.s3.example.com")
+        == "https://s3.eu-west-1.amazonaws.com"
     )
     assert _upstream("s3", "us-west-2", path="/v20180820/jobs") == (
         "https://s3-control.us-west-2.amazonaws.com"

@@ -336,3 +336,14 @@ def test_resign_needs_aware_time() -> None:
     auth = SIGNER.parse(req)
     with pytest.raises(ValueError, match="timezone-aware"):
         SIGNER.resign(req.copy(), auth, REAL, req.body, datetime(2024, 1, 1))
+
+
+@pytest.mark.parametrize("case", SDK_CASES[:1], ids=lambda c: c["name"])
+def test_repeated_action_header_is_refused(case: dict[str, Any]) -> None:
+    """The operation is read from X-TC-Action: two values are two readings."""
+    req = vector_request(case)
+    if "X-TC-Action" not in req.headers:
+        pytest.skip("a v1-signed case")
+    req.headers.add("X-TC-Action", "TerminateInstances")
+    with pytest.raises(MalformedSignature, match="X-TC-Action appears more than once"):
+        SIGNER.parse(req)

@@ -57,7 +57,6 @@ from keybroker.signers._sigv4_parse import (
     STREAMING_UNSIGNED_TRAILER,
     UNSIGNED_PAYLOAD,
     SigV4State,
-    _action,
     _check_ascii_headers,
     _parse_scope,
     _parse_signature,
@@ -129,7 +128,6 @@ class SigV4Scheme:
         # fail here, with a precise message, rather than later in verify
         canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))
         canonical_query(req.query, drop_signature=auth.in_query)  # the entry verify uses
-        auth.action = _action(req)
         return auth
 
     def is_raw_path(self, service: str) -> bool:

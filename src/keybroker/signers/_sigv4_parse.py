@@ -1,5 +1,5 @@
 """Reading a SigV4 request's authentication: the ``Authorization`` header and its fields, the
-request time, the action, and the headers an aws-chunked body depends on.
+request time, and the headers an aws-chunked body depends on.
 
 :class:`SigV4State` is what :meth:`keybroker.signers._sigv4.SigV4Scheme.parse` keeps for verify
 and resign; the payload markers of ``x-amz-content-sha256`` are named here.  Errors raise
@@ -22,7 +22,6 @@ from keybroker.errors import MalformedSignature
 from keybroker.signers._aws_chunked import SIGNED_TRAILER, decoded_length
 from keybroker.signers._aws_chunked_trailers import trailer_names
 from keybroker.signers._common import compact_time, compact_utc
-from keybroker.signers._sigv4_canonical import decode_query
 from keybroker.signers.base import ParsedAuth, SigningRequest
 
 __all__ = [
@@ -205,15 +204,3 @@ def _request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:
         raise MalformedSignature("request has no X-Amz-Date (or Date) header")
     when = _parse_http_date(date[0])
     return "date", compact_time(when), when
-
-
-def _action(req: SigningRequest) -> str | None:
-    """The API action when it is cheap to know: ``Action=`` or ``X-Amz-Target``."""
-    target = req.headers.get("X-Amz-Target")
-    if target:
-        return target.rpartition(".")[2] or None
-    if "Action=" in req.query:
-        for key, val in decode_query(req.query):
-            if key == "Action":
-                return val or None
-    return None

@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from keybroker.signers._aws_operation import aws_operation
+from keybroker.signers._s3_address import parse_s3_address
 from keybroker.signers._sigv4 import SigV4Scheme
-from keybroker.signers.base import ParsedAuth, SigningRequest
+from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
 
 __all__ = ["SIGNER", "AwsSigner"]
 
@@ -53,9 +55,9 @@ _GLOBAL: dict[str, tuple[str, str | None]] = {
 _GOV = {"iam": "iam.us-gov.amazonaws.com", "route53": "route53.us-gov.amazonaws.com"}
 
 _S3_SERVICES = frozenset({"s3", "s3-object-lambda", "s3-outposts", "s3express"})
-_VIRTUAL_HOST = re.compile(r"(?P<bucket>[a-z0-9][a-z0-9.-]*?)\.s3[.-]")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _S3_CONTROL_PATH = "/v20180820/"
+_LEGACY_S3 = re.compile(r"s3-(external-1|[a-z]{2}(-[a-z]+)+-\d{1,2})")
 
 
 class AwsSigner(SigV4Scheme):
@@ -107,6 +109,11 @@ class AwsSigner(SigV4Scheme):
             return "https://" + _s3_host(req, region)
         return "https://" + _host(service, region)
 
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """What the service executes, read by its protocol (:mod:`._aws_operation`).
+        Raises ``MalformedRequest`` when the request names two operations."""
+        return aws_operation(req, auth.service, body)
+
 
 def _suffix(region: str) -> str:
     return ".amazonaws.com.cn" if region.startswith("cn-") else ".amazonaws.com"
@@ -130,15 +137,22 @@ def _host(service: str, region: str) -> str:
 
 
 def _s3_host(req: SigningRequest, region: str) -> str:
-    """S3's endpoint; a virtual-hosted bucket in the inbound Host is kept."""
+    """S3's endpoint; a virtual-hosted bucket in the inbound Host is kept (read by
+    :func:`~keybroker.signers._s3_address.parse_s3_address`, as the classifier reads it)."""
     if req.path.startswith(_S3_CONTROL_PATH):
         return f"s3-control.{region}{_suffix(region)}"
     base = "s3.amazonaws.com" if region == "us-east-1" else f"s3.{region}{_suffix(region)}"
-    host = req.host.lower().rsplit(":", 1)[0] if ":" in req.host else req.host.lower()
-    match = _VIRTUAL_HOST.match(host)
-    if match:
-        return f"{match['bucket']}.{base}"
-    return base
+    address = parse_s3_address(req.host, req.path)
+    if not address.virtual or address.bucket is None:
+        return base
+    if address.label == "s3" or _LEGACY_S3.fullmatch(address.label or ""):
+        return f"{address.bucket}.{base}"
+    # an access point, Object Lambda, accelerate or FIPS name: that very endpoint
+    return (
+        req.host.lower().rsplit(":", 1)[0].rstrip(".")
+        if ":" in req.host
+        else req.host.lower().rstrip(".")
+    )
 
 
 SIGNER = AwsSigner()

@@ -15,6 +15,8 @@ Two Kingsoft specifics:
   means a space: verification accepts that reading too, and the re-signed request spells it
   ``%20``, which every decoder reads as a space.
 
+The operation (policy, audit) is the ``Action`` parameter, in the query or the form body.
+
 Native mode: a Kingsoft request is byte-for-byte an AWS-style request; AWS and Kingsoft
 accounts coexist on one proxy because the proxy picks the account (and so this signer) by the
 proxy access key inside the signature.
@@ -28,8 +30,10 @@ from typing import ClassVar
 
 from keybroker.credentials import Credential
 from keybroker.errors import SignatureMismatch
+from keybroker.signers._aws_operation import query_actions
+from keybroker.signers._read_actions import is_read_action
 from keybroker.signers._sigv4 import SigV4Scheme
-from keybroker.signers.base import ParsedAuth, SigningRequest
+from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
 
 __all__ = ["ROOT_DOMAIN", "SIGNER", "KsyunSigner"]
 
@@ -84,6 +88,14 @@ class KsyunSigner(SigV4Scheme):
         """
         req.query = _plus_as_space(req.query)
         super().resign(req, auth, cred, body, now)
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """Kingsoft's OpenAPI reads ``Action`` from the query or the form body (two different
+        values are refused, 400); a request without one is unclassified."""
+        actions = query_actions(req, body)
+        action = next(iter(actions)) if actions else None
+        method_ok = req.method.upper() in ("GET", "HEAD", "POST")
+        return Operation(auth.service, action, None, method_ok and is_read_action(action))
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://{service}.api.ksyun.com`` for the signed service (any region)."""

@@ -89,6 +89,15 @@ class _LegacyState:
     signature: str = field(default="", repr=False)
 
 
+def _single_header(req: SigningRequest, name: str) -> str | None:
+    """The one value of ``name`` (the vendor reads the operation there; two values are two
+    readings).  Raises ``MalformedSignature``."""
+    values = req.headers.getall(name, [])
+    if len(values) > 1:
+        raise _bad(f"{name} appears more than once")
+    return values[0].strip() or None if values else None
+
+
 def _bad(message: str) -> MalformedSignature:
     return MalformedSignature(message)
 
@@ -332,7 +341,7 @@ class TencentSigner:
             region=req.headers.get("X-TC-Region") or None,
             service=service,
             body=BodyPolicy.UNSIGNED if unsigned else BodyPolicy.BUFFER,
-            action=req.headers.get("X-TC-Action") or None,
+            action=_single_header(req, "X-TC-Action"),
             state=state,
         )
 

@@ -1,0 +1,166 @@
+"""What an AWS service will execute for a request, read the way the service reads it.
+
+The protocol of the signing name (from botocore's models, :mod:`._aws_models`) decides where
+the operation is:
+
+* JSON protocol: ``X-Amz-Target: {TargetPrefix}.{Operation}``, with one of the service's own
+  target prefixes; Smithy RPC v2 CBOR: the path ``/service/{TargetPrefix}/operation/{Op}``;
+* query and ec2 protocols: ``Action`` in the query or in the form-encoded body; two different
+  values (query against body, or repeated) are refused (400);
+* REST protocols (S3 above all): the method, the path and the query's sub-resources, matched
+  against the operations' ``requestUri`` — S3 addresses read by :mod:`._s3_address`.
+
+Only the readings of the service's own protocols count: a header or parameter the service
+ignores (``X-Amz-Target`` on S3, ``Action=`` on a JSON service) changes nothing.  When a signing
+name has several protocols and the request carries more than one reading, they must agree
+(400 otherwise).  An unknown signing name, an unknown target prefix or an ambiguous REST match
+leaves the request unclassified (action ``None``, never read-only).  ``read_only`` needs a
+known operation with a reading name (:mod:`._read_actions`), and for REST a safe method.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl
+
+from keybroker.errors import MalformedRequest
+from keybroker.signers._aws_models import RestOperation, ServiceModel, service_model
+from keybroker.signers._read_actions import is_read_action
+from keybroker.signers._s3_address import parse_s3_address
+from keybroker.signers._sigv4_canonical import decode_query
+from keybroker.signers.base import Operation, SigningRequest
+
+__all__ = ["aws_operation", "body_unseen", "query_actions"]
+
+_SAFE = frozenset({"GET", "HEAD"})
+_RPC_METHODS = frozenset({"GET", "HEAD", "POST"})
+_S3_FAMILY = frozenset({"s3", "s3-object-lambda", "s3-outposts", "s3express"})
+_S3_CONTROL_PATH = "/v20180820/"
+_CBOR_PATH = re.compile(r"/service/([^/]+)/operation/([^/]+)")
+
+
+class _Unclassified(Exception):
+    """A reading that exists but names no single operation (ambiguous REST match)."""
+
+
+def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) -> Operation:
+    """The operation an AWS request for the signing name ``service`` executes.
+
+    ``req.host`` is the host the request goes to (routing and classification agree on the S3
+    bucket through it).  Raises ``MalformedRequest`` when the request names two operations.
+    """
+    name = "s3" if service in _S3_FAMILY else service
+    model = service_model(name) if name else None
+    if model is None:
+        return Operation(service, None, None, False)
+    resource, path = None, req.path
+    if name == "s3" and not req.path.startswith(_S3_CONTROL_PATH):
+        address = parse_s3_address(req.host, req.path)
+        if not (address.label or "").startswith("s3-control"):
+            resource, path = address.resource(), address.path()
+    try:
+        readings = _readings(model, req, path, body)
+    except _Unclassified:
+        return Operation(service, None, resource, False)
+    found = {r[0] for r in readings}
+    if len(found) > 1:
+        raise MalformedRequest("the request names more than one operation")
+    if not found:
+        return Operation(service, None, resource, False)
+    action = found.pop()
+    read_only = all(known for _, known, _ in readings) and is_read_action(action)
+    method = req.method.upper()
+    if any(rest for _, _, rest in readings):
+        read_only = read_only and method in _SAFE
+    return Operation(service, action, resource, read_only and method in _RPC_METHODS)
+
+
+def _readings(
+    model: ServiceModel, req: SigningRequest, path: str, body: bytes | None
+) -> list[tuple[str, bool, bool]]:
+    """Every ``(operation, known to the model, REST)`` the request presents to the service's
+    protocols."""
+    found: list[tuple[str, bool, bool]] = []
+    if model.json:
+        found.extend(_json_reading(model, req))
+    if model.cbor:
+        match = _CBOR_PATH.fullmatch(req.path)
+        if match and match[1] in model.cbor:
+            found.append((match[2], match[2] in model.cbor[match[1]], False))
+    if model.query:
+        actions = query_actions(req, body)
+        if actions is None:
+            raise _Unclassified
+        found.extend((action, action in model.query, False) for action in actions)
+    if model.rest:
+        rest = _rest_reading(model.rest, req, path)
+        if rest is not None:
+            found.append((rest, True, True))
+    return found
+
+
+def _json_reading(model: ServiceModel, req: SigningRequest) -> Iterable[tuple[str, bool, bool]]:
+    targets = req.headers.getall("X-Amz-Target", [])
+    if len(targets) > 1:
+        raise MalformedRequest("X-Amz-Target is repeated")
+    if targets:
+        prefix, _, name = targets[0].strip().rpartition(".")
+        if prefix in model.json and name:
+            yield name, name in model.json[prefix], False
+
+
+def query_actions(req: SigningRequest, body: bytes | None) -> set[str] | None:
+    """The ``Action`` of the query and the form body (at most one value; the parameter's name
+    is matched case-insensitively), ``None`` when the request has a body the proxy does not
+    hold (streamed), which may name another.  Raises ``MalformedRequest`` for two values."""
+    values = {v for k, v in decode_query(req.query) if k.lower() == "action"}
+    if body:
+        try:
+            text = body.decode("ascii")
+        except UnicodeDecodeError:
+            text = ""
+        values.update(
+            v for k, v in parse_qsl(text, keep_blank_values=True) if k.lower() == "action"
+        )
+    elif body is None and body_unseen(req):
+        return None
+    if len(values) > 1:
+        raise MalformedRequest("the request names more than one Action")
+    return {v for v in values if v}
+
+
+def body_unseen(req: SigningRequest) -> bool:
+    """True when the request has a body the proxy does not hold."""
+    length = req.headers.get("Content-Length", "").strip()
+    return "Transfer-Encoding" in req.headers or length not in ("", "0")
+
+
+def _rest_reading(
+    ops: dict[str, dict[str, tuple[RestOperation, ...]]], req: SigningRequest, path: str
+) -> str | None:
+    by_query = ops.get(req.method.upper())
+    if not by_query:
+        return None
+    pairs = decode_query(req.query) if req.query else []
+    names = {k for k, _ in pairs} | {f"{k}={v}" for k, v in pairs}
+    candidates = [*by_query.get("", ())]
+    for name in names:
+        candidates.extend(by_query.get("?" + name, ()))
+    for header in req.headers:
+        candidates.extend(by_query.get("h:" + header.lower(), ()))
+    matches = [
+        op
+        for op in candidates
+        if op.query <= names
+        and all(h in req.headers for h in op.headers)
+        and op.path.fullmatch(path)
+    ]
+    if not matches:
+        return None
+    literal = max(op.literal for op in matches)
+    matches = [op for op in matches if op.literal == literal]
+    best = [m for m in matches if not any(m.constraints < o.constraints for o in matches)]
+    if len({op.name for op in best}) != 1:
+        raise _Unclassified
+    return best[0].name

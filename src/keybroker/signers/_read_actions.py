@@ -1,0 +1,46 @@
+"""Which operation names only read: the rule every signer's ``Operation.read_only`` uses.
+
+An operation is read-only when its name starts with a reading verb of the vendors' API naming
+conventions (``Describe``, ``Get``, ``List``, ``Head``, ..., as a whole word of the
+CamelCase name) and does not hand out a credential,
+a token, a password or a session: ``GetSessionToken``, ``GetFederationToken``,
+``GetPasswordData``, ``GetAuthorizationToken`` or S3's ``CreateSession`` give whoever holds
+them access outside the proxy, so they are never read-only.  Verbs that read in one API and
+write in another (``Check``: License Manager's ``CheckoutLicense``) are not read verbs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["READ_PREFIXES", "is_read_action"]
+
+#: name prefixes (lower case) of operations that only read
+READ_PREFIXES = (
+    "describe",
+    "get",
+    "list",
+    "head",
+    "batchget",
+    "batchdescribe",
+    "query",
+    "scan",
+    "search",
+    "lookup",
+    "select",
+)
+
+#: name parts (lower case) of operations that issue a credential, even when named like a read
+_ISSUES_ACCESS = ("token", "credential", "password", "session", "signin", "presign", "embedurl")
+
+
+def is_read_action(name: str | None) -> bool:
+    """True when the operation ``name`` certainly only reads."""
+    if not name:
+        return False
+    low = name.lower()
+    if any(part in low for part in _ISSUES_ACCESS):
+        return False
+    # the verb is a whole word: "GetObject", "Query", not "Listen" or "Getaway"
+    return any(
+        low.startswith(p) and (len(name) == len(p) or not name[len(p)].islower())
+        for p in READ_PREFIXES
+    )
