@@ -137,6 +137,8 @@ class Forwarder:
         if not request.body_exists:
             if transformer is not None:
                 raise MalformedSignature("a chunk-signed request has no body")
+            if request.content_length == 0:  # said so: S3 and others want it (411 without)
+                headers["Content-Length"] = "0"
             return None, None
         length = request.content_length
         if length is not None and (transformer is None or resent_length is not None):
