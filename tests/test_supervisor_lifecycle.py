@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import logscan
 from tests.servers import free_port, port_open, wait_until
 
@@ -121,15 +123,16 @@ def test_a_key_service_that_cannot_start_ends_serve_with_one_process(tmp_path: P
     assert "Traceback" not in r.stderr
 
 
-def test_a_port_in_use_ends_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_port_in_use_ends_serve(tmp_path: Path, workers: int) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cfg = _config(tmp_path, port, workers=1)
+        cfg = _config(tmp_path, port, workers=workers)
         r = _serve_fails(cfg)
     assert r.returncode == 1
-    assert "cannot start" in r.stderr and "Traceback" not in r.stderr
+    assert f"{cfg}: cannot start" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help_lists_no_internal_command() -> None:
@@ -147,3 +150,52 @@ def test_check_into_a_closed_pipe_is_quiet() -> None:
         err = proc.stderr.read().decode()
         proc.wait(60)
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_serve_prints_a_banner_without_secrets(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = _config(tmp_path, port, workers=1)
+    proc = subprocess.Popen(
+        [*KEYBROKER, "serve", "--config", str(cfg)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(port_open(port), what="keybroker serve")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "keybroker" in err and f"http on 127.0.0.1:{port}, 1 worker" in err
+    assert "accounts  a" in err and "audit     OFF" in err
+    assert PROXY_SK not in err and REAL_SK not in err
+
+
+def test_an_omitted_address_means_loopback() -> None:
+    from keybroker.config_load import loads
+
+    cfg = loads("Endpoints: []\n")
+    assert cfg.http.address == "127.0.0.1:3888"
+
+
+LIBRARY = """
+import sys
+from keybroker.config_load import load
+from keybroker.proxy import Proxy
+Proxy(load(sys.argv[1])).run()
+"""
+
+
+def test_library_mode_logs_where_the_config_says(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = _config(tmp_path, port, workers=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIBRARY, str(cfg)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(port_open(port), what="library proxy")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    log_file = tmp_path / "log" / "key_proxy.log"
+    assert '"listening"' in log_file.read_text() or "listening" in log_file.read_text()
+    assert "listening" not in err  # not bare lines on stderr

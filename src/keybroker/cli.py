@@ -102,12 +102,14 @@ def cmd_serve(path: str) -> int:
     """One process for ``Http.Workers: 1``; else a supervisor and that many workers."""
     from keybroker.logs import setup_logging
     from keybroker.serving import StartupFailed, run_until_signalled
+    from keybroker.summary import render_banner
     from keybroker.supervisor import Supervisor, worker_count
 
     config = _load_or_report(path)
     if config is None:
         return 1
     setup_logging(config.log)
+    print(render_banner(config, worker_count(config.http.workers)), file=sys.stderr, flush=True)
     if worker_count(config.http.workers) > 1:
         return Supervisor(path, config, lambda text: _loads(text, path)).run()
     proxy = _proxy_or_report(path, config)

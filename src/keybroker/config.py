@@ -51,9 +51,10 @@ class TlsConfig:
 
 @dataclass
 class HttpConfig:
-    """``Http``.  ``address`` is ``host:port`` or ``:port`` (all interfaces)."""
+    """``Http``.  ``address`` is ``host:port`` or ``:port`` (all interfaces); without one,
+    keybroker listens on loopback only (key-proxy's default is every interface)."""
 
-    address: str = ":3888"
+    address: str = "127.0.0.1:3888"
     tls: TlsConfig = field(default_factory=TlsConfig)
     # ours
     max_header_bytes: int = 16 * 1024  # MaxHeaderBytes: total size of request headers

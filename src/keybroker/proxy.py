@@ -230,9 +230,14 @@ class Proxy:
         await self._limits.close()
 
     def run(self) -> None:
-        """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
+        """Serve until SIGTERM/SIGINT, then drain in-flight requests and return.  Sets up
+        logging from the config's ``Log`` section first (as ``keybroker serve`` does), unless
+        the application configured keybroker's loggers itself."""
+        from keybroker.logs import setup_logging
         from keybroker.serving import run_until_signalled
 
+        if not logging.getLogger("keybroker").handlers:
+            setup_logging(self.config.log)
         run_until_signalled(self)
 
     async def _write_ahead(self, ctx: RequestContext) -> None:

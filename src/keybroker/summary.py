@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from keybroker import __version__
 from keybroker.config import Config, Endpoint
 
-__all__ = ["MAX_ACCOUNTS_SHOWN", "mask_key", "render_summary"]
+__all__ = ["MAX_ACCOUNTS_SHOWN", "mask_key", "render_banner", "render_summary"]
 
 #: Accounts listed before the summary says "... and N more" (it has to fit one screen).
 MAX_ACCOUNTS_SHOWN = 20
@@ -128,3 +129,39 @@ def render_summary(cfg: Config) -> str:
     lines = ["keybroker configuration"]
     lines += _listen(cfg) + _logs(cfg) + _policy(cfg) + _accounts(cfg.endpoints)
     return "\n".join(lines)
+
+
+def render_banner(cfg: Config, workers: int) -> str:
+    """What ``keybroker serve`` prints on the terminal as it starts: where it listens, what it
+    serves and where its records go — a few lines, never a secret."""
+    http, tls = cfg.http, cfg.http.tls
+    where = f"https on {tls.address}" if tls.enabled else f"http on {http.address}"
+    if _all_interfaces(tls.address if tls.enabled else http.address):
+        where += "  (ALL interfaces)"
+    names = ", ".join(_clip(e.cloud_account_name, 20) for e in cfg.endpoints[:5])
+    more = f", ... ({len(cfg.endpoints)} in all)" if len(cfg.endpoints) > 5 else ""
+    log = "stderr" if cfg.log.output in ("", "-") else _clip(cfg.log.output, 60)
+    audit = _clip(cfg.audit.output, 60) if cfg.audit.enabled else "OFF"
+    lines = [
+        f"keybroker {__version__} starting",
+        f"  listen    {_clip(where, 70)}, {workers} worker{'s' if workers > 1 else ''}",
+        f"  accounts  {names or 'none'}{more}",
+        f"  log       {log} (level {cfg.log.level})",
+        f"  audit     {audit}",
+        f"  replay    {_clip(_replay(cfg), 60)}",
+    ]
+    if cfg.key_service.enabled:
+        lines.append(f"  keys      key service on {cfg.key_service.path_prefix}")
+    return "\n".join(lines)
+
+
+def _all_interfaces(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("", "0.0.0.0", "::")
+
+
+def _replay(cfg: Config) -> str:
+    cache = cfg.security.replay_cache
+    if cache.startswith("redis"):
+        return "redis (shared)"
+    return "off" if cache == "off" else cache

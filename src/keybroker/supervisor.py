@@ -66,8 +66,16 @@ class Supervisor:
         self._stop = asyncio.Event()
 
     def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (0), or until a worker cannot start (1); 1 also when
+        the listening sockets cannot be bound (the reason on stderr, no traceback)."""
         try:
             return asyncio.run(self._main())
+        except OSError as exc:
+            print(
+                f"{self.config_path}: cannot start: cannot listen: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
         finally:
             shutil.rmtree(self._state_dir, ignore_errors=True)
 
