@@ -117,3 +117,14 @@ def test_kms_and_targets(results: dict[str, Any]) -> None:
         assert t["measured"] is not None, t["name"]
         assert t["ok"] in (True, False)
     assert "target" in results["_stdout"] and "results:" in results["_stdout"]
+
+
+def test_audit_cost_runs_every_mode() -> None:
+    """``python -m bench.audit_cost``: each mode served every request it was sent."""
+    cmd = [sys.executable, "-m", "bench.audit_cost", "--duration", "0.5", "--json"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)
+    assert [r["mode"] for r in rows] == ["off", "none", "5ms", "always"]
+    for r in rows:
+        _load_result(r)

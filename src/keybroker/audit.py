@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import threading
@@ -244,8 +243,10 @@ class AuditLog:
     def path(self) -> Path | None:
         return None if self.directory is None else self.directory / AUDIT_FILE_NAME
 
-    def record(self, event: Mapping[str, object]) -> None:
-        """Append one line holding ``event``'s fields (fsync'ed unless ``sync`` is ``None``).
+    def record(self, event: Mapping[str, object], *, durable: bool = True) -> None:
+        """Append one line holding ``event``'s fields, fsync'ed unless ``sync`` is ``None``
+        or ``durable`` is false (a record nothing waits on, such as an outcome: the next
+        fsync of the file covers it).
 
         Raises :class:`ValueError` for a reserved, malformed or credential-like field name,
         a non-finite number, a line over 64 KiB or a closed log; :class:`TypeError` for a
@@ -253,7 +254,7 @@ class AuditLog:
         :class:`~keybroker.secret.Secret` included; :class:`OSError` if the write fails
         (nothing of the line is left behind: the next line continues the same chain).
         """
-        self._write(self._fields(event), fsync=self.sync is not None)
+        self._write(self._fields(event), fsync=durable and self.sync is not None)
 
     async def commit(self, event: Mapping[str, object]) -> None:
         """:meth:`record` for the event loop: returns once the line is as durable as
@@ -298,11 +299,7 @@ class AuditLog:
                 self._fd = -1
 
     def _fields(self, event: Mapping[str, object]) -> dict[str, object]:
-        fields = clean_event(event, self._registry)
-        size = len(json.dumps(fields, ensure_ascii=True, allow_nan=False))
-        if size > MAX_LINE_BYTES - 512:  # 512: room for time, seq, prev, start and hash
-            raise ValueError(f"audit event too large ({size} bytes of fields)")
-        return fields
+        return clean_event(event, self._registry)  # its size is checked as a whole line
 
     def _write(self, fields: dict[str, object], *, fsync: bool) -> None:
         with self._lock:
@@ -312,10 +309,16 @@ class AuditLog:
                 return
             with self._dir_lock():
                 line = self._append(fields)
-                if fsync:
-                    os.fsync(self._fd)
                 if self._checkpoints is not None and self._due():
                     self._checkpoint_quietly("interval")
+            # fsync'ed outside the locks, so writers of other threads (and processes) go on
+            # and their fsyncs overlap; a rotation fsyncs the file it sets aside itself
+            synced = os.dup(self._fd) if fsync else -1
+        if synced >= 0:
+            try:
+                os.fsync(synced)
+            finally:
+                os.close(synced)
         if self._mirror is not None:
             self._mirror(line)
 
@@ -358,6 +361,8 @@ class AuditLog:
         try:
             self._sync()
             line, digest = self._line(fields)
+            if len(line) > MAX_LINE_BYTES - 256:  # room for a longer seq or start marker
+                raise ValueError(f"audit event too large ({len(line)} bytes)")
             used = self._seen[2] if self._seen is not None else 0
             if used > 0 and used + len(line) > self.max_bytes:
                 self._rotate()

@@ -42,6 +42,18 @@ def clean_event(event: Mapping[str, object], registry: SecretRegistry) -> dict[s
 
 
 def _check_key(key: object) -> str:
+    if isinstance(key, str) and key in _GOOD_KEYS:
+        return key
+    name = _checked_key(key)
+    if len(_GOOD_KEYS) < 1024:  # field names are few: remember the good ones
+        _GOOD_KEYS.add(name)
+    return name
+
+
+_GOOD_KEYS: set[str] = set()
+
+
+def _checked_key(key: object) -> str:
     if not isinstance(key, str) or not _KEY.match(key):
         raise ValueError(
             "audit event field names must be 1-64 characters of A-Z a-z 0-9 _ . - "
@@ -57,6 +69,8 @@ def _check_key(key: object) -> str:
 def _clean_value(name: str, value: object, registry: SecretRegistry) -> object:
     if name == "decision" and value not in ("allow", "deny"):
         raise ValueError("audit event field 'decision' must be 'allow' or 'deny'")
+    if value is None or value.__class__ is int:
+        return value
     if isinstance(value, list | tuple):
         return [_clean_scalar(name, item, registry) for item in value]
     return _clean_scalar(name, value, registry)

@@ -80,7 +80,7 @@ class RefusalFolder:
         written = 0
         for key, held in pending.items():
             try:
-                log.record(_event(key, held))
+                log.record(_event(key, held), durable=False)
             except (OSError, ValueError) as exc:
                 metrics.DEFAULT.audit_failures.inc(("file",))
                 _log.error("audit record of a refusal failed: %s", type(exc).__name__)

@@ -50,7 +50,8 @@ def record_audit(ctx: RequestContext, audit: AuditLog | None) -> None:
         return
     event = outcome_event(ctx) if ctx.audited_ahead else request_event(ctx)
     try:
-        audit.record(event)
+        # nothing waits on it: written now, made durable by the next fsync of the file
+        audit.record(event, durable=False)
     except (OSError, ValueError, TypeError) as exc:
         _failed(ctx, exc)  # the answer is gone already: loud in the log and the metrics
 
