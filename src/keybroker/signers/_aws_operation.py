@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl
 
 from keybroker.errors import MalformedRequest
+from keybroker.signers._action_params import query_actions
 from keybroker.signers._aws_models import RestOperation, ServiceModel, service_model
 from keybroker.signers._read_actions import is_read_action
 from keybroker.signers._s3_address import parse_s3_address
 from keybroker.signers._sigv4_canonical import decode_query
 from keybroker.signers.base import Operation, SigningRequest
 
-__all__ = ["aws_operation", "body_unseen", "query_actions"]
+__all__ = ["aws_operation"]
 
 _SAFE = frozenset({"GET", "HEAD"})
 _RPC_METHODS = frozenset({"GET", "HEAD", "POST"})
@@ -108,32 +108,6 @@ def _json_reading(model: ServiceModel, req: SigningRequest) -> Iterable[tuple[st
         prefix, _, name = targets[0].strip().rpartition(".")
         if prefix in model.json and name:
             yield name, name in model.json[prefix], False
-
-
-def query_actions(req: SigningRequest, body: bytes | None) -> set[str] | None:
-    """The ``Action`` of the query and the form body (at most one value; the parameter's name
-    is matched case-insensitively), ``None`` when the request has a body the proxy does not
-    hold (streamed), which may name another.  Raises ``MalformedRequest`` for two values."""
-    values = {v for k, v in decode_query(req.query) if k.lower() == "action"}
-    if body:
-        try:
-            text = body.decode("ascii")
-        except UnicodeDecodeError:
-            text = ""
-        values.update(
-            v for k, v in parse_qsl(text, keep_blank_values=True) if k.lower() == "action"
-        )
-    elif body is None and body_unseen(req):
-        return None
-    if len(values) > 1:
-        raise MalformedRequest("the request names more than one Action")
-    return {v for v in values if v}
-
-
-def body_unseen(req: SigningRequest) -> bool:
-    """True when the request has a body the proxy does not hold."""
-    length = req.headers.get("Content-Length", "").strip()
-    return "Transfer-Encoding" in req.headers or length not in ("", "0")
 
 
 def _rest_reading(

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from keybroker.credentials import Credential
 from keybroker.errors import SignatureMismatch
-from keybroker.signers._aws_operation import query_actions
+from keybroker.signers._action_params import query_actions
 from keybroker.signers._read_actions import is_read_action
 from keybroker.signers._sigv4 import SigV4Scheme
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest

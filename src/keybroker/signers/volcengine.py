@@ -41,6 +41,7 @@ from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
+from keybroker.signers._action_params import query_actions
 from keybroker.signers._common import (
     LOWER_HEX64,
     V4_FIELDS,
@@ -62,8 +63,9 @@ from keybroker.signers._common import (
     state_of,
     swap_token_header,
 )
+from keybroker.signers._read_actions import is_read_action
 from keybroker.signers._volcengine_endpoints import default_host
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
 
 __all__ = ["ALGORITHM", "SIGNER", "VolcengineSigner", "canonical_query", "canonical_uri"]
 
@@ -484,6 +486,17 @@ class VolcengineSigner:
         req.query += "".join(f"&{k}={encode_unreserved(v.encode())}" for k, v in extra)
 
     # upstream -------------------------------------------------------------------------
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """The OpenAPI reads ``Action`` from the query; any other spelling of it in the query
+        (``action=``) or in a form body naming another value is refused (400), and a form body
+        the proxy streams without reading leaves the request unclassified."""
+        actions = query_actions(req, body, form_only=True)
+        action = next(iter(actions)) if actions else None
+        if action is not None and action != auth.action:
+            action = None  # named elsewhere than the query's Action=: not what the gateway reads
+        read = is_read_action(action) and req.method.upper() in ("GET", "HEAD", "POST")
+        return Operation(auth.service, action, None, read)
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """The SDK's default endpoint for the signed service and region.

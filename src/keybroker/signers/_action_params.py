@@ -1,0 +1,49 @@
+"""The ``Action`` parameter of RPC-style APIs, read as their gateways read it: in the query
+and in a form-encoded body, under any spelling of its name.
+
+AWS query services, Kingsoft and Volcengine name the operation in an ``Action`` parameter; a
+request naming two (query against body, ``Action`` against ``action``, or repeated) is refused
+rather than guessed, and a body the proxy streams without reading may name another, so such a
+request is unclassified.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from keybroker.errors import MalformedRequest
+from keybroker.signers._sigv4_canonical import decode_query
+from keybroker.signers.base import SigningRequest
+
+__all__ = ["body_unseen", "query_actions"]
+
+
+def query_actions(
+    req: SigningRequest, body: bytes | None, *, form_only: bool = False
+) -> set[str] | None:
+    """The ``Action`` of the query and the body read as a form (at most one value; the
+    parameter's name is matched case-insensitively), ``None`` when the request has a body the
+    proxy does not hold (streamed), which may name another.  ``form_only``: only a body sent
+    as ``application/x-www-form-urlencoded`` is read (AWS query services read any body).
+    Raises ``MalformedRequest`` for two values."""
+    values = {v for k, v in decode_query(req.query) if k.lower() == "action"}
+    form = "x-www-form-urlencoded" in req.headers.get("Content-Type", "").lower()
+    if body and (form or not form_only):
+        try:
+            text = body.decode("ascii")
+        except UnicodeDecodeError:
+            text = ""
+        values.update(
+            v for k, v in parse_qsl(text, keep_blank_values=True) if k.lower() == "action"
+        )
+    elif body is None and (form or not form_only) and body_unseen(req):
+        return None
+    if len(values) > 1:
+        raise MalformedRequest("the request names more than one Action")
+    return {v for v in values if v}
+
+
+def body_unseen(req: SigningRequest) -> bool:
+    """True when the request has a body the proxy does not hold."""
+    length = req.headers.get("Content-Length", "").strip()
+    return "Transfer-Encoding" in req.headers or length not in ("", "0")
