@@ -5,7 +5,10 @@ servers that answer exactly the bytes each case needs (keep-alive, close-delimit
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +17,7 @@ from multidict import CIMultiDict
 
 from keybroker.httpclient import IDLE_SECONDS, UpstreamClient, UpstreamFailure
 from keybroker.netguard import DestinationRefused, GuardedResolver
+from tests.kms.tls_ca import TestCA
 
 Answer = Callable[[bytes], bytes | None]
 
@@ -226,8 +230,9 @@ def test_silent_upstream_times_out_and_dead_port_fails() -> None:
     async def go(client: UpstreamClient, host: str) -> None:
         with pytest.raises(UpstreamFailure, match="timed out"):
             await _get(client, host)
-        with pytest.raises(UpstreamFailure, match="could not be reached"):
+        with pytest.raises(UpstreamFailure, match="refused the connection") as info:
             await client.request("GET", "http", "127.0.0.1:1", "/", CIMultiDict(), None)
+        assert info.value.kind == "refused"
 
     asyncio.run(_with(up, go, read=0.3))
 
@@ -406,3 +411,78 @@ def test_retry_after_a_silent_close_only_when_nothing_can_have_happened(
         assert status == 200 and len(sent) == 2
     else:
         assert status is None and len(sent) == 1  # once: the upstream may have acted on it
+
+
+# ---------------------------------------------------------------------- why a request failed
+
+
+class _NoSuchName(GuardedResolver):
+    """A resolver whose every lookup fails as getaddrinfo does for an unknown name: the
+    machine has no DNS to ask, so the failure the client must name is produced here."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list:  # type: ignore[override]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def _kind(coro: Awaitable[object]) -> str:
+    async def run() -> str:
+        with pytest.raises(UpstreamFailure) as info:
+            await coro
+        return info.value.kind
+
+    return asyncio.run(run())
+
+
+def test_failure_kinds_name_what_went_wrong(tmp_path: Path) -> None:
+    """dns, refused, timeout, protocol, tls and tls-certificate, each from a real socket."""
+
+    async def dns() -> None:
+        client = UpstreamClient(_NoSuchName(), connect_timeout=2, read_timeout=2)
+        try:
+            await client.request("GET", "http", "nowhere.invalid", "/", CIMultiDict(), None)
+        finally:
+            await client.close()
+
+    assert _kind(dns()) == "dns"
+
+    async def refused() -> None:
+        client = await _client()
+        try:
+            await client.request("GET", "http", "127.0.0.1:1", "/", CIMultiDict(), None)
+        finally:
+            await client.close()
+
+    assert _kind(refused()) == "refused"
+
+    async def silent(client: UpstreamClient, host: str) -> None:
+        await _get(client, host)
+
+    assert _kind(_with(RawUpstream(lambda req: b""), silent, read=0.3)) == "timeout"
+    not_http = RawUpstream(lambda req: b"NOT HTTP AT ALL\r\n\r\n")
+    assert _kind(_with(not_http, silent)) == "protocol"
+
+    async def plain_http(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def tls_to(server_ssl: ssl.SSLContext | None, trust: Path | None) -> None:
+        up = RawUpstream(lambda req: OK)
+        handler = up.handle if server_ssl is not None else plain_http
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ssl)
+        port = server.sockets[0].getsockname()[1]
+        client = await _client()
+        if trust is not None:
+            client._ssl = ssl.create_default_context(cafile=str(trust))
+        try:
+            resp = await client.request(
+                "GET", "https", f"127.0.0.1:{port}", "/", CIMultiDict(), None
+            )
+            await resp.__aexit__(None, None, None)
+        finally:
+            await client.close()
+            server.close()
+
+    ca = TestCA.create(tmp_path)
+    assert _kind(tls_to(None, ca.ca_path)) == "tls"  # plain HTTP where TLS was expected
+    assert _kind(tls_to(ca.server_context(), None)) == "tls-certificate"  # an unknown CA

@@ -334,7 +334,7 @@ def test_observe_counts_status_duration_and_error_codes() -> None:
         ("keybroker_policy_denials_total", frozenset({("account", "a")})): 1
     }
     up = fams["keybroker_upstream_errors_total"]
-    assert up.get("keybroker_upstream_errors_total", vendor="aws") == 1
+    assert up.get("keybroker_upstream_errors_total", vendor="aws", kind="unreachable") == 1
     replay = fams["keybroker_replay_rejections_total"]
     assert replay.get("keybroker_replay_rejections_total") == 1
     dur = fams["keybroker_request_duration_seconds"]
@@ -435,7 +435,7 @@ def test_counts_after_real_requests_through_the_proxy(upstream: Recorder) -> Non
         return fams[name].get(sample, **labels)
 
     for name, sample, labels, expected in [
-        ("keybroker_upstream_errors_total", "", {"vendor": "aws"}, 1),
+        ("keybroker_upstream_errors_total", "", {"vendor": "aws", "kind": "refused"}, 1),
         ("keybroker_policy_denials_total", "", {"account": "m-denied"}, 1),
         ("keybroker_request_duration_seconds", "_count", {"vendor": "aws", "mode": "keyproxy"}, 6),
     ]:

@@ -32,6 +32,8 @@ class RequestContext:
     upstream_url: str | None = None
     status: int | None = None
     error_code: str | None = None
+    #: why the upstream failed (``UpstreamFailure.kind``: dns, refused, timeout, tls, ...)
+    upstream_failure: str | None = None
     started: float = field(default_factory=time.perf_counter)
     bytes_out: int = 0
     #: the request target without credential parameters (audit)

@@ -102,12 +102,15 @@ class Forwarder:
         except (UpstreamFailure, TimeoutError, OSError) as exc:
             if state is not None and state.error is not None:
                 raise state.error from None
+            kind = failure_kind(exc)
+            ctx.upstream_failure = kind
             log.warning(
-                "upstream request failed: %s",
-                type(exc).__name__,
+                "upstream request failed (%s): %s",
+                kind,
+                _reason(exc),
                 extra={"fields": {"request_id": ctx.request_id, "upstream": ctx.upstream_url}},
             )
-            raise UpstreamError("the upstream could not be reached") from None
+            raise UpstreamError(f"the upstream could not be reached ({kind})") from None
         async with upstream:
             if state is not None and state.error is not None:
                 raise state.error
@@ -160,8 +163,11 @@ class Forwarder:
         try:  # until the first body byte nothing has reached the client: a failure is a 502
             first = await anext(chunks, b"")
         except (UpstreamFailure, TimeoutError) as exc:
+            ctx.upstream_failure = failure_kind(exc)
             _log_broken(ctx, exc)
-            raise UpstreamError("the upstream broke off its answer") from None
+            raise UpstreamError(
+                f"the upstream broke off its answer ({ctx.upstream_failure})"
+            ) from None
         response = StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in upstream.headers.items():
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
@@ -189,10 +195,30 @@ class Forwarder:
 
 def _log_broken(ctx: RequestContext, exc: BaseException) -> None:
     log.warning(
-        "upstream response broken: %s",
-        type(exc).__name__,
+        "upstream response broken (%s): %s",
+        failure_kind(exc),
+        _reason(exc),
         extra={"fields": {"request_id": ctx.request_id}},
     )
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What went wrong with the upstream, in one word (``UpstreamFailure.kind``)."""
+    if isinstance(exc, UpstreamFailure):
+        return exc.kind
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "reset"
+    return "unreachable"
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure's own short text (UpstreamFailure messages hold no URL or header), else its
+    type: OSError texts may quote addresses."""
+    return str(exc) if isinstance(exc, UpstreamFailure) else type(exc).__name__
 
 
 async def read_bounded(

@@ -134,11 +134,13 @@ class UpstreamClient:
                     conn.finished(reusable=False)
                     replayable = method in _SAFE_METHODS and isinstance(body, bytes | None)
                     if not reused or not replayable:
-                        raise UpstreamFailure("the upstream closed the connection") from None
+                        raise UpstreamFailure(
+                            "the upstream closed the connection", "reset"
+                        ) from None
                 except BaseException:
                     conn.finished(reusable=False)
                     raise
-            raise UpstreamFailure("the upstream keeps closing connections")
+            raise UpstreamFailure("the upstream keeps closing connections", "reset")
 
     def _pooled(self, key: tuple[str, str, int]) -> UpstreamConnection | None:
         idle = self._idle.get(key)
@@ -161,7 +163,14 @@ class UpstreamClient:
             context = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout):
-                answers = await self.resolver.resolve(name, port, socket.AF_UNSPEC)
+                try:
+                    answers = await self.resolver.resolve(name, port, socket.AF_UNSPEC)
+                except DestinationRefused:
+                    raise
+                except OSError:
+                    raise UpstreamFailure(
+                        "the upstream name could not be resolved", "dns"
+                    ) from None
                 last: OSError | None = None
                 for answer in answers:
                     conn = UpstreamConnection(self, key)
@@ -180,16 +189,8 @@ class UpstreamClient:
                     self._all.add(conn)
                     return conn
         except TimeoutError:
-            raise UpstreamFailure("timed out connecting to the upstream") from None
-        except DestinationRefused:
-            raise
-        except ssl.SSLError:
-            raise UpstreamFailure("the TLS handshake with the upstream failed") from None
-        except OSError:
-            raise UpstreamFailure("the upstream name could not be resolved") from None
-        if isinstance(last, ssl.SSLError):
-            raise UpstreamFailure("the TLS handshake with the upstream failed")
-        raise UpstreamFailure("the upstream could not be reached")
+            raise UpstreamFailure("timed out connecting to the upstream", "timeout") from None
+        raise _connect_failure(last)
 
     def _release(self, conn: UpstreamConnection) -> None:
         conn.idle_since = time.monotonic()
@@ -204,3 +205,16 @@ class UpstreamClient:
         self._all.clear()
         self._idle.clear()
         await asyncio.sleep(0)
+
+
+def _connect_failure(last: OSError | None) -> UpstreamFailure:
+    """Why no address of the upstream took the connection (the last attempt's reason)."""
+    if isinstance(last, ssl.SSLCertVerificationError):
+        return UpstreamFailure("the upstream's TLS certificate was not accepted", "tls-certificate")
+    if isinstance(last, ssl.SSLError):
+        return UpstreamFailure("the TLS handshake with the upstream failed", "tls")
+    if isinstance(last, ConnectionRefusedError):
+        return UpstreamFailure("the upstream refused the connection", "refused")
+    if isinstance(last, ConnectionResetError):
+        return UpstreamFailure("the upstream reset the connection", "reset")
+    return UpstreamFailure("the upstream could not be reached", "unreachable")

@@ -33,7 +33,13 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 class UpstreamFailure(Exception):
     """The upstream could not be reached, broke the connection, or timed out.  The message is
-    a short reason, never a URL or a header."""
+    a short reason, never a URL or a header; ``kind`` names the failure for logs, metrics and
+    the 502's message: ``dns``, ``refused``, ``timeout``, ``tls``, ``tls-certificate``,
+    ``reset`` (closed or broken mid-answer), ``protocol`` (not HTTP), ``unreachable``."""
+
+    def __init__(self, message: str, kind: str = "unreachable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Stale(UpstreamFailure):
@@ -112,11 +118,11 @@ def _keeps_alive(version: str, headers: CIMultiDict[str]) -> bool:
 
 
 def _read_timed_out() -> UpstreamFailure:
-    return UpstreamFailure("timed out reading the answer")
+    return UpstreamFailure("timed out reading the answer", "timeout")
 
 
 def _head_timed_out() -> UpstreamFailure:
-    return UpstreamFailure("timed out waiting for the answer")
+    return UpstreamFailure("timed out waiting for the answer", "timeout")
 
 
 class UpstreamConnection(FlowControl):
@@ -158,7 +164,9 @@ class UpstreamConnection(FlowControl):
             if delimited_by_close:
                 resp._complete = True
             else:
-                resp._error = UpstreamFailure("the upstream closed the connection mid-answer")
+                resp._error = UpstreamFailure(
+                    "the upstream closed the connection mid-answer", "reset"
+                )
             resp._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -170,7 +178,7 @@ class UpstreamConnection(FlowControl):
         try:
             parser.feed_data(data)
         except httptools.HttpParserError:
-            self._fail(UpstreamFailure("the upstream answer is not valid HTTP"))
+            self._fail(UpstreamFailure("the upstream answer is not valid HTTP", "protocol"))
 
     # ---- parser callbacks
     def on_status(self, reason: bytes) -> None:
@@ -249,7 +257,7 @@ class UpstreamConnection(FlowControl):
             if exc is not None and not self._head.done():
                 self.abort()
                 if isinstance(exc, ConnectionError):
-                    raise UpstreamFailure("the upstream closed the connection") from None
+                    raise UpstreamFailure("the upstream closed the connection", "reset") from None
                 raise exc
         return await self._await_head(read_timeout if writer.done() else None)
 

@@ -71,7 +71,10 @@ class ProxyMetrics:
             DURATION_BUCKETS,
         )
         self.upstream_errors = r.counter(
-            "keybroker_upstream_errors_total", "Upstreams that could not be reached.", ("vendor",)
+            "keybroker_upstream_errors_total",
+            "Upstreams that could not be reached, by vendor and kind (dns, refused, timeout, "
+            "tls, tls-certificate, reset, protocol, unreachable).",
+            ("vendor", "kind"),
         )
         self.inflight = r.gauge("keybroker_inflight_requests", "Requests being served now.")
         self.replay_rejections = r.counter(
@@ -134,11 +137,11 @@ class ProxyMetrics:
         if not reg._dirty:
             reg._mark_dirty()
         if ctx.error_code is not None:
-            self._count_error(ctx.error_code, account, vendor)
+            self._count_error(ctx.error_code, account, vendor, ctx.upstream_failure)
 
-    def _count_error(self, code: str, account: str, vendor: str) -> None:
+    def _count_error(self, code: str, account: str, vendor: str, kind: str | None) -> None:
         if code == UpstreamError.code:
-            self.upstream_errors.inc((vendor,))
+            self.upstream_errors.inc((vendor, kind or "unreachable"))
         elif code == Forbidden.code:
             self.policy_denials.inc((account,))
         elif code == REPLAY_CODE:

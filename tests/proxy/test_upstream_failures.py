@@ -43,6 +43,8 @@ def test_unreachable_upstream_is_502_with_request_id() -> None:
     assert meta["Error"]["Code"] == "Proxy.NetworkErr"
     assert meta["RequestId"] == "platform-req-1"
     assert "127.0.0.1" not in meta["Error"]["Message"]  # no internals in the answer
+    # ... but what kind of failure it was: the operator's first question
+    assert meta["Error"]["Message"] == "the upstream could not be reached (refused)"
 
 
 @contextmanager
@@ -86,7 +88,9 @@ def test_hanging_upstream_times_out_with_502() -> None:
     ):
         r = send(url, "GET", STS + "?Action=GetCallerIdentity", _signed(), account="acct")
     assert r.status == 502
-    assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.NetworkErr"
+    error = r.json()["ResponseMetadata"]["Error"]
+    assert error["Code"] == "Proxy.NetworkErr"
+    assert error["Message"].endswith("(timeout)")
 
 
 def test_upstream_dying_mid_body_cuts_the_connection() -> None:
