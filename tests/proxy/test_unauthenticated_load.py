@@ -1,4 +1,4 @@
-"""Nothing unauthenticated costs more than a few KiB: concurrent 40 MiB bodies that name no
+"""Nothing unauthenticated costs more than a few KiB: 32 concurrent 40 MiB bodies that name no
 account (native mode without Authorization; key-proxy mode for a body-credential account)
 move the RSS of a real ``keybroker serve`` process by less than 20 MB, and each connection is
 answered and closed at once — or within ``Http.ClientTimeout`` when the client stalls."""
@@ -27,7 +27,7 @@ PROXY_AK = "LTAIPROXY" + secrets.token_hex(8)
 PROXY_SK, REAL_SK = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 logscan.register(PROXY_SK, REAL_SK)
 BODY = 40 * 1024 * 1024
-CONCURRENT = 6
+CONCURRENT = 32
 CLIENT_TIMEOUT = 2.0
 FORM = "application/x-www-form-urlencoded"
 
