@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -322,3 +323,40 @@ def test_a_sealed_reference_without_a_seal_section_is_a_config_error(tmp_path: P
     key.write_text("${sealed:kb1.AAAA}\n")
     with pytest.raises(ConfigError, match="sealed"):
         load_signer(str(key))
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from keybroker.audit import AuditLog
+from keybroker.audit_keys import load_signer
+audit, sync, key, p, n = sys.argv[1:]
+log = AuditLog(audit, max_bytes=16 * 1024, signer=load_signer(key), checkpoint_interval=0.005)
+(Path(sync) / f"ready-{p}").touch()
+while not (Path(sync) / "go").exists():
+    time.sleep(0.001)
+for i in range(int(n)):
+    log.record({"p": p, "i": i, "decision": "allow", "pad": "q" * 100})
+log.close()
+"""
+
+
+def test_worker_processes_sign_one_chain_of_checkpoints(keys: Path, tmp_path: Path) -> None:
+    """Three processes share a directory, rotating and checkpointing as they go: one chain of
+    lines, one chain of checkpoints, proven complete."""
+    audit, sync = tmp_path / "audit", tmp_path / "sync"
+    audit.mkdir()
+    sync.mkdir()
+    key = str(keys / PRIVATE_KEY_NAME)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(audit), str(sync), key, str(p), "150"])
+        for p in range(3)
+    ]
+    deadline = time.monotonic() + 30
+    while len(list(sync.iterdir())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    (sync / "go").touch()
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0, 0]
+    result = check(audit, keys)
+    assert result.ok and result.lines == 450 and result.unproven == 0, result
+    assert result.files > 2 and result.checkpoints > 10

@@ -79,6 +79,9 @@ def _logs(cfg: Config) -> list[str]:
             f"  Audit      {_clip(audit.output, 60)}  "
             f"keep {audit.max_age} days  rotate at {audit.max_size} MB"
         )
+        signed = f"signed every {audit.checkpoint_interval} s" if audit.signing_key else "UNSIGNED"
+        closed = "refused if unrecorded" if audit.fail_closed else "FORWARDED if unrecorded"
+        lines.append(f"             sync {audit.sync}  {closed}  checkpoints {signed}")
     else:
         lines.append("  Audit      off")
     return lines
