@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.connlimits import ConnectionLimits
+from keybroker.connlimits import ConnectionLimits, client_key
 
 
 class _Conn:
@@ -74,3 +74,27 @@ def test_the_oldest_idle_connection_goes_first() -> None:
     limits.idle(a)  # a became idle after b: b is the oldest idle one now
     assert limits.admit(c) is None
     assert a.open and not b.open
+
+
+@given(
+    host=st.integers(0, 2**64 - 1),
+    other=st.integers(0, 2**64 - 1),
+    prefix=st.integers(1 << 60, 2**64 - 2),  # not ::/64, where the IPv4-mapped ones live
+)
+def test_an_ipv6_64_is_one_client_and_a_mapped_ipv4_is_its_ipv4(
+    host: int, other: int, prefix: int
+) -> None:
+    import ipaddress
+
+    def v6(low: int, high: int = prefix) -> str:
+        return str(ipaddress.IPv6Address((high << 64) | low))
+
+    assert client_key(v6(host)) == client_key(v6(other))
+    assert client_key(v6(host)) != client_key(v6(host, prefix ^ 1))
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    limits = ConnectionLimits(0, 2)
+    a, b, c = _Conn(v6(host)), _Conn(v6(other)), _Conn(v6(host ^ 1))
+    assert limits.admit(a) is None and limits.admit(b) is None
+    limits.busy(a)
+    limits.busy(b)
+    assert limits.admit(c) == "too many connections from this client"

@@ -7,13 +7,36 @@ request, or one still sending the head of its first (oldest first; from the same
 the per-client cap is the one reached) — and is refused only when every connection in the way
 is busy answering a request.  So sockets an attacker opens and leaves idle never stop another
 client (or a fresh one of their own address) from being answered.
+
+A "client" is an IPv4 address (also when it arrives IPv4-mapped on a dual-stack socket) or an
+IPv6 /64: one host is routinely given a whole /64, and counting its addresses one by one
+would make the per-client cap no cap at all.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Protocol
 
-__all__ = ["ConnectionLimits", "Sheddable"]
+__all__ = ["ConnectionLimits", "Sheddable", "client_key"]
+
+
+@functools.lru_cache(maxsize=4096)
+def client_key(remote: str | None) -> str | None:
+    """The key connections are counted under per client: the IPv4 address, or the IPv6 /64
+    (anything that is not an IP address counts as itself)."""
+    if remote is None:
+        return None
+    try:
+        addr = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 class Sheddable(Protocol):
@@ -47,7 +70,7 @@ class ConnectionLimits:
     def admit(self, conn: Sheddable) -> str | None:
         """Count ``conn`` in (as idle) and return ``None``; or the reason it is refused, when
         a cap is reached and no idle connection can make room."""
-        remote = conn.remote
+        remote = client_key(conn.remote)
         per_client = self._per_client.get(remote, 0)
         if self.max_per_client and per_client >= self.max_per_client and not self._shed(remote):
             return "too many connections from this client"
@@ -73,16 +96,17 @@ class ConnectionLimits:
         self._members.discard(conn)
         self._idle.pop(conn, None)
         self._count -= 1
-        left = self._per_client.get(conn.remote, 0) - 1
+        remote = client_key(conn.remote)
+        left = self._per_client.get(remote, 0) - 1
         if left > 0:
-            self._per_client[conn.remote] = left
+            self._per_client[remote] = left
         else:
-            self._per_client.pop(conn.remote, None)
+            self._per_client.pop(remote, None)
 
     def _shed(self, remote: str | None, any_client: bool = False) -> bool:
         """Close the oldest idle connection (of ``remote``, or of any client); False if none."""
         for conn in self._idle:
-            if any_client or conn.remote == remote:
+            if any_client or client_key(conn.remote) == remote:
                 self.release(conn)
                 conn.shed()
                 return True
