@@ -12,10 +12,11 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from keybroker.errors import MalformedRequest
+from keybroker.signers._read_actions import is_read_action
 from keybroker.signers._sigv4_canonical import decode_query
-from keybroker.signers.base import SigningRequest
+from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
 
-__all__ = ["body_unseen", "query_actions"]
+__all__ = ["body_unseen", "query_actions", "rpc_operation"]
 
 
 def query_actions(
@@ -47,3 +48,24 @@ def body_unseen(req: SigningRequest) -> bool:
     """True when the request has a body the proxy does not hold."""
     length = req.headers.get("Content-Length", "").strip()
     return "Transfer-Encoding" in req.headers or length not in ("", "0")
+
+
+def rpc_operation(req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+    """The operation of an RPC API whose ``parse`` read the action where the vendor reads it
+    (``auth.action``: Tencent's ``X-TC-Action``, Alibaba's ``Action``/``x-acs-action``,
+    UCloud's ``Action``).  Another ``Action`` in the query or a form body is refused (400);
+    a request to another path than ``/`` is a REST call (Alibaba ROA), whose operation the
+    method and path decide: unclassified, read-only only with GET/HEAD; a form body the proxy
+    streams unread leaves the request unclassified.
+    Raises ``MalformedRequest``."""
+    method = req.method.upper()
+    if req.path not in ("", "/"):
+        return Operation(auth.service, None, None, method in ("GET", "HEAD"))
+    action = auth.action
+    others = query_actions(req, body, form_only=True)
+    if others is None:
+        action = None
+    elif others - {action}:
+        raise MalformedRequest("the request names more than one Action")
+    read = is_read_action(action) and method in ("GET", "HEAD", "POST")
+    return Operation(auth.service, action, None, read)

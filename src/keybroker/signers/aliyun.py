@@ -40,6 +40,7 @@ from typing import ClassVar
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
+from keybroker.signers._action_params import rpc_operation
 from keybroker.signers._common import (
     HEX64,
     LOWER_HEX64,
@@ -54,7 +55,7 @@ from keybroker.signers._common import (
     require_equal,
     split_auth_fields,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
 
 __all__ = [
     "ACS3_ALGORITHM",
@@ -492,6 +493,11 @@ class AliyunSigner:
             _resign_rpc(req, auth.state, cred, now)
         else:
             _resign_acs3(req, self._acs3(auth), cred, now)
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """The action ``parse`` read where the vendor reads it; another ``Action`` elsewhere
+        is a 400, a REST path unclassified (:func:`._action_params.rpc_operation`)."""
+        return rpc_operation(req, auth, body)
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://<host>`` when the request already names an Alibaba Cloud API host.

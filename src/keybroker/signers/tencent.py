@@ -40,6 +40,7 @@ from urllib.parse import quote_plus, unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.signers._action_params import rpc_operation
 from keybroker.signers._common import (
     LOWER_HEX64,
     PRINTABLE_ID,
@@ -50,7 +51,7 @@ from keybroker.signers._common import (
     require_equal,
     split_authorization,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
 
 __all__ = ["ALGORITHM", "ROOT_DOMAIN", "SIGNER", "TencentSigner", "tc3_signing_key"]
 
@@ -476,6 +477,11 @@ class TencentSigner:
             req.query = encoded
 
     # upstream -------------------------------------------------------------------------
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """The action ``parse`` read where the vendor reads it; another ``Action`` elsewhere
+        is a 400, a REST path unclassified (:func:`._action_params.rpc_operation`)."""
+        return rpc_operation(req, auth, body)
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://{service}.tencentcloudapi.com`` for TC3 (the SDK's default endpoint);

@@ -31,8 +31,9 @@ from urllib.parse import quote_plus, unquote_plus
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
+from keybroker.signers._action_params import rpc_operation
 from keybroker.signers._common import media_type, require_equal, state_of
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
 
 __all__ = ["SIGNER", "UCloudSigner", "flatten_json", "string_to_sign"]
 
@@ -295,6 +296,11 @@ class UCloudSigner:
             req.body = _replace_encoded(text, new).encode("utf-8")
         else:
             req.body = _replace_json(req.body or b"", new)
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """The action ``parse`` read where the vendor reads it; another ``Action`` elsewhere
+        is a 400, a REST path unclassified (:func:`._action_params.rpc_operation`)."""
+        return rpc_operation(req, auth, body)
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """UCloud serves every product's API at ``api.ucloud.cn``."""
