@@ -20,8 +20,8 @@ Endpoints:
   - CloudAccountName: acct
     Vendor: aws
     Credentials:
-      Proxy: {AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret}
-      Real: {AccessKey: AKIAREAL00000000001, SecretKey: real-secret}
+      Proxy: {AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret-made-up-1}
+      Real: {AccessKey: AKIAREAL00000000001, SecretKey: real-secret-goes-here}
 """
 
 KNOWN = ", ".join(signers.known_vendors())
@@ -92,8 +92,8 @@ def test_every_field_and_our_additions() -> None:
     assert cfg.security.clock_skew_seconds == 300
     s3, volc = cfg.endpoints
     assert s3.upstream == "http://127.0.0.1:5000"
-    # A plain scalar keeps its source text: 0123 is not read as an octal number.
-    assert s3.proxy.secret_key.reveal() == "0123"
+    # A plain scalar keeps its source text: 0123... is not read as an octal number.
+    assert s3.proxy.secret_key.reveal() == "01234567012345671"
     assert isinstance(s3.real.access_token, Secret)
     assert s3.real.access_token.reveal() == "FwoGZXIvYXdzEXAMPLESESSIONTOKEN"
     assert volc.proxy.secret_key.reveal() == "${not-a-reference}"
@@ -133,8 +133,8 @@ def test_merge_keys_share_a_credential() -> None:
       - CloudAccountName: a
         Vendor: aws
         Credentials:
-          Proxy: &proxy {AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret}
-          Real: &real {AccessKey: AKIAREAL00000000001, SecretKey: real-secret}
+          Proxy: &proxy {AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret-made-up-1}
+          Real: &real {AccessKey: AKIAREAL00000000001, SecretKey: real-secret-goes-here}
       - CloudAccountName: b
         Vendor: aws
         Credentials:

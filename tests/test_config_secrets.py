@@ -23,7 +23,7 @@ def config(real: str) -> str:
           - CloudAccountName: acct
             Vendor: aws
             Credentials:
-              Proxy: {{AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret}}
+              Proxy: {{AccessKey: AKIDPROXY0000000001, SecretKey: proxy-secret-made-up-1}}
               Real: {real}
         """
     )
@@ -40,14 +40,14 @@ def problems(real: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 def test_environment_variables() -> None:
-    env = {"REAL_AK": "AKIAFROMENV000000001", "REAL_SK": "sk/from+env", "TOKEN": "tok"}
+    env = {"REAL_AK": "AKIAFROMENV000000001", "REAL_SK": "sk/from+env", "TOKEN": "token-from-env"}
     cfg = load_real(
         "{AccessKey: '${REAL_AK}', SecretKey: '${REAL_SK}', AccessToken: '${TOKEN}'}", env
     )
     real = cfg.endpoints[0].real
     assert real.access_key == "AKIAFROMENV000000001"
     assert real.secret_key.reveal() == "sk/from+env"
-    assert real.access_token is not None and real.access_token.reveal() == "tok"
+    assert real.access_token is not None and real.access_token.reveal() == "token-from-env"
 
 
 def test_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,11 +103,11 @@ def test_file_problems_name_the_path_never_the_content(tmp_path: Path) -> None:
 
 def test_escape_gives_a_literal() -> None:
     cfg = load_real(
-        "{AccessKey: AKIAREAL00000000001, SecretKey: '$${REAL_SK}', AccessToken: '$$${x}'}"
+        "{AccessKey: AKIAREAL00000000001, SecretKey: '$${REAL_SK}', AccessToken: '$$${xyz}'}"
     )
     real = cfg.endpoints[0].real
     assert real.secret_key.reveal() == "${REAL_SK}"
-    assert real.access_token is not None and real.access_token.reveal() == "$${x}"
+    assert real.access_token is not None and real.access_token.reveal() == "$${xyz}"
     # "$" elsewhere is ordinary text.
     cfg = load_real("{AccessKey: AKIAREAL00000000001, SecretKey: 'a${B}c$'}")
     assert cfg.endpoints[0].real.secret_key.reveal() == "a${B}c$"

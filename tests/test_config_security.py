@@ -30,11 +30,11 @@ Endpoints:
       Regions: [us-east-1]
       SourceCIDRs: [{src}]
     Credentials:
-      Proxy: {{AccessKey: AKIDPROXY1, SecretKey: s1, ExpiresAt: "2027-01-31T00:00:00Z"}}
+      Proxy: {{AccessKey: AKIDPROXY1, SecretKey: pxy-sk-one-00001, ExpiresAt: 2027-01-31T00:00:00Z}}
       AdditionalProxies:
-        - {{AccessKey: AKIDPROXY2, SecretKey: s2}}
-        - {{AccessKey: {dup}, SecretKey: s3, ExpiresAt: 2027-02-01}}
-      Real: {{AccessKey: AKIAREAL1, SecretKey: r1}}
+        - {{AccessKey: AKIDPROXY2, SecretKey: proxy-secret-two-0002}}
+        - {{AccessKey: {dup}, SecretKey: proxy-secret-three-03, ExpiresAt: 2027-02-01}}
+      Real: {{AccessKey: AKIAREAL1, SecretKey: real-secret-one-0001}}
 """
 
 GOOD = dict(
@@ -94,7 +94,7 @@ def test_bad_security_fields_are_named(change: dict[str, object], message: str) 
 
 
 def test_bad_expiry_is_named_with_its_line() -> None:
-    text = BASE.format(**GOOD).replace('ExpiresAt: "2027-01-31T00:00:00Z"', "ExpiresAt: soon")
+    text = BASE.format(**GOOD).replace("ExpiresAt: 2027-01-31T00:00:00Z", "ExpiresAt: soon")
     with pytest.raises(ConfigError) as err:
         loads(text, "c.yml")
     assert any(

@@ -23,7 +23,7 @@ def endpoint(name: str = "volc_test", vendor: str = "volcengine", n: int = 1) ->
     return Endpoint(
         cloud_account_name=name,
         vendor=vendor,
-        proxy=Credential(f"AKLTPROXY000000000{n}", Secret(f"proxy-secret-{n}")),
+        proxy=Credential(f"AKLTPROXY000000000{n}", Secret(f"proxy-secret-made-up-{n}")),
         real=Credential(f"AKLTREAL0000000000{n}", Secret(f"real-secret-{n}")),
     )
 

@@ -353,9 +353,9 @@ def load_problems(text: str) -> list[str]:
 
 
 def test_config_opens_sealed_values_by_account_not_position(sealer: Sealer) -> None:
-    a_real, b_real, b_proxy = "real-a-" + "x" * 20, "real-b-" + "y" * 20, "proxy-b-secret"
+    a_real, b_real, b_proxy = "real-a-" + "x" * 20, "real-b-" + "y" * 20, "proxy-b-secret-made-up"
     eps = [
-        ("a", "proxy-a-secret", ref(sealer, a_real, "a")),
+        ("a", "proxy-a-secret-made-up", ref(sealer, a_real, "a")),
         ("b", ref(sealer, b_proxy, "b", "Proxy.SecretKey"), ref(sealer, b_real, "b")),
     ]
     for order in (eps, eps[::-1]):  # reordering the file breaks nothing
@@ -369,16 +369,22 @@ def test_config_opens_sealed_values_by_account_not_position(sealer: Sealer) -> N
 def test_a_tampered_value_is_refused_with_its_line_and_field(sealer: Sealer) -> None:
     good = sealer.seal("real-secret-tamper", account="acct", field=REAL)
     bad = flip(good, 20)
-    found = load_problems(config(SEAL, [("acct", "p", sealed_reference(bad))]))
+    found = load_problems(config(SEAL, [("acct", "proxy-secret-made-up-p", sealed_reference(bad))]))
     assert found == [f"config.yml:12: Endpoints[0].{REAL}: {CANNOT_OPEN}"]
     assert bad not in found[0] and good not in found[0]
 
 
 def test_moved_values_are_refused(sealer: Sealer) -> None:
     real_of_a = ref(sealer, "secret-of-a", "a")
-    moved_account = config(SEAL, [("a", "p", "plain"), ("b", "q", real_of_a)])
+    moved_account = config(
+        SEAL,
+        [
+            ("a", "proxy-secret-made-up-a", "plain-real-a"),
+            ("b", "proxy-secret-made-up-b", real_of_a),
+        ],
+    )
     assert load_problems(moved_account) == [f"config.yml:21: Endpoints[1].{REAL}: {CANNOT_OPEN}"]
-    moved_field = config(SEAL, [("a", real_of_a, "plain")])
+    moved_field = config(SEAL, [("a", real_of_a, "plain-real-a")])
     assert load_problems(moved_field) == [
         f"config.yml:9: Endpoints[0].Credentials.Proxy.SecretKey: {CANNOT_OPEN}"
     ]
@@ -386,7 +392,9 @@ def test_moved_values_are_refused(sealer: Sealer) -> None:
 
 def test_another_kms_cannot_open_the_config(sealer: Sealer) -> None:
     other = f'Seal:\n  KMS: "{cluster_uri(master=os.urandom(32))}"'
-    found = load_problems(config(other, [("acct", "p", ref(sealer, "s-other-kms", "acct"))]))
+    found = load_problems(
+        config(other, [("acct", "proxy-secret-made-up-p", ref(sealer, "s-other-kms", "acct"))])
+    )
     assert found == [f"config.yml:12: Endpoints[0].{REAL}: {CANNOT_OPEN}"]
 
 
@@ -394,7 +402,9 @@ def test_the_master_secret_may_live_in_a_file(tmp_path: Path, sealer: Sealer) ->
     key = tmp_path / "master.key"
     key.write_text(b64url(MASTER) + "\n")
     seal = f'Seal:\n  KMS: "kms://cluster-kms?key=file:{key}&salt={b64url(SALT)}"'
-    cfg = loads(config(seal, [("acct", "p", ref(sealer, "from-file", "acct"))]), env={})
+    cfg = loads(
+        config(seal, [("acct", "proxy-secret-made-up-p", ref(sealer, "from-file", "acct"))]), env={}
+    )
     assert cfg.endpoints[0].real.secret_key.reveal() == "from-file"
 
 
@@ -403,13 +413,15 @@ def test_external_kms_in_a_config(tmp_path: Path) -> None:
         value = ref(s, "external-secret", "acct")
     store = urllib.parse.quote(str(tmp_path / "store"))
     seal = f"Seal:\n  KMS: kms://local?keyFile={tmp_path / 'kek'}\n  Storage: storage://file?path={store}"
-    cfg = loads(config(seal, [("acct", "p", value)]), env={})
+    cfg = loads(config(seal, [("acct", "proxy-secret-made-up-p", value)]), env={})
     assert cfg.endpoints[0].real.secret_key.reveal() == "external-secret"
 
 
 def test_without_a_seal_section_sealed_values_need_a_kms(sealer: Sealer) -> None:
     found = load_problems(
-        config("Log: {Level: info}", [("acct", "p", ref(sealer, "nokms", "acct"))])
+        config(
+            "Log: {Level: info}", [("acct", "proxy-secret-made-up-p", ref(sealer, "nokms", "acct"))]
+        )
     )
     assert found == [
         f"config.yml:11: Endpoints[0].{REAL}: sealed values need a KMS (not configured)"
@@ -442,7 +454,9 @@ def test_without_a_seal_section_sealed_values_need_a_kms(sealer: Sealer) -> None
     ],
 )
 def test_a_broken_seal_section_is_named(sealer: Sealer, seal: str, problem: str) -> None:
-    found = load_problems(config(seal, [("acct", "p", ref(sealer, "broken-seal", "acct"))]))
+    found = load_problems(
+        config(seal, [("acct", "proxy-secret-made-up-p", ref(sealer, "broken-seal", "acct"))])
+    )
     assert problem in found[0], found
     if len(found) > 1:  # the sealed value says why it cannot be opened, without its text
         cause = "sealed value cannot be opened: the Seal section is invalid"
@@ -459,7 +473,7 @@ def test_a_seal_section_without_endpoints_is_still_checked() -> None:
 
 
 def test_loading_leaves_no_kms_thread_behind(sealer: Sealer) -> None:
-    text = config(SEAL, [("acct", "p", ref(sealer, "threads", "acct"))])
+    text = config(SEAL, [("acct", "proxy-secret-made-up-p", ref(sealer, "threads", "acct"))])
     before = {t.ident for t in threading.enumerate() if t.name == "keybroker-kms"}
     for _ in range(5):  # as repeated reloads would
         loads(text, env={})
@@ -468,5 +482,10 @@ def test_loading_leaves_no_kms_thread_behind(sealer: Sealer) -> None:
 
 
 def test_the_loaded_config_never_shows_the_value(sealer: Sealer) -> None:
-    cfg = loads(config(SEAL, [("acct", "p", ref(sealer, "never-shown-value", "acct"))]), env={})
+    cfg = loads(
+        config(
+            SEAL, [("acct", "proxy-secret-made-up-p", ref(sealer, "never-shown-value", "acct"))]
+        ),
+        env={},
+    )
     assert "never-shown-value" not in repr(cfg) and "never-shown-value" not in str(cfg)

@@ -127,7 +127,10 @@ class SecurityConfig:
       ``redis://...`` (default: the replay cache's Redis when it is one);
     * ``allowed_client_cidrs`` — if not empty, only these client addresses may connect;
     * ``metrics_client_cidrs`` — the addresses that may read ``/metrics`` (which names the
-      accounts and what they do): loopback by default, empty for any client.
+      accounts and what they do): loopback by default, empty for any client;
+    * ``allow_weak_proxy_secrets`` — accept proxy secrets under 16 characters or of low
+      entropy (key-proxy configs until they are rotated); reused or unscrubbable secrets
+      are refused regardless.
     """
 
     clock_skew_seconds: int = 900
@@ -135,6 +138,7 @@ class SecurityConfig:
     rate_limit_store: str = ""
     allowed_client_cidrs: list[str] = field(default_factory=list)
     metrics_client_cidrs: list[str] = field(default_factory=lambda: list(LOOPBACK_CIDRS))
+    allow_weak_proxy_secrets: bool = False
 
 
 @dataclass

@@ -88,6 +88,7 @@ _SECURITY_FIELDS: _Fields = {
     "RateLimitStore": ("rate_limit_store", _Reader.string),
     "AllowedClientCIDRs": ("allowed_client_cidrs", _Reader.string_list),
     "MetricsClientCIDRs": ("metrics_client_cidrs", _Reader.string_list),
+    "AllowWeakProxySecrets": ("allow_weak_proxy_secrets", _Reader.boolean),
 }
 _POLICY_FIELDS: _Fields = {
     "Preset": ("preset", _Reader.string),

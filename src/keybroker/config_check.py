@@ -28,6 +28,7 @@ from keybroker.config import (
     SecurityConfig,
     TlsConfig,
 )
+from keybroker.config_check_credentials import check_credential_hygiene
 from keybroker.config_check_keyservice import _check_key_policy, _check_key_service
 from keybroker.config_problems import (
     MAX_PROBLEMS,
@@ -147,6 +148,8 @@ def _check_sections(cfg: Config, p: Problems) -> None:
     _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
     _check_cidrs(p, "Security.AllowedClientCIDRs", cfg.security.allowed_client_cidrs)
     _check_cidrs(p, "Security.MetricsClientCIDRs", cfg.security.metrics_client_cidrs)
+    if not isinstance(cfg.security.allow_weak_proxy_secrets, bool):
+        p.check("Security.AllowWeakProxySecrets", "expected true or false")
 
 
 def _check_audit(audit: AuditConfig, p: Problems) -> None:
@@ -345,6 +348,8 @@ def check_config(cfg: Config, p: Problems) -> None:
         _check_http(cfg.http, p)
         _check_sections(cfg, p)
     _check_endpoints(cfg.endpoints, p)
+    allow_weak = sections_ok and cfg.security.allow_weak_proxy_secrets is True
+    check_credential_hygiene(cfg.endpoints, allow_weak, p)
     _check_key_service(cfg.key_service, p)
 
 

@@ -192,7 +192,9 @@ class SecretRegistry:
     """A set of known secret strings, scrubbed from finished log lines.
 
     Values shorter than :attr:`MIN_LENGTH` characters are ignored: replacing every ``abc``
-    would mangle logs and hide nothing worth hiding.  Each value is also matched in its
+    would mangle logs and hide nothing worth hiding.  The configuration refuses credential
+    secrets that short (:mod:`keybroker.config_check_credentials`), so every configured
+    secret is scrubbed.  Each value is also matched in its
     JSON-escaped spellings, since the log lines are JSON.  Registration rebuilds one compiled
     pattern, a prefix tree of the values (the longest value at a position is removed whole,
     and the cost of a scan hardly grows with the number of values); scrubbing with an empty

@@ -16,7 +16,7 @@ Endpoints:
   - CloudAccountName: a
     Vendor: aws
     Credentials:
-      Proxy: {AccessKey: AKIDPROXY1, SecretKey: proxy-secret-1}
+      Proxy: {AccessKey: AKIDPROXY1, SecretKey: proxy-secret-made-up-1}
       Real: {AccessKey: AKIDREAL1, SecretKey: real-secret-1}
     KeyPolicy: {Prefixes: ["tenant-a/"], Operations: [get, create, list]}
 """

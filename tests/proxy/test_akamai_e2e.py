@@ -216,7 +216,7 @@ Endpoints:
     Upstream: "{akamai.upstream}"
     Credentials:
       Proxy: {{ClientToken: akab-yaml-ct, AccessToken: akab-yaml-at, ClientSecret: "{secret}"}}
-      Real: {{ClientToken: akab-yaml-real, AccessToken: akab-yaml-real-at, ClientSecret: x}}
+      Real: {{ClientToken: akab-yaml-real, AccessToken: akab-yaml-real-at, ClientSecret: rcsyaml}}
 """
     with proxy_running(loads(text)) as (url, _), requests.Session() as s:
         s.auth = EdgeGridAuth("akab-yaml-ct", secret, "akab-yaml-at")

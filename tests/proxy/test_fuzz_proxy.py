@@ -36,7 +36,8 @@ PREFIXES = [
     "",
 ]
 SECRET = secrets.token_urlsafe(24)
-logscan.register(SECRET)
+REAL_SECRET = secrets.token_urlsafe(24)  # a proxy credential never shares the real secret
+logscan.register(SECRET, REAL_SECRET)
 STATS = {"requests": 0}
 
 
@@ -44,12 +45,13 @@ def _endpoint(vendor: str, upstream: str) -> Endpoint:
     fields = signers.credential_fields(signers.get(vendor))
 
     def cred(tag: str) -> Credential:
+        secret = SECRET if tag == "P" else REAL_SECRET
         return Credential(
             access_key=f"AKID{tag}{vendor.upper()}0001",
-            secret_key=Secret(SECRET),
-            access_token=Secret(SECRET + "t") if "access_token" in fields else None,
+            secret_key=Secret(secret),
+            access_token=Secret(secret + "t") if "access_token" in fields else None,
             client_token=Secret(f"ct-{tag}-{vendor}") if "client_token" in fields else None,
-            client_secret=Secret(SECRET + "c") if "client_secret" in fields else None,
+            client_secret=Secret(secret + "c") if "client_secret" in fields else None,
         )
 
     return Endpoint(f"acct-{vendor}", vendor, cred("P"), cred("R"), upstream=upstream)
