@@ -132,12 +132,20 @@ def test_try_prints_a_curl_that_works(served: tuple[Path, str]) -> None:
     assert "GetCallerIdentityResponse" in out.stdout, out.stdout + out.stderr
 
 
+TRY_REAL = "AKIAREALTRY00000001 real-secret-for-try\n"  # a real AccessKey and SecretKey
+
+
 def test_try_explains_a_refusal(served: tuple[Path, str], tmp_path: Path) -> None:
     config, _ = served
     other = tmp_path / "other.yml"  # a config whose proxy secret the server does not have
     text = config.read_text()
     init = _run(
-        "init", str(tmp_path / "kb2"), "--non-interactive", "--account", "x:aws", stdin="a b\n"
+        "init",
+        str(tmp_path / "kb2"),
+        "--non-interactive",
+        "--account",
+        "x:aws",
+        stdin=TRY_REAL,
     )
     assert init.returncode == 0
     fresh = (tmp_path / "kb2" / "config.yml").read_text()
@@ -153,7 +161,12 @@ def test_try_explains_a_refusal(served: tuple[Path, str], tmp_path: Path) -> Non
 
 def test_try_with_nothing_listening(tmp_path: Path) -> None:
     init = _run(
-        "init", str(tmp_path / "kb"), "--non-interactive", "--account", "x:aws", stdin="a b\n"
+        "init",
+        str(tmp_path / "kb"),
+        "--non-interactive",
+        "--account",
+        "x:aws",
+        stdin=TRY_REAL,
     )
     assert init.returncode == 0
     config = tmp_path / "kb" / "config.yml"
