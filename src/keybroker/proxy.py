@@ -349,6 +349,8 @@ class Proxy:
         if "x-mcdn-origin-uri" in request.headers or "x-mcdn-cloud-account-name" in request.headers:
             ctx.mode = "keyproxy"
             route = await router.keyproxy(request)
+            signed = route.signed  # the origin URI's target is what the record names
+            ctx.path = audit_path(f"{signed.path}?{signed.query}" if signed.query else signed.path)
         else:
             route = await router.native(request, ctx)
         if route.endpoint is None:

@@ -1,10 +1,11 @@
 """Everything that arrives is in the audit log, and a flood of refusals costs bounded records.
 
 A mixed run against one proxy (key-proxy mode, the key service on the same port, a recording
-upstream): valid signed requests, bad signatures, malformed HTTP, Content-Length with
-Transfer-Encoding, a header block past the HTTP layer's bound (431), a head that never ends
-(408) and key-service calls — each leaves its record.  Then 400 identical malformed requests
-from one source fold into a handful of ``refused`` records whose counts add up to 400."""
+upstream): valid signed requests, a presigned DELETE, bad signatures, malformed HTTP,
+Content-Length with Transfer-Encoding, a header block past the HTTP layer's bound (431), a head
+that never ends (408) and key-service calls — each leaves its record (the presigned one
+without its signature or the real one).  Then 400 identical malformed requests from one
+source fold into a handful of ``refused`` records whose counts add up to 400."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import requests
+from botocore.config import Config as BotoConfig
 
 from keybroker.audit import verify
 from keybroker.config import AuditConfig, Config, KeyServiceConfig
@@ -94,12 +100,22 @@ def test_every_request_of_a_mixed_run_has_its_record(tmp_path: Path) -> None:
         huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
         assert raw(kb.url, huge).startswith(b"HTTP/1.1 431")
         assert raw(kb.url, b"GET / HTTP/1.1\r\nHost: x\r\n").startswith(b"HTTP/1.1 408")
+        presigned = boto3.client(
+            "s3",
+            endpoint_url=kb.url,
+            region_name="us-east-1",
+            aws_access_key_id=AK,
+            aws_secret_access_key=SK,
+            config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
+        ).generate_presigned_url("delete_object", Params={"Bucket": "bkt", "Key": "a b.txt"})
+        assert requests.delete(presigned, timeout=10).status_code == 200
         assert kb.call("GET", "dek/tenant-a/m1", who="full").status_code == 200
         assert kb.call("GET", "dek/tenant-b/m1", who="tenant-a").status_code == 403
         assert kb.call("GET", "dek/tenant-a/m1", secret="wrong").status_code == 401
         time.sleep(1.5)  # the refusals are folded for a second
         lines = audit_lines(kb)
-        assert len(up.seen) == 3
+        text = (kb.audit_dir / "audit.log").read_text()
+        assert len(up.seen) == 4
     assert verify(kb.audit_dir).ok
     by_client: dict[str, list[str]] = {}
     events = {x["request_id"]: x for x in lines if x.get("event") == "request"}
@@ -113,6 +129,14 @@ def test_every_request_of_a_mixed_run_has_its_record(tmp_path: Path) -> None:
         assert by_client[f"bad{i}"] == ["request"]
         bad = next(x for x in events.values() if x.get("client_request_id") == f"bad{i}")
         assert bad["decision"] == "deny" and bad["status"] == 401
+    # the presigned DELETE: recorded without its signature, credential or the real ones
+    (deleted,) = [x for x in events.values() if x.get("method") == "DELETE"]
+    assert deleted["path"].startswith("/bkt/a%20b.txt") and deleted["decision"] == "allow"
+    upstream_query = parse_qs(urlsplit(up.seen[-1].path_qs).query)
+    for name in ("X-Amz-Signature", "X-Amz-Credential"):
+        assert name not in deleted["path"]
+        assert upstream_query[name][0] not in text
+    assert parse_qs(urlsplit(presigned).query)["X-Amz-Signature"][0] not in text
     refused = [x for x in lines if x.get("event") == "refused"]
     counted = {}
     for x in refused:

@@ -71,6 +71,7 @@ def test_audit_records_ahead_and_after_and_tamper_detection(tmp_path: Path) -> N
     assert first["rule"] == "no policy restriction"
     assert requests[1]["error_code"] == "Proxy.ValidateCredentialErr"
     assert requests[1]["rule"] and requests[1]["status"] == 401
+    assert requests[1]["path"] == "/?Action=GetCallerIdentity"  # the origin URI's target
     text = (audit_dir / "audit.log").read_text()
     assert SK not in text and REAL_SK not in text
     ok = _verify(audit_dir)
