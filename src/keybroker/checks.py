@@ -40,6 +40,7 @@ from keybroker.secret import constant_time_equal
 from keybroker.signers import Operation, ParsedAuth, Signer, SigningRequest
 
 __all__ = [
+    "METHOD_OVERRIDES",
     "SINGLETON_HEADERS",
     "admit",
     "check_fresh",
@@ -237,6 +238,10 @@ def replay_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -> 
 # ---------------------------------------------------------------------- policy facts
 
 
+#: headers some REST gateways read as the method to execute instead of the request line's
+METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+
+
 def request_operation(
     route: Route, auth: ParsedAuth, body: bytes | None, host: str | None = None
 ) -> Operation:
@@ -252,10 +257,13 @@ def request_operation(
         seen = signed if host is None or host == signed.host else replace(signed, host=host)
         found: Operation = operation(seen, auth, body)
         return found
-    # the action the scheme's parse read where the vendor reads it (X-TC-Action, Action=,
-    # x-acs-action), or none
+    # REST vendors without an action name: the method decides, unless the request asks for
+    # another one (some REST gateways honour a method override)
     action = auth.action
-    return Operation(auth.service, action, None, policy.reads_only(action, signed.method))
+    read = policy.reads_only(action, signed.method) and not any(
+        name in signed.headers for name in METHOD_OVERRIDES
+    )
+    return Operation(auth.service, action, None, read)
 
 
 def policy_facts(ctx: RequestContext, request: Request) -> policy.RequestFacts:

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from keybroker.errors import MalformedRequest, MalformedSignature
 from keybroker.signers import aliyun, tencent, ucloud
-from keybroker.signers.base import Operation, SigningRequest
+from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
 from tests.signers.tencent_upstream import sdk_client, sdk_signed
 from tests.signers.test_aliyun import PROXY as ALI_PROXY
 from tests.signers.test_aliyun import core_sign, tea_sign
@@ -111,3 +111,36 @@ def test_ucloud_query_action_beside_a_form_body_is_refused() -> None:
     req.query = "action=DescribeUHostInstance"
     with pytest.raises(MalformedSignature, match="both the query and the body"):
         ucloud.SIGNER.parse(req)
+
+
+@pytest.mark.parametrize(
+    "vendor", ["huawei", "baidu", "jingdong", "akamai", "qiniu", "wangsu", "baishan"]
+)
+@pytest.mark.parametrize(
+    ("method", "headers", "read"),
+    [
+        ("GET", {}, True),
+        ("HEAD", {}, True),
+        ("POST", {}, False),
+        ("DELETE", {}, False),
+        ("GET", {"X-HTTP-Method-Override": "DELETE"}, False),
+        ("GET", {"x-http-method": "PUT"}, False),
+        ("GET", {"X-Method-Override": "PATCH"}, False),
+    ],
+)
+def test_rest_vendors_read_only_by_method(
+    vendor: str, method: str, headers: dict[str, str], read: bool
+) -> None:
+    """REST vendors without an action name: unclassified, read-only only for GET/HEAD that
+    ask for no other method."""
+    from keybroker import signers
+    from keybroker.checks import request_operation
+    from keybroker.config import Endpoint
+    from keybroker.routing import Route
+
+    signer = signers.get(vendor)
+    endpoint = Endpoint("acct", vendor, ALI_PROXY, ALI_PROXY)
+    req = SigningRequest(method, "api.example.com", "/v1/things/1", "", CIMultiDict(headers))
+    auth = ParsedAuth("ak", service="svc")
+    op = request_operation(Route(endpoint, signer, auth, req, None), auth, b"")
+    assert op == Operation("svc", None, None, read)
