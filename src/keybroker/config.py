@@ -232,7 +232,9 @@ class KeyServiceConfig:
 
     ``kms`` and ``storage`` are the ``kms://`` / ``storage://`` URIs of
     :func:`keybroker.kms.from_uris`; ``path_prefix`` is where the HTTP API lives on the proxy's
-    port; ``max_dek_size`` bounds the size a caller may ask for (bytes).
+    port; ``max_dek_size`` bounds the size a caller may ask for (bytes); ``legacy_blobs``
+    (``off`` or ``read``) is the migration setting that reads Constellation-format blobs from
+    the store.
     """
 
     enabled: bool = False
@@ -241,6 +243,7 @@ class KeyServiceConfig:
     storage: str = ""
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     max_dek_size: int = 64
+    legacy_blobs: str = "off"
 
 
 @dataclass

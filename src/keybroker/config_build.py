@@ -111,6 +111,7 @@ _KEY_SERVICE_FIELDS: _Fields = {
     "KMS": ("kms", _Reader.string),
     "Storage": ("storage", _Reader.string),
     "MaxDEKSize": ("max_dek_size", _Reader.integer),
+    "LegacyBlobs": ("legacy_blobs", _Reader.string),
 }
 _KEY_POLICY_FIELDS: _Fields = {
     "Prefixes": ("prefixes", _Reader.string_list),

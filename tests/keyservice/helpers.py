@@ -201,6 +201,7 @@ def keybroker(
     grpc: GrpcConfig | None = None,
     max_dek_size: int = 64,
     replay: bool = False,
+    legacy_blobs: str = "off",
 ) -> Iterator[KeyBroker]:
     """A proxy with the key service (local KEK and file storage unless given), audit on."""
     if kms_uri is None:
@@ -217,6 +218,7 @@ def keybroker(
             storage=storage_uri or "",
             grpc=grpc or GrpcConfig(),
             max_dek_size=max_dek_size,
+            legacy_blobs=legacy_blobs,
         ),
     )
     with proxy_running(config, replay=replay) as (url, thread):

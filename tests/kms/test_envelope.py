@@ -149,10 +149,10 @@ def test_encode_bounds() -> None:
 async def test_constellation_vector_is_read() -> None:
     wrapper = LocalKeyWrapper(bytes.fromhex(VECTOR["kek"]))
     blob = VECTOR["blob"].encode()
-    dek = await open_dek(wrapper, VECTOR["id"], VECTOR["size"], blob)
+    dek = await open_dek(wrapper, VECTOR["id"], VECTOR["size"], blob, legacy=True)
     assert dek.hex() == VECTOR["dek"]
     with pytest.raises(IntegrityError, match="is 32 bytes, not the requested 16"):
-        await open_dek(wrapper, VECTOR["id"], 16, blob)
+        await open_dek(wrapper, VECTOR["id"], 16, blob, legacy=True)
 
 
 async def test_constellation_blob_built_from_spec_is_read(wrapper: LocalKeyWrapper) -> None:
@@ -169,8 +169,10 @@ async def test_constellation_blob_built_from_spec_is_read(wrapper: LocalKeyWrapp
         },
     }
     blob = json.dumps(doc, indent=1).encode()  # any JSON layout, extra whitespace included
-    assert await open_dek(wrapper, "any-id", 32, blob) == dek
-    assert await open_dek(wrapper, "another-id", 32, blob) == dek  # nothing binds the id
+    assert await open_dek(wrapper, "any-id", 32, blob, legacy=True) == dek
+    assert (
+        await open_dek(wrapper, "another-id", 32, blob, legacy=True) == dek
+    )  # nothing binds the id
 
 
 async def test_constellation_written_blob_matches_spec(wrapper: LocalKeyWrapper) -> None:
@@ -189,7 +191,7 @@ async def test_constellation_written_blob_matches_spec(wrapper: LocalKeyWrapper)
     iv = base64.b64decode(doc["iv"])
     assert len(iv) == 12
     assert AESGCM(envelope_key).decrypt(iv, base64.b64decode(doc["ciphertext"]), None) == dek
-    assert await open_dek(wrapper, "k", 32, blob) == dek
+    assert await open_dek(wrapper, "k", 32, blob, legacy=True) == dek
     assert ConstellationBlob.decode(blob, "k").key_id == "1"
 
 
@@ -201,7 +203,7 @@ async def test_constellation_tampered_ciphertext_fails(wrapper: LocalKeyWrapper)
         raw[0] ^= 1
         bad = {**doc, field: base64.b64encode(bytes(raw)).decode()}
         with pytest.raises(IntegrityError, match=AUTH_FAILED):
-            await open_dek(wrapper, "k", 32, json.dumps(bad).encode())
+            await open_dek(wrapper, "k", 32, json.dumps(bad).encode(), legacy=True)
 
 
 def _blob(**changes: Any) -> bytes:
@@ -232,7 +234,7 @@ def _blob(**changes: Any) -> bytes:
 async def test_constellation_malformed(blob: bytes, why: str) -> None:
     wrapper = LocalKeyWrapper(bytes.fromhex(VECTOR["kek"]))
     with pytest.raises(IntegrityError) as info:
-        await open_dek(wrapper, "k", 32, blob)
+        await open_dek(wrapper, "k", 32, blob, legacy=True)
     assert str(info.value) == f"stored blob for id 'k' is malformed: {why}"
 
 

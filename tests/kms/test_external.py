@@ -114,8 +114,14 @@ async def test_write_constellation_format_and_read_back() -> None:
     dek = await writer.get_dek("key-c", 32)
     blob = await storage.get("key-c")
     assert ConstellationBlob.decode(blob, "key-c").key_id == "1"
-    reader = ExternalKMS(LocalKeyWrapper(KEK), storage)  # default format reads both
+    assert writer.reads_legacy  # writing Constellation's format implies reading it
+    assert await writer.get_dek("key-c", 32) == dek
+    reader = ExternalKMS(LocalKeyWrapper(KEK), storage, legacy_blobs="read")
     assert await reader.get_dek("key-c", 32) == dek
+    strict = ExternalKMS(LocalKeyWrapper(KEK), storage)  # the default reads only our envelope
+    with pytest.raises(IntegrityError, match="in Constellation's format"):
+        await strict.get_dek("key-c", 32)
+    assert await storage.get("key-c") == blob  # and never replaces the stored blob
 
 
 def test_unknown_write_format() -> None:

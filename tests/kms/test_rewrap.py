@@ -20,7 +20,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from keybroker.kms.envelope import seal_dek
-from keybroker.kms.errors import DEKNotFound
+from keybroker.kms.errors import DEKNotFound, IntegrityError
 from keybroker.kms.external import ExternalKMS
 from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.rewrap import RewrapProgress, inspect_blob, rewrap_all
@@ -222,10 +222,7 @@ async def local_kms(tmp_path: Path) -> AsyncIterator[ExternalKMS]:
 
 
 async def test_rewrap_then_rerun_skips_everything(local_kms: ExternalKMS) -> None:
-    originals = await seed(local_kms, 150)
-    originals |= {
-        f"old-{k}": v for k, v in (await seed_constellation(local_kms, 50)).items()
-    }  # Constellation-format blobs are rewrapped too, and stay in that format
+    originals = await seed(local_kms, 200)
     wrapper: Any = local_kms.wrapper
     assert await wrapper.rotate() == "2"
     seen: list[RewrapProgress] = []
@@ -235,11 +232,36 @@ async def test_rewrap_then_rerun_skips_everything(local_kms: ExternalKMS) -> Non
     assert report.kek_version == "2" and report.resumed_after is None
     assert [p.done for p in seen] == list(range(1, 201)) and seen[-1].total == 200
     await check_all(local_kms, originals, "2")
-    blob = await local_kms.storage.get("old-key-00000")
-    assert inspect_blob(blob, "old-key-00000")[0] == "constellation"
 
     again = await rewrap_all(local_kms)
     assert (again.rewrapped, again.skipped, again.failed) == (0, 200, 0)
+
+
+async def test_rewrap_migrates_a_legacy_store_to_bound_blobs(local_kms: ExternalKMS) -> None:
+    """Constellation-format blobs (already on the newest KEK version) are upgraded to our
+    envelope by a rewrap with the migration setting, and refused (left as they are) without."""
+    bound = await seed(local_kms, 30)
+    legacy = {f"old-{k}": v for k, v in (await seed_constellation(local_kms, 40)).items()}
+    before = {k: await local_kms.storage.get(k) for k in legacy}
+
+    refused = await rewrap_all(local_kms)  # the default: legacy blobs are not read
+    assert (refused.rewrapped, refused.skipped, refused.failed) == (0, 30, 40)
+    assert {k for k, _ in refused.failures} == set(legacy)
+    assert all("Constellation's format" in why for _, why in refused.failures)
+    assert {k: await local_kms.storage.get(k) for k in legacy} == before
+
+    migrating = ExternalKMS(local_kms.wrapper, local_kms.storage, legacy_blobs="read")
+    report = await rewrap_all(migrating)
+    assert (report.rewrapped, report.skipped, report.failed) == (40, 30, 0)
+    for key_id in legacy:
+        assert inspect_blob(await local_kms.storage.get(key_id), key_id)[0] == "keybroker"
+    await check_all(local_kms, bound | legacy, "1")  # the strict KMS reads every id now
+    again = await rewrap_all(migrating)
+    assert (again.rewrapped, again.skipped, again.failed) == (0, 70, 0)
+    # and each upgraded blob is bound to its id: moved, it no longer opens
+    await local_kms.storage.put("moved", await local_kms.storage.get("old-key-00000"))
+    with pytest.raises(IntegrityError):
+        await migrating.get_dek("moved", 32)
 
 
 async def seed_constellation(kms: ExternalKMS, count: int) -> dict[str, bytes]:

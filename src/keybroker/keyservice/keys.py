@@ -33,7 +33,7 @@ from keybroker.errors import ProxyError, ServiceUnavailable
 from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound, NotSupported
 from keybroker.kms.base import KMS
 from keybroker.kms.cluster import MAX_DEK_SIZE
-from keybroker.kms.envelope import open_dek, seal_dek
+from keybroker.kms.envelope import is_legacy, legacy_refused, open_dek, seal_dek
 from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, IntegrityError
 from keybroker.kms.external import ExternalKMS
 from keybroker.kms.rewrap import inspect_blob
@@ -112,8 +112,9 @@ class KeyStore:
         blob = await _guard(_get_or_none(kms, ID_PREFIX + key_id))
         if blob is None:
             return None
-        await _guard(_check_stored_size(key_id, blob, size))
-        return await _guard(open_dek(kms.wrapper, ID_PREFIX + key_id, size, blob))
+        await _guard(_check_stored_size(key_id, blob, size, legacy=kms.reads_legacy))
+        opened = open_dek(kms.wrapper, ID_PREFIX + key_id, size, blob, legacy=kms.reads_legacy)
+        return await _guard(opened)
 
     async def create(self, key_id: str, size: int) -> bytes:
         """The DEK of ``key_id``, created if absent (a concurrent creator's DEK wins, for both).
@@ -165,9 +166,10 @@ class KeyStore:
         return dek, blob
 
     async def unwrap(self, key_id: str, blob: bytes, size: int | None) -> bytes:
-        """The DEK in a blob bound to ``key_id``.  Raises ``InvalidArgument`` (a blob that does
-        not open for this id, or has another size), ``NotSupported``, ``KeyDeleted``,
-        ``ServiceUnavailable``."""
+        """The DEK in a blob bound to ``key_id``: our envelope only — a Constellation-format
+        blob from a caller is refused whatever ``LegacyBlobs`` says, since nothing in it says
+        which id it belongs to.  Raises ``InvalidArgument`` (a blob that does not open for this
+        id, or has another size), ``NotSupported``, ``KeyDeleted``, ``ServiceUnavailable``."""
         kms = self._external("unwrap")
         await self._refuse_deleted(key_id)
         await _guard(kms.open())
@@ -226,13 +228,21 @@ def _unopenable() -> InvalidArgument:
 
 
 def _blob_size(key_id: str, blob: bytes) -> int:
+    """The DEK size of a caller's blob, which must be our (id-bound) envelope."""
+    if is_legacy(blob):
+        raise InvalidArgument(
+            "the blob is in Constellation's format, which is not bound to an id: only "
+            "keybroker envelopes are unwrapped or rewrapped from a request"
+        )
     try:
         return inspect_blob(blob, ID_PREFIX + key_id)[2]
     except IntegrityError:
         raise _unopenable() from None
 
 
-async def _check_stored_size(key_id: str, blob: bytes, size: int) -> None:
+async def _check_stored_size(key_id: str, blob: bytes, size: int, *, legacy: bool) -> None:
+    if is_legacy(blob) and not legacy:
+        raise legacy_refused(ID_PREFIX + key_id)
     stored = inspect_blob(blob, ID_PREFIX + key_id)[2]
     if stored != size:
         raise InvalidArgument(f"the key {_show(key_id)} is {stored} bytes, not {size}")

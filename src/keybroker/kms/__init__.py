@@ -8,6 +8,9 @@
 - any other ``kms://`` (``local``, ``aws``, ``azure``, ``gcp``, or registered) with a storage
   URI: an :class:`ExternalKMS`; ``storage://no-store`` is refused.
 
+Constellation-format blobs are read only with the migration setting: ``legacy_blobs="read"``,
+or ``legacyBlobs=read`` on the storage URI (see :class:`ExternalKMS`).
+
 Both URIs are parsed and their parameters checked before any backend object is built, and
 backend objects do no I/O until first use (the wrapper's set-up runs before the storage's), so
 a wrong KMS URI never creates a bucket.
@@ -18,7 +21,7 @@ from __future__ import annotations
 from keybroker.kms.base import KMS, KeyWrapper, WrappedKey
 from keybroker.kms.cache import CachedKMS
 from keybroker.kms.cluster import ClusterKMS, hkdf_sha256
-from keybroker.kms.envelope import WriteFormat, open_dek, seal_dek
+from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import (
     BackendError,
     DEKExists,
@@ -54,6 +57,7 @@ __all__ = [
     "KMSConfigError",
     "KMSError",
     "KeyWrapper",
+    "LegacyBlobs",
     "LocalKeyWrapper",
     "MissingExtra",
     "ParsedURI",
@@ -69,6 +73,7 @@ __all__ = [
     "resolve_secret",
     "rewrap_all",
     "seal_dek",
+    "split_legacy_param",
     "storage_from_uri",
     "wrapper_from_uri",
 ]
@@ -81,16 +86,23 @@ def from_uris(
     kms_uri: str,
     storage_uri: str | None = None,
     write_format: WriteFormat = "keybroker",
+    legacy_blobs: LegacyBlobs = "off",
     min_salt_bytes: int = 1,
 ) -> KMS:
     """Build a KMS from Constellation-style URIs (see the module docstring).
 
-    ``write_format`` applies to an external KMS; ``min_salt_bytes`` to the cluster KMS (a key
-    service passes 32).  Raises ``KMSConfigError`` (the message names the URI and every bad
-    parameter), ``MissingExtra`` (a backend's SDK is not installed).
+    ``write_format`` and ``legacy_blobs`` (or the storage URI's ``legacyBlobs``) apply to an
+    external KMS; ``min_salt_bytes`` to the cluster KMS (a key service passes 32).  Raises
+    ``KMSConfigError`` (the message names the URI and every bad parameter), ``MissingExtra``
+    (a backend's SDK is not installed).
     """
     kms = _parse(kms_uri, "kms", "kms_uri")
     storage = _parse(storage_uri, "storage", "storage_uri") if storage_uri is not None else None
+    if legacy_blobs not in LEGACY_SETTINGS:
+        raise KMSConfigError("legacy_blobs must be 'off' or 'read'")
+    if storage is not None:
+        storage, in_uri = split_legacy_param(storage)
+        legacy_blobs = "read" if "read" in (legacy_blobs, in_uri) else "off"
     no_store = storage is None or storage.name == _NO_STORE
     if storage is not None and storage.name == _NO_STORE:
         storage.check_known()
@@ -104,7 +116,24 @@ def from_uris(
     validate_uri(wrapper_cls, kms)
     validate_uri(storage_cls, storage)
     wrapper = wrapper_from_uri(kms)  # KMS side first: its errors come before storage's
-    return ExternalKMS(wrapper, storage_from_uri(storage), write_format=write_format)
+    return ExternalKMS(
+        wrapper,
+        storage_from_uri(storage),
+        write_format=write_format,
+        legacy_blobs=legacy_blobs,
+    )
+
+
+def split_legacy_param(storage: ParsedURI) -> tuple[ParsedURI, LegacyBlobs | None]:
+    """``storage`` without its ``legacyBlobs`` parameter, and that parameter's value.
+    Raises ``KMSConfigError`` for a value other than ``off`` or ``read``."""
+    value = storage.params.get("legacyBlobs")
+    if value is None:
+        return storage, None
+    if value not in LEGACY_SETTINGS:
+        raise KMSConfigError(f"{storage.label}: legacyBlobs must be 'off' or 'read'")
+    rest = {k: v for k, v in storage.params.items() if k != "legacyBlobs"}
+    return ParsedURI(storage.scheme, storage.name, rest), "read" if value == "read" else "off"
 
 
 def _parse(uri: str, scheme: str, arg: str) -> ParsedURI:

@@ -3,9 +3,11 @@
 ::
 
     keybroker kms get-dek --kms URI [--storage URI] --id ID --size N [--write-format F]
+                          [--legacy-blobs off|read]
     keybroker kms list --storage URI [--prefix P]
     keybroker kms rotate --kms URI
     keybroker kms rewrap --kms URI --storage URI [--state FILE] [--prefix P] [--concurrency N]
+                         [--legacy-blobs off|read]
 
 ``get-dek`` prints the DEK as hex; ``list`` prints one id per line; ``rotate`` makes a new KEK
 version and prints it; ``rewrap`` re-seals every stored DEK under the newest KEK version,
@@ -50,6 +52,7 @@ def add_kms_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="keybroker",
         help="blob format for a new DEK (default: keybroker)",
     )
+    _add_legacy_flag(get)
     get.set_defaults(handler=cmd_get_dek)
     lst = leaves.add_parser("list", help="list stored DEK ids")
     lst.add_argument("--storage", required=True, metavar="URI", help="storage://... URI")
@@ -69,7 +72,18 @@ def _add_rewrap_parser(leaves: Any) -> None:
     rew.add_argument("--state", metavar="FILE", help="resume file (kept until a clean finish)")
     rew.add_argument("--prefix", default="", help="only ids starting with this")
     rew.add_argument("--concurrency", type=int, default=8, help="ids in flight (default 8)")
+    _add_legacy_flag(rew)
     rew.set_defaults(handler=cmd_rewrap)
+
+
+def _add_legacy_flag(parser: Any) -> None:
+    parser.add_argument(
+        "--legacy-blobs",
+        choices=("off", "read"),
+        default="off",
+        help="read Constellation-format blobs, which nothing binds to their id (migration; "
+        "rewrap upgrades them to keybroker envelopes); default: off",
+    )
 
 
 def cmd_get_dek(args: argparse.Namespace) -> int:
@@ -85,7 +99,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 async def _get_dek(args: argparse.Namespace) -> None:
     from keybroker.kms import from_uris
 
-    kms = from_uris(kms_uri=args.kms, storage_uri=args.storage, write_format=args.write_format)
+    kms = from_uris(
+        kms_uri=args.kms,
+        storage_uri=args.storage,
+        write_format=args.write_format,
+        legacy_blobs=args.legacy_blobs,
+    )
     try:
         dek = await kms.get_dek(args.dek_id, args.size)
     finally:
@@ -147,7 +166,7 @@ async def _rewrap(args: argparse.Namespace) -> bool:
     from keybroker.kms import ExternalKMS, from_uris
     from keybroker.kms.rewrap import rewrap_all
 
-    kms = from_uris(kms_uri=args.kms, storage_uri=args.storage)
+    kms = from_uris(kms_uri=args.kms, storage_uri=args.storage, legacy_blobs=args.legacy_blobs)
     if not isinstance(kms, ExternalKMS):
         await kms.close()
         raise KMSConfigError("rewrap needs an external KMS: cluster-kms stores nothing")

@@ -2,7 +2,10 @@
 
 Both seal the DEK with AES-256-GCM under a fresh random 32-byte *envelope key*, and have the
 :class:`~keybroker.kms.base.KeyWrapper` wrap the envelope key.  :func:`open_dek` tells the two
-apart by their first byte (``K`` of our magic, ``{`` of JSON).
+apart by their first byte (``K`` of our magic, ``{`` of JSON).  Nothing binds a Constellation
+blob to its id, so :func:`open_dek` reads one only with ``legacy=True``: the per-store
+migration setting (``LegacyBlobs: read``), for blobs read from the store under the id asked
+for — never for a blob a client hands in.
 
 Every failure to read a blob is an :class:`IntegrityError`.  Structural problems (truncation,
 bad header, wrong size) say what is wrong; a failed authentication says only that — never which
@@ -25,7 +28,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keybroker.kms.base import KeyWrapper, WrappedKey
 from keybroker.kms.errors import IntegrityError
 
-__all__ = ["ConstellationBlob", "KeybrokerEnvelope", "WriteFormat", "open_dek", "seal_dek"]
+__all__ = [
+    "LEGACY_SETTINGS",
+    "ConstellationBlob",
+    "KeybrokerEnvelope",
+    "LegacyBlobs",
+    "WriteFormat",
+    "is_legacy",
+    "legacy_refused",
+    "open_dek",
+    "seal_dek",
+]
 
 WriteFormat = Literal["keybroker", "constellation"]
 
@@ -260,11 +273,36 @@ async def seal_dek(
     raise ValueError("write format must be 'keybroker' or 'constellation'")
 
 
-async def open_dek(wrapper: KeyWrapper, key_id: str, dek_size: int, blob: bytes) -> bytes:
-    """The DEK stored in ``blob`` (either format).  Raises ``IntegrityError``, ``BackendError``."""
+LegacyBlobs = Literal["off", "read"]
+LEGACY_SETTINGS: tuple[LegacyBlobs, ...] = ("off", "read")
+
+
+def is_legacy(blob: bytes) -> bool:
+    """Is ``blob`` in Constellation's format (JSON), rather than our envelope?"""
+    return blob[:1] != KeybrokerEnvelope.MAGIC[:1] and blob.lstrip()[:1] == b"{"
+
+
+def legacy_refused(key_id: str) -> IntegrityError:
+    """The error for a Constellation-format blob read without the migration setting."""
+    return IntegrityError(
+        f"stored blob for id {key_id!r} is in Constellation's format, which nothing binds to "
+        "its id: reading it needs the legacy-blob migration setting (LegacyBlobs: read), "
+        "then rewrap the store"
+    )
+
+
+async def open_dek(
+    wrapper: KeyWrapper, key_id: str, dek_size: int, blob: bytes, *, legacy: bool = False
+) -> bytes:
+    """The DEK stored in ``blob``.  Only our envelope, bound to ``key_id``, opens unless
+    ``legacy`` (the migration setting: the caller vouches that ``blob`` is what is stored
+    under ``key_id``, never a blob a client sent), which also reads Constellation's format.
+    Raises ``IntegrityError``, ``BackendError``."""
     if blob[:1] == KeybrokerEnvelope.MAGIC[:1]:
         return await KeybrokerEnvelope.decode(blob, key_id).open(wrapper, key_id, dek_size)
     if blob.lstrip()[:1] == b"{":
+        if not legacy:
+            raise legacy_refused(key_id)
         return await ConstellationBlob.decode(blob, key_id).open(wrapper, key_id, dek_size)
     raise _malformed(key_id, "its format is not recognised")
 

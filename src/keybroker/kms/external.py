@@ -15,7 +15,7 @@ from typing import Any
 from keybroker import metrics
 from keybroker.kms.base import KeyWrapper
 from keybroker.kms.cluster import check_dek_size
-from keybroker.kms.envelope import WriteFormat, open_dek, seal_dek
+from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import DEKExists, DEKNotFound
 from keybroker.storage import validate_key_id
 from keybroker.storage.base import Storage
@@ -29,18 +29,29 @@ class ExternalKMS:
     """DEKs wrapped by ``wrapper`` and kept in ``storage``; see the module docstring.
 
     ``write_format`` picks how new DEKs are stored: ``"keybroker"`` (default, bound to id, size
-    and KEK) or ``"constellation"`` (readable by Constellation).  Both formats are always read.
+    and KEK) or ``"constellation"`` (readable by Constellation).  ``legacy_blobs`` is the
+    migration setting: ``"off"`` (default) reads only our envelope; ``"read"`` also reads
+    Constellation's blobs stored under the id asked for (nothing binds those to their id: a
+    blob copied from another id opens).  Writing Constellation's format implies ``"read"``.
     """
 
     def __init__(
-        self, wrapper: KeyWrapper, storage: Storage, *, write_format: WriteFormat = "keybroker"
+        self,
+        wrapper: KeyWrapper,
+        storage: Storage,
+        *,
+        write_format: WriteFormat = "keybroker",
+        legacy_blobs: LegacyBlobs = "off",
     ) -> None:
-        """Raises ``ValueError`` for an unknown ``write_format``."""
+        """Raises ``ValueError`` for an unknown ``write_format`` or ``legacy_blobs``."""
         if write_format not in _FORMATS:
             raise ValueError("write_format must be 'keybroker' or 'constellation'")
+        if legacy_blobs not in LEGACY_SETTINGS:
+            raise ValueError("legacy_blobs must be 'off' or 'read'")
         self._wrapper = wrapper
         self._storage = storage
         self._write_format: WriteFormat = write_format
+        self._legacy = legacy_blobs == "read" or write_format == "constellation"
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._closed = False
@@ -52,6 +63,11 @@ class ExternalKMS:
     @property
     def storage(self) -> Storage:
         return self._storage
+
+    @property
+    def reads_legacy(self) -> bool:
+        """Are Constellation-format blobs read from the store (the migration setting)?"""
+        return self._legacy
 
     async def open(self) -> None:
         """Run the backends' network set-up once (the wrapper's before the storage's, so a bad
@@ -84,7 +100,7 @@ class ExternalKMS:
                 dek = await self._create(dek_id, dek_size)
                 metrics.kms_op(backend, "create", "ok")
                 return dek
-            dek = await open_dek(self._wrapper, dek_id, dek_size, blob)
+            dek = await open_dek(self._wrapper, dek_id, dek_size, blob, legacy=self._legacy)
         except Exception as exc:
             metrics.kms_op(backend, "get", type(exc).__name__)
             raise
@@ -99,7 +115,7 @@ class ExternalKMS:
         except DEKExists:
             # Lost the race: the winner's DEK is the one every caller must use.
             stored = await self._storage.get(dek_id)
-            return await open_dek(self._wrapper, dek_id, dek_size, stored)
+            return await open_dek(self._wrapper, dek_id, dek_size, stored, legacy=self._legacy)
         return dek
 
     async def close(self) -> None:

@@ -1,8 +1,10 @@
 """Bulk rewrap: after a KEK rotation, re-seal every stored DEK under the newest KEK version.
 
 :func:`rewrap_all` walks the stored ids in sorted order.  For each id it reads the blob; a blob
-already sealed under the newest version is *skipped* (so a second run does nothing); otherwise
-it opens the DEK, seals the same DEK anew (same blob format), checks that the new blob opens to
+already in our envelope under the newest version is *skipped* (so a second run does nothing);
+otherwise it opens the DEK, seals the same DEK anew in our envelope (bound to the id: a
+Constellation-format blob is upgraded, which is how a legacy store is migrated — it opens only
+when the KMS reads legacy blobs, ``legacy_blobs="read"``), checks that the new blob opens to
 the same DEK, and swaps it in with the storage's compare-and-swap ``replace(id, old, new)``.
 The DEK never changes, so a reader at any moment gets the old blob or the new one and both
 give the same key.  A blob changed by someone else meanwhile is read again (a few times).
@@ -225,10 +227,11 @@ async def _rewrap_one(kms: ExternalKMS, key_id: str, target: str) -> str:
         except DEKNotFound:
             return "skipped"
         fmt, version, size = inspect_blob(blob, key_id)
-        if version == target:
+        if fmt == "keybroker" and version == target:
             return "skipped"
-        dek = await open_dek(wrapper, key_id, size, blob)
-        new = await seal_dek(wrapper, key_id, dek, fmt=fmt)
+        # a legacy blob opens only with the migration setting, and always comes out bound
+        dek = await open_dek(wrapper, key_id, size, blob, legacy=kms.reads_legacy)
+        new = await seal_dek(wrapper, key_id, dek)
         sealed_under = inspect_blob(new, key_id)[1]
         if sealed_under != target:
             # A new primary that has not reached every KMS server yet (Cloud KMS: up to about a
