@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arg(serve)
     check = sub.add_parser("check", help="validate a config and print a summary (no secrets)")
     _add_config_arg(check)
+    check.add_argument(
+        "--strict", action="store_true", help="warnings (less safe than it could be) fail too"
+    )
     worker = sub.add_parser("_worker")  # started by the supervisor, not by people
     worker.add_argument("--fd", type=int, required=True)
     worker.add_argument("--config-fd", type=int, required=True)
@@ -80,14 +83,27 @@ def _load(path: str) -> Config:
     return load(path)
 
 
-def cmd_check(path: str) -> int:
+def cmd_check(path: str, strict: bool = False) -> int:
+    """Validate, print the summary, then what ``serve`` would fail on (exit 1) and what is
+    less safe than it could be (warnings; exit 1 with ``--strict``)."""
+    from datetime import UTC, datetime
+
+    from keybroker.preflight import preflight
     from keybroker.summary import render_summary
 
     config = _load_or_report(path)
     if config is None:
         return 1
     print(render_summary(config))
-    return 0
+    found = preflight(config, datetime.now(UTC))
+    for warning in found.warnings:
+        print(f"{path}: {'error' if strict else 'warning'}: {warning}", file=sys.stderr)
+    if found.problems:
+        print(f"{path}: serve would not start:", file=sys.stderr)
+        for problem in found.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    return 1 if strict and found.warnings else 0
 
 
 def _load_or_report(path: str) -> Config | None:
@@ -198,7 +214,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if args.command == "serve":
         return cmd_serve(args.config)
     if args.command == "check":
-        return cmd_check(args.config)
+        return cmd_check(args.config, args.strict)
     if args.command == "_worker":
         return cmd_worker(args.fd, args.config_fd, args.config_name)
     handler = getattr(args, "handler", None)

@@ -8,8 +8,9 @@ Writes into ``DIR`` (default ``./keybroker``, created ``0700``, never over an ex
 config):
 
 * ``keys/master.key`` and ``keys/salt`` — the local master secret that seals the config's
-  secrets (``keybroker seal init``), and ``keys/kek.bin`` — a local key-encryption key for the
-  key service (all ``0600``);
+  secrets (``keybroker seal init``), ``keys/kek.bin`` — a local key-encryption key for the
+  key service, and ``keys/audit-signing.key`` (sealed) / ``.pub`` — the audit's signing key
+  pair (``keybroker audit init``) (all ``0600``);
 * ``config.yml`` (``0600``) — a commented config: loopback listener, audit on, both
   ``Forbidden`` refusals on, the ``Seal`` section, and one endpoint per account whose proxy
   credentials are generated here and whose real credentials are sealed as they are read:
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from keybroker import signers
+from keybroker.audit_keys import SEAL_ACCOUNT, SEAL_FIELD, generate_key_pair
 from keybroker.errors import KMSError
 from keybroker.seal_cli import create_master_secret
 from keybroker.sealing import Sealer, sealed_reference
@@ -127,7 +129,12 @@ def _init(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
     with Sealer.from_uris(seal_uri) as sealer:
-        text = _config_text(directory, args.port, seal_uri, accounts, sealer)
+
+        def seal_audit_key(pem: str) -> str:
+            return sealed_reference(sealer.seal(pem, account=SEAL_ACCOUNT, field=SEAL_FIELD))
+
+        audit_key, _ = generate_key_pair(keys, seal_audit_key)
+        text = _config_text(directory, args.port, seal_uri, accounts, sealer, audit_key)
     _write_new(config_path, text.encode("utf-8"))
     _report(config_path, accounts)
     return EXIT_OK
@@ -232,7 +239,12 @@ def _q(text: str) -> str:
 
 
 def _config_text(
-    directory: Path, port: int, seal_uri: str, accounts: list[_Account], sealer: Sealer
+    directory: Path,
+    port: int,
+    seal_uri: str,
+    accounts: list[_Account],
+    sealer: Sealer,
+    audit_key: Path,
 ) -> str:
     lines = [
         "# Written by `keybroker init`.  key-proxy's config.yml format; see the README for every",
@@ -242,9 +254,10 @@ def _config_text(
         "Log:",
         f"  Output: {_q(str(directory / 'log'))}",
         "  Level: info",
-        "Audit:                           # a hash-chained record of every request",
+        "Audit:                           # a signed, hash-chained record of every request",
         "  Enabled: true",
         f"  Output: {_q(str(directory / 'audit'))}",
+        f"  SigningKey: {_q(str(audit_key))}     # sealed; the .pub beside it is for auditors",
         "Forbidden:                       # refuse unknown accounts and bad proxy signatures",
         "  ForbiddenAccountNotFound: true",
         "  ForbiddenProxyCredentialErr: true",
