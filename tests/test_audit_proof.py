@@ -360,3 +360,28 @@ def test_worker_processes_sign_one_chain_of_checkpoints(keys: Path, tmp_path: Pa
     result = check(audit, keys)
     assert result.ok and result.lines == 450 and result.unproven == 0, result
     assert result.files > 2 and result.checkpoints > 10
+
+
+def test_a_key_change_verifies_with_both_public_keys(keys: Path, tmp_path: Path) -> None:
+    """The signing key replaced (same directory): the checkpoint chain goes on under the new
+    key; the auditor names both public keys, one alone is not enough."""
+    from keybroker.audit_keys import generate_key_pair
+
+    generate_key_pair(tmp_path / "new")
+    old_key, new_key = keys, tmp_path / "new"
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    for key_dir, first in ((old_key, 0), (new_key, 5)):
+        with AuditLog(folder, signer=load_signer(str(key_dir / PRIVATE_KEY_NAME))) as log:
+            for i in range(first, first + 5):
+                log.record(event(i))
+    publics = [load_public_key(d / PUBLIC_KEY_NAME) for d in (old_key, new_key)]
+    assert not verify_keyed(folder, publics[0]).ok
+    assert not verify_keyed(folder, publics[1]).ok
+    both = verify_keyed(folder, publics)
+    assert both.ok and both.lines == 10 and both.unproven == 0, both
+    cmd = [sys.executable, "-m", "keybroker", "audit", "verify"]
+    for d in (old_key, new_key):
+        cmd += ["--public-key", str(d / PUBLIC_KEY_NAME)]
+    done = subprocess.run([*cmd, str(folder)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("OK: 10 lines"), done.stdout

@@ -32,6 +32,7 @@ import hmac
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,14 @@ def seal_checkpoint(body: dict[str, object], signer: AuditSigner) -> bytes:
     return prefix + _SIG_KEY + sig + b'"}\n'
 
 
-def open_checkpoint(raw: bytes, public: Ed25519PublicKey) -> Checkpoint | str:
-    """The checkpoint in one line (newline stripped), or why it is not a sound one."""
+Keys = Ed25519PublicKey | Sequence[Ed25519PublicKey]
+
+
+def open_checkpoint(raw: bytes, public: Keys) -> Checkpoint | str:
+    """The checkpoint in one line (newline stripped), or why it is not a sound one.
+
+    ``public`` may be several keys (the log's keys over time): the one the line names must
+    be among them and its signature must verify."""
     match = _SIGNED.fullmatch(raw)
     if match is None:
         return "malformed checkpoint (no trailing signature field)"
@@ -96,8 +103,10 @@ def open_checkpoint(raw: bytes, public: Ed25519PublicKey) -> Checkpoint | str:
         return "malformed checkpoint (bad JSON or signature encoding)"
     if not isinstance(body, dict):
         return "malformed checkpoint (not an object)"
-    if body.get("key") != key_id(public) or not signature_valid(public, sig, prefix):
-        return "checkpoint signature does not verify with this public key"
+    keys = [public] if isinstance(public, Ed25519PublicKey) else list(public)
+    named = next((k for k in keys if key_id(k) == body.get("key")), None)
+    if named is None or not signature_valid(named, sig, prefix):
+        return "checkpoint signature does not verify with the given public key(s)"
     return _fields(body, hashlib.sha256(raw).hexdigest())
 
 
@@ -128,9 +137,7 @@ def _fields(body: dict[str, object], line_hash: str) -> Checkpoint | str:
     )
 
 
-def read_checkpoints(
-    directory: Path, public: Ed25519PublicKey
-) -> list[Checkpoint] | tuple[int, str]:
+def read_checkpoints(directory: Path, public: Keys) -> list[Checkpoint] | tuple[int, str]:
     """Every checkpoint of ``directory`` in order, each signature and link checked; or
     ``(line number, reason)`` of the first bad line.  Raises :class:`OSError`."""
     path = directory / CHECKPOINT_FILE_NAME

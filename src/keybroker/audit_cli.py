@@ -63,7 +63,9 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     check.add_argument(
         "--public-key",
         metavar="PUB",
-        help="the audit public key: prove the directory complete up to its last checkpoint",
+        action="append",
+        help="the audit public key: prove the directory complete up to its last checkpoint "
+        "(repeat it for each key the log was signed with, after a key change)",
     )
     check.set_defaults(handler=cmd_verify)
     init = leaves.add_parser("init", help="generate the audit signing key pair")
@@ -134,10 +136,12 @@ def _seal_uris(config: str) -> tuple[str, str | None]:
 def cmd_verify(args: argparse.Namespace) -> int:
     """``audit verify``: 0 sound, 1 tampered, 2 missing or unreadable path or key."""
     path = str(args.path)
-    key_path = getattr(args, "public_key", None)
+    key_paths = getattr(args, "public_key", None)
+    if isinstance(key_paths, str):
+        key_paths = [key_paths]
     try:
-        if key_path:
-            return _keyed(path, str(key_path))
+        if key_paths:
+            return _keyed(path, [str(k) for k in key_paths])
         result = verify(path)
     except FileNotFoundError:
         print(f"keybroker audit verify: {path}: no such file or directory", file=sys.stderr)
@@ -160,17 +164,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_TAMPERED
 
 
-def _keyed(path: str, key_path: str) -> int:
-    try:
-        public = load_public_key(key_path)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        print(f"keybroker audit verify: {key_path}: cannot read: {reason}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        print(f"keybroker audit verify: {key_path}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    result = verify_keyed(path, public)
+def _keyed(path: str, key_paths: list[str]) -> int:
+    keys = []
+    for key_path in key_paths:
+        try:
+            keys.append(load_public_key(key_path))
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            print(f"keybroker audit verify: {key_path}: cannot read: {reason}", file=sys.stderr)
+            return EXIT_USAGE
+        except ValueError as exc:
+            print(f"keybroker audit verify: {key_path}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    result = verify_keyed(path, keys)
     print(result)
     return EXIT_OK if result.ok else EXIT_TAMPERED
 

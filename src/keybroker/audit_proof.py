@@ -25,9 +25,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from keybroker.audit_checkpoint import CHECKPOINT_FILE_NAME, Checkpoint, read_checkpoints
+from keybroker.audit_checkpoint import (
+    CHECKPOINT_FILE_NAME,
+    Checkpoint,
+    Keys,
+    read_checkpoints,
+)
 from keybroker.audit_verify import AUDIT_FILE_NAME, VerifyResult, audit_files, verify
 
 __all__ = ["ProofResult", "verify_keyed"]
@@ -90,8 +93,9 @@ class _Seen:
         return None
 
 
-def verify_keyed(directory: str | os.PathLike[str], public: Ed25519PublicKey) -> ProofResult:
-    """Prove ``directory`` complete and unchanged up to its last signed checkpoint.
+def verify_keyed(directory: str | os.PathLike[str], public: Keys) -> ProofResult:
+    """Prove ``directory`` complete and unchanged up to its last signed checkpoint, signed
+    with ``public`` (one key, or each key the log was signed with over time).
 
     Raises :class:`FileNotFoundError`/:class:`NotADirectoryError` and :class:`OSError`."""
     folder = Path(directory)
