@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -178,6 +179,7 @@ class AuditLog:
         _LIVE.add(self)
         self._fd = -1
         self._closed = False
+        self._final_sync = False
         # What we know of the chain's end, valid while the file is (dev, ino, size) = _seen.
         self._seen: tuple[int, int, int] | None = None
         self._prev, self._seq, self._start = GENESIS, 0, "genesis"
@@ -295,6 +297,9 @@ class AuditLog:
                     self._checkpoint_quietly("shutdown")
             self._closed = True
             if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)  # what a pending batch waits for is durable now
+                    self._final_sync = True
                 os.close(self._fd)
                 self._fd = -1
 
@@ -326,7 +331,9 @@ class AuditLog:
         """fsync what was written so far (the batch window's shared fsync)."""
         with self._lock:
             if self._fd < 0:
-                return
+                if self._final_sync:
+                    return  # closed after a last fsync that covered every line
+                raise OSError(errno.EBADF, "the audit log was closed before its fsync")
             fd = os.dup(self._fd)
         try:
             os.fsync(fd)
