@@ -150,6 +150,7 @@ class KeyService:
     def audit(self, event: KeyEvent) -> None:
         """Write ``event``.  A failed write of an ``allow`` raises ``ServiceUnavailable``
         (the key must not go out unrecorded); of a ``deny`` it is only logged."""
+        self._count(event)
         audit_log = self.proxy.audit
         if audit_log is None or not audit_log.enabled:
             return
@@ -162,6 +163,15 @@ class KeyService:
                 raise ServiceUnavailable(
                     "the audit log cannot be written: no key released"
                 ) from None
+
+    def _count(self, event: KeyEvent) -> None:
+        """``keybroker_kms_operations_total`` for every key operation of either API (an
+        external KMS counts its own get/create: not twice)."""
+        operation = event.operation or "unknown"
+        if operation in ("get", "create") and isinstance(self.store.kms, ExternalKMS):
+            return
+        outcome = "ok" if event.decision == "allow" else (event.error_code or "denied")
+        metrics.kms_op(self.kms_name, operation, outcome)
 
 
 def attach(proxy: Proxy) -> KeyService | None:
