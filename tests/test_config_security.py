@@ -12,6 +12,7 @@ from keybroker.errors import ConfigError
 BASE = """
 Security:
   ReplayCache: {replay}
+  ReplayProtection: {protection}
   AllowedClientCIDRs: [{cidrs}]
   MetricsClientCIDRs: [{metrics}]
 Http:
@@ -39,6 +40,7 @@ Endpoints:
 
 GOOD = dict(
     replay="redis://127.0.0.1:6379/0",
+    protection="all",
     cidrs="10.0.0.0/8, 192.168.1.7",
     metrics="10.1.2.0/24, '::1/128'",
     workers=0,
@@ -53,6 +55,7 @@ def test_every_security_field_loads() -> None:
     cfg = loads(BASE.format(**GOOD))
     ep = cfg.endpoints[0]
     assert cfg.security.replay_cache == "redis://127.0.0.1:6379/0"
+    assert cfg.security.replay_protection == "all"
     assert cfg.security.allowed_client_cidrs == ["10.0.0.0/8", "192.168.1.7"]
     assert cfg.security.metrics_client_cidrs == ["10.1.2.0/24", "::1/128"]
     assert cfg.http.workers == 0
@@ -75,6 +78,11 @@ def test_every_security_field_loads() -> None:
             {"replay": "memcached://x"},
             "Security.ReplayCache: expected memory, off or a redis:// URL",
         ),
+        (
+            {"protection": "some"},
+            "Security.ReplayProtection: expected one of mutating, all, off, got 'some'",
+        ),
+        ({"protection": "[all]"}, "Security.ReplayProtection: expected a string"),
         ({"cidrs": "10.0.0.0/33"}, "Security.AllowedClientCIDRs[0]: not an IP network"),
         ({"metrics": "'::1/128', localhost"}, "Security.MetricsClientCIDRs[1]: not an IP network"),
         ({"workers": -1}, "Http.Workers: expected an integer >= 0"),
@@ -101,6 +109,15 @@ def test_bad_expiry_is_named_with_its_line() -> None:
         p.startswith("c.yml:") and "Credentials.Proxy.ExpiresAt: expected an RFC 3339 time" in p
         for p in err.value.problems
     ), err.value.problems
+
+
+@pytest.mark.parametrize("value", ["mutating", "all", "off"])
+def test_every_replay_protection_loads(value: str) -> None:
+    assert loads(f"Security: {{ReplayProtection: {value}}}\n").security.replay_protection == value
+
+
+def test_replay_protection_defaults_to_mutating() -> None:
+    assert loads("Endpoints: []\n").security.replay_protection == "mutating"
 
 
 def test_metrics_readers_default_to_loopback() -> None:

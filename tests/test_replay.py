@@ -160,12 +160,12 @@ def test_unavailable_is_a_generic_503() -> None:
 
 @st.composite
 def operations(draw: st.DrawFn) -> list[tuple[int, int, float]]:
-    """(key index, ttl in ms, seconds to advance the clock before the call)."""
+    """(key index, ttl in ms — 0: release the key —, seconds to advance the clock first)."""
     return draw(
         st.lists(
             st.tuples(
                 st.integers(0, 12),
-                st.integers(1, 5000),
+                st.one_of(st.just(0), st.integers(1, 5000)),
                 st.sampled_from([0.0, 0.0, 0.001, 0.5, 1.0, 2.5, 6.0]),
             ),
             max_size=120,
@@ -176,8 +176,9 @@ def operations(draw: st.DrawFn) -> list[tuple[int, int, float]]:
 @settings(max_examples=300, deadline=None)
 @given(ops=operations(), max_entries=st.integers(1, 15))
 def test_matches_a_model(ops: list[tuple[int, int, float]], max_entries: int) -> None:
-    """A dict model: entries live until now >= expiry; when full, the (expiry, key) minimum
-    goes; the cache must answer exactly as the model and never exceed its bound."""
+    """A dict model: entries live until now >= expiry or their release; when full, the
+    (expiry, key) minimum goes; the cache must answer exactly as the model and never exceed
+    its bound, and its heap never holds more than a bounded number of released entries."""
     clock = Clock()
     cache = MemoryReplayCache(max_entries=max_entries, clock=clock)
     model: dict[bytes, float] = {}
@@ -185,6 +186,9 @@ def test_matches_a_model(ops: list[tuple[int, int, float]], max_entries: int) ->
         clock.now += advance
         k = key(index)
         model = {mk: exp for mk, exp in model.items() if exp > clock.now}
+        if ttl_ms == 0:
+            assert cache.forget(k) is (model.pop(k, None) is not None)
+            continue
         expected = k not in model
         if expected:
             if len(model) >= max_entries:
@@ -192,6 +196,7 @@ def test_matches_a_model(ops: list[tuple[int, int, float]], max_entries: int) ->
             model[k] = clock.now + ttl_ms / 1000
         assert cache.record(k, ttl_ms / 1000) is expected
         assert len(cache) == len(model) <= max_entries
+    assert len(cache._heap) <= 2 * len(cache) + 1024 + len(ops)
 
 
 # ------------------------------------------------------------------ configuration

@@ -99,6 +99,35 @@ async def test_bad_arguments_record_nothing(cache: ReplayCache) -> None:
     assert await cache.first_use(k, 60)
 
 
+async def test_release_makes_a_key_usable_once_more(cache: ReplayCache) -> None:
+    k, other = fresh(), fresh()
+    assert await cache.first_use(k, 60)
+    assert await cache.first_use(other, 60)
+    await cache.release(k)
+    await cache.release(k)  # twice, and a key never recorded: nothing happens
+    await cache.release(fresh())
+    assert await cache.first_use(k, 60) is True
+    assert await cache.first_use(k, 60) is False
+    assert await cache.first_use(other, 60) is False  # the others stay recorded
+
+
+async def test_release_is_seen_by_the_other_clients(
+    pair: tuple[ReplayCache, ReplayCache],
+) -> None:
+    a, b = pair
+    k = fresh()
+    assert await a.first_use(k, 60)
+    assert not await b.first_use(k, 60)
+    await a.release(k)
+    assert await b.first_use(k, 60)
+    assert not await a.first_use(k, 60)
+
+
+async def test_release_checks_the_key(cache: ReplayCache) -> None:
+    with pytest.raises(ValueError, match=r"^replay key must be a 32-byte digest$"):
+        await cache.release(b"short")
+
+
 async def test_close_twice(cache: ReplayCache) -> None:
     await cache.first_use(fresh(), 60)
     await cache.close()

@@ -124,7 +124,15 @@ def test_a_slow_reader_gets_every_answer(server: SharedReplayServer) -> None:
     assert answer == b"\x01" * n
 
 
-@pytest.mark.parametrize("ttl_ms", [0, 30 * 24 * 3600 * 1000 + 1, 0xFFFFFFFF])
+def test_a_zero_ttl_frame_releases_the_key(server: SharedReplayServer) -> None:
+    with raw(server.path) as s:
+        s.sendall(frame(key("r"), 60_000) + frame(key("r"), 0) + frame(key("r"), 0))
+        assert recv_exactly(s, 3) == b"\x01\x01\x00"  # recorded, released, nothing to release
+        s.sendall(frame(key("r"), 60_000) + frame(key("r"), 60_000))
+        assert recv_exactly(s, 2) == b"\x01\x00"  # usable once more, then a replay again
+
+
+@pytest.mark.parametrize("ttl_ms", [30 * 24 * 3600 * 1000 + 1, 0xFFFFFFFF])
 def test_bad_ttl_closes_that_connection_only(server: SharedReplayServer, ttl_ms: int) -> None:
     with raw(server.path) as bad, raw(server.path) as good:
         bad.sendall(frame(key("ok"), 1000) + frame(key("bad"), ttl_ms) + frame(key("x"), 1000))

@@ -6,9 +6,10 @@ In the order :class:`keybroker.proxy.Proxy` applies them:
   (400) and the client allow-list (403);
 * the proxy credential the signature names, its expiry, the signed time's freshness and the
   signature itself (401, ``SignatureMismatch`` / ``RequestExpired``);
-* the replay cache: a signed request is used once within its validity (``Replayed``);
 * the operation the vendor will execute (the signer's reading) and the facts an account's
-  policy is checked against.
+  policy is checked against;
+* the replay cache, once the operation is known (``Security.ReplayProtection`` decides on it):
+  a signature is used once within its validity (``Replayed``).
 
 Plain functions, called directly on the request path; the clock and the config are passed in
 by the proxy (the clock is injectable for tests).
@@ -17,8 +18,9 @@ by the proxy (the clock is injectable for tests).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from keybroker import policy, signers
@@ -34,14 +36,16 @@ from keybroker.errors import (
     SignatureMismatch,
 )
 from keybroker.httpserver import Request
-from keybroker.replay import ReplayCache
+from keybroker.replay import MAX_TTL_SECONDS, ReplayCache, ReplayCacheUnavailable
 from keybroker.routing import Route
 from keybroker.secret import constant_time_equal
 from keybroker.signers import Operation, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.base import replay_identity
 
 __all__ = [
     "METHOD_OVERRIDES",
     "SINGLETON_HEADERS",
+    "ReplayEntry",
     "admit",
     "check_fresh",
     "check_header_size",
@@ -49,12 +53,16 @@ __all__ = [
     "check_singletons",
     "policy_facts",
     "proxy_credential",
+    "replay_applies",
     "replay_key",
     "request_operation",
+    "spelling_key",
     "verify_signature",
 ]
 
 Clock = Callable[[], datetime]
+
+log = logging.getLogger("keybroker.proxy")
 
 
 #: Headers a signer, the router or a vendor reads as one value (credentials, signed times,
@@ -194,6 +202,34 @@ def check_fresh(auth: ParsedAuth, clock: Clock, config: Config) -> None:
 # ---------------------------------------------------------------------- replay
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayEntry:
+    """A recorded replay key: :meth:`release` it when the request provably never reached the
+    upstream, so the client's identical retry is not refused as a replay."""
+
+    cache: ReplayCache
+    key: bytes
+
+    async def release(self) -> None:
+        """Forget the key; a cache that cannot answer is logged (the entry then expires as
+        usual), never raised: the request's own error is what the client must see."""
+        try:
+            await self.cache.release(self.key)
+        except ReplayCacheUnavailable:
+            log.warning("replay entry not released: the replay cache is unavailable")
+
+
+def replay_applies(protection: str, operation: Operation | None) -> bool:
+    """Whether ``Security.ReplayProtection`` makes this request single use: ``off`` never,
+    ``all`` always, ``mutating`` unless the signer knows the operation changes nothing
+    (``operation is None``, the key service's requests: always)."""
+    if protection == "off":
+        return operation is None
+    if protection == "all" or operation is None:
+        return True
+    return not operation.read_only
+
+
 async def check_replay(
     cache: ReplayCache | None,
     signed: SigningRequest,
@@ -202,29 +238,53 @@ async def check_replay(
     body: bytes | None,
     clock: Clock,
     config: Config,
-) -> None:
-    """Refuse a second use of the same signed request within its validity.
+    *,
+    signer: Signer | None = None,
+    operation: Operation | None = None,
+) -> ReplayEntry | None:
+    """Refuse a second use of the same signature within its validity (``Replayed``) and
+    return the recorded entry (``None`` when nothing was recorded).
 
-    Only for schemes that sign a time: a scheme without one (QBox, UCloud, Baishan) makes
-    two legitimate identical requests indistinguishable from a replay, forever.
+    ``operation`` is what the vendor will execute; ``None`` (the key service) makes every
+    request single use whatever ``Security.ReplayProtection`` says.  Only for schemes that
+    sign a time: a scheme without one (QBox, UCloud, Baishan) makes two legitimate identical
+    requests indistinguishable from a replay, forever.
     """
     if cache is None or auth.signed_at is None:
-        return
+        return None
+    if not replay_applies(config.security.replay_protection, operation):
+        return None
     skew = config.security.clock_skew_seconds
     valid_until = auth.signed_at.timestamp() + max(skew, auth.expires or 0)
     ttl = valid_until - clock().timestamp() + 1.0
     if ttl <= 0:
-        return
-    # (the digest verify computed, or the spooled body's)
-    key = replay_key(endpoint.vendor, signed, auth.body_digest(body) if body else auth.body_sha256)
-    if not await cache.first_use(key, min(ttl, 30 * 86400)):
+        return None
+    if signer is None:
+        signer = signers.get(endpoint.vendor)
+    key = replay_key(signer, endpoint.vendor, signed, auth, body)
+    if not await cache.first_use(key, min(ttl, MAX_TTL_SECONDS)):
         raise Replayed("this signed request was already used (replay)")
+    return ReplayEntry(cache, key)
 
 
-def replay_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -> bytes:
-    """Everything a signature can cover: two requests with the same key are the same signed
-    request (the signature lives in the Authorization header, the query or the body, whose
-    SHA-256 in hex is ``body_sha256``; ``None`` for no body)."""
+def replay_key(
+    signer: Signer, vendor: str, signed: SigningRequest, auth: ParsedAuth, body: bytes | None
+) -> bytes:
+    """The replay cache's key: a digest of what the signature means (the signer's
+    ``replay_identity`` or :func:`keybroker.signers.base.replay_identity`), identical for
+    every spelling of one signature.  A scheme that leaves ``ParsedAuth.signature`` empty (a
+    library's own signer) is keyed on the request's spelling, as before."""
+    own = getattr(signer, "replay_identity", None)
+    identity = own(signed, auth) if own is not None else replay_identity(vendor, auth)
+    if identity is not None:
+        return hashlib.sha256(b"keybroker-replay-v2\0" + identity).digest()
+    # (the digest verify computed, or the spooled body's)
+    return spelling_key(vendor, signed, auth.body_digest(body) if body else auth.body_sha256)
+
+
+def spelling_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -> bytes:
+    """Everything a signature can cover, as spelled: the key for a scheme that does not
+    expose its signature's bytes (``body_sha256``: the body's SHA-256 in hex, or ``None``)."""
     h = hashlib.sha256()
     for part in (vendor, signed.method, signed.host, signed.path, signed.query):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")

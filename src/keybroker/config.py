@@ -18,6 +18,7 @@ from keybroker.secret import Secret
 __all__ = [
     "KEY_OPERATIONS",
     "LOOPBACK_CIDRS",
+    "REPLAY_PROTECTION",
     "AuditConfig",
     "Config",
     "Endpoint",
@@ -112,6 +113,9 @@ class ForbiddenConfig:
     forbidden_proxy_credential_err: bool = True
 
 
+#: ``Security.ReplayProtection`` values, the default first.
+REPLAY_PROTECTION = ("mutating", "all", "off")
+
 #: Loopback networks: the default readers of ``/metrics``.
 LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
 
@@ -123,6 +127,9 @@ class SecurityConfig:
     * ``clock_skew_seconds`` — signed requests older/newer than this are refused;
     * ``replay_cache`` — ``memory`` (default; shared by the worker processes of one server),
       ``redis://host:port/db`` (shared by several servers) or ``off``;
+    * ``replay_protection`` — which signed requests are single use: ``mutating`` (default:
+      every operation the signer does not know to be read-only), ``all`` or ``off``
+      (:data:`REPLAY_PROTECTION`); the key service's requests are always single use;
     * ``rate_limit_store`` — where per-account concurrency counts live: ``memory`` or
       ``redis://...`` (default: the replay cache's Redis when it is one);
     * ``allowed_client_cidrs`` — if not empty, only these client addresses may connect;
@@ -135,6 +142,7 @@ class SecurityConfig:
 
     clock_skew_seconds: int = 900
     replay_cache: str = "memory"
+    replay_protection: str = "mutating"
     rate_limit_store: str = ""
     allowed_client_cidrs: list[str] = field(default_factory=list)
     metrics_client_cidrs: list[str] = field(default_factory=lambda: list(LOOPBACK_CIDRS))

@@ -85,6 +85,7 @@ _FORBIDDEN_FIELDS: _Fields = {
 _SECURITY_FIELDS: _Fields = {
     "ClockSkewSeconds": ("clock_skew_seconds", _Reader.integer),
     "ReplayCache": ("replay_cache", _Reader.string),
+    "ReplayProtection": ("replay_protection", _Reader.string),
     "RateLimitStore": ("rate_limit_store", _Reader.string),
     "AllowedClientCIDRs": ("allowed_client_cidrs", _Reader.string_list),
     "MetricsClientCIDRs": ("metrics_client_cidrs", _Reader.string_list),

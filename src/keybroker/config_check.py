@@ -18,6 +18,7 @@ from keybroker import signers
 from keybroker.audit_mirror import MIRRORS
 from keybroker.audit_sync import parse_sync
 from keybroker.config import (
+    REPLAY_PROTECTION,
     AuditConfig,
     Config,
     Endpoint,
@@ -145,6 +146,7 @@ def _check_sections(cfg: Config, p: Problems) -> None:
         _is_type(p, f"Forbidden.{key}", getattr(cfg.forbidden, attr), bool, "a boolean")
     _positive(p, "Security.ClockSkewSeconds", cfg.security.clock_skew_seconds, integer=True)
     _check_store(p, "Security.ReplayCache", cfg.security.replay_cache, ("memory", "off"))
+    _check_word(p, "Security.ReplayProtection", cfg.security.replay_protection, REPLAY_PROTECTION)
     _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
     _check_cidrs(p, "Security.AllowedClientCIDRs", cfg.security.allowed_client_cidrs)
     _check_cidrs(p, "Security.MetricsClientCIDRs", cfg.security.metrics_client_cidrs)
@@ -168,6 +170,13 @@ def _check_audit(audit: AuditConfig, p: Problems) -> None:
         p.check("Audit.SigningKey", "expected a path to a key file")
     elif audit.signing_key and (problem := _readable_problem(audit.signing_key)):
         p.check("Audit.SigningKey", problem)
+
+
+def _check_word(p: Problems, path: str, value: object, words: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        p.check(path, "expected a string")
+    elif value not in words:
+        p.check(path, f"expected one of {', '.join(words)}, got '{clip(value)}'")
 
 
 def _check_store(p: Problems, path: str, value: object, words: tuple[str, ...]) -> None:

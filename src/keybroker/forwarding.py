@@ -21,7 +21,7 @@ from keybroker.errors import (
     SignatureMismatch,
     UpstreamError,
 )
-from keybroker.httpclient import UpstreamClient, UpstreamFailure, UpstreamResponse
+from keybroker.httpclient import Delivery, UpstreamClient, UpstreamFailure, UpstreamResponse
 from keybroker.httpserver import Request, StreamResponse
 from keybroker.netguard import DestinationRefused
 from keybroker.secret import constant_time_equal
@@ -79,9 +79,12 @@ class Forwarder:
         body: bytes | SpooledBody | None,
         auth: ParsedAuth | None,
         limit: int | None = None,
+        delivery: Delivery | None = None,
     ) -> StreamResponse:
         """Send ``up`` and stream the answer back.  A body not given whole is streamed from
-        the client, checked against the signed hash, bounded by ``limit``."""
+        the client, checked against the signed hash, bounded by ``limit``.  ``delivery``
+        records whether any byte reached an upstream connection (see
+        :class:`~keybroker.httpclient.Delivery`)."""
         headers = CIMultiDict(up.headers)
         headers["Host"] = up.host
         data, state = self._body_for_upstream(
@@ -93,7 +96,7 @@ class Forwarder:
             await self.before_send(ctx)  # nothing has gone upstream yet
         try:
             upstream = await self.client.request(
-                up.method, up.scheme, up.host, target or "/", headers, data
+                up.method, up.scheme, up.host, target or "/", headers, data, delivery
             )
         except _BodyRejected as exc:
             raise exc.error from None

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterable
 from multidict import CIMultiDict
 
 from keybroker.httpupstream import (
+    Delivery,
     NotSent,
     Stale,
     UpstreamConnection,
@@ -32,7 +33,7 @@ from keybroker.httpupstream import (
 )
 from keybroker.netguard import DestinationRefused, GuardedResolver
 
-__all__ = ["IDLE_SECONDS", "UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
+__all__ = ["IDLE_SECONDS", "Delivery", "UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
 
 #: A pooled connection unused this long is closed, not reused: below the shortest idle timeout
 #: of common servers (Node.js and Apache httpd 5 s; S3 about 20 s, nginx and aiohttp 75 s, Go
@@ -99,10 +100,12 @@ class UpstreamClient:
         target: str,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterable[bytes] | None,
+        delivery: Delivery | None = None,
     ) -> UpstreamResponse:
         """Send one request; raises :class:`UpstreamFailure` (or the body iterator's own
         exception, or ``DestinationRefused``).  A streamed body goes chunked unless
-        ``headers`` carry its ``Content-Length``."""
+        ``headers`` carry its ``Content-Length``.  ``delivery.started`` turns True once any
+        byte of the request is handed to a connection."""
         if any(c in target for c in " \r\n\0") or not target.startswith(("/", "*")):
             raise UpstreamFailure("the request target cannot be sent")
         chunked = not isinstance(body, bytes | None) and "content-length" not in headers
@@ -127,7 +130,7 @@ class UpstreamClient:
                 if conn is None:
                     conn = await self._connect(key, name)
                 try:
-                    return await conn.send(head, body, chunked)
+                    return await conn.send(head, body, chunked, delivery)
                 except NotSent:
                     conn.finished(reusable=False)
                 except Stale:

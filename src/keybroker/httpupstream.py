@@ -13,7 +13,28 @@ from multidict import CIMultiDict
 
 from keybroker.httpmessages import FlowControl, wait
 
-__all__ = ["NotSent", "Pool", "Stale", "UpstreamConnection", "UpstreamFailure", "UpstreamResponse"]
+__all__ = [
+    "Delivery",
+    "NotSent",
+    "Pool",
+    "Stale",
+    "UpstreamConnection",
+    "UpstreamFailure",
+    "UpstreamResponse",
+]
+
+
+class Delivery:
+    """Whether any byte of one request was handed to an upstream connection's transport.
+
+    ``started`` stays False only when the request provably never reached the upstream (no
+    connection, a refused destination, a body refused before its first chunk): the replay
+    entry of such a request is released, so an identical retry is not a replay."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
 
 
 class Pool(Protocol):
@@ -235,7 +256,11 @@ class UpstreamConnection(FlowControl):
 
     # ---- requests
     async def send(
-        self, head: bytes, body: bytes | AsyncIterable[bytes] | None, chunked: bool
+        self,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes] | None,
+        chunked: bool,
+        delivery: Delivery | None = None,
     ) -> UpstreamResponse:
         self._response = UpstreamResponse(self)
         self._parser = httptools.HttpResponseParser(self)
@@ -248,9 +273,13 @@ class UpstreamConnection(FlowControl):
             raise NotSent("the pooled connection is closed")
         read_timeout = self.client.read_timeout
         if body is None or isinstance(body, bytes):
+            if delivery is not None:
+                delivery.started = True
             transport.write(head + body if body else head)
             return await self._await_head(read_timeout)
-        writer = self._writer = asyncio.ensure_future(self._write_body(head, body, chunked))
+        writer = self._writer = asyncio.ensure_future(
+            self._write_body(head, body, chunked, delivery)
+        )
         await asyncio.wait((self._head, writer), return_when=asyncio.FIRST_COMPLETED)
         if writer.done():
             exc = writer.exception()
@@ -267,7 +296,13 @@ class UpstreamConnection(FlowControl):
         assert self._head is not None
         return await wait(self._head, timeout, _head_timed_out)
 
-    async def _write_body(self, head: bytes, body: AsyncIterable[bytes], chunked: bool) -> None:
+    async def _write_body(
+        self,
+        head: bytes,
+        body: AsyncIterable[bytes],
+        chunked: bool,
+        delivery: Delivery | None,
+    ) -> None:
         # The head goes with the first body bytes: a body refused before its first chunk
         # (a bad signature, a wrong hash) leaves the upstream without even a request head.
         transport = self.transport
@@ -281,9 +316,15 @@ class UpstreamConnection(FlowControl):
             data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
             if pending:
                 data, pending = pending + data, b""
+            if delivery is not None:
+                delivery.started = True
             transport.write(data)
             if self.paused:
                 await self.drain()
+        if self.dead:
+            raise ConnectionResetError("upstream closed the connection")
+        if delivery is not None:
+            delivery.started = True
         transport.write(pending + b"0\r\n\r\n" if chunked else pending)
 
     def _fail(self, exc: UpstreamFailure) -> None:

@@ -42,7 +42,7 @@ from keybroker.context import RequestContext
 from keybroker.errors import ProxyError, RequestExpired, SignatureMismatch
 from keybroker.forwarding import Forwarder, read_bounded
 from keybroker.hooks import Hooks, run_hooks
-from keybroker.httpclient import UpstreamClient
+from keybroker.httpclient import Delivery, UpstreamClient
 from keybroker.httpserver import HttpServer, Request, StreamResponse
 from keybroker.keyservice import KeyService
 from keybroker.keyservice import attach as attach_key_service
@@ -55,7 +55,7 @@ from keybroker.redact import register_config_secrets
 from keybroker.replay import ReplayCache, replay_cache_from_config
 from keybroker.routing import Route, Router, upstream_request
 from keybroker.secret import constant_time_equal
-from keybroker.signers import BodyPolicy, Signer
+from keybroker.signers import BodyPolicy, Signer, SigningRequest
 from keybroker.spool import SPOOL_THRESHOLD, SpooledBody, spool_body
 
 __all__ = ["Hooks", "Proxy", "RequestContext"]
@@ -414,9 +414,6 @@ class Proxy:
                 self._forwarder,
                 self.config.http,
             )
-        await check_replay(
-            self._replay, route.signed, auth, endpoint, body, self.clock, self.config
-        )
         upstream = upstream_request(route, self._router.accounts)
         # classified as sent: the S3 bucket the upstream reads from its host is the one here
         operation = request_operation(route, auth, body, upstream.host)
@@ -428,6 +425,40 @@ class Proxy:
         policy.check(endpoint.policy, policy_facts(ctx, request))
         ctx.rule = policy_rule(endpoint.policy)
         ctx.upstream_url = f"{upstream.scheme}://{upstream.host}"
+        entry = await check_replay(
+            self._replay,
+            route.signed,
+            auth,
+            endpoint,
+            body,
+            self.clock,
+            self.config,
+            signer=signer,
+            operation=operation,
+        )
+        delivery = Delivery()
+        try:
+            return await self._send(
+                request, ctx, route, upstream, endpoint, body, spooled, delivery
+            )
+        except Exception:
+            if entry is not None and not delivery.started:  # it never reached the upstream
+                await entry.release()
+            raise
+
+    async def _send(
+        self,
+        request: Request,
+        ctx: RequestContext,
+        route: Route,
+        upstream: SigningRequest,
+        endpoint: Endpoint,
+        body: bytes | None,
+        spooled: SpooledBody | None,
+        delivery: Delivery,
+    ) -> StreamResponse:
+        signer, auth = route.signer, route.auth
+        assert signer is not None and auth is not None
         if self.hooks.before_forward:
             await run_hooks(self.hooks.before_forward, ctx)
         signer.resign(upstream, auth, endpoint.real, body, self.clock())
@@ -438,7 +469,7 @@ class Proxy:
         # bounds what the proxy must buffer.
         stream_limit = endpoint.max_body_bytes or _UNBOUNDED
         return await self._forwarder.forward(
-            request, ctx, upstream, body or spooled, auth, stream_limit
+            request, ctx, upstream, body or spooled, auth, stream_limit, delivery
         )
 
 

@@ -83,6 +83,15 @@ class ReplayCache(Protocol):
         """
         ...
 
+    async def release(self, key: bytes) -> None:
+        """Forget ``key``: the request it recorded provably never reached the upstream, so an
+        identical retry is not a replay.  Forgetting a key not recorded does nothing.
+
+        Raises what :meth:`first_use` raises for a bad key, and
+        :class:`ReplayCacheUnavailable` when the backend cannot answer.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections; the cache is not used afterwards.  Raises nothing."""
         ...
@@ -111,13 +120,14 @@ def _ttl_ms(ttl: float) -> int:
 class MemoryReplayCache:
     """An in-process cache: a dict of expiry times and a min-heap of (expiry, key).
 
-    Expired entries are dropped from the top of the heap on every call, so the dict and the
-    heap always hold the same, unexpired keys (O(log n) per call).  Memory is bounded by
-    ``max_entries`` (about 200 bytes each).  When full, the entry closest to expiry is evicted:
-    the proxy records only verified signatures, so filling the cache takes a flood of valid
-    requests; refusing new ones would let that flood deny service to every account, while
-    evicting loses protection only for the signature with the least time left.  Evictions are
-    counted in ``evictions`` and logged (without keys) at most once a minute.
+    Expired entries are dropped from the top of the heap on every call (O(log n) per call);
+    the dict is the truth: a heap entry whose key was released (or recorded again since) is
+    skipped, and the heap is rebuilt when such entries outnumber the live ones.  Memory is
+    bounded by ``max_entries`` (about 200 bytes each).  When full, the entry closest to
+    expiry is evicted: the proxy records only verified signatures, so filling the cache takes
+    a flood of valid requests; refusing new ones would let that flood deny service to every
+    account, while evicting loses protection only for the signature with the least time left.
+    Evictions are counted in ``evictions`` and logged (without keys) at most once a minute.
 
     ``clock`` returns seconds (monotonic); inject it to test expiry without sleeping.  Not
     thread-safe: use it from one event loop.
@@ -155,17 +165,40 @@ class MemoryReplayCache:
         heapq.heappush(self._heap, (expiry, key))
         return True
 
+    async def release(self, key: bytes) -> None:
+        """See :meth:`ReplayCache.release`."""
+        self.forget(key)
+
+    def forget(self, key: bytes) -> bool:
+        """The synchronous core of :meth:`release`: True when ``key`` was recorded."""
+        self._expire(self._clock())
+        if self._expiry.pop(_check_key(key), None) is None:
+            return False
+        if len(self._heap) > 2 * len(self._expiry) + 1024:  # mostly released entries
+            self._heap = [(e, k) for e, k in self._heap if self._expiry.get(k) == e]
+            heapq.heapify(self._heap)
+        return True
+
     async def close(self) -> None:
         self._expiry.clear()
         self._heap.clear()
 
+    def _pop_live(self) -> bytes | None:
+        """Pop the heap's top; its key if that entry is still the recorded one."""
+        when, key = heapq.heappop(self._heap)
+        if self._expiry.get(key) != when:
+            return None  # released, or recorded again with another expiry
+        del self._expiry[key]
+        return key
+
     def _expire(self, now: float) -> None:
-        heap, expiry = self._heap, self._expiry
+        heap = self._heap
         while heap and heap[0][0] <= now:
-            del expiry[heapq.heappop(heap)[1]]
+            self._pop_live()
 
     def _evict(self, now: float) -> None:
-        del self._expiry[heapq.heappop(self._heap)[1]]
+        while self._heap and self._pop_live() is None:
+            pass
         self.evictions += 1
         if self._warned_at is None or now - self._warned_at >= 60:
             self._warned_at = now
@@ -240,6 +273,18 @@ class RedisReplayCache:
             log.warning("replay cache (redis) unavailable: %s", type(exc).__name__)
             raise ReplayCacheUnavailable() from exc
         return result is True
+
+    async def release(self, key: bytes) -> None:
+        """See :meth:`ReplayCache.release` (``DEL``)."""
+        name = self._prefix + _check_key(key)
+        from redis.exceptions import RedisError
+
+        try:
+            async with asyncio.timeout(2 * self._timeout):
+                await self._client.delete(name)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("replay cache (redis) unavailable: %s", type(exc).__name__)
+            raise ReplayCacheUnavailable() from exc
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -10,6 +10,9 @@ back in request order)::
     request  = key (32 bytes) || ttl in milliseconds (uint32, big endian, 1 .. MAX_TTL_MS)
     response = 0x01 (first use) | 0x00 (replay)
 
+    release  = key (32 bytes) || 0 (uint32): forget the key (the request never reached the
+               upstream); response = 0x01 (it was recorded) | 0x00 (it was not)
+
 A request with an invalid TTL closes the connection.  Keys are never logged.
 """
 
@@ -82,7 +85,10 @@ class _ServerProtocol(asyncio.Protocol):
     def _answer(self, frames: bytes) -> None:
         out = bytearray()
         for key, ttl_ms in _FRAME.iter_unpack(frames):
-            if not 0 < ttl_ms <= _MAX_TTL_MS:
+            if ttl_ms == 0:
+                out += _FIRST if self._cache.forget(key) else _REPLAY
+                continue
+            if ttl_ms > _MAX_TTL_MS:
                 log.warning("shared replay cache: bad request; closing the connection")
                 self.close(out)
                 return
@@ -269,7 +275,13 @@ class SharedReplayClient:
 
     async def first_use(self, key: bytes, ttl: float) -> bool:
         """See :meth:`ReplayCache.first_use`."""
-        frame = _FRAME.pack(_check_key(key), _ttl_ms(ttl))
+        return await self._ask(_FRAME.pack(_check_key(key), _ttl_ms(ttl)))
+
+    async def release(self, key: bytes) -> None:
+        """See :meth:`ReplayCache.release`."""
+        await self._ask(_FRAME.pack(_check_key(key), 0))
+
+    async def _ask(self, frame: bytes) -> bool:
         proto = await self._connection()
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         proto.pending.append(fut)

@@ -35,8 +35,8 @@ class Recorder:
 
 
 @contextmanager
-def recording_upstream(delay: float = 0.0) -> Iterator[Recorder]:
-    port = free_port()
+def recording_upstream(delay: float = 0.0, port: int | None = None) -> Iterator[Recorder]:
+    port = port or free_port()
     rec = Recorder(f"http://127.0.0.1:{port}")
 
     async def handle(req: web.Request) -> web.StreamResponse:

@@ -22,7 +22,8 @@ from tests.proxy.recording_upstream import Recorder, recording_upstream
 from tests.servers import free_port, port_open, wait_until
 
 redis_url = replay_servers.redis_url
-STS = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
+# a call that changes something: single use under the default ReplayProtection (mutating)
+STS = "https://sts.us-east-1.amazonaws.com/?Action=AssumeRole&RoleArn=r&RoleSessionName=s"
 AK, SK, REAL_SK = "AKIDPROXYREPLAY00001", secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 logscan.register(SK, REAL_SK)
 

@@ -153,6 +153,7 @@ class SigV4Scheme:
             payload_sha256=sha,
             in_query=False,
             state=state,
+            signature=bytes.fromhex(sig),
         )
 
     def _payload(

@@ -72,6 +72,7 @@ def parse_query_auth(scheme: SigV4Scheme, req: SigningRequest) -> ParsedAuth:
         in_query=True,
         expires=expires,
         state=state,
+        signature=bytes.fromhex(sig),
     )
 
 

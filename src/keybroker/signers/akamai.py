@@ -233,6 +233,7 @@ class AkamaiSigner:
             signed_at=signed_at,
             body=BodyPolicy.BUFFER if post else BodyPolicy.UNSIGNED,
             state=state,
+            signature=base64.b64decode(signature),
         )
 
     @staticmethod

@@ -242,6 +242,7 @@ def _parse_rpc(req: SigningRequest) -> ParsedAuth:
         in_query=not get["Signature"].in_body,
         action=action.value if action else None,
         state=_RpcState(tuple(params), signature, bool(body)),
+        signature=base64.b64decode(signature),
     )
 
 
@@ -354,6 +355,7 @@ def _parse_acs3(req: SigningRequest) -> ParsedAuth:
         payload_sha256=claimed.lower(),
         action=req.headers.get("x-acs-action"),
         state=_Acs3State(names, fields["Signature"], claimed),
+        signature=bytes.fromhex(fields["Signature"]),
     )
 
 

@@ -278,6 +278,7 @@ class BaiduSigner:
             in_query=state.in_query,
             expires=state.expiration,
             state=replace(state, check_md5=check_md5),
+            signature=bytes.fromhex(state.signature),
         )
 
     # verify ---------------------------------------------------------------------------

@@ -24,6 +24,12 @@ to its identifier with ``body_credential_id``), then the rest, bounded by ``MaxB
 ``resign`` may replace ``SigningRequest.body`` (e.g. to swap a signature parameter inside a
 form body); the proxy sends ``body`` as it is afterwards.
 
+The replay cache keys a request by what its signature *means* (:func:`replay_identity`):
+``parse`` puts the signature's bytes — decoded from hex or Base64, so every spelling the parser
+accepts gives the same bytes — in ``ParsedAuth.signature``.  A scheme whose identity is not
+just its access key and signature may offer the optional member
+``replay_identity(req, auth) -> bytes | None``.
+
 Two more optional members, for schemes whose credential is not an access key + secret key:
 ``credential_fields`` (class attribute: the ``Credential`` fields the config must fill, e.g.
 ``("client_token", "access_token", "client_secret")`` for Akamai) and ``credential_id(cred)``
@@ -61,6 +67,7 @@ __all__ = [
     "ParsedAuth",
     "Signer",
     "SigningRequest",
+    "replay_identity",
 ]
 
 
@@ -148,6 +155,9 @@ class ParsedAuth:
     state: object = None  # scheme-private data carried from parse to verify/resign
     #: set by ``resign`` for a STREAMING body (see the module docstring)
     body_transformer: BodyTransformer | None = None
+    #: the signature's bytes (decoded: one value for every accepted spelling); set by
+    #: ``parse`` — the replay key is made from it (see :func:`replay_identity`)
+    signature: bytes = field(default=b"", repr=False)
 
     #: the last body :meth:`body_digest` hashed, and its digest
     _digested: tuple[bytes | None, str] | None = field(
@@ -166,6 +176,24 @@ class ParsedAuth:
         digest = hashlib.sha256(body or b"").hexdigest()
         self._digested = (body, digest)
         return digest
+
+
+def replay_identity(vendor: str, auth: ParsedAuth) -> bytes | None:
+    """What a signature means, as bytes: the vendor, the access key whose secret verified it
+    and the signature's bytes, each length-prefixed; ``None`` when the scheme left
+    ``auth.signature`` empty (the caller then keys on the request's spelling).
+
+    The credential scope, the signed time and everything else the signature covers are
+    inside those bytes: a request that differs in any of them has another signature.  Nothing
+    the signature does not cover (an unsigned region header, the body of an
+    ``UNSIGNED-PAYLOAD`` upload, the spelling of the Authorization value or of the query) may
+    enter the identity, or changing it would make a captured request new again."""
+    if not auth.signature:
+        return None
+    out = bytearray()
+    for part in (vendor.encode(), auth.access_key.encode("utf-8", "surrogateescape")):
+        out += len(part).to_bytes(4, "big") + part
+    return bytes(out + len(auth.signature).to_bytes(4, "big") + auth.signature)
 
 
 @dataclass(frozen=True, slots=True)

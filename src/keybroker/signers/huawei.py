@@ -229,6 +229,7 @@ class HuaweiSigner:
             body=body,
             payload_sha256=payload,
             state=state,
+            signature=bytes.fromhex(fields["Signature"]),
         )
 
     # verify ---------------------------------------------------------------------------

@@ -316,6 +316,7 @@ class JingdongSigner:
             body=body,
             payload_sha256=claimed,
             state=_State(alg, scope, date, names, fields["Signature"]),
+            signature=bytes.fromhex(fields["Signature"]),
         )
 
     @staticmethod

@@ -216,6 +216,7 @@ class QiniuSigner:
             signed_at=signed_at,
             body=BodyPolicy.BUFFER if signed else BodyPolicy.UNSIGNED,
             state=_State(scheme, access_key, digest, x_date),
+            signature=digest,
         )
 
     @staticmethod

@@ -344,6 +344,7 @@ class TencentSigner:
             body=BodyPolicy.UNSIGNED if unsigned else BodyPolicy.BUFFER,
             action=_single_header(req, "X-TC-Action"),
             state=state,
+            signature=bytes.fromhex(fields["Signature"]),
         )
 
     def _parse_legacy(
@@ -379,6 +380,7 @@ class TencentSigner:
             in_query=not in_body,
             action=params.get("Action") or None,
             state=state,
+            signature=base64.b64decode(params["Signature"]),
         )
 
     # verify ---------------------------------------------------------------------------

@@ -300,6 +300,7 @@ class VolcengineSigner:
             body=body,
             payload_sha256=claimed,
             state=state,
+            signature=bytes.fromhex(state.signature),
         )
 
     def _parse_query_form(
@@ -336,6 +337,7 @@ class VolcengineSigner:
             in_query=True,
             expires=expires,
             state=state,
+            signature=bytes.fromhex(signature),
         )
 
     @staticmethod

@@ -59,7 +59,7 @@ from keybroker.signers._common import (
     split_auth_fields,
     state_of,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest, replay_identity
 
 __all__ = ["AKSK_ALGORITHM", "SIGNER", "WangsuSigner", "aksk_canonical_request", "password"]
 
@@ -220,7 +220,13 @@ def _parse_aksk(req: SigningRequest, value: str) -> ParsedAuth:
         single_header(req, name, _bad)
     when = datetime.fromtimestamp(int(timestamp), UTC)
     state = _AkSkState(access_key, timestamp, names, fields["Signature"])
-    return ParsedAuth(access_key=access_key, signed_at=when, body=BodyPolicy.BUFFER, state=state)
+    return ParsedAuth(
+        access_key=access_key,
+        signed_at=when,
+        body=BodyPolicy.BUFFER,
+        state=state,
+        signature=bytes.fromhex(fields["Signature"]),
+    )
 
 
 def _resign_aksk(
@@ -283,7 +289,19 @@ class WangsuSigner:
         user, signature = _split_basic(req)
         header, value, when = _date(req)
         state = _State(user, _DIGESTS[len(signature)], header, value, signature)
+        # ParsedAuth.signature stays empty: this signature covers the date alone, so every
+        # request of one second shares it; the replay key is the request's own spelling
         return ParsedAuth(access_key=user, signed_at=when, body=BodyPolicy.UNSIGNED, state=state)
+
+    def replay_identity(self, req: SigningRequest, auth: ParsedAuth) -> bytes | None:
+        """The default identity (:func:`~keybroker.signers.base.replay_identity`), plus the
+        raw query of a ``CNC-HMAC-SHA256`` POST: the scheme does not sign it, and two POSTs of
+        one body to two queries within a second are two requests, not a replay."""
+        identity = replay_identity(self.vendor, auth)
+        if identity is None or req.method.upper() != "POST":
+            return identity
+        query = req.query.encode("utf-8", "surrogateescape")
+        return identity + len(query).to_bytes(4, "big") + query
 
     @staticmethod
     def _state(auth: ParsedAuth) -> _State | _AkSkState:
