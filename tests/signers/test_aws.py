@@ -432,6 +432,10 @@ def test_native_upstream_special_cases() -> None:
     assert _upstream("s3", "us-west-2", path="/v20180820/jobs") == (
         "https://s3-control.us-west-2.amazonaws.com"
     )
+    # under a bucket's own host that path is a key of the bucket
+    assert _upstream("s3", "us-west-2", "b.s3.us-west-2.amazonaws.com", "/v20180820/jobs") == (
+        "https://b.s3.us-west-2.amazonaws.com"
+    )
     assert _upstream("iam", "us-gov-west-1") == "https://iam.us-gov.amazonaws.com"
     assert _upstream("execute-api", "eu-west-3") == "https://execute-api.eu-west-3.amazonaws.com"
     assert _upstream("s3", "not a region") is None

@@ -250,6 +250,8 @@ def test_action_parameter_on_s3_is_ignored() -> None:
         ("s3.amazonaws.com", "/s3logs", "DeleteBucket", "s3logs"),
         ("s3.amazonaws.com", "/", None, None),
         ("proxy.example.com:3888", "/s3logs/k", "DeleteObject", "s3logs/k"),
+        # a key under a bucket's own host that looks like S3 Control's path is a key
+        ("b.s3.amazonaws.com", "/v20180820/bucket/x", "DeleteObject", "b/v20180820/bucket/x"),
     ],
 )
 def test_delete_addresses(host: str, path: str, action: str | None, resource: str | None) -> None:
@@ -319,7 +321,12 @@ _tail = st.sampled_from(
 
 
 @SETTINGS
-@given(_bucket, _tail, st.sampled_from(["/", "/k", "/a/b", "//x"]), st.sampled_from(["", ":443"]))
+@given(
+    _bucket,
+    _tail,
+    st.sampled_from(["/", "/k", "/a/b", "//x", "/v20180820/jobs"]),
+    st.sampled_from(["", ":443"]),
+)
 def test_routing_and_classifier_agree_on_the_bucket(
     bucket: str, tail: str, path: str, port: str
 ) -> None:

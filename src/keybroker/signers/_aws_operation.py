@@ -55,9 +55,14 @@ def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) 
     if model is None:
         return Operation(service, None, None, False)
     resource, path = None, req.path
-    if name == "s3" and not req.path.startswith(_S3_CONTROL_PATH):
+    if name == "s3":
+        # S3 Control (an s3-control host, or /v20180820/ on any host but a bucket's, as
+        # routing sends it) keeps its path; S3 reads the bucket and key
         address = parse_s3_address(req.host, req.path)
-        if not (address.label or "").startswith("s3-control"):
+        control = (address.label or "").startswith("s3-control") or (
+            not address.virtual and req.path.startswith(_S3_CONTROL_PATH)
+        )
+        if not control:
             resource, path = address.resource(), address.path()
     try:
         readings = _readings(model, req, path, body)

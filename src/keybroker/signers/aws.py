@@ -139,10 +139,10 @@ def _host(service: str, region: str) -> str:
 def _s3_host(req: SigningRequest, region: str) -> str:
     """S3's endpoint; a virtual-hosted bucket in the inbound Host is kept (read by
     :func:`~keybroker.signers._s3_address.parse_s3_address`, as the classifier reads it)."""
-    if req.path.startswith(_S3_CONTROL_PATH):
+    address = parse_s3_address(req.host, req.path)
+    if not address.virtual and req.path.startswith(_S3_CONTROL_PATH):
         return f"s3-control.{region}{_suffix(region)}"
     base = "s3.amazonaws.com" if region == "us-east-1" else f"s3.{region}{_suffix(region)}"
-    address = parse_s3_address(req.host, req.path)
     if not address.virtual or address.bucket is None:
         return base
     if address.label == "s3" or _LEGACY_S3.fullmatch(address.label or ""):
