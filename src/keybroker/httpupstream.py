@@ -130,8 +130,10 @@ class UpstreamResponse:
 
 
 def _keeps_alive(version: str, headers: CIMultiDict[str]) -> bool:
-    """Whether the server keeps the connection open after an answer without a body (llhttp's
-    own check cannot tell: it does not know the request was a HEAD)."""
+    """Whether the server's answer lets the connection stay open: HTTP/1.1 unless it says
+    ``close``, HTTP/1.0 only if it says ``keep-alive`` and not ``close``.  llhttp's own check
+    knows no HEAD request (it wants a body for the length) and lets ``keep-alive, close``
+    keep an HTTP/1.0 connection open."""
     tokens = {t.strip().lower() for v in headers.getall("connection", []) for t in v.split(",")}
     if version == "1.1":
         return "close" not in tokens
@@ -248,7 +250,8 @@ class UpstreamConnection(FlowControl):
         resp = self._response
         parser = self._parser
         if resp is not None and resp.status and parser is not None:  # (0: the end of a 1xx)
-            if not parser.should_keep_alive():
+            keep = parser.should_keep_alive()  # (llhttp misses "close" in an HTTP/1.0 list)
+            if not keep or not _keeps_alive(parser.get_http_version(), resp.headers):
                 self.dead = True  # the server closes it: not back to the pool
             resp._complete = True
             self._parser = None
