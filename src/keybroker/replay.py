@@ -3,7 +3,9 @@
 The proxy calls :meth:`ReplayCache.first_use` after a signature verified and before the
 request is forwarded, with a digest of the vendor and the signature (never the signature
 itself) and a TTL covering the window in which that signature would still pass the freshness
-check.  ``False`` means the signature was already used: a replay.
+check.  ``False`` means the signature was already used: a replay.  When the request then
+provably never reached the upstream, the proxy calls :meth:`ReplayCache.release`, so the
+client's identical retry is not refused.
 
 Backends, picked by ``Security.ReplayCache`` (:func:`replay_cache_from_config`):
 

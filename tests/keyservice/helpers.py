@@ -27,6 +27,7 @@ from keybroker.config import (
     GrpcConfig,
     KeyPolicy,
     KeyServiceConfig,
+    SecurityConfig,
 )
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
@@ -202,6 +203,7 @@ def keybroker(
     max_dek_size: int = 64,
     replay: bool = False,
     legacy_blobs: str = "off",
+    replay_protection: str = "mutating",
 ) -> Iterator[KeyBroker]:
     """A proxy with the key service (local KEK and file storage unless given), audit on."""
     if kms_uri is None:
@@ -210,6 +212,7 @@ def keybroker(
     audit_dir = logscan.log_dir(tmp / "audit")
     config = Config(
         audit=AuditConfig(output=str(audit_dir), enabled=True),
+        security=SecurityConfig(replay_protection=replay_protection),
         endpoints=[a.endpoint() for a in accounts.values()],
         key_service=KeyServiceConfig(
             enabled=True,

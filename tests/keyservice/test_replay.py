@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -13,8 +14,13 @@ from botocore.credentials import Credentials
 from tests.keyservice.helpers import PREFIX, error_code, keybroker
 
 
-def test_the_same_signed_request_is_refused_the_second_time(tmp_path: Path) -> None:
-    with keybroker(tmp_path, replay=True) as kb:
+@pytest.mark.parametrize("protection", ["mutating", "off"])
+def test_the_same_signed_request_is_refused_the_second_time(
+    tmp_path: Path, protection: str
+) -> None:
+    """Whatever Security.ReplayProtection says (it is about proxied vendor calls), a key
+    request is single use: a GET of a key is not a read anyone may repeat."""
+    with keybroker(tmp_path, replay=True, replay_protection=protection) as kb:
         acct = kb.accounts["full"]
         req = AWSRequest(method="GET", url=f"{kb.url}{PREFIX}/dek/tenant-a/once")
         SigV4Auth(Credentials(acct.access_key, acct.secret_key), "kms", "us-east-1").add_auth(req)

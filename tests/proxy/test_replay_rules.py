@@ -165,16 +165,16 @@ def test_seven_day_presigned_put_is_single_use(upstream: Recorder) -> None:
     assert len(upstream.seen) == 1
 
 
-def test_presigned_get_is_reusable_by_default(upstream: Recorder) -> None:
+def test_presigned_get_and_head_are_reusable_by_default(upstream: Recorder) -> None:
     with proxy_running(_cfg(upstream.url), replay=True) as (url, _):
-        presigned = _s3(url).generate_presigned_url(  # type: ignore[attr-defined]
-            "get_object", Params={"Bucket": "bkt", "Key": "k.txt"}, ExpiresIn=600
-        )
-        got = [requests.get(presigned, timeout=10).status_code for _ in range(2)]
-        head = requests.head(presigned.replace("GET", "HEAD"), timeout=10)
-    assert got == [200, 200]
-    assert head.status_code in (200, 401, 403)  # a GET URL is not a HEAD URL: no more asked
-    assert len(upstream.seen) >= 2
+        s3 = _s3(url)
+        params = {"Bucket": "bkt", "Key": "k.txt"}
+        get = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=600)  # type: ignore[attr-defined]
+        head = s3.generate_presigned_url("head_object", Params=params, ExpiresIn=600)  # type: ignore[attr-defined]
+        got = [requests.get(get, timeout=10).status_code for _ in range(2)]
+        headed = [requests.head(head, timeout=10).status_code for _ in range(2)]
+    assert (got, headed) == ([200, 200], [200, 200])
+    assert [s.method for s in upstream.seen] == ["GET", "GET", "HEAD", "HEAD"]
 
 
 def test_presigned_get_is_single_use_under_all(upstream: Recorder) -> None:
@@ -328,6 +328,34 @@ def test_boto3_retries_after_a_refused_connection_see_the_real_error() -> None:
     assert meta["HTTPStatusCode"] == 502
     assert meta.get("RetryAttempts") == 2
     assert "Replay" not in str(info.value)
+
+
+def test_a_503_over_the_concurrency_limit_keeps_nothing() -> None:
+    """A request refused because the account is at MaxConcurrentRequests never reached the
+    upstream: the client's identical retry, once a slot is free, goes through (once)."""
+    import threading
+
+    with recording_upstream(delay=1.5) as slow:
+        cfg = _cfg(slow.url)
+        cfg.endpoints[0].max_concurrent_requests = 1
+        with proxy_running(cfg, replay=True) as (url, _):
+            busy = sign_aws("GET", ASSUME + "&busy=1", ak=AK, sk=SK, service="sts")
+            holder = threading.Thread(
+                target=send, args=(url, "GET", ASSUME + "&busy=1", busy), kwargs={"account": "acct"}
+            )
+            holder.start()
+            for _ in range(100):  # until the slow request holds the account's one slot
+                if slow.seen:
+                    break
+                threading.Event().wait(0.02)
+            captured = sign_aws("GET", ASSUME, ak=AK, sk=SK, service="sts")
+            refused = send(url, "GET", ASSUME, captured, account="acct")
+            holder.join()
+            retried = send(url, "GET", ASSUME, captured, account="acct")
+            replayed = send(url, "GET", ASSUME, captured, account="acct")
+    assert refused.status == 503, refused.body
+    assert (retried.status, replayed.status) == (200, 401)
+    assert len(slow.seen) == 2
 
 
 def test_a_policy_refusal_keeps_nothing(upstream: Recorder) -> None:
