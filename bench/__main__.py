@@ -1,5 +1,5 @@
 """``python -m bench``: the proxy and KMS benchmark in one command (about 3-5 minutes on 2
-cores; ``--quick`` about 30 s).  Prints a table with the targets beside the measured values and
+cores; ``--quick`` about a minute).  Prints a table with the targets beside the measured values and
 writes ``bench/results/<timestamp>.json`` with PNG charts next to it.
 
 Needs wrk (``apt-get install wrk``; without it a Python load generator is used, which competes
@@ -21,7 +21,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="short runs (~30 s): a smoke test")
+    p.add_argument(
+        "--quick", action="store_true", help="short runs (about a minute, 64 MiB transfers)"
+    )
     p.add_argument("--duration", type=float, help="seconds per load run (default 5; quick 1)")
     p.add_argument("--concurrency", type=int, nargs="+", help="connections (default 8 32 64)")
     p.add_argument("--transfer-mib", type=int, help="large transfer size (default 1024 MiB)")

@@ -109,7 +109,10 @@ def run(settings: Settings) -> dict[str, Any]:
                 results["latency"] = latency(bench, kb, results["throughput"], results["replay_on"])
                 results["large"] = large(bench, kb)
                 results["posts"] = posts(bench, kb)
-    print("KMS:", flush=True)
+    print("KMS get_dek rates:", flush=True)
     results["kms"] = kms_rates(settings.kms_seconds, run_script=settings.kms_script)
+    for name, value in results["kms"].items():
+        if isinstance(value, int | float):
+            print(f"  {name:32} {value:12,.0f}", flush=True)
     results["meta"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return results

@@ -29,7 +29,7 @@ MIB = 1 << 20
 
 @dataclass
 class Settings:
-    """What to run; ``quick()`` is the ~30 s variant."""
+    """What to run; ``quick()`` is the short variant (about a minute)."""
 
     duration: float = 5.0
     concurrencies: tuple[int, ...] = (8, 32, 64)

@@ -128,3 +128,11 @@ def test_audit_cost_runs_every_mode() -> None:
     assert [r["mode"] for r in rows] == ["off", "none", "5ms", "always"]
     for r in rows:
         _load_result(r)
+
+
+def test_printed_report_says_what_it_measured(results: dict[str, Any]) -> None:
+    out = results["_stdout"]
+    assert "8 MiB upload: peak worker RSS" in out and "1 GiB" not in out  # the size it moved
+    kms = out.split("KMS get_dek rates:", 1)[1]
+    assert "cluster_deks_per_s" in kms.split("target", 1)[0]  # the heading is not empty
+    assert "MISS: it is not" in out  # the legend of the ok/MISS column
