@@ -242,7 +242,8 @@ class KeyServiceConfig:
     :func:`keybroker.kms.from_uris`; ``path_prefix`` is where the HTTP API lives on the proxy's
     port; ``max_dek_size`` bounds the size a caller may ask for (bytes); ``legacy_blobs``
     (``off`` or ``read``) is the migration setting that reads Constellation-format blobs from
-    the store.
+    the store; ``trusted_store`` states that nobody else can write the store (see
+    :mod:`keybroker.kms.binding`).
     """
 
     enabled: bool = False
@@ -252,6 +253,7 @@ class KeyServiceConfig:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     max_dek_size: int = 64
     legacy_blobs: str = "off"
+    trusted_store: bool = False
 
 
 @dataclass

@@ -113,6 +113,7 @@ _KEY_SERVICE_FIELDS: _Fields = {
     "Storage": ("storage", _Reader.string),
     "MaxDEKSize": ("max_dek_size", _Reader.integer),
     "LegacyBlobs": ("legacy_blobs", _Reader.string),
+    "TrustedStore": ("trusted_store", _Reader.boolean),
 }
 _KEY_POLICY_FIELDS: _Fields = {
     "Prefixes": ("prefixes", _Reader.string_list),

@@ -62,6 +62,7 @@ def _check_key_service(ks: object, p: Problems) -> None:
         p.check("KeyService.MaxDEKSize", "expected an integer from 1 to 8160 (bytes)")
     if ks.legacy_blobs not in ("off", "read"):
         p.check("KeyService.LegacyBlobs", "expected off (the default) or read")
+    _is_type(p, "KeyService.TrustedStore", ks.trusted_store, bool, "a boolean")
     if not isinstance(ks.kms, str) or not ks.kms:
         p.check("KeyService.KMS", "required when KeyService.Enabled is true (a kms:// URI)")
     elif not isinstance(ks.storage, str):
@@ -83,7 +84,7 @@ def _path_prefix_problem(prefix: object) -> str | None:
 
 def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
     """Parameter checks of the two URIs, without building anything (no file or network)."""
-    from keybroker.kms import split_legacy_param
+    from keybroker.kms import split_store_options
     from keybroker.kms.cluster import ClusterKMS
     from keybroker.kms.registry import load_storage_class, load_wrapper_class, validate_uri
     from keybroker.kms.uri import parse_uri
@@ -99,10 +100,10 @@ def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
             elif (scheme, parsed.name) == ("kms", "cluster-kms"):
                 ClusterKMS.validate_uri(parsed)
             elif (scheme, parsed.name) == ("storage", "no-store"):
-                split_legacy_param(parsed)[0].check_known()
+                split_store_options(parsed)[0].check_known()
             else:
                 if scheme == "storage":
-                    parsed = split_legacy_param(parsed)[0]
+                    parsed = split_store_options(parsed)[0]
                 load = load_wrapper_class if scheme == "kms" else load_storage_class
                 validate_uri(load(parsed), parsed)
         except KMSError as exc:  # our KMS messages name parameters, never their values

@@ -127,6 +127,8 @@ def test_the_setting_is_checked(tmp_path: Path) -> None:
     )
     assert loads(text + "  LegacyBlobs: read\n").key_service.legacy_blobs == "read"
     assert loads(text).key_service.legacy_blobs == "off"
+    assert loads(text + "  TrustedStore: true\n").key_service.trusted_store is True
+    assert loads(text).key_service.trusted_store is False
     with pytest.raises(ConfigError) as caught:
         loads(text + "  LegacyBlobs: yes-please\n")
     assert caught.value.problems == [

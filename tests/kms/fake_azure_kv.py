@@ -11,12 +11,14 @@ server speaks the slice of the real wire protocols that ``azure-keyvault-keys`` 
   ``401`` + ``WWW-Authenticate: Bearer authorization="<authority>/<tenant>", resource="..."``;
   ``GET /keys/{name}[/{version}]`` returns the JSON web key bundle; ``POST
   /keys/{name}/{version}/wrapkey|unwrapkey`` does RSA-OAEP / RSA-OAEP-256 with real RSA keys
-  (``cryptography``); ``POST /keys/{name}/rotate`` (Rotate Key, API 7.3+: no body) makes a new
-  latest version of the same type and size and answers its key bundle; errors use Key Vault's
-  ``{"error": {"code", "message"}}`` shape;
+  (``cryptography``); ``POST /keys/{name}/{version}/sign|verify`` signs a digest
+  (``{"alg": "RS256", "value": b64url}`` -> ``{"kid", "value": b64url signature}``) and checks
+  one (``{"alg", "digest", "value"}`` -> ``{"value": bool}``); ``POST /keys/{name}/rotate``
+  (Rotate Key, API 7.3+: no body) makes a new latest version of the same type and size and
+  answers its key bundle; errors use Key Vault's ``{"error": {"code", "message"}}`` shape;
 - access control: key permissions named in :attr:`FakeKeyVault.denied` (``get``, ``wrapKey``,
-  ``unwrapKey``, ``rotate``) get Key Vault's 403 ``Forbidden`` with inner error
-  ``AccessDenied``, as under an access policy without them.
+  ``unwrapKey``, ``sign``, ``verify``, ``rotate``) get Key Vault's 403 ``Forbidden`` with
+  inner error ``AccessDenied``, as under an access policy without them.
 
 Keys and the enabled flag are managed from Python (Create Key and rotation policies are out
 of scope); :meth:`FakeKeyVault.rotate` adds a version from Python as Rotate Key does.
@@ -36,8 +38,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from tests.kms.tls_ca import TestCA
 
@@ -46,6 +50,11 @@ __all__ = ["FakeKeyVault"]
 _RESOURCE = "https://vault.azure.net"
 _KEY_OPS = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
 _HASHES = {"RSA-OAEP": hashes.SHA1, "RSA-OAEP-256": hashes.SHA256}
+_SIGN_HASHES: dict[str, type[hashes.SHA256] | type[hashes.SHA384] | type[hashes.SHA512]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
 
 
 class KVError(Exception):
@@ -216,6 +225,39 @@ class FakeKeyVault:
             raise KVError(400, "BadParameter", "The parameter is incorrect.") from None
         return {"kid": f"{self.base_url}/keys/{name}/{version}", "value": _b64url(out)}
 
+    def sign(self, op: str, name: str, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Sign / Verify (``RS256``..``RS512``, ``PS256``..``PS512``) over a digest, as Key
+        Vault does: the digest is the ``value`` (sign) or ``digest`` (verify), base64url."""
+        key, version = self._find(name, version)
+        if not key.enabled:
+            raise KVError(403, "Forbidden", f"Operation {op} is not allowed on a disabled key.")
+        alg = str(body.get("alg", ""))
+        algorithm = _SIGN_HASHES.get(alg[2:]) if alg[:2] in ("RS", "PS") else None
+        if algorithm is None:
+            raise KVError(400, "BadParameter", "Invalid algorithm.")
+        pad: padding.AsymmetricPadding = (
+            padding.PKCS1v15()
+            if alg.startswith("RS")
+            else padding.PSS(mgf=padding.MGF1(algorithm()), salt_length=algorithm.digest_size)
+        )
+        private = key.versions[version]
+        kid = f"{self.base_url}/keys/{name}/{version}"
+        try:
+            if op == "sign":
+                digest = _unb64url(str(body["value"]))
+                if len(digest) != algorithm.digest_size:
+                    raise KVError(400, "BadParameter", "Invalid digest length.")
+                signature = private.sign(digest, pad, Prehashed(algorithm()))
+                return {"kid": kid, "value": _b64url(signature)}
+            digest, signature = _unb64url(str(body["digest"])), _unb64url(str(body["value"]))
+        except (KeyError, ValueError):
+            raise KVError(400, "BadParameter", "Property value is required.") from None
+        try:
+            private.public_key().verify(signature, digest, pad, Prehashed(algorithm()))
+        except (InvalidSignature, ValueError):
+            return {"value": False}
+        return {"value": True}
+
     def rotate_key(self, name: str) -> dict[str, Any]:
         self._find(name, None)
         return self.get_key(name, self.rotate(name))
@@ -273,6 +315,9 @@ def _route(
     if method == "POST" and parts[2:] == ["rotate"]:
         fake.authorize("rotate")
         return 200, fake.rotate_key(parts[1])
+    if method == "POST" and len(parts) == 4 and parts[3] in ("sign", "verify"):
+        fake.authorize(parts[3])
+        return 200, fake.sign(parts[3], parts[1], parts[2], json.loads(body or b"{}"))
     ops = {"wrapkey": "wrapKey", "unwrapkey": "unwrapKey"}
     if method == "POST" and len(parts) == 4 and parts[3] in ops:
         fake.authorize(ops[parts[3]])

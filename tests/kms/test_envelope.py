@@ -119,7 +119,7 @@ async def test_other_kek_fails(wrapper: LocalKeyWrapper) -> None:
         (b"", "its format is not recognised"),
         (b"garbage", "its format is not recognised"),
         (b"KBDX\x01", "it does not start with the keybroker magic"),
-        (b"KBDK\x02", "format version 2 is not supported"),
+        (b"KBDK\x03", "format version 3 is not supported"),
         (b"KBDK\x01\x00\x00", "kek_id length 0 is outside 1..1024"),
         (b"KBDK\x01\x04\x01" + b"x" * 2000, "kek_id length 1025 is outside 1..1024"),
         (b"KBDK\x01\x00\x01\xff\x00\x00", "kek_id is not UTF-8"),

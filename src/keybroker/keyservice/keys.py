@@ -113,7 +113,14 @@ class KeyStore:
         if blob is None:
             return None
         await _guard(_check_stored_size(key_id, blob, size, legacy=kms.reads_legacy))
-        opened = open_dek(kms.wrapper, ID_PREFIX + key_id, size, blob, legacy=kms.reads_legacy)
+        opened = open_dek(
+            kms.wrapper,
+            ID_PREFIX + key_id,
+            size,
+            blob,
+            legacy=kms.reads_legacy,
+            trusted_store=kms.trusted_store,
+        )
         return await _guard(opened)
 
     async def create(self, key_id: str, size: int) -> bytes:

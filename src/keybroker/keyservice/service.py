@@ -103,6 +103,7 @@ def build_store(config: KeyServiceConfig) -> KeyStore:
             kms_uri=config.kms,
             storage_uri=config.storage or None,
             legacy_blobs="read" if config.legacy_blobs == "read" else "off",
+            trusted_store=config.trusted_store is True,
             min_salt_bytes=KEY_SERVICE_MIN_SALT,
         )
     except KMSError as exc:  # our KMS messages name parameters, never their values

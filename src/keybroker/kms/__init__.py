@@ -73,7 +73,7 @@ __all__ = [
     "resolve_secret",
     "rewrap_all",
     "seal_dek",
-    "split_legacy_param",
+    "split_store_options",
     "storage_from_uri",
     "wrapper_from_uri",
 ]
@@ -87,12 +87,14 @@ def from_uris(
     storage_uri: str | None = None,
     write_format: WriteFormat = "keybroker",
     legacy_blobs: LegacyBlobs = "off",
+    trusted_store: bool = False,
     min_salt_bytes: int = 1,
 ) -> KMS:
     """Build a KMS from Constellation-style URIs (see the module docstring).
 
-    ``write_format`` and ``legacy_blobs`` (or the storage URI's ``legacyBlobs``) apply to an
-    external KMS; ``min_salt_bytes`` to the cluster KMS (a key service passes 32).  Raises
+    ``write_format``, ``legacy_blobs`` and ``trusted_store`` (or the storage URI's
+    ``legacyBlobs=read``, ``trustedStore=true``) apply to an external KMS;
+    ``min_salt_bytes`` to the cluster KMS (a key service passes 32).  Raises
     ``KMSConfigError`` (the message names the URI and every bad parameter), ``MissingExtra``
     (a backend's SDK is not installed).
     """
@@ -101,8 +103,9 @@ def from_uris(
     if legacy_blobs not in LEGACY_SETTINGS:
         raise KMSConfigError("legacy_blobs must be 'off' or 'read'")
     if storage is not None:
-        storage, in_uri = split_legacy_param(storage)
-        legacy_blobs = "read" if "read" in (legacy_blobs, in_uri) else "off"
+        storage, options = split_store_options(storage)
+        legacy_blobs = "read" if "read" in (legacy_blobs, options.get("legacyBlobs")) else "off"
+        trusted_store = trusted_store is True or options.get("trustedStore") == "true"
     no_store = storage is None or storage.name == _NO_STORE
     if storage is not None and storage.name == _NO_STORE:
         storage.check_known()
@@ -121,19 +124,27 @@ def from_uris(
         storage_from_uri(storage),
         write_format=write_format,
         legacy_blobs=legacy_blobs,
+        trusted_store=trusted_store,
     )
 
 
-def split_legacy_param(storage: ParsedURI) -> tuple[ParsedURI, LegacyBlobs | None]:
-    """``storage`` without its ``legacyBlobs`` parameter, and that parameter's value.
-    Raises ``KMSConfigError`` for a value other than ``off`` or ``read``."""
-    value = storage.params.get("legacyBlobs")
-    if value is None:
-        return storage, None
-    if value not in LEGACY_SETTINGS:
-        raise KMSConfigError(f"{storage.label}: legacyBlobs must be 'off' or 'read'")
-    rest = {k: v for k, v in storage.params.items() if k != "legacyBlobs"}
-    return ParsedURI(storage.scheme, storage.name, rest), "read" if value == "read" else "off"
+#: options every storage URI takes (they are the KMS's, not the backend's), and their values
+_STORE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "legacyBlobs": LEGACY_SETTINGS,
+    "trustedStore": ("false", "true"),
+}
+
+
+def split_store_options(storage: ParsedURI) -> tuple[ParsedURI, dict[str, str]]:
+    """``storage`` without the KMS's own parameters (``legacyBlobs``, ``trustedStore``), and
+    those.  Raises ``KMSConfigError`` for a value they do not take."""
+    options = {k: v for k, v in storage.params.items() if k in _STORE_OPTIONS}
+    for name, value in options.items():
+        if value not in _STORE_OPTIONS[name]:
+            allowed = " or ".join(repr(v) for v in _STORE_OPTIONS[name])
+            raise KMSConfigError(f"{storage.label}: {name} must be {allowed}")
+    rest = {k: v for k, v in storage.params.items() if k not in _STORE_OPTIONS}
+    return ParsedURI(storage.scheme, storage.name, rest), options
 
 
 def _parse(uri: str, scheme: str, arg: str) -> ParsedURI:

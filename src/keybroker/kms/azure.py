@@ -8,8 +8,12 @@ service's ``wrapKey`` performs); the version is recorded as ``kek_version``.  ``
 the service's ``unwrapKey`` on that exact version, so older blobs survive key rotation.
 ``rotate`` calls the service's Rotate Key (a new latest version of the same key).
 
-RSA-OAEP has no associated data: ``binds_aad`` is False and ``aad`` is ignored (the envelope
-binds the id itself).
+RSA-OAEP has no associated data: ``binds_aad`` is False and ``aad`` is ignored.  Since anyone
+with the public key can wrap, every envelope is also *signed by the vault*
+(:mod:`keybroker.kms.binding`): :meth:`sign_digest` is the service's ``sign`` with ``RS256``
+on the version that wrapped (the private key never leaves the vault) and :meth:`verify_digest`
+checks it (the SDK verifies with the version's public key).  The key needs the ``sign`` and
+``verify`` operations, and the client the ``keys/sign`` (and ``keys/get``) permissions.
 
 Our optional parameters: ``endpoint`` (vault URL override, for sovereign clouds or a fake),
 ``authorityHost`` (Entra ID host, default: the one of ``vaultType``'s cloud) and ``caFile``
@@ -182,6 +186,27 @@ class AzureKeyVaultWrapper:
             raise IntegrityError("the wrapped key cannot be unwrapped")
         return bytes(await self._call("unwrapKey", self._unwrap_sync, (version, wrapped)))
 
+    async def sign_digest(self, kek_version: str, digest: bytes) -> bytes:
+        """The vault's ``RS256`` signature of the SHA-256 ``digest`` with version
+        ``kek_version``.  Raises ``KMSConfigError`` (unknown key or version), ``BackendError``
+        (no ``keys/sign`` permission, a key without the ``sign`` operation, service failure)."""
+        version = self._version_of(kek_version)
+        if not version.isalnum():
+            raise KMSConfigError(f"Azure key {self.kek_id!r}: no such key version")
+        return bytes(await self._call("sign", self._sign_sync, (version, digest)))
+
+    async def verify_digest(self, kek_version: str, digest: bytes, signature: bytes) -> bool:
+        """Is ``signature`` the ``RS256`` signature of ``digest`` by version ``kek_version``?
+        Raises ``KMSConfigError`` (unknown key or version), ``BackendError``."""
+        version = self._version_of(kek_version)
+        if not version.isalnum() or not signature:
+            return False
+        try:
+            valid = await self._call("verify", self._verify_sync, (version, digest, signature))
+        except IntegrityError:
+            return False
+        return valid is True
+
     async def close(self) -> None:
         """Close the HTTP sessions and the credential; idempotent."""
         with self._lock:
@@ -228,6 +253,19 @@ class AzureKeyVaultWrapper:
         )
         return bytes(result.key)
 
+    def _sign_sync(self, args: tuple[str, bytes]) -> bytes:
+        from azure.keyvault.keys.crypto import SignatureAlgorithm
+
+        version, digest = args
+        return bytes(self._crypto_for(version).sign(SignatureAlgorithm.rs256, digest).signature)
+
+    def _verify_sync(self, args: tuple[str, bytes, bytes]) -> bool:
+        from azure.keyvault.keys.crypto import SignatureAlgorithm
+
+        version, digest, signature = args
+        result = self._crypto_for(version).verify(SignatureAlgorithm.rs256, digest, signature)
+        return bool(result.is_valid)
+
     def _crypto_for(self, version: str) -> Any:
         from azure.keyvault.keys.crypto import CryptographyClient
 
@@ -259,7 +297,7 @@ class AzureKeyVaultWrapper:
 def _map_http_error(op: str, kek_id: str, exc: Any) -> Exception:
     status = getattr(exc, "status_code", None)
     code = getattr(getattr(exc, "error", None), "code", None)
-    if op == "unwrapKey" and status == 400:
+    if op in ("unwrapKey", "verify") and status == 400:
         return IntegrityError("the wrapped key cannot be unwrapped")
     if status == 403 and "disabled" in str(getattr(exc, "message", "")):
         return BackendError(f"Azure Key Vault {op} failed: key {kek_id!r} is disabled")

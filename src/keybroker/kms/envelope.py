@@ -19,13 +19,14 @@ import binascii
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keybroker.kms.base import KeyWrapper, WrappedKey
+from keybroker.kms.binding import binds_aad, can_sign, envelope_digest
 from keybroker.kms.errors import IntegrityError
 
 __all__ = [
@@ -98,6 +99,8 @@ class KeybrokerEnvelope:
         .       n2    kek_version, UTF-8
         .       2     n3 = length of wrapped_key   (1..8192)
         .       n3    wrapped_key: the envelope key as wrapped by the KEK
+        .       2     n4 = length of signature     (1..1024)   version 2 only
+        .       n4    signature by the KEK's KMS               version 2 only
         .       12    nonce
         .       rest  AES-256-GCM(envelope key, nonce, DEK, aad) = ciphertext || 16-byte tag
 
@@ -108,17 +111,22 @@ class KeybrokerEnvelope:
     - the DEK's associated data is :meth:`dek_aad`: ``b"keybroker-dek\\0"``, version, then
       length-prefixed id, DEK size (u32), length-prefixed kek_id and kek_version;
     - the envelope key is wrapped with :meth:`wrap_aad` (version, id and size) as the
-      wrapper's associated data / encryption context.
+      wrapper's associated data / encryption context;
+    - version 2 (a KEK that cannot bind associated data, see :mod:`keybroker.kms.binding`)
+      adds the KMS's signature over :func:`~keybroker.kms.binding.envelope_digest`, checked
+      before anything is unwrapped.  The associated data above is the same in both versions.
     """
 
     MAGIC = b"KBDK"
     VERSION = 1
+    SIGNED_VERSION = 2
 
     kek_id: str
     kek_version: str
     wrapped_key: bytes
     nonce: bytes
     sealed: bytes
+    signature: bytes = b""
 
     @classmethod
     def wrap_aad(cls, key_id: str, dek_size: int) -> bytes:
@@ -133,12 +141,16 @@ class KeybrokerEnvelope:
 
     def encode(self) -> bytes:
         """The stored bytes.  Raises ``ValueError`` if a field is out of bounds."""
-        fields = (self.kek_id.encode(), self.kek_version.encode(), self.wrapped_key)
+        fields = [self.kek_id.encode(), self.kek_version.encode(), self.wrapped_key]
         if not 1 <= len(fields[0]) <= _MAX_FIELD or len(fields[1]) > _MAX_FIELD:
             raise ValueError(f"kek_id must be 1..{_MAX_FIELD} bytes, kek_version 0..{_MAX_FIELD}")
         if not 1 <= len(self.wrapped_key) <= _MAX_WRAPPED:
             raise ValueError(f"wrapped key must be 1..{_MAX_WRAPPED} bytes")
-        out = self.MAGIC + bytes([self.VERSION])
+        if len(self.signature) > _MAX_FIELD:
+            raise ValueError(f"signature must be at most {_MAX_FIELD} bytes")
+        if self.signature:
+            fields.append(self.signature)
+        out = self.MAGIC + bytes([self.SIGNED_VERSION if self.signature else self.VERSION])
         for f in fields:
             out += struct.pack(">H", len(f)) + f
         return out + self.nonce + self.sealed
@@ -150,37 +162,80 @@ class KeybrokerEnvelope:
         if reader.take(4, "magic") != cls.MAGIC:
             raise reader.bad("it does not start with the keybroker magic")
         version = reader.take(1, "version")[0]
-        if version != cls.VERSION:
+        if version not in (cls.VERSION, cls.SIGNED_VERSION):
             raise reader.bad(f"format version {version} is not supported")
         kek_id = reader.text("kek_id", 1, _MAX_FIELD)
         kek_version = reader.text("kek_version", 0, _MAX_FIELD)
         wrapped = reader.field("wrapped key", 1, _MAX_WRAPPED)
+        signature = b""
+        if version == cls.SIGNED_VERSION:
+            signature = reader.field("signature", 1, _MAX_FIELD)
         nonce = reader.take(_NONCE_BYTES, "nonce")
         sealed = reader.rest()
         if len(sealed) <= _TAG_BYTES:
             raise reader.bad("it is truncated (no ciphertext)")
-        return cls(kek_id, kek_version, wrapped, nonce, sealed)
+        return cls(kek_id, kek_version, wrapped, nonce, sealed, signature)
 
     @property
     def dek_size(self) -> int:
         return len(self.sealed) - _TAG_BYTES
 
+    def digest(self, key_id: str) -> bytes:
+        """What the KMS signs for a KEK that cannot bind associated data."""
+        return envelope_digest(
+            key_id,
+            self.dek_size,
+            self.kek_id,
+            self.kek_version,
+            self.wrapped_key,
+            self.nonce,
+            self.sealed,
+        )
+
     @classmethod
-    async def seal(cls, wrapper: KeyWrapper, key_id: str, dek: bytes) -> bytes:
-        """Encrypt ``dek`` for ``key_id``.  Raises ``BackendError`` from the wrapper."""
+    async def seal(
+        cls, wrapper: KeyWrapper, key_id: str, dek: bytes, *, sign: bool = True
+    ) -> bytes:
+        """Encrypt ``dek`` for ``key_id``, signed by the KMS when the wrapper cannot bind
+        associated data but can sign (``sign=False`` writes it unsigned, as before signing
+        existed).  Raises ``BackendError`` from the wrapper."""
         key, aead, nonce = _fresh_aead()
         wrapped = await wrapper.wrap(key, cls.wrap_aad(key_id, len(dek)))
         aad = cls.dek_aad(key_id, len(dek), wrapped.kek_id, wrapped.kek_version)
         sealed = aead.encrypt(nonce, dek, aad)
-        return cls(wrapped.kek_id, wrapped.kek_version, wrapped.ciphertext, nonce, sealed).encode()
+        env = cls(wrapped.kek_id, wrapped.kek_version, wrapped.ciphertext, nonce, sealed)
+        if sign and not binds_aad(wrapper) and can_sign(wrapper):
+            signer: Any = wrapper
+            signature = await signer.sign_digest(env.kek_version, env.digest(key_id))
+            env = replace(env, signature=bytes(signature))
+        return env.encode()
 
-    async def open(self, wrapper: KeyWrapper, key_id: str, dek_size: int) -> bytes:
-        """The DEK.  Raises ``IntegrityError`` (wrong size, failed authentication)."""
+    async def open(
+        self, wrapper: KeyWrapper, key_id: str, dek_size: int, *, trusted_store: bool = False
+    ) -> bytes:
+        """The DEK.  Raises ``IntegrityError`` (wrong size, failed authentication, an
+        unsigned envelope of a KEK that cannot bind associated data outside a trusted store)."""
         _check_size(key_id, self.dek_size, dek_size)
+        if not binds_aad(wrapper):
+            await self._check_signature(wrapper, key_id, trusted_store)
         wrapped = WrappedKey(self.kek_id, self.kek_version, self.wrapped_key)
         key = await _unwrap(wrapper, wrapped, self.wrap_aad(key_id, dek_size), key_id)
         aad = self.dek_aad(key_id, dek_size, self.kek_id, self.kek_version)
         return _open_aead(key, self.nonce, self.sealed, aad, key_id)
+
+    async def _check_signature(self, wrapper: KeyWrapper, key_id: str, trusted: bool) -> None:
+        if not self.signature:
+            if trusted:
+                return
+            raise IntegrityError(
+                f"stored DEK for id {key_id!r} is not signed, and its key-encryption key cannot "
+                "bind it to its id: only a trusted store (TrustedStore) opens it"
+            )
+        if not can_sign(wrapper):
+            raise _auth_failed(key_id)
+        verifier: Any = wrapper
+        if not await verifier.verify_digest(self.kek_version, self.digest(key_id), self.signature):
+            raise _auth_failed(key_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +318,17 @@ class ConstellationBlob:
 
 
 async def seal_dek(
-    wrapper: KeyWrapper, key_id: str, dek: bytes, *, fmt: WriteFormat = "keybroker"
+    wrapper: KeyWrapper,
+    key_id: str,
+    dek: bytes,
+    *,
+    fmt: WriteFormat = "keybroker",
+    sign: bool = True,
 ) -> bytes:
-    """The blob to store for ``dek``.  Raises ``ValueError`` (unknown format), ``BackendError``."""
+    """The blob to store for ``dek`` (see :meth:`KeybrokerEnvelope.seal` for ``sign``).
+    Raises ``ValueError`` (unknown format), ``BackendError``."""
     if fmt == "keybroker":
-        return await KeybrokerEnvelope.seal(wrapper, key_id, dek)
+        return await KeybrokerEnvelope.seal(wrapper, key_id, dek, sign=sign)
     if fmt == "constellation":
         return await ConstellationBlob.seal(wrapper, key_id, dek)
     raise ValueError("write format must be 'keybroker' or 'constellation'")
@@ -292,14 +353,22 @@ def legacy_refused(key_id: str) -> IntegrityError:
 
 
 async def open_dek(
-    wrapper: KeyWrapper, key_id: str, dek_size: int, blob: bytes, *, legacy: bool = False
+    wrapper: KeyWrapper,
+    key_id: str,
+    dek_size: int,
+    blob: bytes,
+    *,
+    legacy: bool = False,
+    trusted_store: bool = False,
 ) -> bytes:
     """The DEK stored in ``blob``.  Only our envelope, bound to ``key_id``, opens unless
     ``legacy`` (the migration setting: the caller vouches that ``blob`` is what is stored
     under ``key_id``, never a blob a client sent), which also reads Constellation's format.
-    Raises ``IntegrityError``, ``BackendError``."""
+    ``trusted_store`` opens unsigned envelopes of a KEK that cannot bind associated data (see
+    :mod:`keybroker.kms.binding`).  Raises ``IntegrityError``, ``BackendError``."""
     if blob[:1] == KeybrokerEnvelope.MAGIC[:1]:
-        return await KeybrokerEnvelope.decode(blob, key_id).open(wrapper, key_id, dek_size)
+        env = KeybrokerEnvelope.decode(blob, key_id)
+        return await env.open(wrapper, key_id, dek_size, trusted_store=trusted_store)
     if blob.lstrip()[:1] == b"{":
         if not legacy:
             raise legacy_refused(key_id)

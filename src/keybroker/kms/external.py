@@ -14,6 +14,7 @@ from typing import Any
 
 from keybroker import metrics
 from keybroker.kms.base import KeyWrapper
+from keybroker.kms.binding import check_binding
 from keybroker.kms.cluster import check_dek_size
 from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import DEKExists, DEKNotFound
@@ -33,6 +34,8 @@ class ExternalKMS:
     migration setting: ``"off"`` (default) reads only our envelope; ``"read"`` also reads
     Constellation's blobs stored under the id asked for (nothing binds those to their id: a
     blob copied from another id opens).  Writing Constellation's format implies ``"read"``.
+    ``trusted_store`` states that nobody else can write the store: needed for a wrapper that
+    can neither bind associated data nor sign (:mod:`keybroker.kms.binding`).
     """
 
     def __init__(
@@ -42,8 +45,12 @@ class ExternalKMS:
         *,
         write_format: WriteFormat = "keybroker",
         legacy_blobs: LegacyBlobs = "off",
+        trusted_store: bool = False,
     ) -> None:
-        """Raises ``ValueError`` for an unknown ``write_format`` or ``legacy_blobs``."""
+        """Raises ``ValueError`` for an unknown ``write_format`` or ``legacy_blobs``,
+        ``KMSConfigError`` for a wrapper that can neither bind nor sign, unless
+        ``trusted_store``."""
+        check_binding(wrapper, trusted_store=trusted_store)
         if write_format not in _FORMATS:
             raise ValueError("write_format must be 'keybroker' or 'constellation'")
         if legacy_blobs not in LEGACY_SETTINGS:
@@ -52,6 +59,7 @@ class ExternalKMS:
         self._storage = storage
         self._write_format: WriteFormat = write_format
         self._legacy = legacy_blobs == "read" or write_format == "constellation"
+        self._trusted = trusted_store is True
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._closed = False
@@ -63,6 +71,12 @@ class ExternalKMS:
     @property
     def storage(self) -> Storage:
         return self._storage
+
+    @property
+    def trusted_store(self) -> bool:
+        """Did the operator state that nobody else can write the store (see
+        :mod:`keybroker.kms.binding`)?"""
+        return self._trusted
 
     @property
     def reads_legacy(self) -> bool:
@@ -100,7 +114,7 @@ class ExternalKMS:
                 dek = await self._create(dek_id, dek_size)
                 metrics.kms_op(backend, "create", "ok")
                 return dek
-            dek = await open_dek(self._wrapper, dek_id, dek_size, blob, legacy=self._legacy)
+            dek = await self._open(dek_id, dek_size, blob)
         except Exception as exc:
             metrics.kms_op(backend, "get", type(exc).__name__)
             raise
@@ -115,8 +129,14 @@ class ExternalKMS:
         except DEKExists:
             # Lost the race: the winner's DEK is the one every caller must use.
             stored = await self._storage.get(dek_id)
-            return await open_dek(self._wrapper, dek_id, dek_size, stored, legacy=self._legacy)
+            return await self._open(dek_id, dek_size, stored)
         return dek
+
+    async def _open(self, dek_id: str, dek_size: int, blob: bytes) -> bytes:
+        """A blob read from the store under ``dek_id``, opened as this store's settings say."""
+        return await open_dek(
+            self._wrapper, dek_id, dek_size, blob, legacy=self._legacy, trusted_store=self._trusted
+        )
 
     async def close(self) -> None:
         """Close the wrapper and the storage; idempotent."""

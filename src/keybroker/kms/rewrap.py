@@ -1,7 +1,8 @@
 """Bulk rewrap: after a KEK rotation, re-seal every stored DEK under the newest KEK version.
 
 :func:`rewrap_all` walks the stored ids in sorted order.  For each id it reads the blob; a blob
-already in our envelope under the newest version is *skipped* (so a second run does nothing);
+already in our envelope under the newest version (and signed, for a KEK that signs) is
+*skipped* (so a second run does nothing);
 otherwise it opens the DEK, seals the same DEK anew in our envelope (bound to the id: a
 Constellation-format blob is upgraded, which is how a legacy store is migrated — it opens only
 when the KMS reads legacy blobs, ``legacy_blobs="read"``), checks that the new blob opens to
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from keybroker.kms.base import KeyWrapper
+from keybroker.kms.binding import binds_aad, can_sign
 from keybroker.kms.envelope import (
     ConstellationBlob,
     KeybrokerEnvelope,
@@ -227,10 +229,17 @@ async def _rewrap_one(kms: ExternalKMS, key_id: str, target: str) -> str:
         except DEKNotFound:
             return "skipped"
         fmt, version, size = inspect_blob(blob, key_id)
-        if fmt == "keybroker" and version == target:
+        if fmt == "keybroker" and version == target and _bound(wrapper, blob, key_id):
             return "skipped"
         # a legacy blob opens only with the migration setting, and always comes out bound
-        dek = await open_dek(wrapper, key_id, size, blob, legacy=kms.reads_legacy)
+        dek = await open_dek(
+            wrapper,
+            key_id,
+            size,
+            blob,
+            legacy=kms.reads_legacy,
+            trusted_store=kms.trusted_store,
+        )
         new = await seal_dek(wrapper, key_id, dek)
         sealed_under = inspect_blob(new, key_id)[1]
         if sealed_under != target:
@@ -249,6 +258,13 @@ async def _rewrap_one(kms: ExternalKMS, key_id: str, target: str) -> str:
         except DEKNotFound:
             return "skipped"
     raise BackendError(f"the blob for id {key_id!r} kept changing during rewrap")
+
+
+def _bound(wrapper: KeyWrapper, blob: bytes, key_id: str) -> bool:
+    """Is a blob in our envelope as bound as this wrapper makes it (signed, if it signs)?"""
+    if binds_aad(wrapper) or not can_sign(wrapper):
+        return True
+    return bool(KeybrokerEnvelope.decode(blob, key_id).signature)
 
 
 class _State:
