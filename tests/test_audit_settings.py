@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,30 @@ def test_the_stdout_mirror_gets_the_same_lines(
     assert open_mirror("") is None
 
 
+def test_the_syslog_mirror_sends_one_datagram_per_line(tmp_path: Path) -> None:
+    """``Audit.Mirror: syslog:/path``: a real unix datagram socket receives each line."""
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(5)
+        (tmp_path / "audit").mkdir()
+        with AuditLog(tmp_path / "audit", mirror=open_mirror(f"syslog:{path}")) as log:
+            log.record({"request_id": "r1", "decision": "allow"})
+            log.record({"request_id": "r2", "decision": "deny"})
+        got = [server.recv(65536), server.recv(65536)]
+    lines = (tmp_path / "audit" / "audit.log").read_bytes().splitlines()
+    assert got == [b"<86>keybroker-audit: " + line for line in lines]
+
+
+def test_a_failing_mirror_never_refuses(tmp_path: Path) -> None:
+    """No one listens on the socket: the file still gets every line."""
+    mirror = open_mirror(f"syslog:{tmp_path / 'nobody.sock'}")
+    (tmp_path / "audit").mkdir()
+    with AuditLog(tmp_path / "audit", mirror=mirror) as log:
+        log.record({"request_id": "r1", "decision": "allow"})
+    assert len((tmp_path / "audit" / "audit.log").read_bytes().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("line", "path"),
     [
@@ -78,6 +103,8 @@ def test_the_stdout_mirror_gets_the_same_lines(
         ("Sync: 0ms", "Audit.Sync"),
         ("Sync: 5000ms", "Audit.Sync"),
         ("Mirror: kafka", "Audit.Mirror"),
+        ("Mirror: 'syslog:relative/path'", "Audit.Mirror"),
+        ("Mirror: 'syslog://host'", "Audit.Mirror"),
         ("CheckpointInterval: 0", "Audit.CheckpointInterval"),
         ("FailClosed: maybe", "Audit.FailClosed"),
         ("SigningKey: /nonexistent/key", "Audit.SigningKey"),

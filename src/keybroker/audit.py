@@ -296,6 +296,9 @@ class AuditLog:
                 with self._dir_lock():
                     self._checkpoint_quietly("shutdown")
             self._closed = True
+            close_mirror = getattr(self._mirror, "close", None)
+            if callable(close_mirror):
+                close_mirror()
             if self._fd >= 0:
                 with contextlib.suppress(OSError):
                     os.fsync(self._fd)  # what a pending batch waits for is durable now

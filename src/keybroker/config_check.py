@@ -15,7 +15,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from keybroker import signers
-from keybroker.audit_mirror import MIRRORS
+from keybroker.audit_mirror import mirror_problem
 from keybroker.audit_sync import parse_sync
 from keybroker.config import (
     REPLAY_PROTECTION,
@@ -164,8 +164,12 @@ def _check_audit(audit: AuditConfig, p: Problems) -> None:
             parse_sync(audit.sync)
         except ValueError as exc:
             p.check("Audit.Sync", str(exc))
-    if not isinstance(audit.mirror, str) or audit.mirror.strip().lower() not in MIRRORS:
-        p.check("Audit.Mirror", "expected 'stdout', 'syslog' or nothing")
+    if not isinstance(audit.mirror, str):
+        p.check(
+            "Audit.Mirror", "expected 'stdout', 'syslog', 'syslog:PATH' or 'syslog://HOST:PORT'"
+        )
+    elif problem := mirror_problem(audit.mirror):
+        p.check("Audit.Mirror", problem)
     if not isinstance(audit.signing_key, str):
         p.check("Audit.SigningKey", "expected a path to a key file")
     elif audit.signing_key and (problem := _readable_problem(audit.signing_key)):
