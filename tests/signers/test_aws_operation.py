@@ -234,6 +234,14 @@ def test_query_action_against_body_action_is_refused() -> None:
         classify(req, body)
 
 
+def test_copy_source_in_the_query_is_a_copy() -> None:
+    """S3 reads x-amz-* headers from the query too (presigned URLs put them there)."""
+    req = SigningRequest("PUT", "h", "/b/k", "X-Amz-Copy-Source=a%2Fc", CIMultiDict())
+    assert SIGNER.operation(req, ParsedAuth("a", service="s3"), b"").action == "CopyObject"
+    req.query += "&partNumber=1&uploadId=u"
+    assert SIGNER.operation(req, ParsedAuth("a", service="s3"), b"").action == "UploadPartCopy"
+
+
 def test_action_parameter_on_s3_is_ignored() -> None:
     req, body, _ = sdk_request(
         "s3", "delete_object", {"Bucket": "b", "Key": "k"}, hook=_add_query("Action=GetObject")

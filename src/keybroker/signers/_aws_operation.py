@@ -123,17 +123,19 @@ def _rest_reading(
         return None
     pairs = decode_query(req.query) if req.query else []
     names = {k for k, _ in pairs} | {f"{k}={v}" for k, v in pairs}
+    # S3 also takes x-amz-* headers as query parameters (presigned URLs hoist them there):
+    # an x-amz-copy-source in the query makes a copy as much as the header does
+    headers = {h.lower() for h in req.headers}
+    headers.update(k.lower() for k, _ in pairs if k.lower().startswith("x-amz-"))
     candidates = [*by_query.get("", ())]
     for name in names:
         candidates.extend(by_query.get("?" + name, ()))
-    for header in req.headers:
-        candidates.extend(by_query.get("h:" + header.lower(), ()))
+    for header in headers:
+        candidates.extend(by_query.get("h:" + header, ()))
     matches = [
         op
         for op in candidates
-        if op.query <= names
-        and all(h in req.headers for h in op.headers)
-        and op.path.fullmatch(path)
+        if op.query <= names and op.headers <= headers and op.path.fullmatch(path)
     ]
     if not matches:
         return None
