@@ -15,9 +15,14 @@ same host names as botocore's endpoint rules for the services that differ from
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import ClassVar
 
+from keybroker.credentials import Credential
+from keybroker.errors import MalformedSignature
+from keybroker.signers import _s3_sigv2 as sigv2
 from keybroker.signers._aws_operation import aws_operation
+from keybroker.signers._common import compact_time
 from keybroker.signers._s3_address import parse_s3_address
 from keybroker.signers._sigv4 import SigV4Scheme
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
@@ -99,6 +104,49 @@ class AwsSigner(SigV4Scheme):
         )
     )
     raw_path_services: ClassVar[frozenset[str]] = _S3_SERVICES
+
+    # S3 Signature Version 2 beside SigV4 (see keybroker.signers._s3_sigv2) ------------------
+
+    def detect(self, req: SigningRequest) -> bool:
+        """SigV4 (header or presigned), S3 SigV2 (header or presigned), and the legacy AWS
+        schemes that parse refuses by name."""
+        return super().detect(req) or sigv2.is_sigv2(req) or sigv2.refuse_other_legacy(req)
+
+    def parse(self, req: SigningRequest) -> ParsedAuth:
+        if super().detect(req):
+            return super().parse(req)
+        if sigv2.is_sigv2(req):
+            return sigv2.parse_sigv2(req)
+        if sigv2.refuse_other_legacy(req):
+            raise MalformedSignature(
+                "AWS Signature Version 3 (AWS3, AWS3-HTTPS) is not supported: "
+                "configure the client for Signature Version 4"
+            )
+        return super().parse(req)
+
+    def verify(
+        self, req: SigningRequest, auth: ParsedAuth, cred: Credential, body: bytes | None
+    ) -> None:
+        if isinstance(auth.state, sigv2.SigV2State):
+            sigv2.verify_sigv2(req, auth, cred)
+        else:
+            super().verify(req, auth, cred, body)
+
+    def resign(
+        self,
+        req: SigningRequest,
+        auth: ParsedAuth,
+        cred: Credential,
+        body: bytes | None,
+        now: datetime,
+    ) -> None:
+        """SigV4 as the client sent it; a SigV2 request is re-signed as SigV4 (header or
+        presigned, as it came)."""
+        if isinstance(auth.state, sigv2.SigV2State):
+            if now.tzinfo is None:
+                raise ValueError("now must be a timezone-aware datetime")
+            sigv2.to_sigv4(req, auth, compact_time(now), now)
+        super().resign(req, auth, cred, body, now)
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://host`` of the public endpoint for the signed service and region."""
