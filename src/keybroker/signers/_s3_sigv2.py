@@ -17,7 +17,8 @@ SigV2 names no region: the re-signed request is signed for the region in the Hos
 (``s3.<region>.amazonaws.com``, ``bucket.s3.<region>...``), else ``us-east-1``.  A presigned
 URL may be valid for at most seven days (SigV4's limit); SigV2 of other AWS APIs
 (``SignatureVersion=2`` query parameters) and ``AWS3`` signatures are refused with a message
-that names the fix.
+that names the fix.  The replay key is the signature's decoded bytes
+(``ParsedAuth.signature``), whatever spelling of the header or query carries it.
 """
 
 from __future__ import annotations
@@ -110,12 +111,6 @@ class SigV2State:
     #: then leaves the amz headers (the S3 guide's DELETE example moves it to the Date line)
     date_lines: tuple[tuple[str, bool], ...]
     expires_at: int | None = None  # query form: the absolute expiry (epoch seconds)
-
-    @property
-    def replay_identity(self) -> bytes:
-        """The signature's meaning for the replay cache: its decoded bytes (one per spelling
-        of the header or query that carries it)."""
-        return b"s3-sigv2\0" + self.signature
 
 
 def is_sigv2(req: SigningRequest) -> bool:
@@ -213,6 +208,7 @@ def _auth(
         in_query=state.in_query,
         expires=expires,
         state=state,
+        signature=state.signature,  # the replay key: decoded, one value for every spelling
     )
 
 
