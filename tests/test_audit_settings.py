@@ -116,6 +116,25 @@ def test_bad_audit_settings_are_config_errors(line: str, path: str) -> None:
         loads(text)
 
 
+def test_a_signing_key_that_is_not_ed25519_is_a_config_error(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = tmp_path / "ec.key"
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key.write_bytes(pem)
+    (tmp_path / "garbage.key").write_text("not a key")
+    for path, why in ((key, "not an Ed25519 key"), (tmp_path / "garbage.key", "not an unencr")):
+        text = f"Audit:\n  Enabled: true\n  Output: /tmp/x\n  SigningKey: {path}\n" + ENDPOINT
+        with pytest.raises(ConfigError, match=f"Audit.SigningKey.*{why}") as caught:
+            loads(text)
+        assert "PRIVATE KEY" not in str(caught.value)
+
+
 @pytest.mark.parametrize("sync", ["always", "none", "5ms", "1000ms", "ALWAYS"])
 def test_good_sync_values(sync: str) -> None:
     assert loads(f"Audit:\n  Sync: {sync}\n" + ENDPOINT).audit.sync == sync

@@ -15,6 +15,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from keybroker import signers
+from keybroker.audit_keys import load_signer
 from keybroker.audit_mirror import mirror_problem
 from keybroker.audit_sync import parse_sync
 from keybroker.config import (
@@ -41,6 +42,7 @@ from keybroker.config_problems import (
     clip,
 )
 from keybroker.credentials import Credential
+from keybroker.errors import ConfigError
 from keybroker.secret import Secret
 
 __all__ = [
@@ -174,6 +176,11 @@ def _check_audit(audit: AuditConfig, p: Problems) -> None:
         p.check("Audit.SigningKey", "expected a path to a key file")
     elif audit.signing_key and (problem := _readable_problem(audit.signing_key)):
         p.check("Audit.SigningKey", problem)
+    elif audit.signing_key and audit.signing_key_pem is None:
+        try:  # a sealed file needs the Seal section (opened while the config was read)
+            load_signer(audit.signing_key)
+        except ConfigError as exc:
+            p.check("Audit.SigningKey", str(exc).removeprefix("Audit.SigningKey: "))
 
 
 def _check_word(p: Problems, path: str, value: object, words: tuple[str, ...]) -> None:
