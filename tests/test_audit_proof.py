@@ -385,3 +385,22 @@ def test_a_key_change_verifies_with_both_public_keys(keys: Path, tmp_path: Path)
         cmd += ["--public-key", str(d / PUBLIC_KEY_NAME)]
     done = subprocess.run([*cmd, str(folder)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("OK: 10 lines"), done.stdout
+
+
+def test_pruned_files_are_no_deletion(keys: Path, tmp_path: Path) -> None:
+    """Files pruned for age (MaxAge) before a checkpoint are not missing: the checkpoint after
+    the pruning names the files and the first seq that remain."""
+    clock, folder = Clock(), tmp_path / "audit"
+    folder.mkdir()
+    signer = load_signer(str(keys / PRIVATE_KEY_NAME))
+    log = AuditLog(folder, max_bytes=1200, max_age_days=1, clock=clock, signer=signer)
+    for i in range(20):
+        log.record(event(i))
+    clock.now += 2 * 86400  # two days later every rotated file is past MaxAge
+    for i in range(20, 40):
+        clock.now += 1
+        log.record(event(i))
+    log.close()
+    result = check(folder, keys)
+    assert result.ok and result.unproven == 0, result
+    assert result.lines < 40  # the oldest lines went with their files
