@@ -39,7 +39,7 @@ from keybroker.errors import ConfigError, KMSError
 from keybroker.sealing import Sealer, normalise_field, sealed_reference
 from keybroker.secret import Secret, constant_time_equal
 
-__all__ = ["add_seal_parser", "cmd_init", "cmd_seal", "create_master_secret"]
+__all__ = ["add_seal_parser", "cmd_init", "cmd_seal", "cmd_show", "create_master_secret"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MASTER_FILE, SALT_FILE = "master.key", "salt"
@@ -75,6 +75,13 @@ def add_seal_parser(subparsers: Any) -> argparse.ArgumentParser:
     init = leaves.add_parser("init", help="make a master secret and print the Seal section")
     init.add_argument("--dir", required=True, metavar="DIR", help="where to write the key files")
     init.set_defaults(handler=cmd_init)
+    show = leaves.add_parser(
+        "show", help="list every credential secret: sealed (and whether it opens) or in clear"
+    )
+    show.add_argument(
+        "--config", "-c", default=argparse.SUPPRESS, metavar="PATH", help="config file"
+    )
+    show.set_defaults(handler=cmd_show)
     return seal
 
 
@@ -218,6 +225,56 @@ def _endpoints(root: MappingNode) -> list[tuple[str, MappingNode]]:
         for ep in items
         if isinstance(ep, MappingNode)
     ]
+
+
+# --- show ------------------------------------------------------------------------------------
+
+_SEALED = re.compile(r"\$\{sealed:([^}]*)\}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``seal show``: one line per credential secret of the config — sealed and opening,
+    sealed but NOT opening (exit 1), a reference, or in clear — never a value."""
+    return _guarded(_show, args)
+
+
+def _show(args: argparse.Namespace) -> int:
+    view = _read_view(args.config)
+    rows: list[tuple[str, str, str]] = []
+    failed = clear = 0
+    with Sealer.from_uris(view.kms, view.storage) as sealer:
+        for i, (account, ep) in enumerate(view.endpoints):
+            for field, node in _credential_scalars(ep):
+                state = _state(sealer, account, field, _text(node) or "")
+                failed += state.startswith("sealed, DOES NOT OPEN")
+                clear += state == "in clear"
+                rows.append((f"Endpoints[{i}] ({account or '?'})", field, state))
+    width = max((len(r[0]) for r in rows), default=0)
+    fwidth = max((len(r[1]) for r in rows), default=0)
+    print(f"Seal.KMS {_scheme(view.kms)}")
+    for where, field, state in rows:
+        print(f"  {where:{width}}  {field:{fwidth}}  {state}")
+    if clear:
+        print(f"{clear} secret(s) in clear: 'keybroker seal --config FILE --rewrite' seals them")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _state(sealer: Sealer, account: str, field: str, raw: str) -> str:
+    if not raw:
+        return "empty"
+    found = _SEALED.fullmatch(raw)
+    if found is None:
+        return "reference" if raw.startswith("${") and not _ESCAPED.match(raw) else "in clear"
+    try:
+        sealer.open(found.group(1), account=account, field=field)
+    except (ConfigError, KMSError, ValueError) as exc:
+        return f"sealed, DOES NOT OPEN: {exc}"
+    return "sealed, opens"
+
+
+def _scheme(uri: str) -> str:
+    """``kms://cluster-kms`` of a KMS URI: its parameters may hold secrets."""
+    return uri.split("?", 1)[0]
 
 
 # --- seal one value --------------------------------------------------------------------------
