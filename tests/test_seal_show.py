@@ -35,7 +35,7 @@ def test_show_lists_each_secret_and_whether_it_opens(tmp_path: Path) -> None:
     assert "Credentials.Real.SecretKey   sealed, opens" in good.stdout
 
     text = config.read_text()
-    proxy_line = next(line for line in text.splitlines() if "SecretKey: \"${sealed:" in line)
+    proxy_line = next(line for line in text.splitlines() if 'SecretKey: "${sealed:' in line)
     token = proxy_line.split("${sealed:")[1].split("}")[0]
     moved = text.replace(token, token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
     moved += (
