@@ -488,3 +488,30 @@ def test_failure_kinds_name_what_went_wrong(tmp_path: Path) -> None:
     ca = TestCA.create(tmp_path)
     assert _kind(tls_to(None, ca.ca_path)) == "tls"  # plain HTTP where TLS was expected
     assert _kind(tls_to(ca.server_context(), None)) == "tls-certificate"  # an unknown CA
+
+
+@pytest.mark.parametrize("kind", ["HEAD", "204", "304"])
+def test_body_after_a_bodyless_answer_is_nobodys_answer(kind: str) -> None:
+    """A server that sends more after a HEAD/204/304 answer (a body, or what looks like the
+    next answer) is out of step: its bytes must never become part of this answer, or the
+    next request's."""
+    status = {"HEAD": b"200 OK", "204": b"204 No Content", "304": b"304 Not Modified"}[kind]
+
+    def answer(req: bytes) -> bytes:
+        if b" /first " not in req.split(b"\r\n")[0]:
+            return OK
+        head = b"HTTP/1.1 %b\r\nContent-Length: 38\r\n\r\n" % status
+        stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"[:38]
+        return head + stray
+
+    up = RawUpstream(answer)
+
+    async def go(client: UpstreamClient, host: str) -> object:
+        method = "HEAD" if kind == "HEAD" else "GET"
+        async with await client.request(method, "http", host, "/first", CIMultiDict(), None) as r:
+            assert b"".join([c async for c in r.chunks()]) == b""
+            assert r.headers.getall("content-length") == ["38"]
+        return await _get(client, host)
+
+    second = asyncio.run(_with(up, go, read=1.0))
+    assert second[2] == b"hello"  # type: ignore[index]

@@ -209,8 +209,12 @@ class UpstreamConnection(FlowControl):
             self._response.reason = reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._response is not None:
-            self._response.headers.add(
+        resp = self._response
+        if resp is not None and resp._complete:  # a message after the answer's end
+            self.dead = True
+            return
+        if resp is not None:
+            resp.headers.add(
                 name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
             )
 
@@ -239,6 +243,9 @@ class UpstreamConnection(FlowControl):
 
     def on_body(self, body: bytes) -> None:
         resp = self._response
+        if resp is not None and resp._complete:  # a body after a HEAD/204/304 answer's end:
+            self.dead = True  # the server is out of step; these bytes are nobody's answer
+            return
         if resp is not None:
             resp._chunks.append(body)
             resp._size += len(body)

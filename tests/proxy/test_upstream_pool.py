@@ -14,9 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+import pytest
+import requests
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keybroker.config import Config, HttpConfig
 from tests import logscan
@@ -108,3 +112,97 @@ def test_upstream_breaking_off_before_the_body_is_a_502() -> None:
         meta = r.json()["ResponseMetadata"]
         assert meta["Error"]["Code"] == "Proxy.NetworkErr"
         assert meta["RequestId"] == "platform-req-1"
+
+
+class _Cutter:
+    """Answers each request with ``answer[:cut]`` and closes (a server dying mid-answer)."""
+
+    def __init__(self) -> None:
+        self.answer = b""
+        self.cut = 0
+
+    def __call__(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(self.answer[: self.cut])
+
+
+@contextmanager
+def _serving(handler: _Cutter) -> Iterator[str]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                handler(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+
+
+@pytest.fixture(scope="module")
+def cutter() -> Iterator[tuple[_Cutter, str]]:
+    handler = _Cutter()
+    with _serving(handler) as up:
+        real = aws_endpoint("acct", AK, SK, "AKIAREALPOOL00000001", REAL_SK, up)
+        with proxy_running(Config(http=HttpConfig(), endpoints=[real])) as (url, _):
+            yield handler, url
+
+
+def _answer(body: bytes, chunked: bool, sizes: list[int]) -> tuple[bytes, int]:
+    """The whole answer, and the offset of its first body byte."""
+    if not chunked:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        return head + body, len(head)
+    out, pos, first = bytearray(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), 0, -1
+    for size in sizes:
+        piece = body[pos : pos + size]
+        if not piece:
+            break
+        out += b"%x;e=1\r\n" % len(piece)
+        first = len(out) if first < 0 else first
+        out += piece + b"\r\n"
+        pos += len(piece)
+    out += b"0\r\nX-Trailer: 1\r\n\r\n"
+    return bytes(out), first if first >= 0 else len(out)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=st.binary(min_size=1, max_size=300),
+    chunked=st.booleans(),
+    sizes=st.lists(st.integers(1, 120), min_size=1, max_size=6),
+    where=st.floats(0, 1),
+)
+def test_an_answer_cut_anywhere_is_one_answer_never_a_short_one(
+    cutter: tuple[_Cutter, str], body: bytes, chunked: bool, sizes: list[int], where: float
+) -> None:
+    """Cut before the first body byte: a 502 (nothing reached the client yet). Cut after it:
+    the client's connection is cut (never a short body presented as complete)."""
+    handler, url = cutter
+    answer, first = _answer(body, chunked, sizes)
+    handler.answer, handler.cut = answer, int(where * len(answer))
+    signed = sign_aws("GET", STS + "?Action=GetCallerIdentity", ak=AK, sk=SK, service="sts")
+    try:
+        r = send(url, "GET", STS + "?Action=GetCallerIdentity", signed, account="acct")
+    except requests.exceptions.RequestException:
+        assert handler.cut > first, "cut before the body: nothing was sent, a 502 was due"
+        return
+    if handler.cut <= first:
+        assert r.status == 502, (handler.cut, first)
+        assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.NetworkErr"
+    else:
+        assert r.status == 200 and r.content == body  # only the whole answer is an answer
