@@ -33,12 +33,33 @@ def clean_event(event: Mapping[str, object], registry: SecretRegistry) -> dict[s
     if not isinstance(event, Mapping):
         raise TypeError("an audit event must be a mapping of field names to values")
     clean: dict[str, object] = {}
+    texts: list[str] = []
     for key, value in event.items():
         name = _check_key(key)
+        clean[name] = cleaned = _clean_value(name, value)
+        texts.append(name)
+        if isinstance(cleaned, str):
+            texts.append(cleaned)
+        elif isinstance(cleaned, list):
+            texts.extend(item for item in cleaned if isinstance(item, str))
+    # one pass over every name and text finds whether any holds a configured secret (a
+    # value found in a part is found in the whole); only then each is scrubbed on its own
+    joined = "\0".join(texts)
+    return clean if registry.scrub(joined) == joined else _scrubbed(clean, registry)
+
+
+def _scrubbed(clean: dict[str, object], registry: SecretRegistry) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in clean.items():
         if registry.scrub(name) != name:  # checked after the shape, so never echoed
             raise ValueError("an audit event field name holds a configured secret value")
-        clean[name] = _clean_value(name, value, registry)
-    return clean
+        if isinstance(value, str):
+            out[name] = registry.scrub(value)  # a configured secret never reaches the file
+        elif isinstance(value, list):
+            out[name] = [registry.scrub(v) if isinstance(v, str) else v for v in value]
+        else:
+            out[name] = value
+    return out
 
 
 def _check_key(key: object) -> str:
@@ -66,17 +87,17 @@ def _checked_key(key: object) -> str:
     return key
 
 
-def _clean_value(name: str, value: object, registry: SecretRegistry) -> object:
+def _clean_value(name: str, value: object) -> object:
     if name == "decision" and value not in ("allow", "deny"):
         raise ValueError("audit event field 'decision' must be 'allow' or 'deny'")
-    if value is None or value.__class__ is int:
+    if value is None or value.__class__ is int or value.__class__ is str:
         return value
     if isinstance(value, list | tuple):
-        return [_clean_scalar(name, item, registry) for item in value]
-    return _clean_scalar(name, value, registry)
+        return [_clean_scalar(name, item) for item in value]
+    return _clean_scalar(name, value)
 
 
-def _clean_scalar(name: str, value: object, registry: SecretRegistry) -> Scalar:
+def _clean_scalar(name: str, value: object) -> Scalar:
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
@@ -84,7 +105,7 @@ def _clean_scalar(name: str, value: object, registry: SecretRegistry) -> Scalar:
             raise ValueError(f"audit event field {name!r}: numbers must be finite")
         return value
     if isinstance(value, str):
-        return registry.scrub(value)  # a configured secret never reaches the file
+        return str.__str__(value)  # a str subclass becomes a plain str
     if isinstance(value, Secret | bytes | bytearray | memoryview):
         raise TypeError(f"audit event field {name!r}: secrets and bytes are never recorded")
     raise TypeError(
