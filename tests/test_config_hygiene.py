@@ -160,6 +160,17 @@ def test_every_accepted_secret_is_scrubbed_from_log_lines(value: str) -> None:
     assert value not in registry.scrub(f"upstream said: {value}!")
 
 
+def test_additional_proxy_secrets_are_scrubbed_too() -> None:
+    ep = _ep()
+    nxt = "next-proxy-" + secrets.token_urlsafe(12)
+    ep.additional_proxies = [Credential("AKIDPROXYNEXT", Secret(nxt))]
+    assert _problems(ep) == []
+    registry = SecretRegistry()
+    register_config_secrets(Config(endpoints=[ep]), registry)
+    line = f"a={STRONG} b={REAL_SK} c={nxt}"
+    assert registry.scrub(line) == "a=*** b=*** c=***"
+
+
 def test_start_up_validation_refuses_the_same_config() -> None:
     same = ("AKIAREAL00000000001", REAL_SK)
     with pytest.raises(ConfigError) as info:

@@ -303,10 +303,12 @@ SECRETS = SecretRegistry()
 
 
 def register_config_secrets(config: Config, registry: SecretRegistry = SECRETS) -> None:
-    """Register every secret of every endpoint (proxy and real credentials) of ``config``.
+    """Register every secret of every endpoint (proxy, additional proxy and real
+    credentials) of ``config``.
 
     Call on each load and reload; values of an older configuration stay registered, since
     they may still sit in requests in flight.
     """
     for endpoint in config.endpoints:
-        registry.register(*endpoint.proxy.secrets(), *endpoint.real.secrets())
+        extra = [v for cred in endpoint.additional_proxies for v in cred.secrets()]
+        registry.register(*endpoint.proxy.secrets(), *endpoint.real.secrets(), *extra)
