@@ -242,6 +242,21 @@ def test_copy_source_in_the_query_is_a_copy() -> None:
     assert SIGNER.operation(req, ParsedAuth("a", service="s3"), b"").action == "UploadPartCopy"
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["TerminateInstances%20", "%09TerminateInstances", "+TerminateInstances", "terminateinstances"],
+)
+@pytest.mark.parametrize("where", ["query", "body"])
+def test_action_spellings_do_not_escape_a_deny_rule(spelling: str, where: str) -> None:
+    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/x-www-form-urlencoded"})
+    params = f"Action={spelling}&Version=2016-11-15"
+    req = SigningRequest("POST", "h", "/", params if where == "query" else "", headers)
+    body = b"" if where == "query" else params.encode()
+    op = SIGNER.operation(req, ParsedAuth("a", service="ec2"), body)
+    with pytest.raises(Forbidden):
+        policy.check(Policy(deny_actions=["ec2:TerminateInstances"]), _facts(req, op))
+
+
 def test_action_parameter_on_s3_is_ignored() -> None:
     req, body, _ = sdk_request(
         "s3", "delete_object", {"Bucket": "b", "Key": "k"}, hook=_add_query("Action=GetObject")

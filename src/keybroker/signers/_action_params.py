@@ -27,7 +27,9 @@ def query_actions(
     proxy does not hold (streamed), which may name another.  ``form_only``: only a body sent
     as ``application/x-www-form-urlencoded`` is read (AWS query services read any body).
     Raises ``MalformedRequest`` for two values."""
-    values = {v for k, v in decode_query(req.query) if k.lower() == "action"}
+    # trimmed, "+" read as a space too: a gateway that reads " TerminateInstances" or
+    # "+TerminateInstances" as TerminateInstances must not let it escape a deny rule
+    values = {_trim(v) for k, v in decode_query(req.query) if k.lower() == "action"}
     form = "x-www-form-urlencoded" in req.headers.get("Content-Type", "").lower()
     if body and (form or not form_only):
         try:
@@ -35,13 +37,17 @@ def query_actions(
         except UnicodeDecodeError:
             text = ""
         values.update(
-            v for k, v in parse_qsl(text, keep_blank_values=True) if k.lower() == "action"
+            _trim(v) for k, v in parse_qsl(text, keep_blank_values=True) if k.lower() == "action"
         )
     elif body is None and (form or not form_only) and body_unseen(req):
         return None
     if len(values) > 1:
         raise MalformedRequest("the request names more than one Action")
     return {v for v in values if v}
+
+
+def _trim(value: str) -> str:
+    return value.replace("+", " ").strip()
 
 
 def body_unseen(req: SigningRequest) -> bool:

@@ -111,6 +111,7 @@ def _json_reading(model: ServiceModel, req: SigningRequest) -> Iterable[tuple[st
         raise MalformedRequest("X-Amz-Target is repeated")
     if targets:
         prefix, _, name = targets[0].strip().rpartition(".")
+        prefix = prefix.strip()
         if prefix in model.json and name:
             yield name, name in model.json[prefix], False
 
