@@ -112,8 +112,17 @@ _log = logging.getLogger("keybroker.audit")
 
 
 def _rfc3339(now: float) -> str:
-    moment = datetime.fromtimestamp(now, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    global _SECOND
+    second = int(now // 1)
+    ms = min(int((now - second) * 1000), 999)
+    cached, text = _SECOND
+    if cached != second:  # formatted once a second, not once a line
+        text = f"{datetime.fromtimestamp(second, tz=UTC):%Y-%m-%dT%H:%M:%S}"
+        _SECOND = (second, text)
+    return f"{text}.{ms:03d}Z"
+
+
+_SECOND: tuple[int, str] = (-1, "")
 
 
 def _stamp_age(stamp: str) -> float:
