@@ -17,6 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keybroker.kms import ExternalKMS, KMSConfigError, from_uris
 from keybroker.kms.base import WrappedKey
@@ -185,3 +187,24 @@ async def test_open_dek_checks_the_signature_itself(kms: ExternalKMS) -> None:
     ).encode()
     with pytest.raises(IntegrityError, match="failed authentication"):
         await open_dek(kms.wrapper, "key-s", 32, bad)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+async def test_no_change_to_a_signed_envelope_opens(kms: ExternalKMS, data: st.DataObject) -> None:
+    """Flip, cut or extend a signed envelope anywhere: IntegrityError, never another key."""
+    dek = b"d" * 32
+    blob = await seal_dek(kms.wrapper, "key-p", dek)
+    kind = data.draw(st.sampled_from(["flip", "cut", "extend"]))
+    if kind == "flip":
+        at = data.draw(st.integers(0, len(blob) - 1))
+        bit = data.draw(st.integers(0, 7))
+        changed = blob[:at] + bytes([blob[at] ^ (1 << bit)]) + blob[at + 1 :]
+    elif kind == "cut":
+        changed = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    else:
+        changed = blob + data.draw(st.binary(min_size=1, max_size=32))
+    with pytest.raises(IntegrityError):
+        await open_dek(kms.wrapper, "key-p", 32, changed)

@@ -197,13 +197,14 @@ class AzureKeyVaultWrapper:
 
     async def verify_digest(self, kek_version: str, digest: bytes, signature: bytes) -> bool:
         """Is ``signature`` the ``RS256`` signature of ``digest`` by version ``kek_version``?
-        Raises ``KMSConfigError`` (unknown key or version), ``BackendError``."""
+        A version the vault does not have (a tampered blob names any) verifies nothing.
+        Raises ``BackendError``."""
         version = self._version_of(kek_version)
         if not version.isalnum() or not signature:
             return False
         try:
             valid = await self._call("verify", self._verify_sync, (version, digest, signature))
-        except IntegrityError:
+        except (IntegrityError, KMSConfigError):
             return False
         return valid is True
 
