@@ -205,6 +205,19 @@ def test_the_escape_is_read_from_the_file() -> None:
     assert "Security.AllowWeakProxySecrets" in info.value.problems[0]
 
 
+def test_the_summary_says_when_weak_secrets_are_allowed(tmp_path: Path) -> None:
+    cfg = tmp_path / "weak.yml"
+    cfg.write_text(YAML.format(allow="true", proxy="proxy-secret", real=REAL_SK))
+    r = subprocess.run(
+        [sys.executable, "-m", "keybroker", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "weak proxy secrets ALLOWED" in r.stdout and "proxy-secret" not in r.stdout
+
+
 def test_keybroker_check_refuses_reused_and_weak_credentials(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yml"
     cfg.write_text(

@@ -91,8 +91,10 @@ def _policy(cfg: Config) -> list[str]:
     fb, http = cfg.forbidden, cfg.http
     unknown = "refused (404)" if fb.forbidden_account_not_found else "FORWARDED unverified"
     bad_sig = "refused (401)" if fb.forbidden_proxy_credential_err else "FORWARDED unverified"
+    weak = ["  Secrets    weak proxy secrets ALLOWED (AllowWeakProxySecrets)"]
     return [
         f"  Forbidden  unknown account: {unknown}; bad proxy signature: {bad_sig}",
+        *(weak if cfg.security.allow_weak_proxy_secrets else []),
         f"  Limits     headers {_size(http.max_header_bytes)}, body {_size(http.max_body_bytes)}, "
         f"connect {_seconds(http.upstream_connect_timeout)}, "
         f"read {_seconds(http.upstream_read_timeout)}, "
