@@ -219,3 +219,28 @@ def test_sigv2_replays_are_keyed_on_the_signature() -> None:
             for _ in range(2):
                 assert requests.get(get.url, timeout=30).status_code == 200
     assert [s.method for s in up.seen] == ["PUT", "PUT", "GET", "GET"]
+
+
+def test_keyproxy_mode_sigv2_put_and_get(aws: AwsSetup) -> None:
+    """A platform built for key-proxy that signs S3 with SigV2 (botocore's HmacV1Auth) for
+    the origin URI: verified, re-signed as SigV4 for moto, which enforces the real key."""
+    from botocore.auth import HmacV1Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.proxy.platform import send
+
+    bucket = "kpv2-" + secrets.token_hex(4)
+    aws.real_client("s3").create_bucket(Bucket=bucket)
+    origin = f"https://s3.amazonaws.com/{bucket}/dir/k%20v.txt"
+    for method, body in (("PUT", b"via key-proxy mode"), ("GET", b"")):
+        req = AWSRequest(method=method, url=origin, data=body)
+        if body:
+            req.headers["Content-Type"] = "text/plain"
+        HmacV1Auth(Credentials(aws.proxy_ak, aws.proxy_sk)).add_auth(req)
+        signed = {k: v for k, v in req.headers.items()}
+        r = send(aws.proxy_url, method, origin, signed, account="aws-main", body=body)
+        assert r.status == 200, r.body
+    assert r.body == b"via key-proxy mode"
+    got = aws.real_client("s3").get_object(Bucket=bucket, Key="dir/k v.txt")
+    assert got["Body"].read() == b"via key-proxy mode"
