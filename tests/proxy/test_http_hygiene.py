@@ -99,7 +99,7 @@ def test_a_client_outside_allowed_cidrs_is_closed_at_accept() -> None:
                 first = sock.recv(1024)
             except ConnectionResetError:
                 first = b""
-        assert first == b"" and time.monotonic() - started < 2
+        assert first == b"" and time.monotonic() - started < 5
         assert refusals == [("127.0.0.1", "client address not allowed")]
         assert _ping(port, "127.0.0.2").startswith(b"HTTP/1.1 200")
 
@@ -124,7 +124,7 @@ def test_idle_sockets_over_the_caps_do_not_stop_an_allowed_clients_ping() -> Non
             for _ in range(20):
                 started = time.monotonic()
                 assert _ping(port).startswith(b"HTTP/1.1 200")
-                assert time.monotonic() - started < 2
+                assert time.monotonic() - started < 5
         finally:
             for sock in held:
                 sock.close()
@@ -154,14 +154,14 @@ def test_default_caps_hold_against_many_idle_sockets_from_one_address() -> None:
 
 def test_busy_connections_are_not_shed_the_new_one_is_refused() -> None:
     http = HttpConfig(max_connections=3, max_connections_per_client=3)
-    with recording_upstream(delay=1.5) as up, _proxy(up.url, http=http) as (port, _, refusals):
+    with recording_upstream(delay=3.0) as up, _proxy(up.url, http=http) as (port, _, refusals):
         busy = []
         for _ in range(3):
             sock = _connect(port)
             signed = sign_aws("GET", STS, ak=AK, sk=SK, service="sts")
             sock.sendall(_keyproxy_head("GET", signed))
             busy.append(sock)
-        time.sleep(0.5)  # all three are at the (slow) upstream
+        time.sleep(1.0)  # all three are being answered (at the slow upstream)
         with _connect(port) as late:
             late.settimeout(5)
             with suppress(ConnectionResetError):
