@@ -35,7 +35,11 @@ class Recorder:
 
 
 @contextmanager
-def recording_upstream(delay: float = 0.0, port: int | None = None) -> Iterator[Recorder]:
+def recording_upstream(
+    delay: float = 0.0, port: int | None = None, empty_status: int | None = None
+) -> Iterator[Recorder]:
+    """``empty_status``: answer every request with that status and no body (what S3 answers
+    a DeleteObject with: 204)."""
     port = port or free_port()
     rec = Recorder(f"http://127.0.0.1:{port}")
 
@@ -44,6 +48,8 @@ def recording_upstream(delay: float = 0.0, port: int | None = None) -> Iterator[
         rec.seen.append(Seen(req.method, req.raw_path, dict(req.headers), body))
         if delay:
             await asyncio.sleep(delay)
+        if empty_status is not None:
+            return web.Response(status=empty_status)
         if req.path.startswith("/big/"):
             n = int(req.path.rsplit("/", 1)[1])
             resp = web.StreamResponse(headers={"Content-Length": str(n)})

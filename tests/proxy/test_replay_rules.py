@@ -330,6 +330,50 @@ def test_boto3_retries_after_a_refused_connection_see_the_real_error() -> None:
     assert "Replay" not in str(info.value)
 
 
+def test_boto3_retry_after_a_refused_connection_succeeds() -> None:
+    """boto3's own retry of a DeleteObject whose first attempt met a refused upstream
+    connection: the SDK's clock is held, so the retry is the identical signed request, and it
+    is answered by the upstream (which comes up between the attempts) instead of Replay."""
+    from contextlib import ExitStack
+    from datetime import UTC, datetime
+    from unittest import mock
+
+    port = free_port()
+    came_up: list[Recorder] = []
+    stack = ExitStack()
+
+    def bring_up(**_: object) -> None:  # botocore's needs-retry event
+        if not came_up:
+            came_up.append(stack.enter_context(recording_upstream(port=port, empty_status=204)))
+
+    signed: list[str] = []
+    fixed = datetime.now(UTC).replace(tzinfo=None)
+    with stack, proxy_running(_cfg(f"http://127.0.0.1:{port}"), replay=True) as (url, _):
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=AK,
+            aws_secret_access_key=SK,
+            config=BotoConfig(
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "total_max_attempts": 3},
+            ),
+        )
+        s3.meta.events.register("needs-retry.s3.DeleteObject", bring_up)
+        s3.meta.events.register(
+            "before-send.s3.DeleteObject",
+            lambda request, **_: signed.append(request.headers["Authorization"].decode()),
+        )
+        with mock.patch("botocore.auth.get_current_datetime", lambda: fixed):
+            answer = s3.delete_object(Bucket="bkt", Key="k")
+        seen = list(came_up[0].seen) if came_up else []
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    assert len(signed) == 2 and signed[0] == signed[1]  # the identical signed request
+    assert [s.method for s in seen] == ["DELETE"]
+
+
 def test_a_503_over_the_concurrency_limit_keeps_nothing() -> None:
     """A request refused because the account is at MaxConcurrentRequests never reached the
     upstream: the client's identical retry, once a slot is free, goes through (once)."""
