@@ -83,6 +83,7 @@ Log:
   Level: {level}
 Security:
   ReplayCache: {"memory" if replay else "off"}
+  ReplayProtection: all  # the benchmark's calls are reads: every one still asks the cache
 Endpoints:
 """
         + _endpoint("aws-bench", "aws", up, a.aws_proxy, a.aws_real)
