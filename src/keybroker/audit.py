@@ -1,4 +1,4 @@
-"""The tamper-evident audit log: one hash-chained JSON line per decision.
+"""The tamper-evident audit log: hash-chained JSON lines, written before what they record.
 
 key-proxy declares an ``Audit`` block (``Output``, ``Enabled``, ``MaxAge``, ``MaxSize``) and
 never builds it; this is that log.  ``Output`` is a directory holding ``audit.log``; a line
@@ -21,15 +21,24 @@ The line format (one JSON object, ASCII, ``\\n``-terminated)::
   oldest file is therefore detected; deleting whole old files is indistinguishable from
   pruning (:attr:`VerifyResult.first_seq` says where the retained chain begins).
 
-What a chain cannot detect on its own: whole lines cut off the *end* of the newest file.
-Record :attr:`VerifyResult.last_hash` elsewhere (or ship lines off the host) to close that.
+What a chain cannot detect on its own: whole lines cut off the *end* of the newest file, or
+whole files deleted.  With a signing key, signed checkpoints close that
+(:mod:`keybroker.audit_checkpoint`, verified by :mod:`keybroker.audit_proof`): only the lines
+after the last checkpoint stay unproven.
+
+Durability (:mod:`keybroker.audit_sync`): :meth:`AuditLog.commit` returns once a line is
+fsync'ed (``always``), covered by its batch window's shared fsync, or written (``none``); the
+proxy calls it before a request goes upstream and refuses the request when it raises.
 
 Writers: every append happens under an exclusive ``flock`` of the directory, after checking
 that ``audit.log`` is still the file we hold and whether anyone appended since our last line
 (size and inode); only then is the file's last line re-read.  So several worker processes can
 share one directory and the chain stays one chain, whether each opened the log itself or
-inherited it across ``fork()``.  A file whose last line is broken (a crash
-mid-write) is moved aside and a new chain begins; :func:`verify` reports the broken line.
+inherited it across ``fork()``.  A write that fails (a full disk) is taken back, and a
+half-written last line (a crash mid-write) is cut off before the next append: such a line was
+never whole, so nothing went on with it, and the chain continues from the line before.  A
+last line that is whole but broken (edited) is moved aside and a new chain begins;
+:func:`verify` reports it.
 
 Events are checked and cleaned in :mod:`keybroker.audit_event`; the bytes of a line and the
 raw file operations live in :mod:`keybroker.audit_io`, reading and verifying in
