@@ -257,6 +257,31 @@ def test_action_spellings_do_not_escape_a_deny_rule(spelling: str, where: str) -
         policy.check(Policy(deny_actions=["ec2:TerminateInstances"]), _facts(req, op))
 
 
+@pytest.mark.parametrize(
+    ("path", "action"),
+    [
+        ("/2015-03-31/functions/f/invocations", "Invoke"),
+        ("/2015-03-31/functions/f/%69nvocations", "Invoke"),
+        ("/2015-03-31/functions/f/./invocations", "Invoke"),
+        ("/2015-03-31/functions/x/../f/invocations", "Invoke"),
+        ("/2015-03-31/%66unctions/f/invocations", "Invoke"),
+        ("/2015-03-31/functions/a%2Fb/invocations", "Invoke"),
+    ],
+)
+def test_rest_paths_are_read_as_the_service_routes_them(path: str, action: str) -> None:
+    req = SigningRequest("POST", "lambda.us-east-1.amazonaws.com", path, "", CIMultiDict())
+    assert SIGNER.operation(req, ParsedAuth("a", service="lambda"), b"").action == action
+
+
+def test_s3_keys_keep_their_dot_segments() -> None:
+    req = SigningRequest("GET", "h", "/b/a/../k", "", CIMultiDict())
+    assert SIGNER.operation(req, ParsedAuth("a", service="s3"), b"") == Operation(
+        "s3", "GetObject", "b/a/../k", True
+    )
+    req = SigningRequest("PUT", "h", "/b/%6b", "", CIMultiDict({"x-amz-copy-source": "a/c"}))
+    assert SIGNER.operation(req, ParsedAuth("a", service="s3"), b"").action == "CopyObject"
+
+
 def test_action_parameter_on_s3_is_ignored() -> None:
     req, body, _ = sdk_request(
         "s3", "delete_object", {"Bucket": "b", "Key": "k"}, hook=_add_query("Action=GetObject")

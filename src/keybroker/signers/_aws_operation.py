@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 from keybroker.errors import MalformedRequest
 from keybroker.signers._action_params import query_actions
@@ -65,7 +66,7 @@ def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) 
         if not control:
             resource, path = address.resource(), address.path()
     try:
-        readings = _readings(model, req, path, body)
+        readings = _readings(model, req, path, body, s3=name == "s3")
     except _Unclassified:
         return Operation(service, None, resource, False)
     found = {r[0] for r in readings}
@@ -82,7 +83,7 @@ def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) 
 
 
 def _readings(
-    model: ServiceModel, req: SigningRequest, path: str, body: bytes | None
+    model: ServiceModel, req: SigningRequest, path: str, body: bytes | None, *, s3: bool
 ) -> list[tuple[str, bool, bool]]:
     """Every ``(operation, known to the model, REST)`` the request presents to the service's
     protocols."""
@@ -99,7 +100,7 @@ def _readings(
             raise _Unclassified
         found.extend((action, action in model.query, False) for action in actions)
     if model.rest:
-        rest = _rest_reading(model.rest, req, path)
+        rest = _rest_reading(model.rest, req, _normalised(path, dots=not s3))
         if rest is not None:
             found.append((rest, True, True))
     return found
@@ -114,6 +115,25 @@ def _json_reading(model: ServiceModel, req: SigningRequest) -> Iterable[tuple[st
         prefix = prefix.strip()
         if prefix in model.json and name:
             yield name, name in model.json[prefix], False
+
+
+def _normalised(path: str, *, dots: bool) -> str:
+    """``path`` as a REST service routes it: each segment percent-decoded (a decoded ``/``
+    stays ``%2F``, inside its segment), and with ``dots`` the ``.``/``..`` segments resolved,
+    as every AWS service but S3 does (an S3 key keeps them)."""
+    if "%" not in path and not (dots and "." in path):
+        return path
+    out: list[str] = []
+    for segment in path.split("/"):
+        name = unquote(segment).replace("/", "%2F")
+        if dots and name == ".":
+            continue
+        if dots and name == "..":
+            if len(out) > 1:
+                out.pop()
+            continue
+        out.append(name)
+    return "/".join(out) or "/"
 
 
 def _rest_reading(
