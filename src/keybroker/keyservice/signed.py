@@ -9,10 +9,11 @@ signature covers everything the service acts on:
   Every unsigned-body form is refused: ``UNSIGNED-PAYLOAD`` (SigV4, TC3, Huawei), the
   ``STREAMING-*`` chunked forms (the chunk signatures are the proxy's business when it
   forwards, never the key service's), Volcengine's ``X-NotSignBody``, and schemes that leave
-  the body out (Wangsu, Baidu without ``x-bce-content-sha256``, Qiniu for non-form bodies,
-  Akamai outside ``POST``);
-- **the time**: a scheme that signs no time (UCloud, Baishan, Qiniu without ``X-Qiniu-Date``)
-  cannot be told apart from its replay, forever, so it is refused too.
+  the body out (Wangsu, Baidu without ``x-bce-content-sha256``, Qiniu for bodies it does not
+  sign, Akamai outside ``POST``).  A Huawei request with an empty body is signed as the hash
+  of nothing whatever its header says, and is served when the body's length is not declared;
+- **the time**: a scheme that signs no time (UCloud, Baishan, Qiniu's ``QBox`` and ``Qiniu``
+  without ``X-Qiniu-Date``) cannot be told apart from its replay, forever: refused too.
 """
 
 from __future__ import annotations
