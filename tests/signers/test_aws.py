@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict
 
 from keybroker import signers
-from keybroker.errors import SignatureMismatch
+from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.signers import _sigv4, base
 from keybroker.signers.aws import SIGNER, AwsSigner
 from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
@@ -221,7 +221,11 @@ def test_detect() -> None:
     assert SIGNER.detect(_req(_authz()))
     assert SIGNER.detect(vector_request(S3_DOCS["cases"][-1]))
     assert not SIGNER.detect(_req("HMAC-SHA256 Credential=x"))
-    assert not SIGNER.detect(_req(None, query="X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256"))
+    # SigV4a is recognised only to be refused by name (MalformedSignature saying "SigV4a")
+    sigv4a = _req(None, query="X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256")
+    assert SIGNER.detect(sigv4a)
+    with pytest.raises(MalformedSignature, match="SigV4a"):
+        SIGNER.parse(sigv4a)
     assert not SIGNER.detect(_req(None))
 
 

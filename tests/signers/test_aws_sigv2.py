@@ -231,6 +231,13 @@ def test_replay_identity_is_the_signature_not_its_spelling() -> None:
         ("AWS AKID:" + "A" * 40, "", "'AWS AccessKeyId:Signature'"),
         ("AWS :qgk2+6Sv9/oM7G3qLEjTH1a1l1g=", "", "'AWS AccessKeyId:Signature'"),
         ("AWS3-HTTPS AWSAccessKeyId=AKID,Algorithm=HmacSHA256,Signature=x", "", "Version 3"),
+        (
+            "AWS4-ECDSA-P256-SHA256 Credential=AKID/20240101/s3/aws4_request, "
+            "SignedHeaders=host;x-amz-date;x-amz-region-set, Signature=3045",
+            "",
+            "SigV4a",
+        ),
+        ("", "X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256&X-Amz-Credential=x", "SigV4a"),
         ("", "AWSAccessKeyId=AKID&Signature=x%3D", "missing Expires"),
         (
             "",

@@ -48,6 +48,7 @@ __all__ = [
     "canonical_resource",
     "is_sigv2",
     "parse_sigv2",
+    "refusal",
     "refuse_other_legacy",
     "string_to_sign",
     "to_sigv4",
@@ -95,6 +96,7 @@ SUB_RESOURCES = frozenset(
     }
 )
 _QUERY_AUTH = frozenset({"AWSAccessKeyId", "Signature", "Expires"})
+_SIGV4A = "AWS4-ECDSA-P256-SHA256"
 _HEADER = re.compile(r"AWS ([\x21-\x39\x3b-\x7e]{1,128}):([A-Za-z0-9+/]{27}=)")
 _DEFAULT_REGION = "us-east-1"
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
@@ -124,9 +126,24 @@ def is_sigv2(req: SigningRequest) -> bool:
 
 
 def refuse_other_legacy(req: SigningRequest) -> bool:
-    """True for legacy AWS schemes keybroker refuses by name (parse says which and why)."""
+    """True for AWS schemes keybroker refuses by name (:func:`refusal` says which and why)."""
+    return refusal(req) is not None
+
+
+def refusal(req: SigningRequest) -> str | None:
+    """Why an AWS signature scheme keybroker does not support is refused, with the fix."""
     auth = req.headers.get("Authorization", "").lstrip()
-    return auth.startswith(("AWS3-HTTPS ", "AWS3 ")) or "X-Amzn-Authorization" in req.headers
+    if auth.startswith(("AWS3-HTTPS ", "AWS3 ")) or "X-Amzn-Authorization" in req.headers:
+        return (
+            "AWS Signature Version 3 (AWS3, AWS3-HTTPS) is not supported: "
+            "configure the client for Signature Version 4"
+        )
+    if auth.startswith(_SIGV4A + " ") or f"X-Amz-Algorithm={_SIGV4A}" in req.query:
+        return (
+            "SigV4a (AWS4-ECDSA-P256-SHA256, multi-Region Access Points) is not supported: "
+            "sign with SigV4 for one Region"
+        )
+    return None
 
 
 def parse_sigv2(req: SigningRequest) -> ParsedAuth:

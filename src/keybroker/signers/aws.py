@@ -117,11 +117,9 @@ class AwsSigner(SigV4Scheme):
             return super().parse(req)
         if sigv2.is_sigv2(req):
             return sigv2.parse_sigv2(req)
-        if sigv2.refuse_other_legacy(req):
-            raise MalformedSignature(
-                "AWS Signature Version 3 (AWS3, AWS3-HTTPS) is not supported: "
-                "configure the client for Signature Version 4"
-            )
+        why = sigv2.refusal(req)
+        if why is not None:
+            raise MalformedSignature(why)
         return super().parse(req)
 
     def verify(
