@@ -194,5 +194,10 @@ def test_public_names() -> None:
         "register_secret_resolver",
         "validate",
     ]
-    assert sorted(summary.__all__) == ["MAX_ACCOUNTS_SHOWN", "mask_key", "render_summary"]
+    assert sorted(summary.__all__) == [
+        "MAX_ACCOUNTS_SHOWN",
+        "mask_key",
+        "render_banner",
+        "render_summary",
+    ]
     assert len(config_load.KEY_PROXY_VENDORS) == 13
