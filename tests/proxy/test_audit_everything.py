@@ -38,10 +38,10 @@ STS = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
 
 
 @contextmanager
-def mixed_proxy(tmp: Path) -> Iterator[tuple[KeyBroker, Recorder]]:
+def mixed_proxy(tmp: Path, audit_dir: Path | None = None) -> Iterator[tuple[KeyBroker, Recorder]]:
     kms_uri, storage_uri = local_kms(tmp)
     accounts = standard_accounts()
-    audit_dir = logscan.log_dir(tmp / "audit")
+    audit_dir = audit_dir or logscan.log_dir(tmp / "audit")
     with recording_upstream() as up:
         config = Config(
             audit=AuditConfig(output=str(audit_dir), enabled=True, sync="2ms"),

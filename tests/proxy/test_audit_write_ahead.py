@@ -142,3 +142,24 @@ def test_audit_fail_open_forwards_and_counts(tmp_path: Path) -> None:
             assert len(up.seen) == 1
             assert failures(url) >= before + 1
             os.unlink(filler)
+
+
+def test_full_disk_key_service_hands_out_no_key(tmp_path: Path) -> None:
+    """The key service records a key operation before the key goes out: with the audit's disk
+    full no key is handed out (503), and once space returns the same call succeeds."""
+    from tests.proxy.test_audit_everything import mixed_proxy
+
+    with small_tmpfs(tmp_path / "audit") as audit_dir, mixed_proxy(tmp_path, audit_dir) as (kb, _):
+        assert kb.call("GET", "dek/tenant-a/k0", who="full").status_code == 200
+        filler = fill(audit_dir)
+        refused = [kb.call("GET", f"dek/tenant-a/k{n}", who="full") for n in range(1, 6)]
+        assert refused[-1].status_code == 503, refused[-1].text
+        assert "plaintext" not in refused[-1].json()
+        handed = len(kb.sent)
+        # every answer after the disk filled is a 503 without a key
+        assert handed == 1 + sum(r.status_code == 200 for r in refused)
+        filler.unlink()
+        assert kb.call("GET", "dek/tenant-a/k9", who="full").status_code == 200
+        assert len(kb.sent) == handed + 1
+        result = verify(audit_dir)
+        assert result.ok, result

@@ -126,12 +126,12 @@ class GrpcKeyServer:
             dek = await self._serve(request, event, name)
         except ProxyError as exc:
             event.failed(exc)
-            self.service.audit(event)
+            await self.service.audit(event)
             code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
             details = exc.message if code is not grpc.StatusCode.INTERNAL else "internal error"
             await context.abort(code, details)
         try:
-            self.service.audit(event)
+            await self.service.audit(event)
         except ProxyError:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the audit log cannot be written")
         return proto.GetDataKeyResponse(data_key=dek)

@@ -206,13 +206,13 @@ class KeyServiceHTTP:
             answer = await self._serve(route, path_id, raw_query, request, ctx, event)
         except ProxyError as exc:
             event.failed(exc)
-            self.service.audit(event)
+            await self.service.audit(event)
             raise
         except Exception:
             event.failed(ProxyError("internal error"))
-            self.service.audit(event)
+            await self.service.audit(event)
             raise
-        self.service.audit(event)
+        await self.service.audit(event)
         ctx.status = 200
         return json_response(answer, headers=self._headers(ctx))
 

@@ -148,15 +148,17 @@ class KeyService:
         finally:
             await self.store.close()
 
-    def audit(self, event: KeyEvent) -> None:
-        """Write ``event``.  A failed write of an ``allow`` raises ``ServiceUnavailable``
-        (the key must not go out unrecorded); of a ``deny`` it is only logged."""
+    async def audit(self, event: KeyEvent) -> None:
+        """Write ``event``, durable per ``Audit.Sync`` before this returns (the fsync runs off
+        the event loop).  A failed write of an ``allow`` raises ``ServiceUnavailable`` (the
+        key must not go out unrecorded) unless ``Audit.FailClosed`` is false; of a ``deny``
+        it is only logged."""
         self._count(event)
         audit_log = self.proxy.audit
         if audit_log is None or not audit_log.enabled:
             return
         try:
-            audit_log.record(event.fields())  # durable per Audit.Sync before the key goes out
+            await audit_log.commit(event.fields())  # durable before the key goes out
         except (OSError, ValueError, TypeError) as exc:
             metrics.DEFAULT.audit_failures.inc(("file",))
             log.error("key audit record failed: %s", type(exc).__name__)
