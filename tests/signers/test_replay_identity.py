@@ -11,7 +11,6 @@ must accept; the rest are drawn too, and must either be refused or keep the key.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import string
@@ -293,20 +292,35 @@ def _query_percent(req: SigningRequest, data: st.DataObject) -> SigningRequest:
     return _copy(req, query="".join(chars))
 
 
-def _b64_spelling(req: SigningRequest, data: st.DataObject) -> SigningRequest:
-    """Qiniu's URL-safe Base64: with or without ``=``, and other values of the unused bits."""
-    value = req.headers.get("Authorization", "")
-    scheme, _, token = value.partition(" ")
+def _b64_parts(req: SigningRequest) -> tuple[str, str, str] | None:
+    scheme, _, token = req.headers.get("Authorization", "").partition(" ")
     ak, colon, sig = token.partition(":")
-    if not colon:
+    return (scheme, ak, sig) if colon else None
+
+
+def _b64_padding(req: SigningRequest, data: st.DataObject) -> SigningRequest:
+    """Qiniu's URL-safe Base64 signature with or without its ``=``."""
+    parts = _b64_parts(req)
+    if parts is None:
         return req
-    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
-    text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    scheme, ak, sig = parts
+    out = _copy(req)
+    padded = sig.rstrip("=") + ("=" if data.draw(st.booleans()) else "")
+    out.headers["Authorization"] = f"{scheme} {ak}:{padded}"
+    return out
+
+
+def _b64_bits(req: SigningRequest, data: st.DataObject) -> SigningRequest:
+    """The Base64 signature's last character with its unused bits set: the same bytes."""
+    parts = _b64_parts(req)
+    if parts is None:
+        return req
+    scheme, ak, sig = parts
+    text = sig.rstrip("=")
     alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
     last = alphabet.index(text[-1]) | data.draw(st.integers(0, 3))
-    text = text[:-1] + alphabet[last] + ("=" if data.draw(st.booleans()) else "")
     out = _copy(req)
-    out.headers["Authorization"] = f"{scheme} {ak}:{text}"
+    out.headers["Authorization"] = f"{scheme} {ak}:{text[:-1]}{alphabet[last]}="
     return out
 
 
@@ -316,26 +330,28 @@ ALL: list[Respell] = [
     _query_order,
     _query_padding,
     _query_percent,
-    _b64_spelling,
+    _b64_padding,
+    _b64_bits,
 ]
 
 #: vendor case -> (maker, the respellings its parser must accept, and verify)
+_QUERY = [_query_order, _query_padding, _query_percent]
 CASES: dict[str, tuple[Maker, list[Respell]]] = {
-    "aws": (_aws("s3"), [_auth_fields, _hex_case, _query_order, _query_padding, _query_percent]),
-    "aws-presigned": (_aws("s3", presigned=True), [_hex_case, _query_order, _query_padding]),
-    "aws-sts": (_aws("sts"), [_auth_fields, _query_order]),
-    "ksyun": (_ksyun, [_auth_fields, _hex_case, _query_order]),
-    "volcengine": (_volcengine, [_auth_fields, _query_order]),
+    "aws": (_aws("s3"), [_auth_fields, _hex_case, *_QUERY]),
+    "aws-presigned": (_aws("s3", presigned=True), [_hex_case, *_QUERY]),
+    "aws-sts": (_aws("sts"), [_auth_fields, _hex_case, *_QUERY]),
+    "ksyun": (_ksyun, [_auth_fields, _hex_case, _query_padding, _query_percent]),
+    "volcengine": (_volcengine, [_auth_fields, *_QUERY]),
     "tencent": (_tencent, [_auth_fields]),
-    "tencent-v1": (_tencent_v1, [_query_order]),
-    "aliyun-rpc": (_aliyun_rpc, [_query_order]),
-    "aliyun-acs3": (_aliyun_acs3, [_query_order]),
-    "huawei": (_huawei, [_auth_fields, _query_order]),
-    "baidu": (_baidu, [_query_order]),
-    "jingdong": (_jingdong, [_auth_fields, _query_order]),
+    "tencent-v1": (_tencent_v1, _QUERY),
+    "aliyun-rpc": (_aliyun_rpc, [_query_order, _query_padding]),
+    "aliyun-acs3": (_aliyun_acs3, [_auth_fields, *_QUERY]),
+    "huawei": (_huawei, [_auth_fields, *_QUERY]),
+    "baidu": (_baidu, _QUERY),
+    "jingdong": (_jingdong, [_auth_fields, _query_order, _query_padding]),
     "akamai": (_akamai, []),
-    "qiniu": (_qiniu, [_b64_spelling]),
-    "wangsu": (_wangsu, [_auth_fields]),
+    "qiniu": (_qiniu, [_b64_padding]),
+    "wangsu": (_wangsu, [_auth_fields, _query_percent]),
 }
 
 
@@ -387,6 +403,22 @@ def test_another_signature_has_another_key(
         changed.append(make(query, sk, WHEN + timedelta(seconds=seconds)))
     for case in changed:
         assert _key(case, case.req) not in (None, key)
+
+
+def test_qiniu_refuses_a_non_canonical_base64_signature() -> None:
+    """Setting the unused bits of the last Base64 character keeps the digest, but Qiniu's own
+    server compares the text: such a spelling is refused as malformed, not verified."""
+    case = _qiniu({"a": "1"}, "qiniu-sk-1", WHEN)
+    parts = _b64_parts(case.req)
+    assert parts is not None
+    scheme, ak, sig = parts
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    text = sig.rstrip("=")
+    spare = alphabet[alphabet.index(text[-1]) ^ 1]
+    req = _copy(case.req)
+    req.headers["Authorization"] = f"{scheme} {ak}:{text[:-1]}{spare}="
+    with pytest.raises(MalformedSignature, match="not canonical"):
+        signers.get("qiniu").parse(req)
 
 
 def test_wangsu_post_query_is_part_of_the_key() -> None:

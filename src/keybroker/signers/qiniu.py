@@ -160,6 +160,10 @@ def _split_authorization(req: SigningRequest) -> tuple[str, str, bytes]:
         digest = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
     except (binascii.Error, ValueError):
         raise _bad("the signature is not URL-safe base64") from None
+    if _encode_signature(digest).rstrip("=") != signature.rstrip("="):
+        # the last character's unused bits set: four spellings of one digest, of which the
+        # vendor's string comparison accepts one
+        raise _bad("the signature is not canonical URL-safe base64")
     return scheme, access_key, digest
 
 
