@@ -204,6 +204,7 @@ def keybroker(
     replay: bool = False,
     legacy_blobs: str = "off",
     replay_protection: str = "mutating",
+    trusted_store: bool = False,
 ) -> Iterator[KeyBroker]:
     """A proxy with the key service (local KEK and file storage unless given), audit on."""
     if kms_uri is None:
@@ -222,6 +223,7 @@ def keybroker(
             grpc=grpc or GrpcConfig(),
             max_dek_size=max_dek_size,
             legacy_blobs=legacy_blobs,
+            trusted_store=trusted_store,
         ),
     )
     with proxy_running(config, replay=replay) as (url, thread):

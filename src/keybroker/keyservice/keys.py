@@ -183,7 +183,11 @@ class KeyStore:
         actual = _blob_size(key_id, blob)
         if size is not None and size != actual:
             raise InvalidArgument(f"the blob holds a {actual}-byte key, not {size} bytes")
-        opened = open_dek(kms.wrapper, ID_PREFIX + key_id, actual, blob)
+        # TrustedStore also covers the callers' stores: their unsigned envelopes of a KEK that
+        # cannot bind (made before signing existed) open, and ``rewrap`` signs them
+        opened = open_dek(
+            kms.wrapper, ID_PREFIX + key_id, actual, blob, trusted_store=kms.trusted_store
+        )
         return await _guard(opened, unopenable=_unopenable)
 
     async def rewrap(self, key_id: str, blob: bytes) -> bytes:

@@ -34,7 +34,12 @@ class WrappedKey:
 
 @runtime_checkable
 class KeyWrapper(Protocol):
-    """A key-encryption key held by an external KMS."""
+    """A key-encryption key held by an external KMS.
+
+    Optional members (see :mod:`keybroker.kms.binding`): ``binds_aad = True`` for a wrapper
+    whose ``wrap`` binds ``aad`` (one that does not say so counts as not binding), and
+    ``sign_digest``/``verify_digest`` for one that cannot bind but can sign inside the KMS.
+    """
 
     #: scheme name in ``kms://<name>`` URIs
     name: ClassVar[str]
