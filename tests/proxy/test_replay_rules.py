@@ -374,6 +374,21 @@ def test_boto3_retry_after_a_refused_connection_succeeds() -> None:
     assert [s.method for s in seen] == ["DELETE"]
 
 
+def test_a_body_refused_before_its_first_byte_went_up_keeps_nothing(upstream: Recorder) -> None:
+    """An S3 PUT whose body does not hash to its signed x-amz-content-sha256 is cut before
+    any byte reaches the upstream: the client's retry with the right body goes through once."""
+    url_s3 = "https://bkt.s3.us-east-1.amazonaws.com/put.txt"
+    signed = sign_aws("PUT", url_s3, ak=AK, sk=SK, service="s3", body=b"right body")
+    with proxy_running(_cfg(upstream.url), replay=True) as (url, _):
+        corrupted = send(url, "PUT", url_s3, signed, account="acct", body=b"wrong body")
+        retried = send(url, "PUT", url_s3, signed, account="acct", body=b"right body")
+        replayed = send(url, "PUT", url_s3, signed, account="acct", body=b"right body")
+    assert corrupted.status == 401, corrupted.body
+    assert corrupted.json()["ResponseMetadata"]["Error"]["Code"] != "Proxy.Replay"
+    assert (retried.status, replayed.status) == (200, 401)
+    assert [s.body for s in upstream.seen] == [b"right body"]
+
+
 def test_a_503_over_the_concurrency_limit_keeps_nothing() -> None:
     """A request refused because the account is at MaxConcurrentRequests never reached the
     upstream: the client's identical retry, once a slot is free, goes through (once)."""
