@@ -4,8 +4,9 @@ An operation is read-only when its name starts with a reading verb of the vendor
 conventions (``Describe``, ``Get``, ``List``, ``Head``, ..., as a whole word of the
 CamelCase name) and does not hand out a credential,
 a token, a password or a session: ``GetSessionToken``, ``GetFederationToken``,
-``GetPasswordData``, ``GetAuthorizationToken`` or S3's ``CreateSession`` give whoever holds
-them access outside the proxy, so they are never read-only.  Verbs that read in one API and
+``GetPasswordData``, ``GetAuthorizationToken``, S3's ``CreateSession``, S3 Access Grants'
+``GetDataAccess`` or a console's ``DescribeInstanceVncUrl`` give whoever holds them access
+outside the proxy, so they are never read-only.  Verbs that read in one API and
 write in another (``Check``: License Manager's ``CheckoutLicense``) are not read verbs.
 """
 
@@ -29,7 +30,17 @@ READ_PREFIXES = (
 )
 
 #: name parts (lower case) of operations that issue a credential, even when named like a read
-_ISSUES_ACCESS = ("token", "credential", "password", "session", "signin", "presign", "embedurl")
+_ISSUES_ACCESS = ("token", "credential", "password", "session", "signin", "presign", "embedurl",
+                  "vncurl")  # fmt: skip
+#: whole names (lower case) of operations named like reads that hand out access or create
+#: something: S3 Access Grants' GetDataAccess and GameLift's GetComputeAccess return temporary
+#: AWS credentials, GameLift's GetInstanceAccess and Lightsail's GetInstanceAccessDetails log-in
+#: secrets, Mainframe Modernization's GetSignedBluinsightsUrl a signed log-in URL; Cognito's
+#: GetId creates an identity
+_NOT_READS = frozenset(
+    {"getdataaccess", "getcomputeaccess", "getinstanceaccess", "getinstanceaccessdetails",
+     "getsignedbluinsightsurl", "getid"}
+)  # fmt: skip
 
 
 def is_read_action(name: str | None) -> bool:
@@ -37,7 +48,7 @@ def is_read_action(name: str | None) -> bool:
     if not name:
         return False
     low = name.lower()
-    if any(part in low for part in _ISSUES_ACCESS):
+    if low in _NOT_READS or any(part in low for part in _ISSUES_ACCESS):
         return False
     # the verb is a whole word: "GetObject", "Query", not "Listen" or "Getaway"
     return any(
