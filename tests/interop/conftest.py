@@ -69,11 +69,10 @@ def matrix(
             logscan.register(sk)
             keys[name] = (ak, sk)
             endpoints.append(aws_endpoint(f"interop-{name}", ak, sk, real_ak, real_sk, url))
-        # Replay cache off, as in the other proxy tests: rclone, for one, sends the very same
-        # signed PUT /bucket twice within a second (mkdir, then copyto), which the cache
-        # refuses. The clients' own retries are off instead, so an answer lost here fails its
-        # cell rather than being retried.
-        url, _ = stack.enter_context(proxy_running(Config(endpoints=endpoints)))
+        # The replay protection on, as deployed (the default: mutating requests single use);
+        # the clients' own retries are off, so an answer lost here fails its cell instead of
+        # being retried.
+        url, _ = stack.enter_context(proxy_running(Config(endpoints=endpoints), replay=True))
         yield Matrix(url, keys, urls, big, data, presigned_data, frames)
 
 
