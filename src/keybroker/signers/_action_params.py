@@ -32,10 +32,9 @@ def query_actions(
     values = {_trim(v) for k, v in decode_query(req.query) if k.lower() == "action"}
     form = "x-www-form-urlencoded" in req.headers.get("Content-Type", "").lower()
     if body and (form or not form_only):
-        try:
-            text = body.decode("ascii")
-        except UnicodeDecodeError:
-            text = ""
+        # a byte that is not ASCII (or not UTF-8) hides nothing: the gateway still reads the
+        # Action beside it
+        text = body.decode("utf-8", "surrogateescape")
         values.update(
             _trim(v) for k, v in parse_qsl(text, keep_blank_values=True) if k.lower() == "action"
         )
