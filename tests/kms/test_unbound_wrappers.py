@@ -208,3 +208,21 @@ async def test_no_change_to_a_signed_envelope_opens(kms: ExternalKMS, data: st.D
         changed = blob + data.draw(st.binary(min_size=1, max_size=32))
     with pytest.raises(IntegrityError):
         await open_dek(kms.wrapper, "key-p", 32, changed)
+
+
+async def test_blobs_naming_unknown_versions_do_not_grow_the_client_cache(
+    kms: ExternalKMS,
+) -> None:
+    await kms.get_dek("key-real", 32)
+    genuine = KeybrokerEnvelope.decode(await kms.storage.get("key-real"), "key-real")
+    for i in range(25):
+        key_id = f"key-odd-{i}"
+        env = KeybrokerEnvelope(
+            genuine.kek_id, f"{i:032x}", genuine.wrapped_key, genuine.nonce, genuine.sealed,
+            genuine.signature,
+        )  # fmt: skip
+        await kms.storage.put(key_id, env.encode())
+        with pytest.raises(IntegrityError):
+            await kms.get_dek(key_id, 32)
+    cache: dict[str, Any] = kms.wrapper._crypto  # type: ignore[attr-defined]
+    assert set(cache) <= {genuine.kek_version}

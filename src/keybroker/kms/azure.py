@@ -24,7 +24,9 @@ Our optional parameters: ``endpoint`` (vault URL override, for sovereign clouds 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
 from keybroker.kms.base import WrappedKey
@@ -249,34 +251,49 @@ class AzureKeyVaultWrapper:
         from azure.keyvault.keys.crypto import KeyWrapAlgorithm
 
         version, wrapped = args
-        result = self._crypto_for(version).unwrap_key(
-            KeyWrapAlgorithm(_ALGORITHM), wrapped.ciphertext
-        )
+        with self._crypto_for(version) as crypto:
+            result = crypto.unwrap_key(KeyWrapAlgorithm(_ALGORITHM), wrapped.ciphertext)
         return bytes(result.key)
 
     def _sign_sync(self, args: tuple[str, bytes]) -> bytes:
         from azure.keyvault.keys.crypto import SignatureAlgorithm
 
         version, digest = args
-        return bytes(self._crypto_for(version).sign(SignatureAlgorithm.rs256, digest).signature)
+        with self._crypto_for(version) as crypto:
+            return bytes(crypto.sign(SignatureAlgorithm.rs256, digest).signature)
 
     def _verify_sync(self, args: tuple[str, bytes, bytes]) -> bool:
         from azure.keyvault.keys.crypto import SignatureAlgorithm
 
         version, digest, signature = args
-        result = self._crypto_for(version).verify(SignatureAlgorithm.rs256, digest, signature)
+        with self._crypto_for(version) as crypto:
+            result = crypto.verify(SignatureAlgorithm.rs256, digest, signature)
         return bool(result.is_valid)
 
-    def _crypto_for(self, version: str) -> Any:
+    @contextlib.contextmanager
+    def _crypto_for(self, version: str) -> Iterator[Any]:
+        """The client of key version ``version``.  A new one is kept only once a call with it
+        succeeded: a blob naming versions the vault does not have (any stored blob can) must
+        not grow the cache."""
         from azure.keyvault.keys.crypto import CryptographyClient
 
         with self._lock:
-            client = self._crypto.get(version)
-            if client is None:
-                key_id = f"{self.kek_id}/{version}"
-                client = CryptographyClient(key_id, self._credential, **self._options)
+            cached = self._crypto.get(version)
+        if cached is not None:
+            yield cached
+            return
+        client = CryptographyClient(f"{self.kek_id}/{version}", self._credential, **self._options)
+        try:
+            yield client
+        except BaseException:
+            client.close()
+            raise
+        with self._lock:
+            keep = version not in self._crypto
+            if keep:
                 self._crypto[version] = client
-            return client
+        if not keep:
+            client.close()
 
     async def _call(self, op: str, fn: Any, arg: Any) -> Any:
         from azure.core import exceptions as aexc
