@@ -365,13 +365,22 @@ async def open_dek(
     ``legacy`` (the migration setting: the caller vouches that ``blob`` is what is stored
     under ``key_id``, never a blob a client sent), which also reads Constellation's format.
     ``trusted_store`` opens unsigned envelopes of a KEK that cannot bind associated data (see
-    :mod:`keybroker.kms.binding`).  Raises ``IntegrityError``, ``BackendError``."""
+    :mod:`keybroker.kms.binding`), and is needed for such a KEK's Constellation blobs too
+    (that format carries no signature).  Raises ``IntegrityError``, ``BackendError``."""
     if blob[:1] == KeybrokerEnvelope.MAGIC[:1]:
         env = KeybrokerEnvelope.decode(blob, key_id)
         return await env.open(wrapper, key_id, dek_size, trusted_store=trusted_store)
     if blob.lstrip()[:1] == b"{":
         if not legacy:
             raise legacy_refused(key_id)
+        if not binds_aad(wrapper) and not trusted_store:
+            # nothing signs Constellation's format: with a KEK that cannot bind, anyone with
+            # the public key can make such a blob holding a DEK of their choice
+            raise IntegrityError(
+                f"stored blob for id {key_id!r} is in Constellation's format, which cannot be "
+                "signed, and its key-encryption key cannot bind it to its id: only a trusted "
+                "store (TrustedStore) opens it"
+            )
         return await ConstellationBlob.decode(blob, key_id).open(wrapper, key_id, dek_size)
     raise _malformed(key_id, "its format is not recognised")
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from keybroker import metrics
 from keybroker.kms.base import KeyWrapper
-from keybroker.kms.binding import check_binding
+from keybroker.kms.binding import binds_aad, check_binding
 from keybroker.kms.cluster import check_dek_size
 from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
-from keybroker.kms.errors import DEKExists, DEKNotFound
+from keybroker.kms.errors import DEKExists, DEKNotFound, KMSConfigError
 from keybroker.storage import validate_key_id
 from keybroker.storage.base import Storage
 
@@ -48,11 +48,20 @@ class ExternalKMS:
         trusted_store: bool = False,
     ) -> None:
         """Raises ``ValueError`` for an unknown ``write_format`` or ``legacy_blobs``,
-        ``KMSConfigError`` for a wrapper that can neither bind nor sign, unless
+        ``KMSConfigError`` for a wrapper that can neither bind nor sign, or one that cannot
+        bind writing Constellation's format (which carries no signature), unless
         ``trusted_store``."""
         check_binding(wrapper, trusted_store=trusted_store)
         if write_format not in _FORMATS:
             raise ValueError("write_format must be 'keybroker' or 'constellation'")
+        if write_format == "constellation" and not binds_aad(wrapper) and not trusted_store:
+            name = getattr(wrapper, "name", type(wrapper).__name__)
+            raise KMSConfigError(
+                f"kms://{name} cannot bind a wrapped key to its id, and Constellation's format "
+                "cannot carry a signature, so anyone who can write the store could plant a key "
+                "of their own: write that format only to a trusted store (trusted_store=True, "
+                "trustedStore=true on the storage URI)"
+            )
         if legacy_blobs not in LEGACY_SETTINGS:
             raise ValueError("legacy_blobs must be 'off' or 'read'")
         self._wrapper = wrapper
