@@ -77,6 +77,7 @@ from keybroker.audit_verify import (
     GENESIS,
     MAX_LINE_BYTES,
     VerifyResult,
+    _rotated_key,
     audit_files,
     open_line,
     rotated_files,
@@ -134,8 +135,19 @@ def _rfc3339(now: float) -> str:
 _SECOND: tuple[int, str] = (-1, "")
 
 
-def _stamp_age(stamp: str) -> float:
-    return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC).timestamp()
+def _chain_order(name: str) -> tuple[str, int]:
+    return _rotated_key(name) or ("", 0)
+
+
+def _stamp_age(stamp: str, default: float | None = None) -> float:
+    """The time a rotated file's stamp names; ``default`` (or ValueError) for a stamp that
+    matches the name pattern but is no date (month 13)."""
+    try:
+        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        if default is None:
+            raise
+        return default
 
 
 # --- the writer -------------------------------------------------------------------------
@@ -429,14 +441,42 @@ class AuditLog:
         first = self._first_seq(files[0]) if files else None
         if self._seq == 0 or first is None:
             return False  # nothing written yet: nothing to vouch for
+        names, first = self._still_named([path.name for path in files], first, writer)
         return writer.write(
             time=_rfc3339(self._clock()),
             reason=reason,
             last=(self._seq, self._prev),
             file=file,
-            files=[path.name for path in files],
+            files=names,
             first_seq=first,
         )
+
+    def _still_named(
+        self, names: list[str], first: int, writer: CheckpointWriter
+    ) -> tuple[list[str], int]:
+        """The files a checkpoint names: those present, plus those the last checkpoint named
+        that are gone although ``MaxAge`` does not prune them yet (deleted by someone else).
+        Signing the shortened directory would vouch for the deletion as if it were pruning;
+        naming them keeps it visible to ``audit verify`` (for up to ``MaxAge``)."""
+        listed = writer.listed()
+        if listed is None:
+            return names, first
+        cutoff = self._clock() - self.max_age_days * _DAY
+        gone = []
+        for name in listed[0]:
+            key = _rotated_key(name)
+            if name in names or key is None or _stamp_age(key[0], default=0.0) < cutoff:
+                continue  # present, the live file (recreated), or old enough to be pruned
+            gone.append(name)
+        if not gone:
+            return names, first
+        _log.error(
+            "audit files deleted outside pruning: %d; checkpoints keep naming them", len(gone)
+        )
+        order = sorted(gone + [n for n in names if n != AUDIT_FILE_NAME], key=_chain_order)
+        if listed[0] and listed[0][0] in gone and listed[1] > 0:
+            first = listed[1]
+        return order + [n for n in names if n == AUDIT_FILE_NAME], first
 
     def _first_seq(self, path: Path) -> int | None:
         """The seq of a file's first line (remembered per name and inode)."""

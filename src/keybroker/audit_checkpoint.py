@@ -99,7 +99,7 @@ def open_checkpoint(raw: bytes, public: Keys) -> Checkpoint | str:
     try:
         sig = base64.b64decode(match.group(2), validate=True)
         body = json.loads(prefix.decode("ascii") + "}")
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: nested too deep
         return "malformed checkpoint (bad JSON or signature encoding)"
     if not isinstance(body, dict):
         return "malformed checkpoint (not an object)"
@@ -212,6 +212,32 @@ class CheckpointWriter:
         finally:
             os.close(fd)
 
+    def listed(self) -> tuple[list[str], int] | None:
+        """The files and first seq the last checkpoint named; ``None`` without a readable
+        one (a partial last line is trimmed by the next :meth:`write`)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            chunk = os.pread(fd, min(size, MAX_LINE_BYTES + 1), max(0, size - MAX_LINE_BYTES - 1))
+        finally:
+            os.close(fd)
+        if not chunk.endswith(b"\n"):
+            return None
+        line = chunk[:-1].rsplit(b"\n", 1)[-1]
+        try:
+            body = json.loads(line[: line.rindex(b',"sig":')].decode("ascii") + "}")
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(body, dict):
+            return None
+        files, first = body.get("files"), body.get("first_seq")
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            return None
+        return files, first if isinstance(first, int) else 0
+
     def _tail(self, fd: int, last: tuple[int, str], files: list[str]) -> tuple[int, str, bool]:
         """(next number, prev hash, whether the last checkpoint already says all this)."""
         size = trim_partial(fd, os.fstat(fd).st_size)
@@ -222,7 +248,7 @@ class CheckpointWriter:
         try:
             body = json.loads(line[: line.rindex(b',"sig":')].decode("ascii") + "}")
             number = int(body["checkpoint"]) + 1
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise OSError("the last audit checkpoint is unreadable") from None
         same = body.get("last_seq") == last[0] and body.get("files") == files
         return number, hashlib.sha256(line).hexdigest(), same

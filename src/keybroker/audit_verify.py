@@ -53,8 +53,8 @@ def open_line(raw: bytes) -> tuple[dict[str, object], str] | str:
     prefix, digest = match.group(1), match.group(2).decode("ascii")
     try:
         body = json.loads(prefix.decode("utf-8") + "}")
-    except ValueError:  # UnicodeDecodeError is a ValueError too
-        return "bad JSON"
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too; a
+        return "bad JSON"  # crafted line nested past the parser's recursion limit is no line
     if not isinstance(body, dict) or "hash" in body:
         return "bad JSON (not one object with one hash field)"
     if not hmac.compare_digest(hashlib.sha256(prefix).hexdigest(), digest):

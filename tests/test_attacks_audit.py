@@ -1,0 +1,169 @@
+"""Attacks on the audit trail's proof: what an attacker with write access to the audit
+directory (not the signing key) tries, and what ``keybroker audit verify`` must say.
+
+* crafted lines that crash the verifier (deeply nested JSON in an audit line or a
+  checkpoint line): it must answer ``tampered``, never a traceback;
+* the oldest audit files deleted while the proxy runs: the proxy's next checkpoint must not
+  vouch for the shortened directory as if the files had been pruned for age.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from keybroker.audit import AuditLog, audit_files
+from keybroker.audit_checkpoint import CHECKPOINT_FILE_NAME
+from keybroker.audit_keys import AuditSigner, parse_private_key
+from keybroker.audit_proof import verify_keyed
+from keybroker.audit_verify import AUDIT_FILE_NAME, GENESIS, verify
+
+T0 = 1_795_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(i: int) -> dict[str, object]:
+    return {"request_id": f"r{i}", "account": "acct", "decision": "allow", "status": 200}
+
+
+@pytest.fixture(scope="module")
+def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[AuditSigner, Path]:
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    pub = tmp_path_factory.mktemp("keys") / "audit-signing.pub"
+    pub.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return parse_private_key(pem), pub
+
+
+def run_verify(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "keybroker", "audit", "verify", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+# --- crafted files that crash the verifier ----------------------------------------------
+
+NESTED = b"[" * 20000 + b"]" * 20000
+
+
+def _nested_audit_line() -> bytes:
+    """A line whose hash is right and whose JSON nests deeper than the parser's recursion."""
+    prefix = (
+        b'{"time":"2026-01-01T00:00:00.000Z","seq":1,"prev":"'
+        + GENESIS.encode()
+        + b'","start":"genesis","x":'
+        + NESTED
+    )
+    return prefix + b',"hash":"' + hashlib.sha256(prefix).hexdigest().encode() + b'"}\n'
+
+
+def test_a_deeply_nested_audit_line_is_tampered_not_a_traceback(
+    tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    (tmp_path / AUDIT_FILE_NAME).write_bytes(_nested_audit_line())
+    result = verify(tmp_path)
+    assert not result.ok and result.broken_line == 1, result
+    done = run_verify(str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith("tampered:"), done.stdout
+
+
+def test_a_deeply_nested_checkpoint_is_tampered_not_a_traceback(
+    tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    signer, pub = key_pair
+    log = AuditLog(tmp_path, signer=signer)
+    log.record(event(1))
+    log.close()
+    with (tmp_path / CHECKPOINT_FILE_NAME).open("ab") as fh:
+        fh.write(b'{"x":' + NESTED + b',"sig":"AAAA"}\n')
+    done = run_verify("--public-key", str(pub), str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith("tampered:"), done.stdout
+
+
+def test_the_writer_survives_a_deeply_nested_last_line(
+    tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    """The proxy starting on a directory whose last line was crafted goes on (a new chain,
+    which verify reports), instead of failing to start."""
+    (tmp_path / AUDIT_FILE_NAME).write_bytes(_nested_audit_line())
+    log = AuditLog(tmp_path, signer=key_pair[0])
+    log.record(event(1))
+    log.close()
+    assert not verify(tmp_path).ok
+
+
+# --- deletions the proxy's next checkpoint would vouch for ------------------------------
+
+
+def test_oldest_files_deleted_while_running_are_not_signed_away(
+    tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    """Deleting the oldest audit files (days old, well within MaxAge) while the proxy runs:
+    the next checkpoint is signed by the proxy over whatever files it finds, so unless it
+    notices files gone that it did not prune, the auditor's verify says OK from a later
+    first record, and the deleted requests vanish without a trace."""
+    signer, pub = key_pair
+    clock = Clock()
+    log = AuditLog(tmp_path, max_bytes=1500, clock=clock, signer=signer, max_age_days=90)
+    for i in range(40):
+        clock.now += 1
+        log.record(event(i))
+    log.checkpoint()
+    files = audit_files(tmp_path)
+    assert len(files) >= 4
+    full = verify_keyed(tmp_path, _public(pub))
+    assert full.ok, full
+    files[0].unlink()  # the attacker's deletion: the oldest file, one day old
+    files[1].unlink()
+    for i in range(40, 45):
+        clock.now += 1
+        log.record(event(i))
+    log.close()  # the shutdown checkpoint
+    result = verify_keyed(tmp_path, _public(pub))
+    assert not result.ok, result
+    assert "deleted" in str(result.reason), result
+
+
+def test_pruning_for_age_still_verifies(tmp_path: Path, key_pair: tuple[AuditSigner, Path]) -> None:
+    signer, pub = key_pair
+    clock = Clock()
+    log = AuditLog(tmp_path, max_bytes=1500, clock=clock, signer=signer, max_age_days=1)
+    for i in range(40):
+        clock.now += 1
+        log.record(event(i))
+    log.checkpoint()
+    clock.now += 3 * 86400
+    for i in range(40, 80):
+        clock.now += 1
+        log.record(event(i))
+    log.close()
+    result = verify_keyed(tmp_path, _public(pub))
+    assert result.ok and result.lines < 80, result
+
+
+def _public(pub: Path):  # type: ignore[no-untyped-def]
+    from keybroker.audit_keys import load_public_key
+
+    return load_public_key(pub)
