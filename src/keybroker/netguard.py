@@ -1,7 +1,13 @@
 """The resolver the proxy's upstream connections use: names are resolved, and any answer that
-is not a public address (loopback, private, link-local, cloud metadata, multicast, reserved,
-shared, unspecified) is refused — unless an operator named that host explicitly in an
+is not a public address is refused — unless an operator named that host explicitly in an
 endpoint's ``Upstream``.
+
+Public means global unicast, judged by ``is_global`` *and* an explicit list, since Python's
+answer differs between versions: IPv6 only inside ``2000::/3``; IPv4-mapped and NAT64
+(``64:ff9b::/96``) addresses judged by the IPv4 address they carry; 6to4, Teredo,
+IPv4-compatible and local-use NAT64 refused whole; ``192.0.0.0/24``, shared, reserved and
+documentation ranges refused; the cloud metadata and platform addresses of AWS, GCP, Azure,
+Alibaba, Tencent, Volcengine and Oracle refused by address.
 
 Checking the name alone is not enough: a name under an allowed domain can resolve to
 ``169.254.169.254``, and DNS answers can change between a check and the connection
