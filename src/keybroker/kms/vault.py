@@ -285,9 +285,12 @@ def _split_ciphertext(value: object) -> tuple[str, bytes]:
     if m is None:
         raise BackendError("vault encrypt failed: the answer is not a vault:vN: ciphertext")
     try:
-        return m[1], base64.b64decode(m[2], validate=True)
+        raw = base64.b64decode(m[2], validate=True)
     except binascii.Error:
         raise BackendError("vault encrypt failed: the answer is not base64") from None
+    if base64.b64encode(raw).decode("ascii") != m[2]:  # one spelling per ciphertext
+        raise BackendError("vault encrypt failed: the answer is not canonical base64")
+    return m[1], raw
 
 
 def _join_ciphertext(wrapped: WrappedKey) -> str:
