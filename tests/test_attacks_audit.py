@@ -167,3 +167,27 @@ def _public(pub: Path):  # type: ignore[no-untyped-def]
     from keybroker.audit_keys import load_public_key
 
     return load_public_key(pub)
+
+
+# --- file names that match the pattern but are no date ---------------------------------
+
+
+def test_a_rotated_name_that_is_no_date_stops_neither_start_nor_rotation(
+    tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    """``audit.log.20261399T000000Z`` (month 99) matches the rotated-file pattern; pruning
+    parsed its stamp as a date and raised ValueError: the proxy could not start on the
+    directory, and every rotation failed the request that caused it (fail closed: 503)."""
+    clock = Clock()
+    log = AuditLog(tmp_path, max_bytes=600, clock=clock, signer=key_pair[0])
+    log.record(event(0))
+    (tmp_path / "audit.log.20261399T000000Z").write_bytes(b"")
+    for i in range(1, 12):  # several rotations
+        clock.now += 1
+        log.record(event(i))
+    log.close()
+    again = AuditLog(tmp_path, max_bytes=600, clock=clock, signer=key_pair[0])
+    again.record(event(12))
+    again.close()
+    result = verify_keyed(tmp_path, _public(key_pair[1]))
+    assert not result.ok  # the planted file breaks the chain where it sorts: reported

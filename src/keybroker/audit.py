@@ -388,7 +388,7 @@ class AuditLog:
         cutoff = self._clock() - self.max_age_days * _DAY
         deleted = 0
         for (stamp, _), path in rotated_files(self.directory):
-            if _stamp_age(stamp) < cutoff:
+            if _stamp_age(stamp, default=float("inf")) < cutoff:  # no date (month 13): kept
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     deleted += 1
