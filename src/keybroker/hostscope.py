@@ -8,7 +8,9 @@ its signature and body.  Each signer lists these under ``excluded_hosts`` next t
 ``public_domains``.  In a pattern a leading ``*.`` stands for one or more labels, any other
 ``*`` for part of one label (``*.execute-api.*.amazonaws.com``).  An operator who really
 wants such a host names it in the account's ``AllowedHosts`` (or ``Upstream``):
-operator-named hosts are not subject to the exclusions.
+operator-named hosts are not subject to the exclusions.  Only plain ASCII names (letters,
+digits, ``-``, ``_``, ``.``) are ever allowed: a resolver's IDNA would turn other spellings
+(``abc\\uff0eexecute-api...``, a full-width full stop) into a host the exclusions never saw.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from keybroker.destinations import Destination, is_ip_literal
 from keybroker.errors import Forbidden
 
 __all__ = ["HostScope", "excluded_host"]
+
+_DNS_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,10 @@ class HostScope:
     extra: tuple[str, ...] = ()
 
     def allows(self, hostname: str) -> bool:
+        # only a plain DNS name: IDNA (applied by the resolver and TLS) maps other characters
+        # onto ASCII after this check, e.g. a full stop U+FF0E onto "." — past the exclusions
+        if not hostname.isascii() or not _DNS_NAME.fullmatch(hostname):
+            return False
         h = hostname.lower().rstrip(".")
         if not h or is_ip_literal(h):
             return False
