@@ -191,3 +191,33 @@ def test_a_rotated_name_that_is_no_date_stops_neither_start_nor_rotation(
     again.close()
     result = verify_keyed(tmp_path, _public(key_pair[1]))
     assert not result.ok  # the planted file breaks the chain where it sorts: reported
+
+
+# --- the refusal fold while the disk is full -------------------------------------------
+
+
+class _FullDisk:
+    enabled = True
+
+    def record(self, event: object, *, durable: bool = True) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_the_refusal_fold_stays_bounded_while_writes_fail() -> None:
+    """A flood of refusals from ever new sources while the audit disk is full: each failed
+    flush kept every key for the next one, on top of up to ``max_keys`` new ones, so the
+    table (and the failed writes each flush attempts) grew by ``max_keys`` a second for as
+    long as the disk stayed full.  Kept keys beyond the bound fold into ``other``, counts
+    intact."""
+    from keybroker.audit_refusals import RefusalFolder
+
+    disk = _FullDisk()
+    folder = RefusalFolder(lambda: disk, max_keys=16)  # type: ignore[arg-type,return-value]
+    sent = 0
+    for second in range(10):
+        for n in range(64):
+            folder.add(f"10.{second}.0.{n}", "bad request")
+            sent += 1
+        folder.flush()
+    assert folder.pending <= 16 + 1, folder.pending
+    assert sum(c.count for c in folder._pending.values()) == sent

@@ -167,13 +167,15 @@ def request_event(
 
     ``decision`` defaults to ``deny`` when the proxy itself refused or failed the request
     (``ctx.error_code`` set) and ``allow`` otherwise: a vendor's own error passed through is
-    still a request the proxy allowed.  ``now`` is a :func:`time.perf_counter` reading
-    (default: the current one) for ``latency_ms``.  Only the upstream ``host[:port]`` is kept,
-    and the path without credential parameters (:func:`audit_path`); ``rule`` is the refusal's
-    reason (it names the policy rule) or, when allowed, the policy that let it through.
+    still a request the proxy allowed, and so is one forwarded unverified because a
+    ``Forbidden`` flag is off (its write-ahead record passes ``allow``).  ``now`` is a
+    :func:`time.perf_counter` reading (default: the current one) for ``latency_ms``.  Only
+    the upstream ``host[:port]`` is kept, and the path without credential parameters
+    (:func:`audit_path`); ``rule`` is the refusal's reason (it names the policy rule) or, when
+    allowed, the policy that let it through.
     """
     elapsed = (time.perf_counter() if now is None else now) - ctx.started
-    refused = ctx.error_code is not None
+    refused = ctx.error_code is not None if decision is None else decision == "deny"
     return {
         "event": "request",
         "request_id": _cap(ctx.request_id),

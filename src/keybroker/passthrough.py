@@ -20,7 +20,13 @@ from keybroker.httpserver import Request, StreamResponse
 from keybroker.routing import Route, public_request, vendor_scope
 from keybroker.spool import SpooledBody
 
-__all__ = ["pass_unsigned", "pass_unverified"]
+__all__ = ["UNSIGNED_RULE", "UNVERIFIED_RULE", "pass_unsigned", "pass_unverified"]
+
+#: the audit record's ``rule`` of a request forwarded because a Forbidden flag is off
+UNSIGNED_RULE = "Forbidden.ForbiddenAccountNotFound false: unknown account, forwarded unsigned"
+UNVERIFIED_RULE = (
+    "Forbidden.ForbiddenProxyCredentialErr false: signature not verified, forwarded as it came"
+)
 
 
 async def pass_unsigned(
@@ -31,6 +37,8 @@ async def pass_unsigned(
     if route.dest is None:
         raise ValueError("pass_unsigned needs a key-proxy route")
     vendor_scope(route.vendor_hint).require(route.dest)
+    ctx.account = request.headers.get("x-mcdn-cloud-account-name") or None
+    ctx.rule = UNSIGNED_RULE
     ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
     up = route.signed.copy()
     body = await read_bounded(request, http.max_body_bytes, http.client_timeout)
@@ -52,6 +60,7 @@ async def pass_unverified(
     up = public_request(route)
     ctx.upstream_url = f"{up.scheme}://{up.host}"
     ctx.error_code = SignatureMismatch.code
+    ctx.rule = UNVERIFIED_RULE
     if body is None:
         body = await read_bounded(request, http.max_body_bytes, http.client_timeout)
     return await forwarder.forward(request, ctx, up, body, None)

