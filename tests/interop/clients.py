@@ -108,9 +108,12 @@ class Cell:
             len(got) == len(want) and hashlib.sha256(got).digest() == hashlib.sha256(want).digest()
         ), (len(got), len(want))
 
-    def presigned_get_with_curl(self, url: str) -> None:
-        """Fetch the client's SigV4 presigned URL for ``PRESIGNED_KEY`` (see ``Cell.presign``)."""
-        assert "X-Amz-Signature=" in url and "X-Amz-Credential=" in url, "not a SigV4 URL"
+    def presigned_get_with_curl(self, url: str, sigv2: bool = False) -> None:
+        """Fetch the client's presigned URL for ``PRESIGNED_KEY`` (see ``presign_ak``)."""
+        if sigv2:
+            assert "Signature=" in url and "AWSAccessKeyId=" in url, "not a SigV2 URL"
+        else:
+            assert "X-Amz-Signature=" in url and "X-Amz-Credential=" in url, "not a SigV4 URL"
         out = self.tmp / "presigned"
         with self.step("presigned GET (curl)"):
             self.run(["curl", "-sS", "--fail-with-body", "-o", str(out), url])
@@ -367,6 +370,22 @@ def _aws_cell(cell: Cell, aws: Callable[..., str], runner: _AwsCli, env: dict[st
             presigner,
         ).strip()
     cell.presigned_get_with_curl(url)
+    legacy = cell.tmp / "aws-config-default-presign"  # the CLI v1's own choice: S3 SigV2
+    legacy.write_text("[default]\nregion = us-east-1\n")
+    with cell.step("presign (default: S3 SigV2)"):
+        url = runner(
+            [
+                "--endpoint-url",
+                cell.url,
+                "s3",
+                "presign",
+                "--expires-in",
+                "300",
+                f"s3://{PRESIGNED_BUCKET}/{PRESIGNED_KEY}",
+            ],
+            {**presigner, "AWS_CONFIG_FILE": str(legacy)},
+        ).strip()
+    cell.presigned_get_with_curl(url, sigv2=True)
     with cell.step("delete (rb --force: list, delete objects, delete bucket)"):
         aws("s3", "rb", "--force", f"s3://{b}")
 
@@ -374,14 +393,15 @@ def _aws_cell(cell: Cell, aws: Callable[..., str], runner: _AwsCli, env: dict[st
 # ------------------------------------------------------------------ s3cmd
 
 
-def run_s3cmd(cell: Cell) -> None:
+def run_s3cmd(cell: Cell, sigv2: bool = False) -> None:
+    """s3cmd with SigV4 (its default), or with S3 SigV2 for every request (``sigv2``)."""
     host = cell.url.removeprefix("http://")
     cfg = cell.tmp / "s3cmd.cfg"
     cfg.write_text(
         "[default]\n"
         f"access_key = {cell.ak}\nsecret_key = {cell.sk}\n"
         f"host_base = {host}\nhost_bucket = {host}\n"
-        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+        f"use_https = False\nsignature_v2 = {sigv2}\nbucket_location = us-east-1\n"
         "multipart_chunk_size_mb = 5\nmax_retries = 1\nsocket_timeout = 10\n"
         "check_ssl_certificate = False\nguess_mime_type = False\nprogress_meter = False\n"
     )
@@ -430,6 +450,22 @@ def run_s3cmd(cell: Cell) -> None:
         cell.check_file(out)
     # s3cmd signurl makes S3 SigV2 URLs only: the SigV4 presigned GET is boto3's, fetched by curl
     cell.presigned_get_with_curl(presign_boto3(cell))
+    signer = cell.tmp / "s3cmd-presign.cfg"
+    signer.write_text(
+        cfg.read_text().replace(cell.ak, cell.presign_ak).replace(cell.sk, cell.presign_sk)
+    )
+    with cell.step("signurl (S3 SigV2)"):
+        url = cell.run(
+            [
+                "s3cmd",
+                "-c",
+                str(signer),
+                "signurl",
+                f"s3://{PRESIGNED_BUCKET}/{PRESIGNED_KEY}",
+                "+300",
+            ]
+        ).strip()
+    cell.presigned_get_with_curl(url, sigv2=True)
     with cell.step("delete"):
         s3cmd("del", f"s3://{b}/big", f"s3://{b}/copy")
     with cell.step("delete bucket"):
@@ -680,4 +716,4 @@ def run_curl(cell: Cell) -> None:
         curl("--fail-with-body", "-X", "DELETE", *empty, f"{base}/{b}")
 
 
-CLIENTS = ["boto3", "boto3-keyproxy", "aws-cli", "s3cmd", "rclone", "curl"]
+CLIENTS = ["boto3", "boto3-keyproxy", "aws-cli", "s3cmd", "s3cmd-sigv2", "rclone", "curl"]

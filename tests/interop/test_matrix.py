@@ -15,7 +15,7 @@ from tests.interop.conftest import UPSTREAMS, Matrix
 
 pytestmark = pytest.mark.interop
 
-_NEEDS = {"aws-cli": None, "s3cmd": "s3cmd", "rclone": "rclone", "curl": "curl"}
+_NEEDS = {"s3cmd": "s3cmd", "s3cmd-sigv2": "s3cmd", "rclone": "rclone", "curl": "curl"}
 
 
 @pytest.mark.parametrize("upstream", UPSTREAMS)
@@ -38,8 +38,8 @@ def test_cell(matrix: Matrix, client: str, upstream: str, tmp_path: Path) -> Non
         clients.run_boto3(cell, keyproxy=client == "boto3-keyproxy")
     elif client == "aws-cli":
         clients.run_aws_cli(cell)
-    elif client == "s3cmd":
-        clients.run_s3cmd(cell)
+    elif client.startswith("s3cmd"):
+        clients.run_s3cmd(cell, sigv2=client == "s3cmd-sigv2")
     elif client == "rclone":
         clients.run_rclone(cell)
     else:
