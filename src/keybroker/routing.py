@@ -286,7 +286,14 @@ def public_request(route: Route, scope: HostScope | None = None) -> SigningReque
             raise MalformedRequest(
                 "no public endpoint is known for this service; set Upstream for the account"
             )
-        dest = parse_base_url(base)
+        # the base is built from what the client signed (a Host, a credential scope's
+        # service or region): anything but a bare https://host is the client's malformed input
+        try:
+            dest = parse_base_url(base)
+        except ValueError:
+            raise MalformedRequest("the signed host is not a valid host name") from None
+        if dest.prefix:
+            raise MalformedRequest("the signed host is not a valid host name")
     scope.require(dest)
     up = route.signed.copy()
     up.scheme, up.host = dest.scheme, dest.host

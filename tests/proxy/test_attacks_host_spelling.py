@@ -90,3 +90,38 @@ _PLAIN = {
     "aliyun": "ecs.cn-hangzhou.aliyuncs.com",
     "huawei": "ecs.cn-north-4.myhuaweicloud.com",
 }
+
+
+def _native_baidu(host: str) -> bytes:
+    endpoint = Endpoint(cloud_account_name="bd", vendor="baidu", proxy=PROXY, real=REAL)
+    with proxy_running(Config(endpoints=[endpoint])) as (url, _):
+        signed, _ = sdk_sign(PROXY, method="GET", host=host, path="/v2/instance", body="")
+        lines = [f"GET {signed.path} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in signed.headers.items() if k.lower() != "content-length"]
+        raw = ("\r\n".join(lines) + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(raw)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "x#.baidubce.com",
+        "x?.baidubce.com",
+        "x\\.baidubce.com",
+        "a@b.baidubce.com",
+        "x y.baidubce.com",
+        "bcc.bj.baidubce.com/x/.baidubce.com",
+    ],
+)
+def test_malformed_signed_host_is_a_400_never_a_500(resolved: list[str], host: str) -> None:
+    """A native request's Host becomes the destination: a Host that is no host name is the
+    client's malformed input (400), not an internal error, and never a path prefix."""
+    answer = _native_baidu(host)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert resolved == []
