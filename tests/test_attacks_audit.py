@@ -221,3 +221,39 @@ def test_the_refusal_fold_stays_bounded_while_writes_fail() -> None:
         folder.flush()
     assert folder.pending <= 16 + 1, folder.pending
     assert sum(c.count for c in folder._pending.values()) == sent
+
+
+# --- everything deleted while the proxy runs --------------------------------------------
+
+
+def _wipe(folder: Path) -> None:
+    for path in folder.iterdir():
+        path.unlink()
+
+
+@pytest.mark.parametrize("what", ["everything", "checkpoints"])
+def test_a_directory_wiped_while_running_does_not_verify_as_complete(
+    what: str, tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    """Every audit file and the checkpoint file deleted while the proxy runs: the writer
+    chains on from its real end (seq N+1) and began a new checkpoint file at checkpoint 1,
+    which then signed the few new lines, and verify said "OK: complete and unchanged" over
+    a log whose whole history was gone.  The writer knows the checkpoints it wrote: it goes
+    on numbering from them, so the removal of the earlier ones stays visible."""
+    signer, pub = key_pair
+    clock = Clock()
+    log = AuditLog(tmp_path, max_bytes=1500, clock=clock, signer=signer)
+    for i in range(30):
+        clock.now += 1
+        log.record(event(i))
+    log.checkpoint()
+    if what == "everything":
+        _wipe(tmp_path)
+    else:
+        (tmp_path / CHECKPOINT_FILE_NAME).unlink()
+    for i in range(30, 35):
+        clock.now += 1
+        log.record(event(i))
+    log.close()
+    result = verify_keyed(tmp_path, _public(pub))
+    assert not result.ok, result

@@ -30,6 +30,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ CHECKPOINT_GENESIS = hashlib.sha256(b"keybroker-audit-checkpoint-v1").hexdigest(
 _SIG_KEY = b',"sig":"'
 _SIGNED = re.compile(rb'(\{.*),"sig":"([A-Za-z0-9+/=]{1,200})"\}\Z', re.DOTALL)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_log = logging.getLogger("keybroker.audit")
 _REASONS = frozenset({"start", "interval", "rotation", "prune", "shutdown"})
 
 
@@ -171,6 +173,9 @@ class CheckpointWriter:
     def __init__(self, directory: Path, signer: AuditSigner) -> None:
         self.path = directory / CHECKPOINT_FILE_NAME
         self.signer = signer
+        # the last checkpoint this writer wrote: (number, line hash, files, first seq); a
+        # checkpoint file that lost it (deleted, truncated) is chained on from it, not anew
+        self._mine: tuple[int, str, list[str], int] | None = None
 
     def write(
         self,
@@ -187,6 +192,9 @@ class CheckpointWriter:
         fd = os.open(self.path, flags, 0o640)
         try:
             number, prev, same = self._tail(fd, last, files)
+            if self._mine is not None and number <= self._mine[0]:
+                _log.error("audit checkpoints removed (the file holds fewer than written)")
+                number, prev, same = self._mine[0] + 1, self._mine[1], False
             if same:
                 return False
             body: dict[str, object] = {
@@ -203,18 +211,27 @@ class CheckpointWriter:
             }
             size = os.fstat(fd).st_size
             try:
-                write_all(fd, seal_checkpoint(body, self.signer))
+                line = seal_checkpoint(body, self.signer)
+                write_all(fd, line)
                 os.fsync(fd)
             except OSError:
                 os.ftruncate(fd, size)  # never leave half a checkpoint behind
                 raise
+            self._mine = (number, hashlib.sha256(line[:-1]).hexdigest(), files, first_seq)
             return True
         finally:
             os.close(fd)
 
     def listed(self) -> tuple[list[str], int] | None:
-        """The files and first seq the last checkpoint named; ``None`` without a readable
-        one (a partial last line is trimmed by the next :meth:`write`)."""
+        """The files and first seq the last checkpoint named (this writer's own last one when
+        the file lost it); ``None`` without one."""
+        found = self._listed()
+        mine = self._mine
+        if mine is not None and (found is None or found[2] < mine[0]):
+            return mine[2], mine[3]
+        return None if found is None else (found[0], found[1])
+
+    def _listed(self) -> tuple[list[str], int, int] | None:
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -233,10 +250,11 @@ class CheckpointWriter:
             return None
         if not isinstance(body, dict):
             return None
-        files, first = body.get("files"), body.get("first_seq")
+        files, first, number = body.get("files"), body.get("first_seq"), body.get("checkpoint")
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             return None
-        return files, first if isinstance(first, int) else 0
+        first = first if isinstance(first, int) else 0
+        return files, first, number if isinstance(number, int) else 0
 
     def _tail(self, fd: int, last: tuple[int, str], files: list[str]) -> tuple[int, str, bool]:
         """(next number, prev hash, whether the last checkpoint already says all this)."""
