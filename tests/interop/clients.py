@@ -80,12 +80,11 @@ class Cell:
     def run(self, argv: list[str], env: dict[str, str] | None = None, ok: bool = True) -> str:
         return self.run_bytes(argv, env, ok).decode("utf-8", "replace")
 
-    def run_fails(self, argv: list[str]) -> str:
-        """Run a command that must fail; its stderr."""
+    def run_fails(self, argv: list[str]) -> str | None:
+        """Run a command that may fail: its stderr if it did, else None."""
         base = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         proc = subprocess.run(argv, env=base, capture_output=True, timeout=STEP_LIMIT * 3)
-        assert proc.returncode != 0, argv
-        return proc.stderr.decode("utf-8", "replace")
+        return proc.stderr.decode("utf-8", "replace") if proc.returncode else None
 
     def run_bytes(
         self, argv: list[str], env: dict[str, str] | None = None, ok: bool = True
@@ -429,12 +428,16 @@ def run_s3cmd(cell: Cell, sigv2: bool = False) -> None:
     out = cell.tmp / "out"
     if cell.upstream.startswith("raw-"):
         # s3cmd 2.3 reads a GET answer's Content-Length (KeyError without it); these upstreams
-        # send bodies chunked or delimited by the close, and keybroker passes that on
-        with cell.step("GET (no Content-Length: s3cmd fails)"):
+        # send bodies chunked or delimited by the close, and keybroker passes that on: either
+        # s3cmd fails for that reason, or (a later s3cmd) gets the bytes right
+        with cell.step("GET (no Content-Length)"):
             err = cell.run_fails(
                 ["s3cmd", "-c", str(cfg), "--no-progress", "get", f"s3://{b}/big", str(out)]
             )
-        assert "content-length" in err, err
+        if err is None:
+            cell.check_file(out)
+        else:
+            assert "content-length" in err, err
     else:
         with cell.step("GET (HEAD then GET)"):
             s3cmd("get", "--force", f"s3://{b}/big", str(out))
