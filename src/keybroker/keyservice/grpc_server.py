@@ -130,6 +130,11 @@ class GrpcKeyServer:
             code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
             details = exc.message if code is not grpc.StatusCode.INTERNAL else "internal error"
             await context.abort(code, details)
+        except Exception:  # a KMS or storage outage: recorded, as the HTTP API does
+            log.exception("key service gRPC call failed")
+            event.failed(ProxyError("internal error"))
+            await self.service.audit(event)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         try:
             await self.service.audit(event)
         except ProxyError:
