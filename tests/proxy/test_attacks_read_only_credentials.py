@@ -107,3 +107,47 @@ def test_real_reads_still_pass(proxy: tuple[str, Recorder]) -> None:
         before = len(rec.seen)
         assert _send(url, method, target, headers, body, service) == 200
         assert len(rec.seen) == before + 1
+
+
+def test_s3_control_without_its_account_header_is_not_an_object_read(
+    proxy: tuple[str, Recorder],
+) -> None:
+    """S3 Control names the account in its host as well as in ``x-amz-account-id``: without
+    the header, ``GET /v20180820/accessgrantsinstance/dataaccess`` on an s3-control host was
+    read as S3's GetObject (a read) and forwarded by a read-only account."""
+    url, rec = proxy
+    before = len(rec.seen)
+    target = "/v20180820/accessgrantsinstance/dataaccess?permission=READWRITE&target=s3%3A%2F%2Fb"
+    req = AWSRequest(method="GET", url=url + target)
+    req.headers["Host"] = "123456789012.s3-control.us-east-1.amazonaws.com"
+    S3SigV4Auth(Credentials(PROXY_AK, PROXY_SK), "s3", "us-east-1").add_auth(req)
+    prepared = req.prepare()
+    got = requests.get(prepared.url, headers=dict(prepared.headers), timeout=30,
+                       allow_redirects=False)  # fmt: skip
+    assert rec.seen[before:] == []
+    assert got.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "path", "action"),
+    [
+        ("GET", "s3-control.us-east-1.amazonaws.com",
+         "/v20180820/accessgrantsinstance/dataaccess", "GetDataAccess"),
+        ("DELETE", "s3-control.us-east-1.amazonaws.com", "/v20180820/bucket/b", "DeleteBucket"),
+        ("DELETE", "1.s3-control.us-east-1.amazonaws.com", "/v20180820/accesspoint/ap",
+         "DeleteAccessPoint"),
+        ("GET", "s3-control.us-east-1.amazonaws.com", "/v20180820/no/such/op", None),
+        ("DELETE", "b.s3.us-east-1.amazonaws.com", "/v20180820/bucket/b", "DeleteObject"),
+    ],
+)  # fmt: skip
+def test_s3_control_paths_are_never_object_keys(
+    method: str, host: str, path: str, action: str | None
+) -> None:
+    from multidict import CIMultiDict
+
+    from keybroker.signers.aws import SIGNER
+    from keybroker.signers.base import ParsedAuth, SigningRequest
+
+    query = "permission=READ&target=x" if "dataaccess" in path else ""
+    req = SigningRequest(method, host, path, query, CIMultiDict())
+    assert SIGNER.operation(req, ParsedAuth("a", service="s3"), b"").action == action

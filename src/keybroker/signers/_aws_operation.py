@@ -38,6 +38,7 @@ _SAFE = frozenset({"GET", "HEAD"})
 _RPC_METHODS = frozenset({"GET", "HEAD", "POST"})
 _S3_FAMILY = frozenset({"s3", "s3-object-lambda", "s3-outposts", "s3express"})
 _S3_CONTROL_PATH = "/v20180820/"
+_ACCOUNT_HEADER = "x-amz-account-id"
 _CBOR_PATH = re.compile(r"/service/([^/]+)/operation/([^/]+)")
 
 
@@ -55,7 +56,7 @@ def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) 
     model = service_model(name) if name else None
     if model is None:
         return Operation(service, None, None, False)
-    resource, path = None, req.path
+    resource, path, control = None, req.path, None
     if name == "s3":
         # S3 Control (an s3-control host, or /v20180820/ on any host but a bucket's, as
         # routing sends it) keeps its path; S3 reads the bucket and key
@@ -66,7 +67,7 @@ def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) 
         if not control:
             resource, path = address.resource(), address.path()
     try:
-        readings = _readings(model, req, path, body, s3=name == "s3")
+        readings = _readings(model, req, path, body, s3=name == "s3", control=control)
     except _Unclassified:
         return Operation(service, None, resource, False)
     found = {r[0] for r in readings}
@@ -83,7 +84,13 @@ def aws_operation(req: SigningRequest, service: str | None, body: bytes | None) 
 
 
 def _readings(
-    model: ServiceModel, req: SigningRequest, path: str, body: bytes | None, *, s3: bool
+    model: ServiceModel,
+    req: SigningRequest,
+    path: str,
+    body: bytes | None,
+    *,
+    s3: bool,
+    control: bool | None = None,
 ) -> list[tuple[str, bool, bool]]:
     """Every ``(operation, known to the model, REST)`` the request presents to the service's
     protocols."""
@@ -100,7 +107,7 @@ def _readings(
             raise _Unclassified
         found.extend((action, action in model.query, False) for action in actions)
     if model.rest:
-        rest = _rest_reading(model.rest, req, _normalised(path, dots=not s3))
+        rest = _rest_reading(model.rest, req, _normalised(path, dots=not s3), control)
         if rest is not None:
             found.append((rest, True, True))
     return found
@@ -137,8 +144,15 @@ def _normalised(path: str, *, dots: bool) -> str:
 
 
 def _rest_reading(
-    ops: dict[str, dict[str, tuple[RestOperation, ...]]], req: SigningRequest, path: str
+    ops: dict[str, dict[str, tuple[RestOperation, ...]]],
+    req: SigningRequest,
+    path: str,
+    control: bool | None = None,
 ) -> str | None:
+    """The REST operation the request matches.  ``control`` (S3 only): the request goes to
+    S3 Control, so only its operations are candidates — whether or not it carries the
+    ``x-amz-account-id`` header they name (the account is also in an S3 Control host), a
+    ``/v20180820/...`` path is never read as an S3 object key — and otherwise none of them."""
     by_query = ops.get(req.method.upper())
     if not by_query:
         return None
@@ -148,11 +162,17 @@ def _rest_reading(
     # an x-amz-copy-source in the query makes a copy as much as the header does
     headers = {h.lower() for h in req.headers}
     headers.update(k.lower() for k, _ in pairs if k.lower().startswith("x-amz-"))
+    if control:
+        headers.add(_ACCOUNT_HEADER)
     candidates = [*by_query.get("", ())]
     for name in names:
         candidates.extend(by_query.get("?" + name, ()))
     for header in headers:
         candidates.extend(by_query.get("h:" + header, ()))
+    if control is not None:
+        candidates = [
+            op for op in candidates if op.path.pattern.startswith(_S3_CONTROL_PATH) is control
+        ]
     matches = [
         op
         for op in candidates
