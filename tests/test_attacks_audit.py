@@ -257,3 +257,30 @@ def test_a_directory_wiped_while_running_does_not_verify_as_complete(
     log.close()
     result = verify_keyed(tmp_path, _public(pub))
     assert not result.ok, result
+
+
+# --- symlinks planted in the audit directory --------------------------------------------
+
+
+@pytest.mark.parametrize("name", [AUDIT_FILE_NAME, CHECKPOINT_FILE_NAME])
+def test_the_writer_never_appends_through_a_planted_symlink(
+    name: str, tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    """``audit.log`` (or ``audit.checkpoints``) replaced by a symlink to another file while
+    the proxy runs: the writer followed it and appended its lines to whatever file the link
+    named (with the proxy's rights), out of the audit directory.  It now refuses (ELOOP): a
+    record that cannot be written fails the request closed."""
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"")  # empty: nothing of ours to misread first
+    log = AuditLog(folder, signer=key_pair[0], checkpoint_interval=999)
+    log.record(event(0))
+    log.checkpoint()
+    (folder / name).unlink()
+    (folder / name).symlink_to(victim)
+    with pytest.raises(OSError):
+        log.record(event(1))
+        log.checkpoint()
+    log.close()
+    assert victim.read_bytes() == b""

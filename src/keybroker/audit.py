@@ -591,6 +591,8 @@ class AuditLog:
 
     def _open(self) -> None:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        # never through a symlink planted in the directory (ELOOP: the write fails closed)
+        flags |= getattr(os, "O_NOFOLLOW", 0)
         self._fd = os.open(self._path_or_raise(), flags, 0o640)
 
     def _replaced(self) -> bool:

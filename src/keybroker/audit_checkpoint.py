@@ -189,7 +189,7 @@ class CheckpointWriter:
     ) -> bool:
         """Append one checkpoint; ``False`` when it would repeat the last.  Raises OSError."""
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.path, flags, 0o640)
+        fd = os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0), 0o640)
         try:
             number, prev, same = self._tail(fd, last, files)
             if self._mine is not None and number <= self._mine[0]:
