@@ -86,11 +86,15 @@ def test_read_only_does_not_forward_access_issuing_reads(
 @pytest.mark.parametrize(
     "name",
     ["GetDataAccess", "GetComputeAccess", "GetInstanceAccess", "GetInstanceAccessDetails",
-     "GetSignedBluinsightsUrl", "DescribeInstanceVncUrl", "GetId"],
+     "GetSignedBluinsightsUrl", "DescribeInstanceVncUrl", "GetId", "DescribeInstanceVncPasswd",
+     "DescribeClusterKubeconfig", "DescribeClusterUserKubeconfig", "GetSecretValue",
+     "BatchGetSecretValue"],
 )  # fmt: skip
 def test_access_issuing_names_are_not_reads(name: str) -> None:
     """The rule is shared by every vendor: Aliyun, Tencent and Volcengine ECS/CVM name their
-    console log-in URL ``DescribeInstanceVncUrl``."""
+    console log-in URL ``DescribeInstanceVncUrl``; Tencent TKE and Alibaba ACK hand out a
+    cluster's kubeconfig (client certificate or token) under a Describe name; AWS Secrets
+    Manager and Alibaba KMS hand out stored credentials with ``GetSecretValue``."""
     assert not is_read_action(name)
 
 

@@ -5,8 +5,11 @@ conventions (``Describe``, ``Get``, ``List``, ``Head``, ..., as a whole word of 
 CamelCase name) and does not hand out a credential,
 a token, a password or a session: ``GetSessionToken``, ``GetFederationToken``,
 ``GetPasswordData``, ``GetAuthorizationToken``, S3's ``CreateSession``, S3 Access Grants'
-``GetDataAccess`` or a console's ``DescribeInstanceVncUrl`` give whoever holds them access
-outside the proxy, so they are never read-only.  Verbs that read in one API and
+``GetDataAccess``, a console's ``DescribeInstanceVncUrl`` (or Alibaba's
+``DescribeInstanceVncPasswd``), a Kubernetes cluster's kubeconfig (Tencent's
+``DescribeClusterKubeconfig``, Alibaba's ``DescribeClusterUserKubeconfig``) or a stored secret
+(``GetSecretValue``) give whoever holds them access outside the proxy, so they are never
+read-only.  Verbs that read in one API and
 write in another (``Check``: License Manager's ``CheckoutLicense``) are not read verbs.
 """
 
@@ -30,8 +33,8 @@ READ_PREFIXES = (
 )
 
 #: name parts (lower case) of operations that issue a credential, even when named like a read
-_ISSUES_ACCESS = ("token", "credential", "password", "session", "signin", "presign", "embedurl",
-                  "vncurl")  # fmt: skip
+_ISSUES_ACCESS = ("token", "credential", "password", "passwd", "session", "signin", "presign",
+                  "embedurl", "vncurl", "kubeconfig", "secretvalue")  # fmt: skip
 #: whole names (lower case) of operations named like reads that hand out access or create
 #: something: S3 Access Grants' GetDataAccess and GameLift's GetComputeAccess return temporary
 #: AWS credentials, GameLift's GetInstanceAccess and Lightsail's GetInstanceAccessDetails log-in
