@@ -173,17 +173,25 @@ class AWSKMSWrapper:
         return WrappedKey(self.kek_id, label, bytes(out["CiphertextBlob"]))
 
     async def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
-        """``Decrypt`` with the recorded key ARN and the context made from ``aad``.
+        """``Decrypt`` with the configured key and the context made from ``aad``.
+
+        The key ARN recorded in the blob must be this key's: the blob is not to be trusted, and
+        a forger who can ``Encrypt`` under any other key this principal may ``Decrypt`` with
+        (another key of the account, or a foreign key whose policy grants it) would otherwise
+        have a DEK of their choosing opened.
 
         Raises ``IntegrityError`` for a wrong ciphertext/aad/key, ``BackendError`` otherwise.
         """
         if not wrapped.ciphertext:  # AWS rejects an empty blob client-side, before any request
             raise IntegrityError("the wrapped key cannot be unwrapped")
         await self.open()
+        named = wrapped.kek_version.partition("#")[0]
+        if named and named != self._arn:
+            raise IntegrityError("the wrapped key was made by another KMS key")
         out = await self._call(
             "Decrypt",
             self._client.decrypt,
-            KeyId=wrapped.kek_version.partition("#")[0] or self.kek_id,
+            KeyId=self._arn or self.kek_id,
             CiphertextBlob=wrapped.ciphertext,
             EncryptionContext=_context(aad),
         )
