@@ -37,8 +37,10 @@ async def pass_unsigned(
     if route.dest is None:
         raise ValueError("pass_unsigned needs a key-proxy route")
     vendor_scope(route.vendor_hint).require(route.dest)
-    ctx.account = request.headers.get("x-mcdn-cloud-account-name") or None
-    ctx.rule = UNSIGNED_RULE
+    # the name goes into the record's rule, not ctx.account: that is a metrics label, which
+    # only configured accounts may set (any name a client sends would be a new series)
+    name = request.headers.get("x-mcdn-cloud-account-name", "")[:64]
+    ctx.rule = f"{UNSIGNED_RULE} (account {name!r})"
     ctx.upstream_url = f"{route.dest.scheme}://{route.dest.host}"
     up = route.signed.copy()
     body = await read_bounded(request, http.max_body_bytes, http.client_timeout)
