@@ -96,7 +96,14 @@ class Forwarder:
             await self.before_send(ctx)  # nothing has gone upstream yet
         try:
             upstream = await self.client.request(
-                up.method, up.scheme, up.host, target or "/", headers, data, delivery
+                up.method,
+                up.scheme,
+                up.host,
+                target or "/",
+                headers,
+                data,
+                delivery,
+                resend=ctx.read_only is True,  # only what the signer knows to be a read
             )
         except _BodyRejected as exc:
             raise exc.error from None

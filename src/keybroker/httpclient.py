@@ -101,11 +101,15 @@ class UpstreamClient:
         headers: CIMultiDict[str],
         body: bytes | AsyncIterable[bytes] | None,
         delivery: Delivery | None = None,
+        resend: bool = False,
     ) -> UpstreamResponse:
         """Send one request; raises :class:`UpstreamFailure` (or the body iterator's own
         exception, or ``DestinationRefused``).  A streamed body goes chunked unless
         ``headers`` carry its ``Content-Length``.  ``delivery.started`` turns True once any
-        byte of the request is handed to a connection."""
+        byte of the request is handed to a connection.  ``resend``: the request only reads
+        (the signer said so), so it may be sent again on a new connection when a pooled one
+        closes before any answer byte; a GET is not enough — RPC APIs act on GET
+        (``?Action=RunInstances``), and the upstream may have executed the first copy."""
         if any(c in target for c in " \r\n\0") or not target.startswith(("/", "*")):
             raise UpstreamFailure("the request target cannot be sent")
         chunked = not isinstance(body, bytes | None) and "content-length" not in headers
@@ -135,7 +139,9 @@ class UpstreamClient:
                     conn.finished(reusable=False)
                 except Stale:
                     conn.finished(reusable=False)
-                    replayable = method in _SAFE_METHODS and isinstance(body, bytes | None)
+                    replayable = (
+                        resend and method in _SAFE_METHODS and isinstance(body, bytes | None)
+                    )
                     if not reused or not replayable:
                         raise UpstreamFailure(
                             "the upstream closed the connection", "reset"
