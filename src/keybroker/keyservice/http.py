@@ -305,11 +305,15 @@ def parse_query(raw: str, allowed: frozenset[str]) -> dict[str, str]:
 
 def parse_json(body: bytes, *, required: set[str], optional: set[str]) -> dict[str, object]:
     """A JSON object with exactly these fields.  Raises ``InvalidArgument``: malformed JSON,
-    not an object, a missing or unknown field."""
+    not an object, a field given twice (at any depth), a missing or unknown field."""
     if not body:
         raise InvalidArgument("a JSON object body is required")
     try:
-        doc = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        doc = json.loads(
+            body.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_fields
+        )
+    except _DuplicateField:
+        raise InvalidArgument("a field is given more than once") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidArgument("the body is not valid JSON") from None
     if not isinstance(doc, dict):
@@ -320,6 +324,17 @@ def parse_json(body: bytes, *, required: set[str], optional: set[str]) -> dict[s
     for name in sorted(required):
         if name not in doc:
             raise InvalidArgument(f"field {name!r} is required")
+    return doc
+
+
+class _DuplicateField(Exception):
+    """A JSON object names one field twice (readers disagree on which value counts)."""
+
+
+def _unique_fields(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise _DuplicateField
     return doc
 
 
