@@ -17,6 +17,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from keybroker.config import AuditConfig, Config, ForbiddenConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
@@ -67,3 +69,37 @@ def test_an_unknown_account_forwarded_is_recorded_with_its_name_in_the_rule(tmp_
     assert record["account"] is None, record  # a metrics label: configured accounts only
     assert "ForbiddenAccountNotFound" in str(record["rule"]), record
     assert "'ghost'" in str(record["rule"]), record
+
+
+@pytest.mark.parametrize("sync", [0.2, 0.0])
+def test_a_client_gone_during_the_write_ahead_leaves_one_request_record(
+    tmp_path: Path, sync: float
+) -> None:
+    """The client disconnects while its write-ahead record waits for its fsync (the server
+    cancels the handler): the line is in the file already, but the request was marked as not
+    recorded ahead, so finishing it wrote a second ``request`` record (also ``allow``) for
+    the same request id, where an ``outcome`` belongs: two requests allowed for one that never
+    went upstream."""
+    import asyncio
+    import contextlib
+
+    from keybroker.audit import AuditLog
+    from keybroker.context import RequestContext
+    from keybroker.recording import record_audit, write_ahead
+
+    log = AuditLog(tmp_path, sync=sync)  # a 200 ms batch window, or each line's own fsync
+
+    async def scenario() -> RequestContext:
+        ctx = RequestContext(request_id="r-gone", mode="keyproxy", method="PUT", remote="::1")
+        task = asyncio.ensure_future(write_ahead(ctx, log))
+        await asyncio.sleep(0.02 if sync else 0)
+        task.cancel()  # what connection_lost does to the handler
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        record_audit(ctx, log)  # what finish() does in the handler's finally
+        return ctx
+
+    asyncio.run(scenario())
+    log.close()
+    events = [(x["event"], x["request_id"]) for x in _records(tmp_path)]
+    assert events == [("request", "r-gone"), ("outcome", "r-gone")], events

@@ -296,7 +296,9 @@ class AuditLog:
         if self.sync is None:
             self._write(fields, fsync=False)
         elif self._group is None:
-            await asyncio.to_thread(self._write, fields, fsync=True)
+            # shielded: a cancelled caller (its client gone) still has its line written,
+            # as with the other modes, so it can tell that it was
+            await asyncio.shield(asyncio.to_thread(self._write, fields, fsync=True))
         else:
             self._write(fields, fsync=False)
             await self._group.wait()

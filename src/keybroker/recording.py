@@ -11,6 +11,7 @@ every request, the library's ``after_response`` hooks (see :mod:`keybroker.hooks
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -37,6 +38,11 @@ async def write_ahead(ctx: RequestContext, audit: AuditLog | None) -> None:
     try:
         # what is written ahead goes upstream: allowed, even when forwarded unverified
         await audit.commit(request_event(ctx, decision="allow"))
+    except asyncio.CancelledError:
+        # the client went away while the line waited for its fsync: the line is written
+        # (commit writes it before it waits), so what is recorded next is its outcome
+        ctx.audited_ahead = True
+        raise
     except (OSError, ValueError, TypeError) as exc:
         _failed(ctx, exc)
         if audit.fail_closed:
