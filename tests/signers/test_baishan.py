@@ -150,10 +150,13 @@ def test_token_never_in_messages_or_reprs() -> None:
 
 
 def test_config_needs_only_the_secret_key() -> None:
-    ok = Endpoint("bs", "baishan", Credential("", Secret("p")), Credential("", Secret("r")))
+    proxy_token, real_token = "pXq7Rw2Lk9Zt4Nv8Bm3Jh6Gd", "rTa5Ye1Uc0Io2Pl9Kj8Hg7Fd"
+    ok = Endpoint(
+        "bs", "baishan", Credential("", Secret(proxy_token)), Credential("", Secret(real_token))
+    )
     validate(Config(endpoints=[ok]))
     missing = Endpoint(
-        "bs", "baishan", Credential("label", Secret("")), Credential("", Secret("r"))
+        "bs", "baishan", Credential("label", Secret("")), Credential("", Secret(real_token))
     )
     with pytest.raises(ConfigError, match=r"Proxy\.SecretKey"):
         validate(Config(endpoints=[missing]))
