@@ -180,10 +180,16 @@ def test_tls_serves_https_on_tls_address(tmp_path: Path) -> None:
         proc = subprocess.Popen([*KEYBROKER, "serve", "--config", str(cfg)])
         try:
             wait_until(port_open(port), what="keybroker tls")
-            assert (
-                requests.get(f"https://127.0.0.1:{port}/ping", verify=str(cert), timeout=5).text
-                == "pong"
-            )
+
+            def pong() -> bool:
+                # the port is bound before the workers run: the first handshake can wait for one
+                try:
+                    r = requests.get(f"https://127.0.0.1:{port}/ping", verify=str(cert), timeout=5)
+                except requests.exceptions.Timeout:
+                    return False
+                return r.text == "pong"
+
+            wait_until(pong, timeout=60, what="keybroker tls answering")
             sts = boto3.client(
                 "sts",
                 endpoint_url=f"https://127.0.0.1:{port}",
