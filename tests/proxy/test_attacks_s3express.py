@@ -71,3 +71,32 @@ def test_s3_express_addresses(host: str, path: str, query: str, action: str, buc
     req = SigningRequest(method, host, path, query, CIMultiDict())
     assert SIGNER.operation(req, ParsedAuth("a", service="s3express"), b"").action == action
     assert parse_s3_address(host, path).bucket == bucket
+
+
+OUTPOSTS = "ap-123456789012.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action"),
+    [("DELETE", "/k", "DeleteObject"), ("PUT", "/k", "PutObject"), ("GET", "/k", "GetObject")],
+)
+def test_s3_outposts_access_point_hosts_name_their_object(
+    method: str, path: str, action: str
+) -> None:
+    """An Outposts access point host was read as path style: ``DELETE /k`` there was
+    DeleteBucket of a bucket ``k`` — past a rule denying ``s3:DeleteObject``."""
+    req = SigningRequest(method, OUTPOSTS, path, "", CIMultiDict())
+    assert SIGNER.operation(req, ParsedAuth("a", service="s3-outposts"), b"").action == action
+
+
+def test_deny_delete_object_holds_on_an_outposts_access_point(resolved: list[str]) -> None:
+    ep = aws_endpoint("outposts", AK, SK, "AKIAREALEXPRESS00001", REAL_SK, "")
+    ep.upstream = None
+    ep.policy = Policy(deny_actions=["s3*:DeleteObject"])
+    origin = f"https://{OUTPOSTS}/k"
+    with proxy_running(Config(endpoints=[ep])) as (url, _):
+        signed = sign_aws("DELETE", origin, ak=AK, sk=SK, service="s3-outposts",
+                          region="us-west-2")  # fmt: skip
+        r = send(url, "DELETE", origin, signed, account="outposts")
+    assert resolved == []
+    assert r.status == 403, r.body

@@ -15,6 +15,7 @@ endpoint (``s3logs``, ``a.s3.b``) is still the bucket::
     name-123456789012.s3-accesspoint(-fips)(.dualstack).eu-west-1.amazonaws.com
     name-123456789012.s3-object-lambda.eu-west-1.amazonaws.com
     bucket--usw2-az1--x-s3.s3express(-fips)-usw2-az1.us-west-2.amazonaws.com (S3 Express)
+    ap-123456789012.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com (Outposts)
 
 Every other host (``s3.eu-west-1.amazonaws.com``, a custom endpoint, an ``Upstream``, the
 proxy's own name) is *path style*: the bucket is the first path segment.  ``s3-control`` hosts
@@ -32,7 +33,7 @@ _REGION = r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}"
 _HOST = re.compile(
     r"(?:(?P<bucket>[a-z0-9][a-z0-9.-]*)\.)?"  # greedy: the S3 label is the rightmost one
     r"(?P<label>s3(?:-fips|-accelerate|-accesspoint(?:-fips)?|-object-lambda(?:-fips)?"
-    rf"|-control(?:-fips)?|-external-1|-{_REGION}|express-(?!control\b)[a-z0-9]+(?:-[a-z0-9]+)*)?)"
+    rf"|-control(?:-fips)?|-outposts(?:-fips)?|-external-1|-{_REGION}|express-(?!control\b)[a-z0-9]+(?:-[a-z0-9]+)*)?)"
     rf"(?P<rest>(?:\.dualstack)?(?:\.{_REGION})?)"
     r"\.amazonaws\.com(?:\.cn)?"
 )
