@@ -517,19 +517,24 @@ class AuditLog:
         st = os.fstat(self._fd)
         if (st.st_dev, st.st_ino, st.st_size) == self._seen:
             return  # nobody appended since our last line: the cached end is the end
+        seen = self._seen
+        same_file = seen is not None and seen[:2] == (st.st_dev, st.st_ino)
+        if lost is None and same_file and seen is not None and st.st_size < seen[2]:
+            lost = self._prev, self._seq  # writers only append whole lines: lines were cut
         size = trim_partial(self._fd, st.st_size)
         if size != st.st_size:
             _log.warning("audit file %s ended with a half-written line; removed", AUDIT_FILE_NAME)
         self._seen = (st.st_dev, st.st_ino, size)
         if size > 0:
             self._resume(read_tail(self._fd, size), self._path_or_raise())
-            return
-        self._continue_fromrotated_files()
+        else:
+            self._continue_fromrotated_files()
         if lost is not None and lost[1] > self._seq:
-            # The file we were writing was deleted, not rotated: chain on from its real end,
-            # so verify sees the gap instead of a clean continuation of an older file.
-            _log.warning("audit file %s was deleted; its lines are gone", AUDIT_FILE_NAME)
-            (self._prev, self._seq), self._start = lost, "rotated"
+            # The file we were writing was deleted or cut short: chain on from its real end,
+            # so verify sees the gap instead of a clean continuation of what is left.
+            _log.warning("audit file %s lost lines; they are gone", AUDIT_FILE_NAME)
+            (self._prev, self._seq) = lost
+            self._start = "rotated" if self._start else ""
 
     def _deleted_end(self) -> tuple[str, int] | None:
         """``(hash, seq)`` of our file's last line if that file was unlinked (not rotated)."""
