@@ -284,3 +284,32 @@ def test_the_writer_never_appends_through_a_planted_symlink(
         log.checkpoint()
     log.close()
     assert victim.read_bytes() == b""
+
+
+# --- lines cut off the live file while the proxy runs ----------------------------------
+
+
+@pytest.mark.parametrize("keep", [10, 12])
+def test_lines_cut_off_the_live_file_while_running_stay_visible(
+    keep: int, tmp_path: Path, key_pair: tuple[AuditSigner, Path]
+) -> None:
+    """The newest lines cut off ``audit.log`` in place (same file, truncated) while the proxy
+    runs: the writer took the shortened file's last line as the chain's end and went on
+    from it, so its next checkpoint signed the log without them and verify said OK.  The
+    writer knows where the chain ended: it goes on from there, and verify sees the gap."""
+    signer, pub = key_pair
+    log = AuditLog(tmp_path, signer=signer, checkpoint_interval=999)
+    for i in range(10):
+        log.record(event(i))
+    log.checkpoint()
+    for i in range(10, 15):
+        log.record(event(i))  # after the checkpoint: the lines the attacker removes
+    live = tmp_path / AUDIT_FILE_NAME
+    lines = live.read_bytes().splitlines(keepends=True)
+    with live.open("r+b") as fh:  # in place: the same inode, as `truncate -s` does
+        fh.truncate(sum(len(x) for x in lines[:keep]))  # the checkpoint signed line 10
+    for i in range(15, 18):
+        log.record(event(i))
+    log.close()
+    result = verify_keyed(tmp_path, _public(pub))
+    assert not result.ok, result
