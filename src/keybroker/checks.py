@@ -243,7 +243,9 @@ async def check_replay(
     operation: Operation | None = None,
 ) -> ReplayEntry | None:
     """Refuse a second use of the same signature within its validity (``Replayed``) and
-    return the recorded entry (``None`` when nothing was recorded).
+    return the recorded entry (``None`` when nothing was recorded, or for a read: a read's
+    use is remembered — so that the same signature cannot come back as a write by changing
+    what it leaves unsigned — but it may repeat, and is never released).
 
     ``operation`` is what the vendor will execute; ``None`` (the key service) makes every
     request single use whatever ``Security.ReplayProtection`` says.  Only for schemes that
@@ -252,7 +254,8 @@ async def check_replay(
     """
     if cache is None or auth.signed_at is None:
         return None
-    if not replay_applies(config.security.replay_protection, operation):
+    single_use = replay_applies(config.security.replay_protection, operation)
+    if not single_use and config.security.replay_protection == "off":
         return None
     skew = config.security.clock_skew_seconds
     valid_until = auth.signed_at.timestamp() + max(skew, auth.expires or 0)
@@ -262,7 +265,12 @@ async def check_replay(
     if signer is None:
         signer = signers.get(endpoint.vendor)
     key = replay_key(signer, endpoint.vendor, signed, auth, body)
-    if not await cache.first_use(key, min(ttl, MAX_TTL_SECONDS)):
+    first = await cache.first_use(key, min(ttl, MAX_TTL_SECONDS))
+    if not single_use:
+        # a read may repeat, but its use is remembered: the same signature must not come back
+        # as a write by changing what it leaves unsigned (Tencent's SDK signs no X-TC-Action)
+        return None
+    if not first:
         raise Replayed("this signed request was already used (replay)")
     return ReplayEntry(cache, key)
 
