@@ -193,7 +193,11 @@ def check_fresh(auth: ParsedAuth, clock: Clock, config: Config) -> None:
     if auth.signed_at > now + skew:
         raise RequestExpired("the request is signed with a time in the future")
     if auth.expires is not None:
-        if now > auth.signed_at + timedelta(seconds=auth.expires):
+        # a validity the signer chose (Baidu, Volcengine: up to 31 years) counts for at most
+        # as long as the replay cache can remember the signature: a captured request that
+        # changes something must not become usable again once its entry has expired
+        validity = min(auth.expires, MAX_TTL_SECONDS)
+        if now > auth.signed_at + timedelta(seconds=validity):
             raise RequestExpired("the presigned request has expired")
     elif auth.signed_at < now - skew:
         raise RequestExpired("the request signature is too old")
