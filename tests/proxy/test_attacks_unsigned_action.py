@@ -62,3 +62,20 @@ def test_a_captured_read_cannot_come_back_as_a_write(proxy: tuple[str, Recorder]
     assert "TerminateInstances" not in actions, "a captured read went upstream as a write"
     assert r.status_code == 401, r.text
     assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.Replay"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="X-TC-Action is outside the Tencent SDK's TC3 signature: whoever intercepts a read "
+    "before it is used can send it first as another action, once",
+)
+def test_an_intercepted_read_cannot_be_used_first_as_a_write(
+    proxy: tuple[str, Recorder],
+) -> None:
+    url, rec = proxy
+    client = sdk_client(ORIGIN_HOST, PROXY.access_key, PROXY.secret_key.reveal())
+    req = sdk_signed(client, "DescribeInstances", {"InstanceIds": ["ins-1"]}, int(time.time()))
+    headers, body = dict(req.headers), req.body or b""
+    _send(url, {**headers, "X-TC-Action": "TerminateInstances"}, body)
+    actions = [s.headers.get("X-TC-Action") for s in rec.seen]
+    assert "TerminateInstances" not in actions
