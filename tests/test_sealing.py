@@ -262,6 +262,7 @@ def external_sealer(tmp: Path) -> Sealer:
     kek = tmp / "kek"
     if not kek.exists():
         kek.write_bytes(os.urandom(32))
+        kek.chmod(0o600)
     store = urllib.parse.quote(str(tmp / "store"))
     return Sealer.from_uris(f"kms://local?keyFile={kek}", f"storage://file?path={store}")
 

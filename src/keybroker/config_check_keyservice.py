@@ -12,6 +12,7 @@ import re
 
 from keybroker.config import (
     KEY_OPERATIONS,
+    Config,
     GrpcClient,
     GrpcConfig,
     KeyPolicy,
@@ -26,7 +27,7 @@ from keybroker.config_problems import (
 )
 from keybroker.errors import KMSError
 
-__all__: list[str] = []
+__all__ = ["key_policy_warnings"]
 
 _PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
@@ -47,6 +48,29 @@ def _check_key_policy(kp: object, path: str, p: Problems) -> None:
     for i, op in enumerate(ops):
         if op != "*" and op not in KEY_OPERATIONS:
             p.check(f"{path}.Operations[{i}]", f"unknown operation '{clip(op)}' (known: {known})")
+
+
+def key_policy_warnings(config: Config) -> list[str]:
+    """Advice for a valid config (``keybroker check`` prints it; nothing is refused): a
+    ``KeyPolicy`` prefix without a trailing ``/`` (``tenant-a`` also matches ``tenant-ab/...``)."""
+    policies = [
+        (f"Endpoints[{i}] ({ep.cloud_account_name}).KeyPolicy", ep.key_policy)
+        for i, ep in enumerate(config.endpoints)
+    ]
+    clients = config.key_service.grpc.clients or []
+    policies += [
+        (f"KeyService.Grpc.Clients[{i}].KeyPolicy", c.key_policy) for i, c in enumerate(clients)
+    ]
+    warnings = []
+    for path, policy in policies:
+        for j, prefix in enumerate(policy.prefixes if policy is not None else []):
+            if prefix and not prefix.endswith("/"):
+                warnings.append(
+                    f"{path}.Prefixes[{j}]: '{clip(prefix)}' has no trailing '/', so it also"
+                    f" matches ids such as '{clip(prefix)}x/...' (write '{clip(prefix)}/'"
+                    " unless that is meant)"
+                )
+    return warnings
 
 
 def _check_key_service(ks: object, p: Problems) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keybroker.config import Config
+from keybroker.config_check_keyservice import key_policy_warnings
 from keybroker.errors import ConfigError
 
 __all__ = ["EXPIRY_WARNING", "Findings", "preflight"]
@@ -46,6 +47,7 @@ def preflight(config: Config, now: datetime) -> Findings:
     _key_service(config, found)
     _exposure(config, found)
     _credentials(config, now, found)
+    found.warnings.extend(key_policy_warnings(config))
     return found
 
 

@@ -184,6 +184,7 @@ def local_kms(tmp: Path) -> tuple[str, str]:
     """A ``kms://local`` key file and a ``storage://file`` directory under ``tmp``."""
     kek = tmp / "kek.bin"
     kek.write_bytes(os.urandom(32))
+    kek.chmod(0o600)
     deks = tmp / "deks"
     return f"kms://local?keyFile={kek}", f"storage://file?path={deks}"
 

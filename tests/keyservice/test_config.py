@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def _config(key_service: str) -> str:
 
 def test_reads_the_section_and_the_policy(tmp_path: Path) -> None:
     kek = tmp_path / "kek.bin"
-    kek.write_bytes(bytes(32))
+    kek.write_bytes(os.urandom(32))
+    kek.chmod(0o600)
     cfg = loads(
         _config(f"""
 KeyService:

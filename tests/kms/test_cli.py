@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 from pathlib import Path
 
 import pytest
@@ -11,15 +12,18 @@ import pytest
 from keybroker.kms.cli import add_kms_parser, main
 
 ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
-CLUSTER = f"kms://cluster-kms?key={ZERO}&salt={ZERO}"
-KAT_ID = "key-00000000-0000-0000-0000-000000000000"
-KAT = "2b5c829f691bfd4232f8aac464bccc07e605c7c8e82cbca09837e86d0b6d0665"
+KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
+SALT = base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
+CLUSTER = f"kms://cluster-kms?key={KEY}&salt={SALT}"
+KAT_ID = "key-clusterID"  # tests/vectors/constellation/cluster_kms.json, the third vector
+KAT = "128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6"
 
 
 @pytest.fixture
 def local(tmp_path: Path) -> tuple[str, str]:
     key = tmp_path / "kek"
-    key.write_bytes(bytes(32))
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
     return f"kms://local?keyFile={key}", f"storage://file?path={tmp_path / 'store'}"
 
 

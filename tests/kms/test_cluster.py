@@ -58,7 +58,8 @@ async def test_constellation_known_answers(v: dict[str, Any]) -> None:
 async def test_constellation_known_answers_via_uri(v: dict[str, Any]) -> None:
     key = base64.urlsafe_b64encode(bytes.fromhex(v["master_secret"])).decode()
     salt = base64.urlsafe_b64encode(bytes.fromhex(v["salt"])).decode()
-    kms = ClusterKMS.from_uri(parse_uri(f"kms://cluster-kms?key={key}&salt={salt}"))
+    parsed = parse_uri(f"kms://cluster-kms?key={key}&salt={salt}")
+    kms = ClusterKMS.from_uri(parsed, check_strength=False)  # library use: the vectors as given
     assert (await kms.get_dek(v["id"], v["size"])).hex() == v["dek"]
 
 

@@ -21,13 +21,16 @@ from keybroker.kms.registry import (
 from keybroker.storage.memory import MemoryStorage
 
 ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
-CLUSTER = f"kms://cluster-kms?key={ZERO}&salt={ZERO}"
+STRONG = base64.urlsafe_b64encode(bytes(range(32))).decode()
+SALT = base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
+CLUSTER = f"kms://cluster-kms?key={STRONG}&salt={SALT}"  # the third Constellation vector
 
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "kek"
     path.write_bytes(bytes(range(32)))
+    path.chmod(0o600)
     return path
 
 
@@ -35,8 +38,8 @@ def key_file(tmp_path: Path) -> Path:
 async def test_cluster_kms(storage: str | None) -> None:
     kms = from_uris(kms_uri=CLUSTER, storage_uri=storage)
     assert isinstance(kms, ClusterKMS)
-    dek = await kms.get_dek("key-00000000-0000-0000-0000-000000000000", 32)
-    assert dek.hex() == "2b5c829f691bfd4232f8aac464bccc07e605c7c8e82cbca09837e86d0b6d0665"
+    dek = await kms.get_dek("key-clusterID", 32)
+    assert dek.hex() == "128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6"
 
 
 async def test_local_with_file_storage(key_file: Path, tmp_path: Path) -> None:

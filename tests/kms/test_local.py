@@ -19,6 +19,7 @@ from tests.kms.wrapper_conformance import KeyWrapperConformance
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "kek"
     path.write_bytes(os.urandom(32))
+    path.chmod(0o600)
     return path
 
 

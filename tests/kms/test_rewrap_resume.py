@@ -53,6 +53,7 @@ def kill_when_progress_shows(proc: subprocess.Popen[bytes], state: Path) -> str:
 async def test_killed_rewrap_of_10000_deks_resumes(tmp_path: Path) -> None:
     key, store, state = tmp_path / "kek", tmp_path / "store", tmp_path / "state.json"
     key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
     kms = ExternalKMS(LocalKeyWrapper.from_key_file(key), FileStorage(store))
     originals = await seed(kms, 10_000)
     await kms.wrapper.rotate()  # type: ignore[attr-defined]

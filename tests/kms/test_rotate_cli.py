@@ -31,6 +31,7 @@ REGION = "eu-west-1"
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "kek"
     path.write_bytes(bytes(range(32)))
+    path.chmod(0o600)
     return path
 
 
@@ -283,6 +284,7 @@ def test_cli_rotate_missing_key_file(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_cli_rewrap_after_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key, store = tmp_path / "kek", tmp_path / "store"
     key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
     kms, storage = f"kms://local?keyFile={key}", f"storage://file?path={store}"
     for key_id in ("a", "b", "c"):
         assert (
@@ -315,6 +317,7 @@ def test_cli_rewrap_after_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_cli_rewrap_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key, store = tmp_path / "kek", tmp_path / "store"
     key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
     (store).mkdir()
     (store / "junk").write_bytes(b"not a blob")
     kms, storage = f"kms://local?keyFile={key}", f"storage://file?path={store}"

@@ -6,12 +6,15 @@
                           [--legacy-blobs off|read]
     keybroker kms list --storage URI [--prefix P]
     keybroker kms rotate --kms URI
+    keybroker kms keygen PATH
     keybroker kms rewrap --kms URI --storage URI [--state FILE] [--prefix P] [--concurrency N]
                          [--legacy-blobs off|read]
 
 ``get-dek`` prints the DEK as hex; ``list`` prints one id per line; ``rotate`` makes a new KEK
 version and prints it; ``rewrap`` re-seals every stored DEK under the newest KEK version,
-drawing a progress bar on stderr and printing one report line (exit 1 if any id failed).
+drawing a progress bar on stderr and printing one report line (exit 1 if any id failed);
+``keygen`` writes a new random 32-byte key file (a ``kms://local`` KEK), mode 0600, and refuses
+to replace anything already at ``PATH`` (exit 1).
 Exit codes: 0 success, 1 the operation failed (bad blob, service error, invalid id), 2 bad
 usage or configuration (unparseable or incomplete URI, missing SDK).  Errors are one line on
 stderr, no traceback.
@@ -29,7 +32,7 @@ from typing import Any
 from keybroker.errors import KeybrokerError
 from keybroker.kms.errors import KMSConfigError, MissingExtra
 
-__all__ = ["add_kms_parser", "main"]
+__all__ = ["add_kms_parser", "cmd_keygen", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +64,9 @@ def add_kms_parser(subparsers: Any) -> argparse.ArgumentParser:
     rot = leaves.add_parser("rotate", help="make a new KEK version (local, aws, gcp, azure)")
     rot.add_argument("--kms", required=True, metavar="URI", help="kms://... URI")
     rot.set_defaults(handler=cmd_rotate)
+    gen = leaves.add_parser("keygen", help="write a new random 32-byte key file (0600)")
+    gen.add_argument("path", metavar="PATH", help="the file to create (never replaced)")
+    gen.set_defaults(handler=cmd_keygen)
     _add_rewrap_parser(leaves)
     return kms
 
@@ -126,6 +132,28 @@ async def _list(args: argparse.Namespace) -> None:
         await storage.close()
     for key_id in ids:
         print(key_id)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """``kms keygen PATH``: a new 0600 key file; 1 if anything is at PATH or it cannot be
+    written."""
+    from keybroker.kms.keyfiles import KEYGEN_BYTES, keygen
+
+    try:
+        keygen(args.path)
+    except FileExistsError:
+        print(
+            f"keybroker kms: {args.path} already exists: refusing to replace it"
+            " (a key file is never overwritten; remove it first if it is really unused)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        print(f"keybroker kms: cannot create {args.path}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote a new {KEYGEN_BYTES}-byte key to {args.path} (mode 0600)", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ give the same key in both.
 
 Limits, all checked before any work is done:
 
-- master secret: at least 16 bytes;
+- master secret: at least 16 bytes; configured by URI, also not weak (all-zero, repeated
+  patterns, typed words: :mod:`keybroker.kms.strength`), and a ``file:`` holding it must not be
+  readable by group or others (``allowReadableKeyFile=true`` accepts it);
 - salt: not empty (RFC 5869 allows an empty salt, Constellation does not); a key *service*
   should demand ``KEY_SERVICE_MIN_SALT`` (32) bytes by passing ``min_salt_bytes=32``;
 - size: 1 to 8160 bytes (255 SHA-256 blocks, the HKDF maximum) — checked before allocating;
@@ -22,6 +24,12 @@ import re
 from typing import Self
 
 from keybroker.kms.errors import KMSConfigError
+from keybroker.kms.keyfiles import (
+    ALLOW_READABLE,
+    allow_readable,
+    check_key_file,
+    check_key_strength,
+)
 from keybroker.kms.uri import ParsedURI, resolve_secret
 from keybroker.secret import Secret
 
@@ -102,18 +110,28 @@ class ClusterKMS:
     @classmethod
     def validate_uri(cls, parsed: ParsedURI) -> None:
         """Parameter checks only.  Raises ``KMSConfigError``."""
-        parsed.check_known("key", "salt")
+        parsed.check_known("key", "salt", ALLOW_READABLE)
         parsed.require("key", "salt")
+        allow_readable(parsed)
 
     @classmethod
-    def from_uri(cls, parsed: ParsedURI, *, min_salt_bytes: int = 1) -> Self:
+    def from_uri(
+        cls, parsed: ParsedURI, *, min_salt_bytes: int = 1, check_strength: bool = True
+    ) -> Self:
         """``kms://cluster-kms?key=<base64url>&salt=<base64url>`` (URL-safe base64; padding
-        optional).  ``key`` may be a secret reference (``env:``/``file:``).  Raises
-        ``KMSConfigError``."""
+        optional).  ``key`` may be a secret reference (``env:``/``file:``); a ``file:`` that
+        group or others may read is refused unless ``allowReadableKeyFile=true``.  A weak
+        master secret (:mod:`keybroker.kms.strength`) is refused unless ``check_strength`` is
+        false (library use only: known-answer vectors).  Raises ``KMSConfigError``."""
         cls.validate_uri(parsed)
-        key = resolve_secret(parsed.params["key"], what=f"{parsed.label} key")
+        reference = parsed.params["key"]
+        if reference.startswith("file:"):
+            check_key_file(parsed, reference[5:], what="key file")
+        key = resolve_secret(reference, what=f"{parsed.label} key")
         secret = _b64url(parsed.label, "key", key.reveal())
         salt = _b64url(parsed.label, "salt", parsed.params["salt"])
+        if check_strength and len(secret) >= MIN_MASTER_SECRET:
+            check_key_strength(parsed, secret, what="master secret (key)")
         try:
             return cls(secret, salt, min_salt_bytes=min_salt_bytes)
         except KMSConfigError as exc:

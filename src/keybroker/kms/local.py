@@ -2,8 +2,8 @@
 
 The key file is either
 
-- exactly 32 raw bytes (make one with ``head -c 32 /dev/urandom > kek``; keep it
-  ``chmod 600``): a single KEK version ``"1"``; or
+- exactly 32 raw bytes (make one with ``keybroker kms keygen PATH``, which writes it 0600):
+  a single KEK version ``"1"``; or
 - a JSON keyset, written by :meth:`LocalKeyWrapper.rotate` (``keybroker kms rotate``)::
 
       {"keybroker_keyset": 1, "kek_id": "local:0123456789abcdef", "primary": "2",
@@ -43,7 +43,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.errors import IntegrityError, KMSConfigError
+from keybroker.kms.keyfiles import (
+    ALLOW_READABLE,
+    allow_readable,
+    check_key_file,
+    check_key_strength,
+)
 from keybroker.kms.uri import ParsedURI
+from keybroker.private_files import UnsafeFileError, open_lock, replace_atomically
 
 __all__ = ["LocalKeyWrapper"]
 
@@ -73,23 +80,33 @@ class LocalKeyWrapper:
     @classmethod
     def validate_uri(cls, parsed: ParsedURI) -> None:
         """Raises ``KMSConfigError`` for missing/unknown parameters (no file access)."""
-        parsed.check_known("keyFile")
+        parsed.check_known("keyFile", ALLOW_READABLE)
         parsed.require("keyFile")
+        allow_readable(parsed)
 
     @classmethod
     def from_uri(cls, parsed: ParsedURI) -> Self:
-        """``kms://local?keyFile=PATH``.  Raises ``KMSConfigError`` (bad URI, unreadable file,
-        wrong size, malformed keyset)."""
+        """``kms://local?keyFile=PATH[&allowReadableKeyFile=true]``.  Raises
+        ``KMSConfigError`` (bad URI, unreadable file, a file group or others may read unless
+        allowed, wrong size, malformed keyset, a weak key)."""
         cls.validate_uri(parsed)
-        return cls.from_key_file(parsed.params["keyFile"])
+        path = parsed.params["keyFile"]
+        check_key_file(parsed, path, what="keyFile")
+        kek_id, keys, primary = _read_key_file(Path(path))
+        for version, key in keys.items():
+            check_key_strength(parsed, key, what=f"keyFile {path} (KEK version {version})")
+        return cls._from_keys(Path(path), kek_id, keys, primary)
 
     @classmethod
     def from_key_file(cls, path: str | os.PathLike[str]) -> Self:
         """Read a raw 32-byte key or a keyset.  Raises ``KMSConfigError``."""
-        kek_id, keys, primary = _read_key_file(Path(path))
+        return cls._from_keys(Path(path), *_read_key_file(Path(path)))
+
+    @classmethod
+    def _from_keys(cls, path: Path, kek_id: str, keys: dict[str, bytes], primary: str) -> Self:
         wrapper = cls(keys[primary], kek_version=primary)
         wrapper._install(kek_id, keys, primary)
-        wrapper._path = Path(path)
+        wrapper._path = path
         return wrapper
 
     @property
@@ -255,36 +272,22 @@ def _write_keyset(path: Path, kek_id: str, keys: dict[str, bytes], primary: str)
             v: base64.b64encode(keys[v]).decode() for v in sorted(keys, key=_version_number)
         },
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(doc, indent=1).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers see the old keyset or the new one, never half
-        _fsync_dir(path.parent)
+        # readers see the old keyset or the new one, never half; the temp file is new (0600,
+        # O_EXCL|O_NOFOLLOW, random name), so a planted link cannot redirect the write
+        replace_atomically(path, json.dumps(doc, indent=1).encode() + b"\n")
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         reason = exc.strerror or type(exc).__name__
         raise KMSConfigError(f"kms://local: cannot write keyFile {path}: {reason}") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some file systems refuse to fsync a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """Hold ``flock(LOCK_EX)`` on ``lock_path`` (created 0600) for the block."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_lock(lock_path)
+    except UnsafeFileError as exc:
+        raise KMSConfigError(f"kms://local: {exc}") from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise KMSConfigError(f"kms://local: cannot lock {lock_path}: {reason}") from None

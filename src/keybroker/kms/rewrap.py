@@ -51,6 +51,7 @@ from keybroker.kms.envelope import (
 )
 from keybroker.kms.errors import BackendError, DEKNotFound, IntegrityError, KMSError
 from keybroker.kms.external import ExternalKMS
+from keybroker.private_files import replace_atomically
 
 __all__ = ["RewrapProgress", "RewrapReport", "current_kek_version", "inspect_blob", "rewrap_all"]
 
@@ -317,12 +318,9 @@ class _State:
             "kek_version": self._target,
             "last_done": self._last_done,
         }
-        tmp = self._path.with_name(f".{self._path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)  # a kill leaves the old state or the new, never half
+        # a new 0600 temp file (O_EXCL|O_NOFOLLOW, random name) renamed over the state: a
+        # kill leaves the old state or the new, never half, and a planted link is not followed
+        replace_atomically(self._path, json.dumps(doc).encode())
         self._saved_at, self._dirty = now, False
 
     def remove(self) -> None:
