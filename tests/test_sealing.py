@@ -402,6 +402,7 @@ def test_another_kms_cannot_open_the_config(sealer: Sealer) -> None:
 def test_the_master_secret_may_live_in_a_file(tmp_path: Path, sealer: Sealer) -> None:
     key = tmp_path / "master.key"
     key.write_text(b64url(MASTER) + "\n")
+    key.chmod(0o600)
     seal = f'Seal:\n  KMS: "kms://cluster-kms?key=file:{key}&salt={b64url(SALT)}"'
     cfg = loads(
         config(seal, [("acct", "proxy-secret-made-up-p", ref(sealer, "from-file", "acct"))]), env={}
