@@ -221,8 +221,12 @@ def _blob(**changes: Any) -> bytes:
         (b"[]", "its format is not recognised"),
         (b"{}", "key_info is not a JSON object"),
         (b'{"key_info": []}', "key_info is not a JSON object"),
-        (_blob(key_info={"mechanism": 0}), "key_info.mechanism is not 1 (envelope AES-GCM)"),
-        (_blob(key_info={"mechanism": True}), "key_info.mechanism is not 1 (envelope AES-GCM)"),
+        (
+            _blob(key_info={"mechanism": 2}),
+            "key_info.mechanism is not an envelope mechanism (0: Azure Key Vault,"
+            " 1: AWS KMS or Google Cloud KMS)",
+        ),
+        (_blob(key_info={"mechanism": True}), "key_info.mechanism is not a number"),
         (_blob(key_info={"key_id": 5}), "key_info.key_id is not a string"),
         (_blob(iv=None), "iv is missing"),
         (_blob(iv="JCQk"), "iv is not 12 bytes"),

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keybroker.kms.base import KeyWrapper, WrappedKey
 from keybroker.kms.binding import binds_aad, can_sign, envelope_digest
 from keybroker.kms.errors import IntegrityError
+from keybroker.kms.gowrapping import parse_blob_info
 
 __all__ = [
     "LEGACY_SETTINGS",
@@ -251,7 +252,8 @@ class ConstellationBlob:
     ``wrapped_key`` is the envelope key as wrapped by the cloud KMS (also without associated
     data / encryption context); ``key_id`` is the KEK version that wrapped it (AWS: the key ARN;
     GCP: the ``cryptoKeyVersions/N`` name; Azure: the key version).  Mechanism 1 is the
-    "envelope AES-GCM" mechanism of every go-kms-wrapping cloud wrapper.
+    "envelope AES-GCM" mechanism of the AWS and GCP wrappers; Azure Key Vault's is 0, which Go
+    leaves out (:mod:`keybroker.kms.gowrapping` says what each wrapper writes).
 
     Nothing binds such a blob to its id; we read it for compatibility and write it only when
     asked to (``write_format="constellation"``).  The DEK length is still checked.
@@ -279,26 +281,16 @@ class ConstellationBlob:
 
     @classmethod
     def decode(cls, blob: bytes, key_id: str) -> ConstellationBlob:
-        """Parse ``blob``.  Raises ``IntegrityError`` naming the structural problem."""
-        try:
-            doc = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise _malformed(key_id, "it is not valid JSON") from None
-        info = _obj(doc, key_id, "the blob")
-        key_info = _obj(info.get("key_info"), key_id, "key_info")
-        mechanism = key_info.get("mechanism")
-        if mechanism != cls.MECHANISM or isinstance(mechanism, bool):
-            raise _malformed(key_id, "key_info.mechanism is not 1 (envelope AES-GCM)")
-        kek = key_info.get("key_id", "")
-        if not isinstance(kek, str) or len(kek) > _MAX_FIELD:
-            raise _malformed(key_id, "key_info.key_id is not a string")
-        iv = _unb64(info, "iv", key_id)
-        if len(iv) != _NONCE_BYTES:
+        """Parse ``blob`` as any go-kms-wrapping cloud wrapper writes it (AWS and GCP:
+        mechanism 1; Azure: no mechanism, older Azure: base64url text in ``wrapped_key``; see
+        :mod:`keybroker.kms.gowrapping`).  Raises ``IntegrityError`` naming the structural
+        problem."""
+        info = parse_blob_info(blob, key_id, max_field=_MAX_FIELD)
+        if len(info.iv) != _NONCE_BYTES:
             raise _malformed(key_id, f"iv is not {_NONCE_BYTES} bytes")
-        ciphertext = _unb64(info, "ciphertext", key_id)
-        if len(ciphertext) <= _TAG_BYTES:
+        if len(info.ciphertext) <= _TAG_BYTES:
             raise _malformed(key_id, "ciphertext is truncated")
-        return cls(ciphertext, iv, kek, _unb64(key_info, "wrapped_key", key_id))
+        return cls(info.ciphertext, info.iv, info.key_id, info.wrapped_key)
 
     @classmethod
     async def seal(cls, wrapper: KeyWrapper, key_id: str, dek: bytes) -> bytes:

@@ -5,13 +5,16 @@ URI form: ``<scheme>://<name>?<param>=<value>&...`` with ``scheme`` ``kms`` or `
 fragment.
 
 Decoding happens exactly once (Constellation decodes values twice, so a ``%`` or ``+`` inside a
-secret is corrupted).  Values are *percent*-decoded as RFC 3986 query components:
+secret is corrupted).  Values are decoded as Go's ``url.ParseQuery`` decodes a query — the
+spelling Constellation's URIs use, since it builds them with ``url.QueryEscape`` — but once:
 
 - ``%XX`` is the byte ``XX``; the decoded bytes must be UTF-8.  A ``%`` not followed by two hex
   digits is an error (write a literal ``%`` as ``%25``).
-- ``+`` is a literal plus sign, never a space: AWS secret keys and base64 contain ``+`` and are
-  pasted into URIs verbatim.  Write a space as ``%20``.  (Go's ``url.QueryEscape`` writes
-  ``+`` as ``%2B``, so URIs built by Constellation decode to the same values.)
+- ``+`` is a space, as ``url.QueryEscape`` writes one; a plus sign is ``%2B`` (which is how
+  ``url.QueryEscape`` writes it).  In a secret parameter (``SECRET_PARAMS``: ``accessKey``,
+  ``clientSecret``, ``connectionString``, ``key``, ``pin``, ``token``) a raw ``+`` is refused
+  instead: secrets hold no spaces, and a pasted AWS secret key or base64 value with a literal
+  ``+`` would otherwise turn into a different secret without a word.
 - Each parameter appears at most once; names are case-sensitive identifiers; a component
   without ``=`` is an error.  Unknown names are rejected by :meth:`ParsedURI.check_known`.
 
@@ -40,7 +43,7 @@ from typing import Literal
 from keybroker.kms.errors import KMSConfigError
 from keybroker.secret import Secret
 
-__all__ = ["ParsedURI", "parse_uri", "resolve_secret"]
+__all__ = ["SECRET_PARAMS", "ParsedURI", "parse_uri", "resolve_secret"]
 
 _SCHEMES = ("kms", "storage")
 _URI_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<name>[^?#]*)(?P<rest>.*)", re.S)
@@ -48,6 +51,7 @@ _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})")
 _PARAM_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _MAX_URI = 16 * 1024
+SECRET_PARAMS = frozenset({"accessKey", "clientSecret", "connectionString", "key", "pin", "token"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +151,16 @@ def _parse_component(label: str, pos: int, component: str) -> tuple[str, str]:
 
 
 def _percent_decode(label: str, key: str, raw: str) -> str:
-    """Decode ``%XX`` escapes once; ``+`` stays ``+``."""
+    """Decode ``+`` and ``%XX`` escapes once (see the module docstring)."""
     if _PERCENT_RE.search(raw):
         raise KMSConfigError(f"{label}: parameter {key} has a malformed %-escape")
+    if "+" in raw:
+        if key in SECRET_PARAMS:
+            raise KMSConfigError(
+                f"{label}: parameter {key} has a raw '+', which a URI reads as a space:"
+                " write a plus sign as %2B"
+            )
+        raw = raw.replace("+", " ")
     try:
         data = bytes(_unescape(raw))
         return data.decode("utf-8")
