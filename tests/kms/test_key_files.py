@@ -316,8 +316,8 @@ Endpoints:
   - CloudAccountName: a
     Vendor: aws
     Credentials:
-      Proxy: {{AccessKey: AKIDPROXY1, SecretKey: proxy-secret-1}}
-      Real: {{AccessKey: AKIDREAL1, SecretKey: real-secret-1}}
+      Proxy: {{AccessKey: AKIDPROXY1, SecretKey: proxy-secret-made-up-p1}}
+      Real: {{AccessKey: AKIDREAL1, SecretKey: real-secret-made-up-r1}}
     KeyPolicy: {{Prefixes: {prefixes}, Operations: [get]}}
 """
 
@@ -335,6 +335,7 @@ def test_check_warns_on_a_prefix_without_a_trailing_slash(
         " matches ids such as 'tenant-ax/...'" in err
     )
     assert cli_main(["check", "--strict", "--config", str(path)]) == 1  # a warning fails it
+    capsys.readouterr()
     path.write_text(CONFIG.format(prefixes='["tenant-a/"]'))
     assert cli_main(["check", "--config", str(path)]) == 0
     assert "KeyPolicy" not in capsys.readouterr().err
