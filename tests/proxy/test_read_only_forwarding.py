@@ -92,7 +92,10 @@ def _send(
 def _forwarded_is_a_read(seen: Seen, service: str) -> bool:
     if service == "s3":
         names = {k for k, _ in parse_qsl(seen.path_qs.partition("?")[2], keep_blank_values=True)}
-        return seen.method in ("GET", "HEAD") and "session" not in names
+        # ?session is CreateSession (session credentials) on a bucket; without a bucket
+        # (path style, "/") the request is ListBuckets whatever its parameters
+        bucketless = seen.path_qs.partition("?")[0] == "/"
+        return seen.method in ("GET", "HEAD") and ("session" not in names or bucketless)
     if seen.method not in ("GET", "HEAD", "POST"):
         return False
     target = seen.headers.get("X-Amz-Target")
