@@ -44,6 +44,7 @@ async def test_no_spelling_of_a_legacy_blob_opens_by_default(
 def _uris(tmp_path: Path) -> tuple[str, str]:
     kek = tmp_path / "kek.bin"
     kek.write_bytes(KEK)
+    kek.chmod(0o600)
     return f"kms://local?keyFile={kek}", f"storage://file?path={tmp_path / 'deks'}"
 
 

@@ -15,12 +15,14 @@ from keybroker.kms.sync import SyncKMS
 from keybroker.storage.file import FileStorage
 
 ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
+KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()  # Constellation's third vector
+SALT = base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
 
 
 def test_cluster_from_uris() -> None:
-    with SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}") as kms:
-        dek = kms.get_dek("key-00000000-0000-0000-0000-000000000000", 32)
-    assert dek.hex() == "2b5c829f691bfd4232f8aac464bccc07e605c7c8e82cbca09837e86d0b6d0665"
+    with SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={KEY}&salt={SALT}") as kms:
+        dek = kms.get_dek("key-clusterID", 32)
+    assert dek.hex() == "128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6"
 
 
 def test_from_uris_error() -> None:
@@ -39,7 +41,7 @@ def test_threads_share_one_dek(tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent_and_stops_the_thread() -> None:
-    sync = SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}")
+    sync = SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={KEY}&salt={SALT}")
     (loop_thread,) = [t for t in threading.enumerate() if t.name == "keybroker-kms"]
     assert loop_thread.daemon and loop_thread.is_alive()
     sync.close()
@@ -52,7 +54,7 @@ def test_close_is_idempotent_and_stops_the_thread() -> None:
 
 def test_errors_propagate_unchanged() -> None:
     with (
-        SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={ZERO}&salt={ZERO}") as kms,
+        SyncKMS.from_uris(kms_uri=f"kms://cluster-kms?key={KEY}&salt={SALT}") as kms,
         pytest.raises(ValueError, match="DEK size must be at least 1 byte"),
     ):
         kms.get_dek("x", 0)
