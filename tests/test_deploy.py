@@ -106,6 +106,8 @@ def test_rules_have_the_alerts_an_operator_needs() -> None:
         "KeybrokerHigh5xxRatio",
         "KeybrokerUpstreamErrors",
         "KeybrokerCredentialExpiringSoon",
+        "KeybrokerAuditFailing",
+        "KeybrokerReplayCacheDown",
     } <= names
 
 

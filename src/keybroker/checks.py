@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from keybroker import policy, signers
+from keybroker import metrics, policy, signers
 from keybroker.config import Config, Endpoint
 from keybroker.context import RequestContext
 from keybroker.credentials import Credential
@@ -269,7 +269,11 @@ async def check_replay(
     if signer is None:
         signer = signers.get(endpoint.vendor)
     key = replay_key(signer, endpoint.vendor, signed, auth, body)
-    first = await cache.first_use(key, min(ttl, MAX_TTL_SECONDS))
+    try:
+        first = await cache.first_use(key, min(ttl, MAX_TTL_SECONDS))
+    except ReplayCacheUnavailable:
+        metrics.DEFAULT.replay_cache_errors.inc()
+        raise
     if not single_use:
         # a read may repeat, but its use is remembered: the same signature must not come back
         # as a write by changing what it leaves unsigned (Tencent's SDK signs no X-TC-Action)

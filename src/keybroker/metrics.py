@@ -83,6 +83,10 @@ class ProxyMetrics:
         self.policy_denials = r.counter(
             "keybroker_policy_denials_total", "Requests refused by policy.", ("account",)
         )
+        self.replay_cache_errors = r.counter(
+            "keybroker_replay_cache_errors_total",
+            "Requests refused (503) because the replay cache could not answer.",
+        )
         self.audit_failures = r.counter(
             "keybroker_audit_failures_total",
             "Audit records that could not be written, by sink (file: the request was refused "

@@ -71,14 +71,25 @@ def test_two_servers_share_redis(upstream: Recorder, redis_url: str) -> None:
     assert replayed.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.Replay"
 
 
+def _replay_cache_errors() -> float:
+    from keybroker import metrics
+    from tests.test_metrics import parse
+
+    family = parse(metrics.DEFAULT.render())["keybroker_replay_cache_errors_total"]
+    return family.get("keybroker_replay_cache_errors_total")
+
+
 def test_redis_down_fails_closed_with_503(upstream: Recorder) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
+    before = _replay_cache_errors()
     with proxy_running(_cfg(upstream.url, dead), replay=True) as (url, _):
         captured = sign_aws("GET", STS + "&d=1", ak=AK, sk=SK, service="sts")
         r = send(url, "GET", STS + "&d=1", captured, account="acct")
     assert r.status == 503
     assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.ServiceUnavailable"
     assert upstream.seen == []
+    # what the KeybrokerReplayCacheDown alert watches (deploy/prometheus/alerts.yml)
+    assert _replay_cache_errors() - before == 1
 
 
 def test_replay_across_worker_processes(tmp_path: Path, upstream: Recorder) -> None:
