@@ -109,6 +109,7 @@ SINGLETON_HEADERS = frozenset(
         "x-cnc-accesskey",
         # what is executed
         "x-amz-target",
+        "x-amz-account-id",  # S3 Control: with it, the path names a control operation
         "x-acs-action",
         "x-acs-version",
         "x-tc-action",
