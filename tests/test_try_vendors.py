@@ -29,7 +29,7 @@ def _real(vendor: str) -> tuple[Credential, str]:
     """The real credential and the stdin line ``init --non-interactive`` reads it from."""
     if vendor == "akamai":
         token, access, secret = AKAMAI
-        cred = Credential(token, Secret("-"), Secret(access), Secret(token), Secret(secret))
+        cred = Credential(token, Secret(""), Secret(access), Secret(token), Secret(secret))
         return cred, " ".join(AKAMAI)
     if vendor == "baishan":
         return Credential("", Secret(SK)), SK
