@@ -28,7 +28,7 @@ from bench.loadgen import closed_loop, run_async
 from bench.procs import ready_when_open, serve_on_free_port
 from bench.proxy_server import _wait_idle, config_text
 from bench.signing import Accounts, aws_get, with_host
-from keybroker.audit_keys import PRIVATE_KEY_NAME, generate_key_pair
+from keybroker.audit.keys import PRIVATE_KEY_NAME, generate_key_pair
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("off", "none", "5ms", "always")

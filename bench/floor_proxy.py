@@ -3,8 +3,8 @@ one process each, run as ``python -m bench.floor_proxy [--layer aiohttp|keybroke
 UPSTREAM_PORT``.
 
 ``aiohttp`` is the naive proxy anyone would write with aiohttp's server and client; ``keybroker``
-is the same pass-through on keybroker's own HTTP layer (:class:`~keybroker.httpserver.HttpServer`
-and the pooled :class:`~keybroker.httpclient.UpstreamClient`).  The CPU the latter costs per
+is the same pass-through on keybroker's own HTTP layer (:class:`~keybroker.http.server.HttpServer`
+and the pooled :class:`~keybroker.http.client.UpstreamClient`).  The CPU the latter costs per
 request is the part of keybroker's cost that does not come from routing, signing or logging.
 """
 
@@ -18,9 +18,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from keybroker.httpclient import UpstreamClient
-from keybroker.httpserver import HttpServer, Request, StreamResponse
-from keybroker.netguard import GuardedResolver
+from keybroker.http.client import UpstreamClient
+from keybroker.http.netguard import GuardedResolver
+from keybroker.http.server import HttpServer, Request, StreamResponse
 
 __all__ = ["main"]
 

@@ -14,12 +14,12 @@ import asyncio
 import os
 import time
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.base import KMS
 from keybroker.kms.cache import CachedKMS
 from keybroker.kms.cluster import ClusterKMS
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.memory import MemoryStorage
 
 
 async def rate(kms: KMS, n: int, ids: list[str]) -> float:

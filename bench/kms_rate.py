@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Any
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.base import KMS
 from keybroker.kms.cluster import ClusterKMS
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.memory import MemoryStorage
 
 __all__ = ["kms_rates"]
 

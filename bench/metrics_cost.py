@@ -13,7 +13,7 @@ import argparse
 import time
 
 from keybroker.context import RequestContext
-from keybroker.metrics import ProxyMetrics, Registry
+from keybroker.metrics.instruments import ProxyMetrics, Registry
 
 
 def per_request_ns(n: int) -> float:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from keybroker.replay import (
+from keybroker.replay.cache import (
     MemoryReplayCache,
     RedisReplayCache,
     ReplayCache,

@@ -4,13 +4,13 @@
 
 Measured in this process, best of ``--rounds``:
 
-* the access line (:func:`keybroker.logs.request_log_line`) with logging set up as
+* the access line (:func:`keybroker.logs.setup.request_log_line`) with logging set up as
   ``keybroker serve`` sets it up (a ``Log`` directory at level info, the config's secrets
   registered for scrubbing), the file writes included;
-* :func:`keybroker.destinations.parse_origin_uri` on a typical STS origin URI (a new ``Nonce``
+* :func:`keybroker.proxy.destinations.parse_origin_uri` on a typical STS origin URI (a new ``Nonce``
   each call, as the proxy sees them: no cache of the standard library helps);
-* :func:`keybroker.routing.kept_headers` on a typical ``X-Mcdn-Kept-Headers`` value;
-* :meth:`keybroker.routing.Router.keyproxy` with the signer's ``parse`` replaced by a stub
+* :func:`keybroker.proxy.routing.kept_headers` on a typical ``X-Mcdn-Kept-Headers`` value;
+* :meth:`keybroker.proxy.routing.Router.keyproxy` with the signer's ``parse`` replaced by a stub
   (and, for reference, in all), on a SigV4-signed GET as the platform sends it (a new
   ``Nonce`` each call).
 """
@@ -26,13 +26,20 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from keybroker import routing, signers
-from keybroker.config import Config, LogConfig
-from keybroker.config_load import loads
-from keybroker.destinations import parse_origin_uri
-from keybroker.logs import LOG_FILE_NAME, REQUEST_ID, request_log_line, reset_logging, setup_logging
-from keybroker.redact import register_config_secrets
-from keybroker.routing import Router, kept_headers
+from keybroker import signers
+from keybroker.config.load import loads
+from keybroker.logs.redact import register_config_secrets
+from keybroker.logs.setup import (
+    LOG_FILE_NAME,
+    REQUEST_ID,
+    request_log_line,
+    reset_logging,
+    setup_logging,
+)
+from keybroker.proxy import routing
+from keybroker.proxy.destinations import parse_origin_uri
+from keybroker.proxy.routing import Router, kept_headers
+from keybroker.settings import Config, LogConfig
 
 ORIGIN = "https://sts.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&Nonce={}"
 DISTINCT = 1024  # more origin URIs than urlsplit's cache holds (128)

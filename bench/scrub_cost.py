@@ -2,7 +2,7 @@
 
     python -m bench.scrub_cost [--n 2000] [--rounds 5]
 
-Every finished log line passes :meth:`keybroker.redact.SecretRegistry.scrub`.  For 4, 100 and
+Every finished log line passes :meth:`keybroker.logs.redact.SecretRegistry.scrub`.  For 4, 100 and
 400 registered secrets (random 20-64 character values, as access keys and secrets are), this
 times the registry's pattern (a prefix tree of the values) and, as the baseline measured in the
 same run, the plain alternation of the values sorted longest first, on a typical access line
@@ -19,7 +19,7 @@ import re
 import string
 import time
 
-from keybroker.redact import SecretRegistry
+from keybroker.logs.redact import SecretRegistry
 
 LINE = json.dumps(
     {

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import LogConfig
-from keybroker.logs import (
+from keybroker.logs.redact import SecretRegistry
+from keybroker.logs.setup import (
     ACCESS_LOGGER,
     LOG_FILE_NAME,
     REQUEST_ID,
@@ -27,7 +27,7 @@ from keybroker.logs import (
     reset_logging,
     setup_logging,
 )
-from keybroker.redact import SecretRegistry
+from keybroker.settings import LogConfig
 
 
 @pytest.fixture(autouse=True)
@@ -242,8 +242,8 @@ def test_close_and_reconfiguration_write_the_buffer(tmp_path: Path) -> None:
 EXITING = textwrap.dedent(
     """
     import sys
-    from keybroker.config import LogConfig
-    from keybroker.logs import request_log_line, setup_logging
+    from keybroker.settings import LogConfig
+    from keybroker.logs.setup import request_log_line, setup_logging
     setup_logging(LogConfig(output=sys.argv[1], level="info"))
     for i in range(int(sys.argv[2])):
         request_log_line(request_id=f"r-{i}", method="GET", mode="native", status=200)

@@ -18,11 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keybroker.audit import AuditLog, audit_files
-from keybroker.audit_checkpoint import CHECKPOINT_FILE_NAME
-from keybroker.audit_keys import AuditSigner, parse_private_key
-from keybroker.audit_proof import verify_keyed
-from keybroker.audit_verify import AUDIT_FILE_NAME, GENESIS, verify
+from keybroker.audit.checkpoint import CHECKPOINT_FILE_NAME
+from keybroker.audit.keys import AuditSigner, parse_private_key
+from keybroker.audit.proof import verify_keyed
+from keybroker.audit.trail import AuditLog, audit_files
+from keybroker.audit.verify import AUDIT_FILE_NAME, GENESIS, verify
 
 T0 = 1_795_000_000.0
 
@@ -164,7 +164,7 @@ def test_pruning_for_age_still_verifies(tmp_path: Path, key_pair: tuple[AuditSig
 
 
 def _public(pub: Path):  # type: ignore[no-untyped-def]
-    from keybroker.audit_keys import load_public_key
+    from keybroker.audit.keys import load_public_key
 
     return load_public_key(pub)
 
@@ -209,7 +209,7 @@ def test_the_refusal_fold_stays_bounded_while_writes_fail() -> None:
     table (and the failed writes each flush attempts) grew by ``max_keys`` a second for as
     long as the disk stayed full.  Kept keys beyond the bound fold into ``other``, counts
     intact."""
-    from keybroker.audit_refusals import RefusalFolder
+    from keybroker.audit.refusals import RefusalFolder
 
     disk = _FullDisk()
     folder = RefusalFolder(lambda: disk, max_keys=16)  # type: ignore[arg-type,return-value]

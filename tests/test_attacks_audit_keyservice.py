@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 import pytest
 
-from keybroker.config import GrpcConfig
 from keybroker.errors import KMSError
 from keybroker.keyservice.keys import KeyStore
+from keybroker.settings import GrpcConfig
 from tests.keyservice.grpc_client import generate, get_data_key
 from tests.keyservice.helpers import KeyBroker, keybroker
 from tests.servers import free_port

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from keybroker.config import AuditConfig, Config, ForbiddenConfig
+from keybroker.settings import AuditConfig, Config, ForbiddenConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
@@ -83,9 +83,9 @@ def test_a_client_gone_during_the_write_ahead_leaves_one_request_record(
     import asyncio
     import contextlib
 
-    from keybroker.audit import AuditLog
+    from keybroker.audit.trail import AuditLog
     from keybroker.context import RequestContext
-    from keybroker.recording import record_audit, write_ahead
+    from keybroker.proxy.recording import record_audit, write_ahead
 
     log = AuditLog(tmp_path, sync=sync)  # a 200 ms batch window, or each line's own fsync
 

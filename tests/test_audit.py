@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.audit import (
+from keybroker.audit.trail import (
     AUDIT_FILE_NAME,
     GENESIS,
     AuditLog,
@@ -24,11 +24,11 @@ from keybroker.audit import (
     request_event,
     verify,
 )
-from keybroker.config import AuditConfig
 from keybroker.context import RequestContext
 from keybroker.errors import ConfigError
-from keybroker.redact import SecretRegistry
+from keybroker.logs.redact import SecretRegistry
 from keybroker.secret import Secret
+from keybroker.settings import AuditConfig
 from tests import logscan
 
 T0 = datetime(2026, 11, 25, 17, 13, 0, tzinfo=UTC).timestamp()
@@ -503,7 +503,7 @@ def test_verify_single_rotated_file_and_missing_path(tmp_path: Path) -> None:
 WORKER = """
 import os, sys, time
 from pathlib import Path
-from keybroker.audit import AuditLog
+from keybroker.audit.trail import AuditLog
 audit, sync, p, n, max_bytes = sys.argv[1:]
 log = AuditLog(audit, max_bytes=int(max_bytes))
 (Path(sync) / f"ready-{p}").touch()

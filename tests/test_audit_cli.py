@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.audit import AUDIT_FILE_NAME, AuditLog
-from keybroker.audit_cli import UNKEYED_NOTE, add_audit_parser, cmd_verify, main
+from keybroker.audit.trail import AUDIT_FILE_NAME, AuditLog
+from keybroker.cli.audit import UNKEYED_NOTE, add_audit_parser, cmd_verify, main
 
 
 def make_log(directory: Path, n: int, max_bytes: int = 100 * 1024 * 1024) -> Path:
@@ -95,7 +95,7 @@ def test_parser_wiring_in_a_host_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_no_traceback_in_a_real_process(tmp_path: Path) -> None:
     live = make_log(tmp_path, 3) / AUDIT_FILE_NAME
     live.write_bytes(live.read_bytes()[:-5])
-    script = "import sys; from keybroker.audit_cli import main; sys.exit(main(sys.argv[1:]))"
+    script = "import sys; from keybroker.cli.audit import main; sys.exit(main(sys.argv[1:]))"
     runs = {
         arg: subprocess.run(
             [sys.executable, "-c", script, "audit", "verify", arg],

@@ -9,8 +9,8 @@ from urllib.parse import quote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.audit_event import audit_path
-from keybroker.redact import SecretRegistry
+from keybroker.audit.event import audit_path
+from keybroker.logs.redact import SecretRegistry
 
 CREDENTIAL_NAMES = [
     "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId",

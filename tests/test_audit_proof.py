@@ -25,17 +25,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.audit import AUDIT_FILE_NAME, CHECKPOINT_FILE_NAME, AuditLog, audit_files
-from keybroker.audit_checkpoint import CHECKPOINT_GENESIS, seal_checkpoint
-from keybroker.audit_io import seal_line
-from keybroker.audit_keys import (
+from keybroker.audit.checkpoint import CHECKPOINT_GENESIS, seal_checkpoint
+from keybroker.audit.files import seal_line
+from keybroker.audit.keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
     AuditSigner,
     load_public_key,
     load_signer,
 )
-from keybroker.audit_proof import ProofResult, verify_keyed
+from keybroker.audit.proof import ProofResult, verify_keyed
+from keybroker.audit.trail import AUDIT_FILE_NAME, CHECKPOINT_FILE_NAME, AuditLog, audit_files
 
 T0 = 1_795_000_000.0
 
@@ -269,7 +269,7 @@ def test_the_unkeyed_chain_alone_misses_what_checkpoints_catch(
 ) -> None:
     """Why the key matters: the plain chain accepts a recomputed chain and a deleted newest
     file; the keyed verify does not."""
-    from keybroker.audit import verify
+    from keybroker.audit.trail import verify
 
     for attack in (_drop_victim, _delete_newest, _delete_oldest):
         folder = copy(pristine, tmp_path)
@@ -328,8 +328,8 @@ def test_a_sealed_reference_without_a_seal_section_is_a_config_error(tmp_path: P
 WORKER = """
 import sys, time
 from pathlib import Path
-from keybroker.audit import AuditLog
-from keybroker.audit_keys import load_signer
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.keys import load_signer
 audit, sync, key, p, n = sys.argv[1:]
 log = AuditLog(audit, max_bytes=16 * 1024, signer=load_signer(key), checkpoint_interval=0.005)
 (Path(sync) / f"ready-{p}").touch()
@@ -365,7 +365,7 @@ def test_worker_processes_sign_one_chain_of_checkpoints(keys: Path, tmp_path: Pa
 def test_a_key_change_verifies_with_both_public_keys(keys: Path, tmp_path: Path) -> None:
     """The signing key replaced (same directory): the checkpoint chain goes on under the new
     key; the auditor names both public keys, one alone is not enough."""
-    from keybroker.audit_keys import generate_key_pair
+    from keybroker.audit.keys import generate_key_pair
 
     generate_key_pair(tmp_path / "new")
     old_key, new_key = keys, tmp_path / "new"

@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.audit import AuditLog
-from keybroker.audit_refusals import RefusalFolder
+from keybroker.audit.refusals import RefusalFolder
+from keybroker.audit.trail import AuditLog
 
 SOURCES = st.one_of(
     st.sampled_from(["127.0.0.1", "192.0.2.1", None]),

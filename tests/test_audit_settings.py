@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.audit import AuditLog
-from keybroker.audit_cli import main
-from keybroker.audit_keys import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, load_public_key
-from keybroker.audit_mirror import open_mirror
-from keybroker.audit_proof import verify_keyed
-from keybroker.config_load import load, loads
+from keybroker.audit.keys import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, load_public_key
+from keybroker.audit.mirror import open_mirror
+from keybroker.audit.proof import verify_keyed
+from keybroker.audit.trail import AuditLog
+from keybroker.cli.audit import main
+from keybroker.cli.seal import create_master_secret
+from keybroker.config.load import load, loads
 from keybroker.errors import ConfigError
-from keybroker.seal_cli import create_master_secret
 
 ENDPOINT = """Endpoints:
   - CloudAccountName: a

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.audit import AuditLog, verify
-from keybroker.audit_sync import parse_sync
+from keybroker.audit.sync import parse_sync
+from keybroker.audit.trail import AuditLog, verify
 
 
 def _event(i: int) -> dict[str, object]:

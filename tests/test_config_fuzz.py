@@ -8,9 +8,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import Config
-from keybroker.config_load import loads
+from keybroker.config.load import loads
 from keybroker.errors import ConfigError
+from keybroker.settings import Config
 
 SAMPLE = (Path(__file__).parent / "data" / "configs" / "full.yml").read_text()
 SECRETS = ["0123", "real+s3/secret=value", "FwoGZXIvYXdzEXAMPLESESSIONTOKEN", "volc real secret"]

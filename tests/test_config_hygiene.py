@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import Config, Endpoint, SecurityConfig
-from keybroker.config_check import validate
-from keybroker.config_check_credentials import weak_secret_reason
-from keybroker.config_load import loads
+from keybroker.config.check import validate
+from keybroker.config.check_credentials import weak_secret_reason
+from keybroker.config.load import loads
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError
-from keybroker.proxy import Proxy
-from keybroker.redact import SecretRegistry, register_config_secrets
+from keybroker.logs.redact import SecretRegistry, register_config_secrets
+from keybroker.proxy.app import Proxy
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint, SecurityConfig
 
 STRONG = "proxy-" + "k7Qw2mZp9xLr4TnB"
 REAL_SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

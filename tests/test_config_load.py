@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from keybroker import signers
-from keybroker.config import Config, HttpConfig
-from keybroker.config_load import load, loads
+from keybroker.config.load import load, loads
 from keybroker.errors import ConfigError
 from keybroker.secret import Secret
+from keybroker.settings import Config, HttpConfig
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from keybroker import config_load
-from keybroker.config import Config
-from keybroker.config_load import loads, register_secret_resolver
+from keybroker.config import load as config_load
+from keybroker.config.load import loads, register_secret_resolver
 from keybroker.errors import ConfigError, KMSError
+from keybroker.settings import Config
 
 REAL = "config.yml:6: Endpoints[0].Credentials.Real"
 

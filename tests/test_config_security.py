@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from keybroker.config_load import loads
+from keybroker.config.load import loads
 from keybroker.errors import ConfigError
 
 BASE = """

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from keybroker import signers
-from keybroker.config import Config, Endpoint, HttpConfig, LogConfig, TlsConfig
-from keybroker.config_load import load, validate
+from keybroker.config.load import load, validate
+from keybroker.config.summary import mask_key, render_summary
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError
 from keybroker.secret import Secret
-from keybroker.summary import mask_key, render_summary
+from keybroker.settings import Config, Endpoint, HttpConfig, LogConfig, TlsConfig
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 
@@ -106,7 +106,7 @@ def test_empty_secret_and_broken_sections() -> None:
 
 
 def test_validate_wants_a_config() -> None:
-    with pytest.raises(TypeError, match=r"validate\(\) needs a keybroker.config.Config"):
+    with pytest.raises(TypeError, match=r"validate\(\) needs a keybroker.settings.Config"):
         validate({"Http": {}})  # type: ignore[arg-type]
 
 
@@ -182,7 +182,8 @@ def test_mask_key(key: str, masked: str) -> None:
 
 
 def test_public_names() -> None:
-    from keybroker import config_load, summary
+    from keybroker.config import load as config_load
+    from keybroker.config import summary
 
     assert sorted(config_load.__all__) == [
         "KEY_PROXY_VENDORS",

@@ -1,4 +1,4 @@
-"""keybroker.connlimits: over any sequence of accepts, requests and closes the caps hold, a
+"""keybroker.http.connlimits: over any sequence of accepts, requests and closes the caps hold, a
 busy connection is never shed, and a new connection is refused only when nothing idle is in
 its way."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.connlimits import ConnectionLimits, client_key
+from keybroker.http.connlimits import ConnectionLimits, client_key
 
 
 class _Conn:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from keybroker.config import Config
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from keybroker.destinations import Destination, parse_base_url, parse_origin_uri
 from keybroker.errors import MalformedRequest
+from keybroker.proxy.destinations import Destination, parse_base_url, parse_origin_uri
 
 
 def reference_parse_origin_uri(value: str) -> tuple[Destination, str, str]:

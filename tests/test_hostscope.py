@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybroker import signers
-from keybroker.destinations import Destination
 from keybroker.errors import Forbidden
-from keybroker.hostscope import HostScope, excluded_host
+from keybroker.proxy.destinations import Destination
+from keybroker.proxy.hostscope import HostScope, excluded_host
 
 _LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 _PATTERNS = [(s.vendor, p) for s in signers.all_signers() for p in s.excluded_hosts]

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import MalformedRequest
-from keybroker.httpserver import HttpServer, Request, Response, StreamResponse
+from keybroker.http.server import HttpServer, Request, Response, StreamResponse
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The proxy's upstream client (keybroker.httpclient) against real sockets: small raw asyncio
+"""The proxy's upstream client (keybroker.http.client) against real sockets: small raw asyncio
 servers that answer exactly the bytes each case needs (keep-alive, close-delimited, chunked,
 1xx, HEAD, a server that drops pooled connections, one that never answers)."""
 
@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from keybroker.httpclient import IDLE_SECONDS, UpstreamClient, UpstreamFailure
-from keybroker.netguard import DestinationRefused, GuardedResolver
+from keybroker.http.client import IDLE_SECONDS, UpstreamClient, UpstreamFailure
+from keybroker.http.netguard import DestinationRefused, GuardedResolver
 from tests.kms.tls_ca import TestCA
 
 Answer = Callable[[bytes], bytes | None]

@@ -1,4 +1,4 @@
-"""The proxy's HTTP/1.1 server (keybroker.httpserver) over real sockets: framing, keep-alive,
+"""The proxy's HTTP/1.1 server (keybroker.http.server) over real sockets: framing, keep-alive,
 pipelining, bodies, 100-continue, limits and malformed input."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import MalformedRequest
-from keybroker.httpserver import HttpServer, Request, Response, StreamResponse, json_response
+from keybroker.http.server import HttpServer, Request, Response, StreamResponse, json_response
 
 
 async def _echo(request: Request) -> StreamResponse:

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import LogConfig
 from keybroker.errors import ConfigError
-from keybroker.logs import (
+from keybroker.logs.redact import SecretRegistry
+from keybroker.logs.setup import (
     LOG_FILE_NAME,
     REQUEST_ID,
     JsonFormatter,
@@ -31,8 +31,8 @@ from keybroker.logs import (
     reset_logging,
     setup_logging,
 )
-from keybroker.redact import SecretRegistry
 from keybroker.secret import Secret
+from keybroker.settings import LogConfig
 
 T0 = datetime(2026, 11, 25, 17, 13, 0, tzinfo=UTC).timestamp()
 DAY = 86400.0
@@ -578,8 +578,8 @@ def test_threads_write_whole_lines_through_rotation(tmp_path: Path) -> None:
 WORKER = textwrap.dedent(
     """
     import logging, sys
-    from keybroker.config import LogConfig
-    from keybroker.logs import setup_logging
+    from keybroker.settings import LogConfig
+    from keybroker.logs.setup import setup_logging
     setup_logging(LogConfig(output=sys.argv[1], level="info"))
     log = logging.getLogger("keybroker.worker")
     for i in range(int(sys.argv[3])):

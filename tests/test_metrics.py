@@ -23,10 +23,11 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker import __version__, metrics
-from keybroker.config import Config, Endpoint, Policy, SecurityConfig
+from keybroker import __version__
 from keybroker.context import RequestContext
-from keybroker.metrics import CONTENT_TYPE, DURATION_BUCKETS, ProxyMetrics, Registry
+from keybroker.metrics import instruments as metrics
+from keybroker.metrics.instruments import CONTENT_TYPE, DURATION_BUCKETS, ProxyMetrics, Registry
+from keybroker.settings import Config, Endpoint, Policy, SecurityConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
@@ -490,9 +491,9 @@ def test_metrics_only_for_the_configured_client_networks(upstream: Recorder) -> 
 
 WORKER = """
 import os, sys
-from keybroker.config import Config, Endpoint, HttpConfig
+from keybroker.settings import Config, Endpoint, HttpConfig
 from keybroker.credentials import Credential
-from keybroker.proxy import Proxy
+from keybroker.proxy.app import Proxy
 from keybroker.secret import Secret
 port, upstream = sys.argv[1], sys.argv[2]
 env = os.environ
@@ -543,7 +544,7 @@ def test_two_worker_processes_report_one_sum(upstream: Recorder, tmp_path: Path)
 
 GAUGE_WORKER = """
 import sys
-from keybroker.metrics import ProxyMetrics, Registry
+from keybroker.metrics.instruments import ProxyMetrics, Registry
 m = ProxyMetrics(Registry(flush_interval=0.05))
 m.inflight.inc(amount=7)
 m.kms_op("local", "wrap", "ok")

@@ -12,7 +12,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keybroker.netguard import DestinationRefused, GuardedResolver, is_public_address
+from keybroker.http.netguard import DestinationRefused, GuardedResolver, is_public_address
 
 REFUSED = [
     # IPv4 special purpose

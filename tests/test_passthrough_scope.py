@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from keybroker import signers
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
-from keybroker.destinations import parse_origin_uri
 from keybroker.errors import Forbidden, MalformedRequest
-from keybroker.hostscope import HostScope
-from keybroker.routing import Accounts, Route, public_request, upstream_request
+from keybroker.proxy.destinations import parse_origin_uri
+from keybroker.proxy.hostscope import HostScope
+from keybroker.proxy.routing import Accounts, Route, public_request, upstream_request
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from keybroker.signers.base import ParsedAuth, SigningRequest
 
 UPSTREAM = "http://10.0.0.5:8080/gw"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keybroker.errors import Forbidden
-from keybroker.pathscope import escapes_root, join_under_prefix
+from keybroker.proxy.pathscope import escapes_root, join_under_prefix
 
 PREFIX = "/gw/aws"
 

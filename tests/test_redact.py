@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
-from keybroker.redact import (
+from keybroker.logs.redact import (
     MASK,
     SecretRegistry,
     is_secret_name,
@@ -25,6 +24,7 @@ from keybroker.redact import (
     register_config_secrets,
 )
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 
 SIG = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f"
 

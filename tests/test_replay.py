@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import SecurityConfig
 from keybroker.errors import ConfigError, ProxyError
 from keybroker.kms.errors import MissingExtra
-from keybroker.limits import RedisSlots
-from keybroker.replay import (
+from keybroker.proxy.limits import RedisSlots
+from keybroker.replay.cache import (
     MAX_TTL_SECONDS,
     MemoryReplayCache,
     RedisReplayCache,
@@ -23,6 +22,7 @@ from keybroker.replay import (
     SharedReplayClient,
     replay_cache_from_config,
 )
+from keybroker.settings import SecurityConfig
 
 
 class Clock:
@@ -83,7 +83,7 @@ async def test_full_cache_evicts_the_entry_closest_to_expiry(
     assert await cache.first_use(key("long"), 300)
     assert await cache.first_use(key("short"), 10)
     assert await cache.first_use(key("mid"), 100)
-    with caplog.at_level(logging.WARNING, logger="keybroker.replay"):
+    with caplog.at_level(logging.WARNING, logger="keybroker.replay.cache"):
         assert await cache.first_use(key("new"), 50)  # never refused: that would be a DoS
     assert len(cache) == 3 and cache.evictions == 1
     for kept in ("long", "mid", "new"):
@@ -97,7 +97,7 @@ async def test_full_cache_evicts_the_entry_closest_to_expiry(
 async def test_eviction_warning_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     cache = MemoryReplayCache(max_entries=1, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="keybroker.replay"):
+    with caplog.at_level(logging.WARNING, logger="keybroker.replay.cache"):
         for i in range(10):
             await cache.first_use(key(i), 1000)
         clock.now += 60

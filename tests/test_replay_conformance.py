@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.replay import (
+from keybroker.replay.cache import (
     MemoryReplayCache,
     RedisReplayCache,
     ReplayCache,

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis_asyncio
 
-from keybroker.replay import RedisReplayCache, ReplayCacheUnavailable
+from keybroker.replay.cache import RedisReplayCache, ReplayCacheUnavailable
 from tests import logscan, replay_servers, servers
 
 redis_url = replay_servers.redis_url

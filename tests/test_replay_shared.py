@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.replay import (
+from keybroker.replay.cache import (
     MemoryReplayCache,
     ReplayCacheUnavailable,
     SharedReplayClient,

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from keybroker.config_load import loads
-from keybroker.forwarding import HOP_BY_HOP
-from keybroker.routing import CONTROL_HEADERS, Route, Router, kept_headers
+from keybroker.config.load import loads
+from keybroker.proxy.forwarding import HOP_BY_HOP
+from keybroker.proxy.routing import CONTROL_HEADERS, Route, Router, kept_headers
 
 CONFIG = """
 Http:

@@ -25,7 +25,7 @@ from botocore.config import Config as BotoConfig
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config_load import loads
+from keybroker.config.load import loads
 from keybroker.sealing import CANNOT_OPEN
 from tests import logscan
 from tests.servers import free_port, port_open, wait_until
@@ -453,7 +453,7 @@ _VALUE = st.text(
 def test_rewrite_keeps_every_value_whatever_its_quoting(
     tmp_path: Path, seal_section: str, values: list[tuple[str, str]]
 ) -> None:
-    from keybroker.cli import main
+    from keybroker.cli.main import main
 
     # The proxy's value sits in a flow mapping, the real one in a block: check each parses.
     wrappers = ("{{k: {}}}", "k: {}")

@@ -170,7 +170,7 @@ def test_serve_prints_a_banner_without_secrets(tmp_path: Path) -> None:
 
 
 def test_an_omitted_address_means_loopback() -> None:
-    from keybroker.config_load import loads
+    from keybroker.config.load import loads
 
     cfg = loads("Endpoints: []\n")
     assert cfg.http.address == "127.0.0.1:3888"
@@ -178,8 +178,8 @@ def test_an_omitted_address_means_loopback() -> None:
 
 LIBRARY = """
 import sys
-from keybroker.config_load import load
-from keybroker.proxy import Proxy
+from keybroker.config.load import load
+from keybroker.proxy.app import Proxy
 Proxy(load(sys.argv[1])).run()
 """
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from keybroker.cli import main
+from keybroker.cli.main import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from keybroker.config import Config
+from keybroker.settings import Config
 from tests import logscan
 from tests.interop import upstreams
 from tests.interop.clients import MIB, PART, PRESIGNED_BUCKET, PRESIGNED_KEY

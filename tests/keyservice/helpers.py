@@ -20,7 +20,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from volcenginesdkcore.signv4 import SignerV4
 
-from keybroker.config import (
+from keybroker.credentials import Credential
+from keybroker.secret import Secret
+from keybroker.settings import (
     AuditConfig,
     Config,
     Endpoint,
@@ -29,8 +31,6 @@ from keybroker.config import (
     KeyServiceConfig,
     SecurityConfig,
 )
-from keybroker.credentials import Credential
-from keybroker.secret import Secret
 from tests import logscan
 from tests.proxy.harness import ProxyThread, proxy_running
 

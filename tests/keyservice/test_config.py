@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.config import Config, GrpcClient, GrpcConfig, KeyPolicy, KeyServiceConfig
-from keybroker.config_load import loads, validate
+from keybroker.config.load import loads, validate
 from keybroker.errors import ConfigError
+from keybroker.settings import Config, GrpcClient, GrpcConfig, KeyPolicy, KeyServiceConfig
 
 ENDPOINT = """
 Endpoints:

@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from keybroker.config import GrpcConfig
 from keybroker.keyservice import proto
 from keybroker.kms.strength import weakness
+from keybroker.settings import GrpcConfig
 from tests.keyservice.grpc_client import generate, get_data_key, library_dek, tls_channel
 from tests.keyservice.helpers import KeyBroker, b64url, keybroker
 from tests.keyservice.pki import Pki, make_pki

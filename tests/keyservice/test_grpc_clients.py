@@ -18,8 +18,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from keybroker.config import GrpcClient, GrpcConfig, KeyPolicy
 from keybroker.errors import ConfigError
+from keybroker.settings import GrpcClient, GrpcConfig, KeyPolicy
 from tests.keyservice.grpc_client import generate, get_data_key, library_dek, tls_channel
 from tests.keyservice.helpers import KeyBroker, keybroker
 from tests.keyservice.pki import Pki, issue_client, make_pki

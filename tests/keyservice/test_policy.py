@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from keybroker.config import KeyPolicy
 from keybroker.errors import Forbidden
 from keybroker.keyservice import policy
+from keybroker.settings import KeyPolicy
 
 
 def test_no_policy_denies_everything() -> None:

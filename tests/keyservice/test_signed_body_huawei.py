@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from keybroker.config import KeyPolicy
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import KeyPolicy
 from tests.keyservice.helpers import ALL_OPS, PREFIX, KeyBroker, account, error_code, keybroker
 from tests.keyservice.test_signed_body import ROUTES
 from tests.signers.huawei_upstream import sdk_sign

@@ -13,7 +13,7 @@ import requests
 from qiniu import Auth, QiniuMacAuth
 from qiniu.auth import QiniuMacRequestsAuth, RequestsAuth
 
-from keybroker.config import KeyPolicy
+from keybroker.settings import KeyPolicy
 from tests.keyservice.helpers import ALL_OPS, PREFIX, KeyBroker, account, error_code, keybroker
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

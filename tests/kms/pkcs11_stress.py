@@ -13,7 +13,7 @@ import os
 import sys
 import urllib.parse
 
-from keybroker.kms.pkcs11 import PKCS11Wrapper
+from keybroker.kms.backends.pkcs11 import PKCS11Wrapper
 from keybroker.kms.uri import parse_uri
 
 USERS = 8

@@ -19,12 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keybroker.kms import ExternalKMS
-from keybroker.kms.aws import AAD_CONTEXT_KEY, AWSKMSWrapper
+from keybroker.kms.backends.aws import AAD_CONTEXT_KEY, AWSKMSWrapper
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.envelope import KeybrokerEnvelope
 from keybroker.kms.errors import IntegrityError
+from keybroker.kms.storage.memory import MemoryStorage
 from keybroker.kms.uri import parse_uri
-from keybroker.storage.memory import MemoryStorage
 from tests.kms.test_aws_kms import kms_client, new_key, uri_for
 
 

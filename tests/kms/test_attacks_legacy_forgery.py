@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keybroker.kms import ExternalKMS, KMSConfigError, from_uris
 from keybroker.kms.errors import IntegrityError
 from keybroker.kms.rewrap import rewrap_all
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.memory import MemoryStorage
 from tests.kms.test_azure_kv import AzureEnv, azure, new_key, uri_for
 from tests.kms.test_unbound_wrappers import _public_key
 

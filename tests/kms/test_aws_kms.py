@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from keybroker.kms import from_uris, wrapper_from_uri
-from keybroker.kms.aws import AAD_CONTEXT_KEY, AWSKMSWrapper
+from keybroker.kms.backends.aws import AAD_CONTEXT_KEY, AWSKMSWrapper
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from keybroker.cli.kms import main
 from keybroker.kms import from_uris, wrapper_from_uri
-from keybroker.kms.azure import VAULT_TYPES, AzureKeyVaultWrapper
-from keybroker.kms.cli import main
+from keybroker.kms.backends.azure import VAULT_TYPES, AzureKeyVaultWrapper
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
 from keybroker.kms.uri import parse_uri

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 import boto3
 import pytest
 
-from keybroker.kms.aws import AWSKMSWrapper
+from keybroker.kms.backends.aws import AWSKMSWrapper
 from keybroker.kms.cache import CachedKMS
 from keybroker.kms.cluster import ClusterKMS, hkdf_sha256
 from keybroker.kms.errors import BackendError
 from keybroker.kms.external import ExternalKMS
+from keybroker.kms.storage.memory import MemoryStorage
 from keybroker.kms.uri import parse_uri
-from keybroker.storage.memory import MemoryStorage
 from tests import servers
 
 SECRET, SALT = bytes(range(32)), bytes(range(32, 64))

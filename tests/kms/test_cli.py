@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.kms.cli import add_kms_parser, main
+from keybroker.cli.kms import add_kms_parser, main
 
 ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
 KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()

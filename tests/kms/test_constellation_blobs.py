@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.kms.azure import AzureKeyVaultWrapper
+from keybroker.kms.backends.azure import AzureKeyVaultWrapper
 from keybroker.kms.envelope import ConstellationBlob, open_dek
 from keybroker.kms.errors import IntegrityError, KMSConfigError
 from keybroker.kms.uri import SECRET_PARAMS, parse_uri

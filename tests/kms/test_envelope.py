@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.envelope import ConstellationBlob, KeybrokerEnvelope, open_dek, seal_dek
 from keybroker.kms.errors import IntegrityError
-from keybroker.kms.local import LocalKeyWrapper
 
 VECTOR = json.loads(
     (Path(__file__).resolve().parent.parent / "vectors/constellation/blob_local.json").read_text()

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.envelope import ConstellationBlob, KeybrokerEnvelope
 from keybroker.kms.errors import IntegrityError
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
-from keybroker.storage.file import FileStorage
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.file import FileStorage
+from keybroker.kms.storage.memory import MemoryStorage
 
 KEK = bytes(range(32))
 

@@ -18,7 +18,7 @@ from keybroker.kms.registry import (
     storage_names,
     wrapper_names,
 )
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.memory import MemoryStorage
 
 ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
 STRONG = base64.urlsafe_b64encode(bytes(range(32))).decode()

@@ -23,11 +23,11 @@ from google.auth.credentials import AnonymousCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keybroker.cli.kms import main
 from keybroker.kms import from_uris, wrapper_from_uri
-from keybroker.kms.cli import main
+from keybroker.kms.backends.gcp import GCPKMSWrapper, crc32c
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
-from keybroker.kms.gcp import GCPKMSWrapper, crc32c
 from keybroker.kms.uri import parse_uri
 from tests import logscan
 from tests.kms.fake_gcp_kms import FakeGCPKMS

@@ -15,20 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keybroker.cli import main as cli_main
+from keybroker.cli.kms import main as kms_main
+from keybroker.cli.main import main as cli_main
 from keybroker.kms import from_uris
-from keybroker.kms.cli import main as kms_main
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.cluster import ClusterKMS
 from keybroker.kms.envelope import seal_dek
 from keybroker.kms.errors import KMSConfigError
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.registry import wrapper_from_uri
 from keybroker.kms.rewrap import rewrap_all
+from keybroker.kms.storage.memory import MemoryStorage
 from keybroker.kms.strength import weakness
 from keybroker.kms.uri import parse_uri
 from keybroker.private_files import UnsafeFileError, open_lock, replace_atomically, write_new
-from keybroker.storage.memory import MemoryStorage
 
 VICTIM = b"a file the attacker wants overwritten"
 

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
+from keybroker.kms.backends.kmip import KMIPWrapper
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError, MissingExtra
-from keybroker.kms.kmip import KMIPWrapper
 from keybroker.kms.uri import parse_uri
 from tests import servers
 from tests.kms.hsm_servers import KmipCA, KmipServer, kmip_server

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keybroker.cli.kms import main as kms_main
 from keybroker.kms import ExternalKMS, KMSConfigError, from_uris
-from keybroker.kms.cli import main as kms_main
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.envelope import is_legacy, open_dek, seal_dek
 from keybroker.kms.errors import IntegrityError
-from keybroker.kms.local import LocalKeyWrapper
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.memory import MemoryStorage
 
 KEK = bytes(range(32))
 

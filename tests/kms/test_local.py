@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.errors import IntegrityError, KMSConfigError
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.registry import wrapper_from_uri
 from keybroker.kms.uri import parse_uri
 from tests.kms.wrapper_conformance import KeyWrapperConformance

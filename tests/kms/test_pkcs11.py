@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
+from keybroker.kms.backends.pkcs11 import PKCS11Wrapper
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import IntegrityError, KMSConfigError, MissingExtra
-from keybroker.kms.pkcs11 import PKCS11Wrapper
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
 from tests import logscan

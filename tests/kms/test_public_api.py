@@ -1,4 +1,4 @@
-"""The public names of keybroker.kms and keybroker.storage are pinned; secrets stay out of
+"""The public names of keybroker.kms and keybroker.kms.storage are pinned; secrets stay out of
 messages and reprs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import pytest
 
 import keybroker.kms
-import keybroker.storage
+import keybroker.kms.storage
 from keybroker.kms import from_uris
 from keybroker.kms.errors import KMSConfigError
 
@@ -30,14 +30,14 @@ def test_kms_exports() -> None:
 
 
 def test_storage_exports() -> None:
-    assert sorted(keybroker.storage.__all__) == sorted(
+    assert sorted(keybroker.kms.storage.__all__) == sorted(
         [
             "MAX_BLOB_BYTES", "MAX_KEY_ID_BYTES", "Storage", "register_storage",
             "storage_from_uri", "validate_blob", "validate_key_id", "validate_prefix",
         ]
     )  # fmt: skip
-    for name in keybroker.storage.__all__:
-        assert hasattr(keybroker.storage, name), name
+    for name in keybroker.kms.storage.__all__:
+        assert hasattr(keybroker.kms.storage, name), name
 
 
 SHORT = base64.urlsafe_b64encode(b"TOPSECRETVALUE").decode()  # 14 bytes: too short

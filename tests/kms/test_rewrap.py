@@ -19,17 +19,17 @@ import boto3
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.envelope import seal_dek
 from keybroker.kms.errors import DEKNotFound, IntegrityError
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.rewrap import RewrapProgress, inspect_blob, rewrap_all
+from keybroker.kms.storage.azure_blob import AzureBlobStorage
+from keybroker.kms.storage.file import FileStorage
+from keybroker.kms.storage.gcs import GCSStorage
+from keybroker.kms.storage.memory import MemoryStorage
+from keybroker.kms.storage.s3 import S3Storage
 from keybroker.secret import Secret
-from keybroker.storage.azure_blob import AzureBlobStorage
-from keybroker.storage.file import FileStorage
-from keybroker.storage.gcs import GCSStorage
-from keybroker.storage.memory import MemoryStorage
-from keybroker.storage.s3 import S3Storage
 from tests.storage.cloud_servers import Azurite
 
 REGION = "eu-west-1"

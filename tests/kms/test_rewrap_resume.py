@@ -17,13 +17,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from keybroker.kms.aws import AWSKMSWrapper
+from keybroker.kms.backends.aws import AWSKMSWrapper
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.rewrap import rewrap_all
+from keybroker.kms.storage.file import FileStorage
+from keybroker.kms.storage.s3 import S3Storage
 from keybroker.kms.uri import parse_uri
-from keybroker.storage.file import FileStorage
-from keybroker.storage.s3 import S3Storage
 from tests.kms.test_rewrap import REGION, check_all, seed
 
 # -- killed half way and resumed -------------------------------------------------------------

@@ -18,10 +18,10 @@ from typing import Any
 import boto3
 import pytest
 
-from keybroker.kms.aws import AWSKMSWrapper
-from keybroker.kms.cli import main
+from keybroker.cli.kms import main
+from keybroker.kms.backends.aws import AWSKMSWrapper
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.errors import IntegrityError, KMSConfigError
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.uri import parse_uri
 
 REGION = "eu-west-1"

@@ -11,8 +11,8 @@ import pytest
 
 from keybroker.kms import ExternalKMS, LocalKeyWrapper
 from keybroker.kms.errors import IntegrityError, KMSConfigError
+from keybroker.kms.storage.file import FileStorage
 from keybroker.kms.sync import SyncKMS
-from keybroker.storage.file import FileStorage
 
 ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
 KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()  # Constellation's third vector

@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms import ExternalKMS, KMSConfigError, from_uris
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.envelope import KeybrokerEnvelope, open_dek, seal_dek
 from keybroker.kms.errors import IntegrityError
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.rewrap import rewrap_all
-from keybroker.storage.memory import MemoryStorage
+from keybroker.kms.storage.memory import MemoryStorage
 from tests.kms.test_azure_kv import AzureEnv, azure, new_key, uri_for
 
 __all__ = ["azure"]  # the session fixture, shared with test_azure_kv

@@ -18,11 +18,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms import from_uris, wrapper_from_uri
+from keybroker.kms.backends.vault import VaultTransitWrapper, _split_ciphertext
 from keybroker.kms.base import WrappedKey
 from keybroker.kms.envelope import WriteFormat
 from keybroker.kms.errors import BackendError, IntegrityError, KMSConfigError
 from keybroker.kms.uri import parse_uri
-from keybroker.kms.vault import VaultTransitWrapper, _split_ciphertext
 from keybroker.secret import Secret
 from tests import logscan, servers
 from tests.kms.hsm_servers import BaoServer, bao_server

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import ProxyThread, proxy_running
 

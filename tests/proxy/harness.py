@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from keybroker.config import Config
-from keybroker.proxy import Hooks, Proxy
+from keybroker.proxy.app import Hooks, Proxy
+from keybroker.settings import Config
 
 
 class ProxyThread:

@@ -13,9 +13,9 @@ import pytest
 import requests
 from akamai.edgegrid import EdgeGridAuth
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.akamai_upstream import UpstreamURL, akamai_upstream
@@ -205,7 +205,7 @@ def test_keyproxy_mode_refusals(akamai: Akamai, case: str) -> None:
 
 def test_keyproxy_yaml_config_keys_work(akamai: Akamai) -> None:
     """key-proxy's ClientToken/AccessToken/ClientSecret keys, read from YAML verbatim."""
-    from keybroker.config_load import loads
+    from keybroker.config.load import loads
 
     secret = secrets.token_urlsafe(24)
     logscan.register(secret)

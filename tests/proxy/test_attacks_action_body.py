@@ -16,8 +16,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
-from keybroker.config import Config, Policy
 from keybroker.errors import MalformedRequest
+from keybroker.settings import Config, Policy
 from keybroker.signers._action_params import query_actions
 from keybroker.signers.base import SigningRequest
 from tests import logscan

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from keybroker import netguard
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
-from keybroker.hostscope import HostScope
+from keybroker.http import netguard
+from keybroker.proxy.hostscope import HostScope
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from keybroker.signers import get as get_signer
 from tests import logscan
 from tests.proxy.harness import proxy_running

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from keybroker import netguard
-from keybroker.checks import check_fresh
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.errors import RequestExpired
-from keybroker.replay import MAX_TTL_SECONDS
+from keybroker.http import netguard
+from keybroker.proxy.checks import check_fresh
+from keybroker.replay.cache import MAX_TTL_SECONDS
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from keybroker.signers.base import ParsedAuth
 from tests import logscan
 from tests.proxy.harness import proxy_running

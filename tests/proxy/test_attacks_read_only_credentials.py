@@ -17,7 +17,7 @@ from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from keybroker.config import Config, Policy
+from keybroker.settings import Config, Policy
 from keybroker.signers._read_actions import is_read_action
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint

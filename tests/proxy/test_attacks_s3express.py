@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 from multidict import CIMultiDict
 
-from keybroker import netguard
-from keybroker.config import Config, Policy
-from keybroker.signers._s3_address import parse_s3_address
+from keybroker.http import netguard
+from keybroker.settings import Config, Policy
 from keybroker.signers.aws import SIGNER
 from keybroker.signers.base import ParsedAuth, SigningRequest
+from keybroker.signers.s3_address import parse_s3_address
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from keybroker.config import Config
+from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.proxy.recording_upstream import Recorder, recording_upstream

@@ -23,8 +23,8 @@ import boto3
 import requests
 from botocore.config import Config as BotoConfig
 
-from keybroker.audit import verify
-from keybroker.config import AuditConfig, Config, KeyServiceConfig
+from keybroker.audit.trail import verify
+from keybroker.settings import AuditConfig, Config, KeyServiceConfig
 from tests import logscan
 from tests.keyservice.helpers import PREFIX, KeyBroker, local_kms, standard_accounts
 from tests.proxy.conftest import aws_endpoint

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from keybroker.config import AuditConfig, Config
+from keybroker.settings import AuditConfig, Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from keybroker.audit import verify
-from keybroker.audit_keys import (
+from keybroker.audit.keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
     generate_key_pair,
     load_public_key,
 )
-from keybroker.audit_proof import verify_keyed
-from keybroker.config import AuditConfig, Config
+from keybroker.audit.proof import verify_keyed
+from keybroker.audit.trail import verify
+from keybroker.settings import AuditConfig, Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

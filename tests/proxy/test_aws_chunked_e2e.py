@@ -32,7 +32,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from keybroker.signers import _aws_chunked as chunked
+from keybroker.signers.sigv4 import chunked
 from tests import logscan
 from tests.proxy.recording_upstream import Recorder, recording_upstream
 from tests.servers import free_port, port_open, wait_until

@@ -130,7 +130,7 @@ def test_missing_origin_uri_is_400(aws: AwsSetup) -> None:
 )
 def test_origin_outside_vendor_domains_never_gets_signed(aws: AwsSetup, origin: str) -> None:
     # this account has an Upstream override, so use an account-less check via a second config
-    from keybroker.config import Config
+    from keybroker.settings import Config
     from tests.proxy.conftest import aws_endpoint
     from tests.proxy.harness import proxy_running
 

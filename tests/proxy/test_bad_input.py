@@ -81,7 +81,7 @@ def test_clock_skew_window(aws: AwsSetup, shift: int, ok: bool) -> None:
     request that old, a positive one makes it come from the future.  Window: 900 s."""
     import datetime as dt
 
-    from keybroker.config import Config
+    from keybroker.settings import Config
     from tests.proxy.conftest import aws_endpoint
     from tests.proxy.harness import proxy_running
 

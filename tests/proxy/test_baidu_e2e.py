@@ -18,9 +18,9 @@ from baidubce.exception import BceHttpClientError
 from baidubce.services.bos.bos_client import BosClient
 from baidubce.services.vpc.vpc_client import VpcClient
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.baidu_upstream import UpstreamURL, baidu_upstream, sdk_sign
@@ -110,7 +110,7 @@ def test_native_mode_refusals_never_reach_upstream(
         cred = _with_secret(bd.proxy, "wrong-proxy-secret")
     else:
         cred = Credential("bceunknown", bd.proxy.secret_key)
-    # The SDK refuses the answer but cannot parse the error body (keybroker.native_errors has
+    # The SDK refuses the answer but cannot parse the error body (keybroker.proxy.native_errors has
     # no Baidu shape yet), so the status is checked on the same request sent by hand.
     with pytest.raises(BceHttpClientError):
         VpcClient(sdk_config(bd.proxy_url, cred)).list_vpcs(max_keys=1)

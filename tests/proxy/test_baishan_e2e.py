@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.baishan_upstream import UpstreamURL, baishan_upstream, with_token

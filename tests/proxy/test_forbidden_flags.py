@@ -9,7 +9,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from keybroker.config import Config, ForbiddenConfig
+from keybroker.settings import Config, ForbiddenConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

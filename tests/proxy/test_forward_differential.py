@@ -26,7 +26,7 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import Config
+from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from keybroker.config import Config
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden
-from keybroker.proxy import Hooks
+from keybroker.proxy.app import Hooks
+from keybroker.settings import Config
 from tests.proxy.conftest import AwsSetup, aws_endpoint
 from tests.proxy.harness import proxy_running
 from tests.proxy.platform import send, sign_aws

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.checks import SINGLETON_HEADERS
-from keybroker.config import Config, HttpConfig, SecurityConfig
+from keybroker.proxy.checks import SINGLETON_HEADERS
+from keybroker.settings import Config, HttpConfig, SecurityConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import ProxyThread

@@ -14,9 +14,9 @@ import pytest
 import requests
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.huawei_upstream import PROJECT, UpstreamURL, huawei_upstream, sdk_sign

@@ -26,9 +26,9 @@ from jdcloud_sdk.services.vm.apis.DescribeInstancesRequest import (
 )
 from jdcloud_sdk.services.vm.client.VmClient import VmClient
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.jingdong_upstream import UpstreamURL, jingdong_upstream, sdk_sign

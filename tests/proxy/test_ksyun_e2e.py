@@ -21,9 +21,9 @@ from ksyun.common.profile.client_profile import ClientProfile
 from ksyun.common.profile.http_profile import HttpProfile
 from requests_aws4auth import AWS4Auth
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.ksyun_upstream import UpstreamURL, ksyun_upstream

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keybroker.config import Config, HttpConfig, TlsConfig
+from keybroker.settings import Config, HttpConfig, TlsConfig
 from tests import logscan, replay_servers
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
@@ -176,7 +176,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
 
 
 def test_concurrency_limit_shared_by_two_servers_through_redis(redis_url: str) -> None:
-    from keybroker.config import SecurityConfig
+    from keybroker.settings import SecurityConfig
 
     with recording_upstream(delay=1.0) as up:
         cfgs = [_cfg(up.url, max_concurrent_requests=1) for _ in range(2)]

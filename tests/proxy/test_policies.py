@@ -12,9 +12,9 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from keybroker.config import Config, Policy, SecurityConfig
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Policy, SecurityConfig
 from tests import logscan
 from tests.proxy.conftest import AwsSetup, aws_endpoint
 from tests.proxy.harness import proxy_running
@@ -163,7 +163,7 @@ def test_volcengine_policy_through_the_sdk() -> None:
     from volcenginesdkcore.rest import ApiException
     from volcenginesdkcore.universal import UniversalApi, UniversalInfo
 
-    from keybroker.config import Endpoint
+    from keybroker.settings import Endpoint
     from tests.signers.volc_upstream import volc_upstream
 
     real_ak, real_sk = "AKLTREALPOL" + secrets.token_hex(4), secrets.token_urlsafe(24)

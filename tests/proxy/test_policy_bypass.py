@@ -15,9 +15,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
-from keybroker.config import Config, Endpoint, Policy
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint, Policy
 from tests import logscan
 from tests.proxy.conftest import AwsSetup, aws_endpoint
 from tests.proxy.harness import proxy_running

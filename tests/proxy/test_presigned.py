@@ -33,7 +33,7 @@ def test_presigned_get_is_resigned_with_the_real_key() -> None:
     import boto3
     from botocore.config import Config as BotoConfig
 
-    from keybroker.config import Config
+    from keybroker.settings import Config
     from tests.proxy.conftest import aws_endpoint
     from tests.proxy.harness import proxy_running
     from tests.proxy.recording_upstream import recording_upstream
@@ -79,7 +79,7 @@ def test_presigned_with_wrong_secret_is_refused(aws: AwsSetup) -> None:
 def test_presigned_expiry_is_enforced(aws: AwsSetup) -> None:
     import datetime as dt
 
-    from keybroker.config import Config
+    from keybroker.settings import Config
     from tests.proxy.conftest import aws_endpoint
     from tests.proxy.harness import proxy_running
 

@@ -18,9 +18,9 @@ import requests
 from qiniu import Auth, QiniuMacAuth, http
 from qiniu.services.cdn.manager import CdnManager
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.qiniu_upstream import UpstreamURL, qiniu_upstream

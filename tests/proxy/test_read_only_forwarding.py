@@ -17,7 +17,7 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import Config, Policy, SecurityConfig
+from keybroker.settings import Config, Policy, SecurityConfig
 from keybroker.signers._read_actions import is_read_action
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.config import Config, SecurityConfig
+from keybroker.settings import Config, SecurityConfig
 from tests import logscan, replay_servers
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
@@ -72,7 +72,7 @@ def test_two_servers_share_redis(upstream: Recorder, redis_url: str) -> None:
 
 
 def _replay_cache_errors() -> float:
-    from keybroker import metrics
+    from keybroker.metrics import instruments as metrics
     from tests.test_metrics import parse
 
     family = parse(metrics.DEFAULT.render())["keybroker_replay_cache_errors_total"]

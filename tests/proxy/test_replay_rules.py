@@ -17,9 +17,9 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from volcenginesdkcore.signv4 import SignerV4
 
-from keybroker.config import Config, Endpoint, SecurityConfig
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint, SecurityConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from keybroker.config import Config
+from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import AwsSetup, aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from keybroker.config import Config
+from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running
@@ -104,7 +104,7 @@ Endpoints:
 def test_streamed_bodies_are_bounded_only_by_the_account_limit() -> None:
     """``Http.MaxBodyBytes`` bounds what the proxy buffers; a body streamed through (its hash
     claimed in a header) is bounded only by the account's own ``MaxBodyBytes``."""
-    from keybroker.config import HttpConfig
+    from keybroker.settings import HttpConfig
 
     body = secrets.token_bytes(3 * 1024 * 1024)
     uri = "https://s3.amazonaws.com/bucket/key"

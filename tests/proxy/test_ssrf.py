@@ -9,8 +9,8 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from keybroker.config import Config
-from keybroker.netguard import DestinationRefused, GuardedResolver, is_public_address
+from keybroker.http.netguard import DestinationRefused, GuardedResolver, is_public_address
+from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

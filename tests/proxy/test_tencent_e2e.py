@@ -15,9 +15,9 @@ import pytest
 import requests
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.tencent_upstream import UpstreamURL, sdk_client, sdk_signed, tencent_upstream

@@ -21,9 +21,9 @@ from ucloud.core import exc
 from ucloud.core.auth import Credential as SdkCredential
 from ucloud.core.typesystem import encoder
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.ucloud_upstream import UpstreamURL, ucloud_upstream

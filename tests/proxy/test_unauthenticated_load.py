@@ -222,7 +222,7 @@ def test_a_long_body_is_read_on_only_for_the_key_its_first_bytes_name(
     """Wherever the credential sits, past the first 8 KiB the body is read on only for a
     configured key of the scheme (an unknown key, or another vendor's, is refused from the
     first bytes); a body that ends within the bound is handled whole, as before."""
-    from keybroker.bodyprobe import DETECT_BYTES
+    from keybroker.proxy.bodyprobe import DETECT_BYTES
 
     port, _ = server
     ak = {"own": PROXY_AK, "unknown": "LTAInobody0000000", "aws": "AKIDPROXYUNAUTH00001"}[key]

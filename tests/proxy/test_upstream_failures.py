@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import requests
 
-from keybroker.config import Config, HttpConfig
+from keybroker.settings import Config, HttpConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -22,7 +22,7 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config import Config, HttpConfig
+from keybroker.settings import Config, HttpConfig
 from tests import logscan
 from tests.proxy.conftest import AwsSetup, aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -17,9 +17,9 @@ from volcenginesdkcore.rest import ApiException
 from volcenginesdkcore.signv4 import SignerV4
 from volcenginesdkcore.universal import UniversalApi, UniversalInfo
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.volc_upstream import UpstreamURL, volc_upstream

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from keybroker.config import Config, Endpoint
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from tests import logscan
 from tests.proxy.harness import proxy_running
 from tests.signers.wangsu_upstream import (

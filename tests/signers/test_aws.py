@@ -12,9 +12,10 @@ from multidict import CIMultiDict
 
 from keybroker import signers
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers import _sigv4, base
+from keybroker.signers import base
 from keybroker.signers.aws import SIGNER, AwsSigner
 from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.sigv4 import scheme as _sigv4
 from tests.signers.test_aws_helpers import credential, generator, load, vector_request
 
 SUITE = load("suite.json")

@@ -11,11 +11,11 @@ import pytest
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
 from multidict import CIMultiDict
 
-from keybroker import forwarding
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers import _aws_chunked as chunked
+from keybroker.proxy import forwarding
 from keybroker.signers.aws import SIGNER
 from keybroker.signers.base import BodyPolicy, BodyTransformer, ParsedAuth, SigningRequest
+from keybroker.signers.sigv4 import chunked
 from tests.signers import test_aws_chunked_ref as ref
 from tests.signers.test_aws_helpers import credential
 

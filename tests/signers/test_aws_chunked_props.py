@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers import _aws_chunked as chunked
 from keybroker.signers.base import BodyTransformer
+from keybroker.signers.sigv4 import chunked
 from tests.signers.test_aws_chunked import client_upload, proxy_transform, upstream_decode
 
 VARIANTS = [

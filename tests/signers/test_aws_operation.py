@@ -23,15 +23,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from keybroker import policy
-from keybroker.config import Policy
 from keybroker.errors import Forbidden, MalformedRequest
+from keybroker.proxy import policy
+from keybroker.settings import Policy
 from keybroker.signers import _aws_models
 from keybroker.signers._read_actions import is_read_action
-from keybroker.signers._s3_address import parse_s3_address
 from keybroker.signers.aws import SIGNER
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
 from keybroker.signers.ksyun import SIGNER as KSYUN
+from keybroker.signers.s3_address import parse_s3_address
 from tests.signers.test_aws_helpers import body_of, from_botocore
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ import pytest
 from multidict import CIMultiDict
 
 from keybroker import signers
-from keybroker.config import Config, Endpoint
-from keybroker.config_load import validate
+from keybroker.config.load import validate
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError, MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
+from keybroker.settings import Config, Endpoint
 from keybroker.signers.baishan import SIGNER, token_id
 from keybroker.signers.base import SigningRequest
 from tests.signers.baishan_upstream import presented_tokens, with_token

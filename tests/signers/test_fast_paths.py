@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import MalformedSignature
-from keybroker.signers import _common, _sigv4_canonical, volcengine
+from keybroker.signers import _common, volcengine
+from keybroker.signers.sigv4 import canonical as _sigv4_canonical
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

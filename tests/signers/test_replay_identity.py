@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from keybroker import signers
-from keybroker.checks import replay_key
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
+from keybroker.proxy.checks import replay_key
 from keybroker.secret import Secret
 from keybroker.signers.base import SigningRequest
 

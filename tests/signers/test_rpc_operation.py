@@ -134,9 +134,9 @@ def test_rest_vendors_read_only_by_method(
     """REST vendors without an action name: unclassified, read-only only for GET/HEAD that
     ask for no other method."""
     from keybroker import signers
-    from keybroker.checks import request_operation
-    from keybroker.config import Endpoint
-    from keybroker.routing import Route
+    from keybroker.proxy.checks import request_operation
+    from keybroker.proxy.routing import Route
+    from keybroker.settings import Endpoint
 
     signer = signers.get(vendor)
     endpoint = Endpoint("acct", vendor, ALI_PROXY, ALI_PROXY)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker import policy
-from keybroker.config import Policy
 from keybroker.errors import Forbidden, MalformedRequest
+from keybroker.proxy import policy
+from keybroker.settings import Policy
 from keybroker.signers.base import Operation, SigningRequest
 from keybroker.signers.volcengine import SIGNER
 from tests.signers.test_volcengine import sdk_sign

@@ -8,7 +8,7 @@ storage (and closes it afterwards)::
         async def storage(self, moto_url): ...
 
 The class name must not start with ``Test`` so pytest only collects the subclasses.
-Rules checked here are the shared ones of :mod:`keybroker.storage` (valid ids, blob sizes).
+Rules checked here are the shared ones of :mod:`keybroker.kms.storage` (valid ids, blob sizes).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from keybroker.kms.errors import DEKExists, DEKNotFound, IntegrityError
-from keybroker.storage import MAX_BLOB_BYTES, MAX_KEY_ID_BYTES, Storage
+from keybroker.kms.storage import MAX_BLOB_BYTES, MAX_KEY_ID_BYTES, Storage
 
 VALID_IDS = [
     "key-00000000-0000-0000-0000-000000000000",

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
+from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.storage.azure_blob import AzureBlobStorage
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
-from keybroker.storage import storage_from_uri
-from keybroker.storage.azure_blob import AzureBlobStorage
 from tests.storage.cloud_servers import (
     ENTRA_CLIENT,
     ENTRA_SECRET,
@@ -420,6 +420,6 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from keybroker.kms.errors import MissingExtra
 
     monkeypatch.setitem(sys.modules, "azure.storage.blob", None)  # its import now fails
-    monkeypatch.delitem(sys.modules, "keybroker.storage.azure_blob")
+    monkeypatch.delitem(sys.modules, "keybroker.kms.storage.azure_blob")
     with pytest.raises(MissingExtra, match=r"install keybroker\[azure\]$"):
-        importlib.import_module("keybroker.storage.azure_blob")
+        importlib.import_module("keybroker.kms.storage.azure_blob")

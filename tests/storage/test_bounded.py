@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms.errors import IntegrityError
-from keybroker.storage import MAX_BLOB_BYTES
-from keybroker.storage._common import BoundedSink, read_bounded
+from keybroker.kms.storage import MAX_BLOB_BYTES
+from keybroker.kms.storage._common import BoundedSink, read_bounded
 
 PIECE = 16 * 1024
 

@@ -22,8 +22,8 @@ from keybroker.kms.errors import (
     IntegrityError,
     KMSConfigError,
 )
-from keybroker.storage import MAX_BLOB_BYTES
-from keybroker.storage.file import TEMP_GRACE_SECONDS, FileStorage, encode_name
+from keybroker.kms.storage import MAX_BLOB_BYTES
+from keybroker.kms.storage.file import TEMP_GRACE_SECONDS, FileStorage, encode_name
 
 SHORT_ID = "tenant/key-1"
 LONG_ID = "k" * 250  # split into chunk directories: ['kkk...+', 'kk...']

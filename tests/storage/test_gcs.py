@@ -17,9 +17,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
+from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.storage.gcs import GCSStorage
 from keybroker.kms.uri import parse_uri
-from keybroker.storage import storage_from_uri
-from keybroker.storage.gcs import GCSStorage
 from tests.servers import free_port
 from tests.storage.cloud_servers import FakeGoogleTokenServer
 from tests.storage.conformance import (
@@ -318,6 +318,6 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from keybroker.kms.errors import MissingExtra
 
     monkeypatch.setitem(sys.modules, "google.cloud.storage", None)  # its import now fails
-    monkeypatch.delitem(sys.modules, "keybroker.storage.gcs")
+    monkeypatch.delitem(sys.modules, "keybroker.kms.storage.gcs")
     with pytest.raises(MissingExtra, match=r"install keybroker\[gcp\]$"):
-        importlib.import_module("keybroker.storage.gcs")
+        importlib.import_module("keybroker.kms.storage.gcs")

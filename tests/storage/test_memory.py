@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from keybroker.kms.errors import DEKExists, KMSConfigError
+from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.storage.memory import MemoryStorage
 from keybroker.kms.uri import parse_uri
-from keybroker.storage import storage_from_uri
-from keybroker.storage.memory import MemoryStorage
 from tests.storage.conformance import StorageConformance
 
 

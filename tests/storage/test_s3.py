@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from keybroker.kms import from_uris
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
+from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.storage.s3 import S3Storage
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret
-from keybroker.storage import storage_from_uri
-from keybroker.storage.s3 import S3Storage
 from tests.storage.cloud_servers import AwsKeys, moto_auth_enforced
 from tests.storage.conformance import (
     StorageConformance,
@@ -420,6 +420,6 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from keybroker.kms.errors import MissingExtra
 
     monkeypatch.setitem(sys.modules, "boto3", None)  # its import now fails
-    monkeypatch.delitem(sys.modules, "keybroker.storage.s3")
+    monkeypatch.delitem(sys.modules, "keybroker.kms.storage.s3")
     with pytest.raises(MissingExtra, match=r"install keybroker\[aws\]$"):
-        importlib.import_module("keybroker.storage.s3")
+        importlib.import_module("keybroker.kms.storage.s3")

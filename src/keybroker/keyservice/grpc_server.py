@@ -35,12 +35,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keybroker.config import GrpcConfig, KeyPolicy
 from keybroker.errors import ConfigError, Forbidden, ProxyError, ServiceUnavailable
 from keybroker.keyservice.client_identity import ClientIdentityError, common_name_of
 from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound
 from keybroker.keyservice.service import KeyEvent, get_or_create
 from keybroker.kms.errors import MissingExtra
+from keybroker.settings import GrpcConfig, KeyPolicy
 
 try:
     import grpc

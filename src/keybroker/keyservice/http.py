@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keybroker import __version__
-from keybroker.config import KeyPolicy
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, PayloadTooLarge, ProxyError
-from keybroker.httpserver import Request, StreamResponse, json_response
+from keybroker.http.server import Request, StreamResponse, json_response
 from keybroker.keyservice import policy
 from keybroker.keyservice.errors import (
     InvalidArgument,
@@ -49,6 +48,7 @@ from keybroker.keyservice.errors import (
     UnknownOperation,
 )
 from keybroker.keyservice.service import KeyEvent, get_or_create
+from keybroker.settings import KeyPolicy
 
 if TYPE_CHECKING:
     from keybroker.keyservice.service import KeyService

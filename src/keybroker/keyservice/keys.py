@@ -37,7 +37,7 @@ from keybroker.kms.envelope import is_legacy, legacy_refused, open_dek, seal_dek
 from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, IntegrityError
 from keybroker.kms.external import ExternalKMS
 from keybroker.kms.rewrap import inspect_blob
-from keybroker.storage import MAX_KEY_ID_BYTES, validate_key_id
+from keybroker.kms.storage import MAX_KEY_ID_BYTES, validate_key_id
 
 __all__ = ["ID_PREFIX", "MAX_ID_BYTES", "TOMBSTONE_PREFIX", "KeyStore"]
 

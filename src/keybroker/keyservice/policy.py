@@ -1,6 +1,6 @@
 """Key policies: which key operations an account may run, on which key ids.
 
-A policy is an endpoint's ``KeyPolicy`` (:class:`keybroker.config.KeyPolicy`):
+A policy is an endpoint's ``KeyPolicy`` (:class:`keybroker.settings.KeyPolicy`):
 
 - no ``KeyPolicy`` at all: the account may not use the key service (deny by default: proxy
   credentials were handed out for cloud APIs, not for keys);
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from keybroker.config import KEY_OPERATIONS, KeyPolicy
 from keybroker.errors import Forbidden
+from keybroker.settings import KEY_OPERATIONS, KeyPolicy
 
 __all__ = ["ALL", "KEY_OPERATIONS", "allows", "can_list", "check", "visible"]
 

@@ -16,23 +16,26 @@ only after its ``allow`` line is written: if the audit log cannot be written the
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from keybroker import metrics
-from keybroker.config import KeyPolicy, KeyServiceConfig
 from keybroker.errors import ConfigError, KMSError, ProxyError, ServiceUnavailable
 from keybroker.keyservice import policy
 from keybroker.keyservice.errors import KeyNotFound
 from keybroker.keyservice.keys import KeyStore
 from keybroker.kms import ExternalKMS, from_uris
 from keybroker.kms.cluster import KEY_SERVICE_MIN_SALT
+from keybroker.metrics import instruments as metrics
+from keybroker.settings import Config, Endpoint, KeyPolicy, KeyServiceConfig
 
 if TYPE_CHECKING:
+    from keybroker.audit.trail import AuditLog
+    from keybroker.context import RequestContext
+    from keybroker.http.server import Request, StreamResponse
     from keybroker.keyservice.grpc_server import GrpcKeyServer
-    from keybroker.proxy import Proxy
 
-__all__ = ["KeyEvent", "KeyService", "attach", "build_store", "get_or_create"]
+__all__ = ["Host", "KeyEvent", "KeyService", "attach", "build_store", "get_or_create"]
 
 log = logging.getLogger("keybroker.keyservice")
 
@@ -111,10 +114,31 @@ def build_store(config: KeyServiceConfig) -> KeyStore:
     return KeyStore(kms, max_dek_size=config.max_dek_size)
 
 
+class Host(Protocol):
+    """What the key service needs of the server it runs in (:class:`keybroker.proxy.app.Proxy`):
+    its config, its audit log, a place to register an HTTP handler, and the proxy's own
+    authentication of a signed request."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def audit(self) -> AuditLog | None: ...
+
+    @property
+    def services(
+        self,
+    ) -> dict[str, Callable[[Request, RequestContext], Awaitable[StreamResponse]]]: ...
+
+    async def authenticate(
+        self, request: Request, ctx: RequestContext, max_body: int | None = None
+    ) -> tuple[Endpoint, bytes]: ...
+
+
 class KeyService:
     """The key service of one proxy; see the module docstring."""
 
-    def __init__(self, proxy: Proxy, config: KeyServiceConfig) -> None:
+    def __init__(self, proxy: Host, config: KeyServiceConfig) -> None:
         """Raises ``ConfigError`` (see :func:`build_store`)."""
         from keybroker.keyservice.http import KeyServiceHTTP
 
@@ -177,7 +201,7 @@ class KeyService:
         metrics.kms_op(self.kms_name, operation, outcome)
 
 
-def attach(proxy: Proxy) -> KeyService | None:
+def attach(proxy: Host) -> KeyService | None:
     """Build the key service of ``proxy.config`` and register its HTTP handler in
     ``proxy.services``; ``None`` when ``KeyService.Enabled`` is false.  Raises
     ``ConfigError``."""

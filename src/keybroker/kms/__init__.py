@@ -18,6 +18,7 @@ a wrong KMS URI never creates a bucket.
 
 from __future__ import annotations
 
+from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.base import KMS, KeyWrapper, WrappedKey
 from keybroker.kms.cache import CachedKMS
 from keybroker.kms.cluster import ClusterKMS, hkdf_sha256
@@ -32,7 +33,6 @@ from keybroker.kms.errors import (
     MissingExtra,
 )
 from keybroker.kms.external import ExternalKMS
-from keybroker.kms.local import LocalKeyWrapper
 from keybroker.kms.registry import (
     load_storage_class,
     load_wrapper_class,

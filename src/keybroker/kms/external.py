@@ -12,14 +12,14 @@ import asyncio
 import os
 from typing import Any
 
-from keybroker import metrics
 from keybroker.kms.base import KeyWrapper
 from keybroker.kms.binding import binds_aad, check_binding
 from keybroker.kms.cluster import check_dek_size
 from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import DEKExists, DEKNotFound, KMSConfigError
-from keybroker.storage import validate_key_id
-from keybroker.storage.base import Storage
+from keybroker.kms.storage import validate_key_id
+from keybroker.kms.storage.base import Storage
+from keybroker.metrics import instruments as metrics
 
 __all__ = ["ExternalKMS"]
 

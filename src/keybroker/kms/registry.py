@@ -23,8 +23,8 @@ from typing import Any
 
 from keybroker.kms.base import KeyWrapper
 from keybroker.kms.errors import KMSConfigError, MissingExtra
+from keybroker.kms.storage.base import Storage
 from keybroker.kms.uri import ParsedURI
-from keybroker.storage.base import Storage
 
 __all__ = [
     "load_storage_class",
@@ -40,22 +40,22 @@ __all__ = [
 
 #: storage://<name> -> class; ``no-store`` is handled by ``from_uris`` (it stores nothing).
 _STORAGE: dict[str, str] = {
-    "memory": "keybroker.storage.memory:MemoryStorage",
-    "file": "keybroker.storage.file:FileStorage",
-    "aws": "keybroker.storage.s3:S3Storage",
-    "gcp": "keybroker.storage.gcs:GCSStorage",
-    "azure": "keybroker.storage.azure_blob:AzureBlobStorage",
+    "memory": "keybroker.kms.storage.memory:MemoryStorage",
+    "file": "keybroker.kms.storage.file:FileStorage",
+    "aws": "keybroker.kms.storage.s3:S3Storage",
+    "gcp": "keybroker.kms.storage.gcs:GCSStorage",
+    "azure": "keybroker.kms.storage.azure_blob:AzureBlobStorage",
 }
 
 #: kms://<name> -> KeyWrapper class; ``cluster-kms`` is handled by ``from_uris`` (no wrapper).
 _WRAPPERS: dict[str, str] = {
-    "local": "keybroker.kms.local:LocalKeyWrapper",
-    "aws": "keybroker.kms.aws:AWSKMSWrapper",
-    "azure": "keybroker.kms.azure:AzureKeyVaultWrapper",
-    "gcp": "keybroker.kms.gcp:GCPKMSWrapper",
-    "vault": "keybroker.kms.vault:VaultTransitWrapper",
-    "pkcs11": "keybroker.kms.pkcs11:PKCS11Wrapper",
-    "kmip": "keybroker.kms.kmip:KMIPWrapper",
+    "local": "keybroker.kms.backends.local:LocalKeyWrapper",
+    "aws": "keybroker.kms.backends.aws:AWSKMSWrapper",
+    "azure": "keybroker.kms.backends.azure:AzureKeyVaultWrapper",
+    "gcp": "keybroker.kms.backends.gcp:GCPKMSWrapper",
+    "vault": "keybroker.kms.backends.vault:VaultTransitWrapper",
+    "pkcs11": "keybroker.kms.backends.pkcs11:PKCS11Wrapper",
+    "kmip": "keybroker.kms.backends.kmip:KMIPWrapper",
 }
 
 #: backend name -> the pip extra that brings its SDK

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl
 
 from keybroker.errors import MalformedRequest
 from keybroker.signers._read_actions import is_read_action
-from keybroker.signers._sigv4_canonical import decode_query
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
+from keybroker.signers.sigv4.canonical import decode_query
 
 __all__ = ["body_unseen", "query_actions", "rpc_operation"]
 

@@ -28,9 +28,9 @@ from keybroker.errors import MalformedRequest
 from keybroker.signers._action_params import query_actions
 from keybroker.signers._aws_models import RestOperation, ServiceModel, service_model
 from keybroker.signers._read_actions import is_read_action
-from keybroker.signers._s3_address import parse_s3_address
-from keybroker.signers._sigv4_canonical import decode_query
 from keybroker.signers.base import Operation, SigningRequest
+from keybroker.signers.s3_address import parse_s3_address
+from keybroker.signers.sigv4.canonical import decode_query
 
 __all__ = ["aws_operation"]
 

@@ -36,11 +36,11 @@ from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers._s3_address import s3_host_parts
-from keybroker.signers._sigv4_canonical import decode_query, encode_component
-from keybroker.signers._sigv4_parse import UNSIGNED_PAYLOAD, SigV4State, parse_timestamp
-from keybroker.signers._sigv4_presign import MAX_EXPIRES
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.s3_address import s3_host_parts
+from keybroker.signers.sigv4.canonical import decode_query, encode_component
+from keybroker.signers.sigv4.parse import UNSIGNED_PAYLOAD, SigV4State, parse_timestamp
+from keybroker.signers.sigv4.presign import MAX_EXPIRES
 
 __all__ = [
     "SUB_RESOURCES",

@@ -2,10 +2,10 @@
 
 Header auth (``Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
 Signature=...`` with ``X-Amz-Date``) and presigned URLs (``X-Amz-Algorithm``, ...,
-``X-Amz-Signature``) are both verified and re-signed; see :mod:`keybroker.signers._sigv4` for
+``X-Amz-Signature``) are both verified and re-signed; see :mod:`keybroker.signers.sigv4.scheme` for
 the algorithm.  S3 and its relatives keep the path as sent; other services sign it normalised
 and encoded once more, as botocore does.  S3 uploads in ``aws-chunked`` encoding are verified and
-re-signed chunk by chunk while they stream (:mod:`keybroker.signers._aws_chunked`).
+re-signed chunk by chunk while they stream (:mod:`keybroker.signers.sigv4.chunked`).
 
 ``native_upstream`` maps the signing service and region back to the public endpoint, using the
 same host names as botocore's endpoint rules for the services that differ from
@@ -23,9 +23,9 @@ from keybroker.errors import MalformedSignature
 from keybroker.signers import _s3_sigv2 as sigv2
 from keybroker.signers._aws_operation import aws_operation
 from keybroker.signers._common import compact_time
-from keybroker.signers._s3_address import parse_s3_address
-from keybroker.signers._sigv4 import SigV4Scheme
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
+from keybroker.signers.s3_address import parse_s3_address
+from keybroker.signers.sigv4.scheme import SigV4Scheme
 
 __all__ = ["SIGNER", "AwsSigner"]
 
@@ -184,7 +184,7 @@ def _host(service: str, region: str) -> str:
 
 def _s3_host(req: SigningRequest, region: str) -> str:
     """S3's endpoint; a virtual-hosted bucket in the inbound Host is kept (read by
-    :func:`~keybroker.signers._s3_address.parse_s3_address`, as the classifier reads it)."""
+    :func:`~keybroker.signers.s3_address.parse_s3_address`, as the classifier reads it)."""
     address = parse_s3_address(req.host, req.path)
     if not address.virtual and req.path.startswith(_S3_CONTROL_PATH):
         return f"s3-control.{region}{_suffix(region)}"

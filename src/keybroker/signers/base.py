@@ -18,7 +18,7 @@ and aborts the upstream request if the bytes do not hash to ``ParsedAuth.payload
 Schemes that carry the credential *inside* the body (form-encoded RPC APIs: UCloud, Alibaba
 RPC over POST, Qiniu form bodies) set the class attribute ``body_credentials = True``: the
 proxy then reads the body *before* ``detect``/``parse`` and puts it in ``SigningRequest.body``
-— at most a few KiB until the account is known (:mod:`keybroker.bodyprobe`: such a signer
+— at most a few KiB until the account is known (:mod:`keybroker.proxy.bodyprobe`: such a signer
 names its credential parameter in ``body_credential_param``, and may map a value found there
 to its identifier with ``body_credential_id``), then the rest, bounded by ``MaxBodyBytes``.
 ``resign`` may replace ``SigningRequest.body`` (e.g. to swap a signature parameter inside a
@@ -207,7 +207,7 @@ class Operation:
     operation changes nothing (an unclassified request is never read-only).
 
     A signer may offer ``operation(req, auth, body) -> Operation`` (optional member); without
-    it :func:`keybroker.checks.request_operation` falls back to generic rules.
+    it :func:`keybroker.proxy.checks.request_operation` falls back to generic rules.
     """
 
     service: str | None

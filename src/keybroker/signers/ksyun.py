@@ -2,7 +2,7 @@
 
 Kingsoft's OpenAPI takes ``AWS4-HMAC-SHA256`` exactly as AWS defines it (same canonical
 request, same ``AWS4`` key derivation, ``X-Amz-Date`` and ``X-Amz-Credential`` names), so
-this module is a thin subclass of :class:`~keybroker.signers._sigv4.SigV4Scheme`.  key-proxy
+this module is a thin subclass of :class:`~keybroker.signers.sigv4.scheme.SigV4Scheme`.  key-proxy
 hard-codes the signing service ``cdn``; we take region and service from the credential scope,
 so every Kingsoft service (``iam``, ``kec``, ``cdn``, ...) works.
 
@@ -32,8 +32,8 @@ from keybroker.credentials import Credential
 from keybroker.errors import SignatureMismatch
 from keybroker.signers._action_params import query_actions
 from keybroker.signers._read_actions import is_read_action
-from keybroker.signers._sigv4 import SigV4Scheme
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
+from keybroker.signers.sigv4.scheme import SigV4Scheme
 
 __all__ = ["ROOT_DOMAIN", "SIGNER", "KsyunSigner"]
 

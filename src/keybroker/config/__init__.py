@@ -1,0 +1,18 @@
+"""key-proxy's ``config.yml``, read, resolved, checked and described.
+
+The values themselves are the dataclasses of :mod:`keybroker.settings` (a foundation module,
+so every layer can take its own section without importing this package).  Here:
+:mod:`~keybroker.config.yamlform` (a bounded YAML reader that keeps line numbers),
+:mod:`~keybroker.config.build` (YAML → :class:`~keybroker.settings.Config`),
+:mod:`~keybroker.config.secrets` (``${env:…}``, ``${file:…}``, ``${sealed:…}``),
+:mod:`~keybroker.config.check` and its ``check_*`` siblings (every problem, with its line),
+:mod:`~keybroker.config.load` (the entry points), :mod:`~keybroker.config.summary` (what
+``keybroker check`` prints).
+
+May import: ``audit`` (key settings), ``kms`` (key-service URIs), ``signers`` (vendor codes),
+``logs`` (redaction), ``sealing`` and the foundation modules.
+"""
+
+from keybroker.config.load import load, loads, register_secret_resolver, validate
+
+__all__ = ["load", "loads", "register_secret_resolver", "validate"]

@@ -1,0 +1,28 @@
+"""HTTP/1.1 on both sides of the proxy, and nothing vendor- or proxy-specific.
+
+- :mod:`~keybroker.http.messages` — requests, responses and bodies as values; framing rules.
+- :mod:`~keybroker.http.server` — the server (httptools), one task per connection.
+- :mod:`~keybroker.http.connlimits` — connection caps enforced at accept.
+- :mod:`~keybroker.http.upstream` — one upstream connection and its pool.
+- :mod:`~keybroker.http.client` — the upstream client the proxy forwards through.
+- :mod:`~keybroker.http.netguard` — the resolver that refuses private and metadata addresses.
+
+May import: the foundation modules (``errors``, ``secret``) only.
+"""
+
+from keybroker.http.client import UpstreamClient, UpstreamFailure, UpstreamResponse
+from keybroker.http.messages import Request, Response, StreamResponse
+from keybroker.http.netguard import DestinationRefused, GuardedResolver
+from keybroker.http.server import HttpServer
+
+__all__ = [
+    "DestinationRefused",
+    "GuardedResolver",
+    "HttpServer",
+    "Request",
+    "Response",
+    "StreamResponse",
+    "UpstreamClient",
+    "UpstreamFailure",
+    "UpstreamResponse",
+]
