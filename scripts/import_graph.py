@@ -25,8 +25,8 @@ class Graph:
     lazy: list[tuple[str, str]] = field(default_factory=list)
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -50,6 +50,10 @@ def _resolve(current: str, is_pkg: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def _type_checking_lines(tree: ast.Module) -> set[int]:
     lines: set[int] = set()
     for node in ast.walk(tree):
@@ -64,7 +68,7 @@ def _type_checking_lines(tree: ast.Module) -> set[int]:
 def build(root: Path = ROOT) -> Graph:
     graph = Graph()
     for path in sorted((root / "keybroker").rglob("*.py")):
-        graph.modules[module_name(path)] = path
+        graph.modules[module_name(path, root)] = path
     for name, path in graph.modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         tc_lines = _type_checking_lines(tree)
@@ -89,7 +93,9 @@ def build(root: Path = ROOT) -> Graph:
                     if not target or target == name:
                         continue
                     targets.add(target)
-                    private = imported.startswith("_") and not imported.startswith("__")
+                    private = _private(imported) or any(
+                        _private(part) for part in target.split(".")
+                    )
                     if private and package_of(target, graph.modules) != package_of(
                         name, graph.modules
                     ):
