@@ -32,6 +32,9 @@ __all__ = [
     "Policy",
     "SecurityConfig",
     "TlsConfig",
+    "address_host",
+    "all_interfaces",
+    "loopback_only",
 ]
 
 
@@ -69,6 +72,35 @@ class HttpConfig:
     # (in all / from one address); over a cap an idle connection is closed to make room
     max_connections: int = 1024
     max_connections_per_client: int = 256
+
+    @property
+    def serving_address(self) -> str:
+        """The address clients connect to: ``Tls.Address`` when TLS is on, else ``Address``."""
+        return self.tls.address if self.tls.enabled else self.address
+
+
+def address_host(address: str) -> str:
+    """The host of ``host:port`` / ``[v6]:port`` / ``:port``, brackets removed (``""`` for
+    every interface)."""
+    return address.rpartition(":")[0].strip("[]")
+
+
+def all_interfaces(address: str) -> bool:
+    """Does a listen address mean every interface (``:port``, ``0.0.0.0``, ``::``)?"""
+    return address_host(address) in ("", "0.0.0.0", "::")
+
+
+def loopback_only(address: str) -> bool:
+    """Does a listen address reach this machine only (``localhost`` or a loopback IP)?"""
+    import ipaddress
+
+    host = address_host(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # every interface ("" / "0.0.0.0"), or a name
 
 
 @dataclass

@@ -15,7 +15,6 @@ Nothing is started, bound or written.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from datetime import datetime, timedelta
 
 from keybroker.config.check_keyservice import key_policy_warnings
 from keybroker.errors import ConfigError
-from keybroker.settings import Config
+from keybroker.settings import Config, loopback_only
 
 __all__ = ["EXPIRY_WARNING", "Findings", "preflight"]
 
@@ -97,19 +96,9 @@ def _key_service(config: Config, found: Findings) -> None:
         found.problems += exc.problems
 
 
-def _loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # every interface ("" / "0.0.0.0"), or a name
-
-
 def _exposure(config: Config, found: Findings) -> None:
     http, security = config.http, config.security
-    if not http.tls.enabled and not _loopback(http.address):
+    if not http.tls.enabled and not loopback_only(http.address):
         found.warnings.append(
             f"Http.Address {http.address!r} listens beyond this machine without TLS: "
             "signed requests and the vendors' answers travel in clear"

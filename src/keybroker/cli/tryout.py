@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from keybroker.errors import ConfigError
-from keybroker.settings import Config, Endpoint
+from keybroker.settings import Config, Endpoint, address_host, all_interfaces
 from keybroker.signers.base import SigningRequest
 from keybroker.signers.samples import Sample, signed_sample
 
@@ -115,10 +115,9 @@ def proxy_url(config: Config) -> str:
     """Where a local client reaches the proxy: ``Http.Address`` (the TLS address when TLS is
     on), with an all-interfaces host replaced by the loopback address."""
     tls = config.http.tls.enabled
-    address = config.http.tls.address if tls else config.http.address
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):  # all interfaces: a local client uses loopback
+    address = config.http.serving_address
+    host, port = address_host(address), address.rpartition(":")[2]
+    if all_interfaces(address):  # a local client uses loopback
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from keybroker import __version__
-from keybroker.settings import Config, Endpoint
+from keybroker.settings import Config, Endpoint, all_interfaces
 
 __all__ = ["MAX_ACCOUNTS_SHOWN", "mask_key", "render_banner", "render_summary"]
 
@@ -141,7 +141,7 @@ def render_banner(cfg: Config, workers: int) -> str:
     serves and where its records go — a few lines, never a secret."""
     http, tls = cfg.http, cfg.http.tls
     where = f"https on {tls.address}" if tls.enabled else f"http on {http.address}"
-    if _all_interfaces(tls.address if tls.enabled else http.address):
+    if all_interfaces(http.serving_address):
         where += "  (ALL interfaces)"
     names = ", ".join(_clip(e.cloud_account_name, 20) for e in cfg.endpoints[:5])
     more = f", ... ({len(cfg.endpoints)} in all)" if len(cfg.endpoints) > 5 else ""
@@ -158,11 +158,6 @@ def render_banner(cfg: Config, workers: int) -> str:
     if cfg.key_service.enabled:
         lines.append(f"  keys      key service on {cfg.key_service.path_prefix}")
     return "\n".join(lines)
-
-
-def _all_interfaces(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
-    return host in ("", "0.0.0.0", "::")
 
 
 def _replay(cfg: Config) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from keybroker.http.server import HttpServer
 from keybroker.metrics import instruments as metrics
-from keybroker.settings import Config, HttpConfig
+from keybroker.settings import Config, HttpConfig, address_host
 
 if TYPE_CHECKING:
     from keybroker.server.workerchannel import ConfigChannel
@@ -57,11 +57,10 @@ class StartupFailed(Exception):
 
 def parse_address(address: str) -> tuple[str | None, int]:
     """``"host:port"`` or ``":port"`` -> (host or None for all interfaces, port)."""
-    host, sep, port = address.rpartition(":")
+    sep, port = address.rpartition(":")[1:]
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"invalid listen address {address!r} (expected host:port or :port)")
-    host = host.strip("[]")
-    return (host or None), int(port)
+    return (address_host(address) or None), int(port)
 
 
 def tls_context(http: HttpConfig) -> ssl.SSLContext:
@@ -74,11 +73,6 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext:
     return ctx
 
 
-def listen_address(http: HttpConfig) -> str:
-    """HTTPS on ``Tls.Address`` when TLS is enabled (as key-proxy), else HTTP on ``Address``."""
-    return http.tls.address if http.tls.enabled else http.address
-
-
 def bind_socket(
     http: HttpConfig, *, reuse_port: bool = False, port: int | None = None
 ) -> socket.socket:
@@ -86,7 +80,7 @@ def bind_socket(
     ``:port`` listens on every interface (IPv6 and IPv4 where the system allows).  With
     ``reuse_port`` several sockets share the port and the kernel spreads connections over
     them (SO_REUSEPORT): one per worker keeps the cores evenly busy."""
-    host, cfg_port = parse_address(listen_address(http))
+    host, cfg_port = parse_address(http.serving_address)
     port = cfg_port if port is None else port
     if host:
         family, kind, proto, _, addr = socket.getaddrinfo(
@@ -123,7 +117,7 @@ async def listen(
     if sock is not None:
         await server.listen(sock=sock, ssl=ctx, backlog=1024)
         return
-    cfg_host, cfg_port = parse_address(listen_address(http))
+    cfg_host, cfg_port = parse_address(http.serving_address)
     await server.listen(
         host=host if host is not None else cfg_host,
         port=port if port is not None else cfg_port,
