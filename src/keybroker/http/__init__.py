@@ -4,7 +4,8 @@
 - :mod:`~keybroker.http.server` — the server (httptools), one task per connection.
 - :mod:`~keybroker.http.connlimits` — connection caps enforced at accept.
 - :mod:`~keybroker.http.upstream` — one upstream connection and its pool.
-- :mod:`~keybroker.http.client` — the upstream client the proxy forwards through.
+- :mod:`~keybroker.http.transport` — the seam the proxy forwards through (``Transport``).
+- :mod:`~keybroker.http.client` — the transport keybroker runs: pooled upstream connections.
 - :mod:`~keybroker.http.netguard` — the resolver that refuses private and metadata addresses.
 
 May import: the foundation modules (``errors``, ``secret``) only.
@@ -14,14 +15,17 @@ from keybroker.http.client import UpstreamClient, UpstreamFailure, UpstreamRespo
 from keybroker.http.messages import Request, Response, StreamResponse
 from keybroker.http.netguard import DestinationRefused, GuardedResolver
 from keybroker.http.server import HttpServer
+from keybroker.http.transport import Answer, Transport
 
 __all__ = [
+    "Answer",
     "DestinationRefused",
     "GuardedResolver",
     "HttpServer",
     "Request",
     "Response",
     "StreamResponse",
+    "Transport",
     "UpstreamClient",
     "UpstreamFailure",
     "UpstreamResponse",

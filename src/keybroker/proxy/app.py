@@ -34,6 +34,7 @@ from keybroker.errors import ProxyError, RequestExpired, SignatureMismatch
 from keybroker.http.client import Delivery, UpstreamClient
 from keybroker.http.netguard import GuardedResolver
 from keybroker.http.server import HttpServer, Request, StreamResponse
+from keybroker.http.transport import Transport
 from keybroker.keyservice import KeyService
 from keybroker.keyservice import attach as attach_key_service
 from keybroker.keyservice.signed import require_signed_whole
@@ -72,7 +73,9 @@ class Proxy:
     ``ConfigError`` lists every problem), then ``run()``
     (blocking) or ``await start()`` / ``await stop()``.
 
-    ``clock`` returns the current UTC time (injectable for tests).
+    ``clock`` returns the current UTC time (injectable for tests).  ``transport`` is what
+    requests are forwarded through (:class:`~keybroker.http.transport.Transport`): by default
+    pooled sockets through the guarded resolver; a test may give an in-memory one.
     """
 
     def __init__(
@@ -81,10 +84,14 @@ class Proxy:
         *,
         hooks: Hooks | None = None,
         clock: Callable[[], datetime] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.hooks = hooks or Hooks()
+        #: what requests are forwarded through; by default, pooled sockets to the upstreams
+        #: through the guarded resolver (built in start())
+        self._transport = transport
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._client: UpstreamClient | None = None
+        self._client: Transport | None = None
         self._forwarder_: Forwarder | None = None
         self._server: HttpServer | None = None
         self._inflight = 0
@@ -173,7 +180,7 @@ class Proxy:
         http = self.config.http
         self._resolver = GuardedResolver()
         self._resolver.trust(self._router.accounts.upstream_hosts())
-        self._client = UpstreamClient(
+        self._client = self._transport or UpstreamClient(
             self._resolver,
             connect_timeout=http.upstream_connect_timeout,
             read_timeout=http.upstream_read_timeout,

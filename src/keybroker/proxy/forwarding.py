@@ -21,9 +21,10 @@ from keybroker.errors import (
     SignatureMismatch,
     UpstreamError,
 )
-from keybroker.http.client import Delivery, UpstreamClient, UpstreamFailure, UpstreamResponse
+from keybroker.http.client import Delivery, UpstreamFailure
 from keybroker.http.netguard import DestinationRefused
 from keybroker.http.server import Request, StreamResponse
+from keybroker.http.transport import Answer, Transport
 from keybroker.proxy.spool import SpooledBody
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
@@ -59,7 +60,7 @@ class Forwarder:
 
     def __init__(
         self,
-        client: UpstreamClient,
+        client: Transport,
         max_body_bytes: int,
         extra_headers: dict[str, str],
         client_timeout: float | None = None,
@@ -167,7 +168,7 @@ class Forwarder:
         return _stream_body(request, state), state
 
     async def _stream_back(
-        self, request: Request, ctx: RequestContext, upstream: UpstreamResponse
+        self, request: Request, ctx: RequestContext, upstream: Answer
     ) -> StreamResponse:
         chunks = upstream.chunks()
         try:  # until the first body byte nothing has reached the client: a failure is a 502
