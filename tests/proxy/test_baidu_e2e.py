@@ -110,8 +110,7 @@ def test_native_mode_refusals_never_reach_upstream(
         cred = _with_secret(bd.proxy, "wrong-proxy-secret")
     else:
         cred = Credential("bceunknown", bd.proxy.secret_key)
-    # The SDK refuses the answer but cannot parse the error body (keybroker.proxy.native_errors has
-    # no Baidu shape yet), so the status is checked on the same request sent by hand.
+    # The SDK refuses the answer; the status is checked on the same request sent by hand.
     with pytest.raises(BceHttpClientError):
         VpcClient(sdk_config(bd.proxy_url, cred)).list_vpcs(max_keys=1)
     signed, _ = sdk_sign(cred, method="GET", host=urlsplit(bd.proxy_url).netloc,

@@ -42,7 +42,7 @@ STATS = {"requests": 0}
 
 
 def _endpoint(vendor: str, upstream: str) -> Endpoint:
-    fields = signers.credential_fields(signers.get(vendor))
+    fields = signers.get(vendor).credential_fields
 
     def cred(tag: str) -> Credential:
         secret = SECRET if tag == "P" else REAL_SECRET

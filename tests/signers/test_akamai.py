@@ -251,8 +251,8 @@ def test_resign_uses_fresh_nonce_and_now() -> None:
 def test_credential_id_and_fields() -> None:
     signer: Signer = signers.get("akamai")
     assert signer is SIGNER
-    assert signers.credential_fields(signer) == ("client_token", "access_token", "client_secret")
-    assert signers.credential_id(signer, PROXY) == "akab-proxy-client"
+    assert signer.credential_fields == ("client_token", "access_token", "client_secret")
+    assert signer.credential_id(PROXY) == "akab-proxy-client"
 
 
 def test_wrong_access_token_or_client_token_fails() -> None:

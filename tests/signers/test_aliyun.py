@@ -536,7 +536,7 @@ def test_detect_is_specific() -> None:
 
 def test_registered_under_aliyun() -> None:
     assert signers.get("aliyun") is SIGNER
-    assert getattr(SIGNER, "body_credentials", False) is True
+    assert SIGNER.body_credentials is True
 
 
 def test_native_upstream() -> None:

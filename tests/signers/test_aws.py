@@ -15,7 +15,8 @@ from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.signers import base
 from keybroker.signers.aws import SIGNER, AwsSigner
 from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
-from keybroker.signers.sigv4 import scheme as _sigv4
+from keybroker.signers.sigv4 import keys as sigv4_keys
+from keybroker.signers.sigv4.parse import EMPTY_SHA256, SigV4State
 from tests.signers.test_aws_helpers import credential, generator, load, vector_request
 
 SUITE = load("suite.json")
@@ -66,7 +67,7 @@ def test_vector_signature_is_recomputed_by_resign(
     up = req.copy()
     signer.resign(up, auth, _cred(data, case), case["body"].encode(), auth.signed_at)
     again = signer.parse(up)
-    assert isinstance(again.state, _sigv4.SigV4State)
+    assert isinstance(again.state, SigV4State)
     assert again.state.signature == case["signature"]
 
 
@@ -91,7 +92,7 @@ def test_vector_sources_are_recorded() -> None:
 
 def test_signing_key_matches_the_documented_derivation() -> None:
     """AWS's documented kSigning example (secret wJalr..., 20120215, us-east-1, iam)."""
-    key = _sigv4.signing_key(
+    key = sigv4_keys.signing_key(
         credential("a", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY").secret_key,
         "20120215",
         "us-east-1",
@@ -142,7 +143,7 @@ def test_parse_header_auth() -> None:
 @pytest.mark.parametrize(
     ("claim", "policy", "sha"),
     [
-        (_sigv4.EMPTY_SHA256.upper(), BodyPolicy.CLAIMED_SHA256, _sigv4.EMPTY_SHA256),
+        (EMPTY_SHA256.upper(), BodyPolicy.CLAIMED_SHA256, EMPTY_SHA256),
         ("UNSIGNED-PAYLOAD", BodyPolicy.UNSIGNED, None),
         ("STREAMING-UNSIGNED-PAYLOAD-TRAILER", BodyPolicy.STREAMING, None),
         ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", BodyPolicy.STREAMING, None),
@@ -181,7 +182,7 @@ _SH = "SignedHeaders=host;x-amz-date"
 def test_authorization_whitespace_and_commas_are_lenient(value: str) -> None:
     auth = SIGNER.parse(_req(value))
     assert auth.access_key == "AKID"
-    assert isinstance(auth.state, _sigv4.SigV4State)
+    assert isinstance(auth.state, SigV4State)
     assert auth.state.signed_headers == ("host", "x-amz-date")
 
 
@@ -372,11 +373,11 @@ def test_resign_reencodes_a_query_that_is_not_canonical() -> None:
 
 
 def test_signing_keys_are_cached_by_fingerprint_and_bounded() -> None:
-    for i in range(_sigv4._CACHE_SIZE + 10):
-        _sigv4.signing_key(REAL.secret_key, f"2024{i:04d}", "r", "s")
-    assert len(_sigv4._cache) == _sigv4._CACHE_SIZE
+    for i in range(sigv4_keys.KEY_CACHE_SIZE + 10):
+        sigv4_keys.signing_key(REAL.secret_key, f"2024{i:04d}", "r", "s")
+    assert len(sigv4_keys.KEY_CACHE) == sigv4_keys.KEY_CACHE_SIZE
     secret = REAL.secret_key.reveal().encode()
-    for key in _sigv4._cache:
+    for key in sigv4_keys.KEY_CACHE:
         assert secret not in repr(key).encode()
         assert hashlib.sha256(secret).digest() not in key
 

@@ -105,7 +105,7 @@ def check(vendor: str, sample: Sample, req: SigningRequest, key: Credential) -> 
     signer = signers.get(vendor)
     arrived = req.copy()
     auth = signer.parse(arrived)
-    assert auth.access_key == signers.credential_id(signer, KEY)
+    assert auth.access_key == signer.credential_id(KEY)
     signer.verify(arrived, auth, key, body_of(sample, req))
 
 

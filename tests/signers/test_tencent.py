@@ -328,7 +328,7 @@ def test_registered_and_protocol() -> None:
     assert signers.get("tencent") is SIGNER
     assert isinstance(SIGNER, Signer)
     assert SIGNER.public_domains == (".tencentcloudapi.com",)
-    assert getattr(SIGNER, "body_credentials", False) is True
+    assert SIGNER.body_credentials is True
 
 
 def test_resign_needs_aware_time() -> None:

@@ -57,8 +57,6 @@ _KEYS = {
     "client_secret": "ClientSecret",
 }
 _NOT_SECRET = frozenset({"access_key"})
-#: how a vendor's access key ids look (the platform's SDK may check the prefix)
-_ACCESS_KEY_PREFIX = {"aws": "AKIA", "volcengine": "AKLT", "ksyun": "AKLT"}
 _ALPHABET = string.ascii_uppercase + string.digits
 
 
@@ -145,7 +143,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _fields(vendor: str) -> tuple[str, ...]:
     try:
-        return signers.credential_fields(signers.get(vendor))
+        return signers.get(vendor).credential_fields
     except KeyError:
         known = ", ".join(signers.known_vendors())
         raise _UsageError(f"unknown vendor {vendor!r} (known: {known})") from None
@@ -211,7 +209,7 @@ def _new_account(name: str, vendor: str, real: dict[str, str]) -> _Account:
 
 def _generate(field: str, vendor: str) -> str:
     if field == "access_key":
-        prefix = _ACCESS_KEY_PREFIX.get(vendor, "KBAK")
+        prefix = signers.get(vendor).access_key_prefix
         return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(20 - len(prefix)))
     return secrets.token_urlsafe(30)  # 40 characters, 240 bits
 

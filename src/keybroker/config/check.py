@@ -61,21 +61,7 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
 #: Every vendor code key-proxy knows; the ones without a registered signer are "not supported
 #: yet" rather than "unknown".
-KEY_PROXY_VENDORS = (
-    "aws",
-    "volcengine",
-    "ksyun",
-    "aliyun",
-    "tencent",
-    "huawei",
-    "baidu",
-    "jingdong",
-    "akamai",
-    "qiniu",
-    "ucloud",
-    "wangsu",
-    "baishan",
-)
+KEY_PROXY_VENDORS = tuple(signers.BUILTIN_VENDORS)
 
 # Http's limits and timeouts, all > 0: (key, attribute, whole number?).
 _HTTP_LIMITS = (
@@ -111,7 +97,7 @@ def required_credential_keys(vendor: str) -> tuple[str, ...]:
         signer = signers.get(vendor)
     except KeyError:
         return ("AccessKey", "SecretKey")
-    return tuple(_FIELD_KEYS[f] for f in signers.credential_fields(signer))
+    return tuple(_FIELD_KEYS[f] for f in signer.credential_fields)
 
 
 def _check_http(http: HttpConfig, p: Problems) -> None:
@@ -317,7 +303,7 @@ def _proxy_credential_ids(ep: Endpoint) -> list[tuple[str, str | None]]:
         if not isinstance(cred, Credential):
             continue
         try:
-            out.append((where, signers.credential_id(signers.get(ep.vendor), cred)))
+            out.append((where, signers.get(ep.vendor).credential_id(cred)))
         except (KeyError, TypeError, AttributeError):
             out.append((where, cred.access_key))
     return out

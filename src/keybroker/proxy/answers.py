@@ -1,7 +1,8 @@
 """What the proxy answers by itself, without asking an upstream.
 
 * a refusal or error: in the vendor's own error shape for a natively addressed request when
-  :mod:`keybroker.proxy.native_errors` knows it, else key-proxy's JSON (``ResponseMetadata``);
+  its signer has one (:meth:`keybroker.signers.Signer.native_error`), else key-proxy's JSON
+  (``ResponseMetadata``);
 * the health, readiness and metrics endpoints (``/ping``, ``/healthz``, ``/readyz``,
   ``/metrics``).
 
@@ -11,17 +12,15 @@ Every answer carries ``X-Mcdn-Proxy-Version`` (forwarded answers too: see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-from keybroker import __version__
+from keybroker import __version__, signers
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, ProxyError
 from keybroker.http.server import Request, Response, json_response
 from keybroker.metrics import instruments as metrics
-from keybroker.proxy import native_errors, policy
-
-if TYPE_CHECKING:
-    from keybroker.proxy.app import Proxy
+from keybroker.proxy import policy
+from keybroker.signers.base import ErrorAnswer
 
 __all__ = ["error_response", "health_response", "version_headers"]
 
@@ -39,18 +38,12 @@ def error_response(
     headers["X-Keybroker-Request-Id"] = ctx.request_id
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    if ctx.mode == "native" and request is not None:
-        lowered = {k.lower(): v for k, v in request.headers.items()}
-        native = native_errors.render(
-            ctx.vendor, ctx.service, lowered, exc.code, exc.message, ctx.reply_id
+    native = _native_error(ctx, exc, request) if ctx.mode == "native" else None
+    if native is not None:
+        headers.update(native.headers)
+        return Response(
+            body=native.body, status=exc.status, headers=headers, content_type=native.content_type
         )
-        if native is not None:
-            content_type, body, extra = native
-            headers.update(extra)
-            native_resp = Response(
-                body=body, status=exc.status, headers=headers, content_type=content_type
-            )
-            return native_resp
     payload = {
         "ResponseMetadata": {
             "Error": {"Code": exc.code, "Message": exc.message},
@@ -63,10 +56,24 @@ def error_response(
     return json_response(payload, status=exc.status, headers=headers)
 
 
-def health_response(request: Request, proxy: Proxy) -> Response | None:
-    """The answer to ``/ping``, ``/metrics``, ``/healthz`` or ``/readyz``; ``None`` for any
-    other request (a signed or addressed request is never a health check).  Raises
-    ``Forbidden`` for ``/metrics`` from outside ``Security.MetricsClientCIDRs``."""
+def _native_error(
+    ctx: RequestContext, exc: ProxyError, request: Request | None
+) -> ErrorAnswer | None:
+    """The refusal in the shape the SDKs of ``ctx.vendor`` parse, if its signer has one."""
+    if request is None or not ctx.vendor or ctx.vendor not in signers.known_vendors():
+        return None
+    lowered = {k.lower(): v for k, v in request.headers.items()}
+    signer = signers.get(ctx.vendor)
+    return signer.native_error(ctx.service, lowered, exc.code, exc.message, ctx.reply_id)
+
+
+def health_response(
+    request: Request, metrics_client_cidrs: Sequence[str], ready: bool
+) -> Response | None:
+    """The answer to ``/ping``, ``/metrics``, ``/healthz`` or ``/readyz`` (``ready``: what
+    ``/readyz`` says); ``None`` for any other request (a signed or addressed request is never
+    a health check).  Raises ``Forbidden`` for ``/metrics`` from outside
+    ``metrics_client_cidrs`` (``Security.MetricsClientCIDRs``)."""
     if request.method != "GET" or "authorization" in request.headers:
         return None
     if "x-mcdn-origin-uri" in request.headers or request.query_string:
@@ -74,7 +81,7 @@ def health_response(request: Request, proxy: Proxy) -> Response | None:
     if request.path == "/ping":
         return Response(text="pong", headers=version_headers())
     if request.path == "/metrics":
-        if not policy.ip_allowed(request.remote, proxy.config.security.metrics_client_cidrs):
+        if not policy.ip_allowed(request.remote, metrics_client_cidrs):
             raise Forbidden("this client address may not read the metrics")
         body = metrics.DEFAULT.render().encode("utf-8")
         headers = {**version_headers(), "Content-Type": metrics.CONTENT_TYPE}
@@ -82,7 +89,6 @@ def health_response(request: Request, proxy: Proxy) -> Response | None:
     if request.path == "/healthz":
         return json_response({"status": "ok"}, headers=version_headers())
     if request.path == "/readyz":
-        ready = proxy.ready
         return json_response(
             {"status": "ready" if ready else "draining"},
             status=200 if ready else 503,

@@ -295,7 +295,8 @@ class Proxy:
 
     async def _serve(self, request: Request, ctx: RequestContext) -> StreamResponse:
         try:
-            health = health_response(request, self)
+            cidrs = self.config.security.metrics_client_cidrs
+            health = health_response(request, cidrs, self.ready)
             if health is not None:
                 ctx.mode = "health"
                 ctx.status = health.status
@@ -491,7 +492,7 @@ _UNBOUNDED = 1 << 62
 def _spools(signer: Signer, request: Request) -> bool:
     """Spool (hash into a temporary file) rather than buffer: only for signers that can verify
     from the hash alone, and only when the body is large or of unknown length."""
-    if not request.body_exists or not getattr(signer, "accepts_body_sha256", False):
+    if not request.body_exists or not signer.accepts_body_sha256:
         return False
     length = request.content_length
     return length is None or length > SPOOL_THRESHOLD

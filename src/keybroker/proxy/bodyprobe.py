@@ -62,11 +62,10 @@ def prefix_access_keys(signer: Signer, signed: SigningRequest) -> set[str]:
         trial.body = body
         with contextlib.suppress(Exception):  # a parser refusing a cut body is expected
             keys.add(signer.parse(trial).access_key)
-    name = getattr(signer, "body_credential_param", None)
-    if isinstance(name, str):
-        to_id = getattr(signer, "body_credential_id", None)
+    name = signer.body_credential_param
+    if name is not None:
         for value in _values(name, signed.query, cut or prefix):
-            keys.add(to_id(value) if callable(to_id) else value)
+            keys.add(signer.body_credential_id(value))
     keys.discard("")
     return keys
 

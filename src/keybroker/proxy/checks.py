@@ -42,10 +42,8 @@ from keybroker.replay.cache import MAX_TTL_SECONDS, ReplayCache, ReplayCacheUnav
 from keybroker.secret import constant_time_equal
 from keybroker.settings import Config, Endpoint
 from keybroker.signers import Operation, ParsedAuth, Signer, SigningRequest
-from keybroker.signers.base import replay_identity
 
 __all__ = [
-    "METHOD_OVERRIDES",
     "SINGLETON_HEADERS",
     "ReplayEntry",
     "admit",
@@ -181,7 +179,7 @@ def proxy_credential(signer: Signer, endpoint: Endpoint, access_key: str) -> Cre
     rotation); every candidate is compared, in constant time."""
     found = None
     for cred in (endpoint.proxy, *endpoint.additional_proxies):
-        if constant_time_equal(access_key, signers.credential_id(signer, cred)):
+        if constant_time_equal(access_key, signer.credential_id(cred)):
             found = cred
     if found is None:
         raise SignatureMismatch()
@@ -289,12 +287,11 @@ async def check_replay(
 def replay_key(
     signer: Signer, vendor: str, signed: SigningRequest, auth: ParsedAuth, body: bytes | None
 ) -> bytes:
-    """The replay cache's key: a digest of what the signature means (the signer's
-    ``replay_identity`` or :func:`keybroker.signers.base.replay_identity`), identical for
-    every spelling of one signature.  A scheme that leaves ``ParsedAuth.signature`` empty (a
-    library's own signer) is keyed on the request's spelling, as before."""
-    own = getattr(signer, "replay_identity", None)
-    identity = own(signed, auth) if own is not None else replay_identity(vendor, auth)
+    """The replay cache's key: a digest of what the signature means
+    (:meth:`Signer.replay_identity <keybroker.signers.Signer.replay_identity>`), identical
+    for every spelling of one signature.  A scheme that leaves ``ParsedAuth.signature`` empty
+    (a library's own signer) is keyed on the request's spelling, as before."""
+    identity = signer.replay_identity(signed, auth)
     if identity is not None:
         return hashlib.sha256(b"keybroker-replay-v2\0" + identity).digest()
     # (the digest verify computed, or the spooled body's)
@@ -317,32 +314,18 @@ def spelling_key(vendor: str, signed: SigningRequest, body_sha256: str | None) -
 # ---------------------------------------------------------------------- policy facts
 
 
-#: headers some REST gateways read as the method to execute instead of the request line's
-METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-
-
 def request_operation(
     route: Route, auth: ParsedAuth, body: bytes | None, host: str | None = None
 ) -> Operation:
-    """What the vendor will execute: the signer's own reading (``Signer.operation``) when it
-    has one, else the action the signature scheme's ``parse`` read.  ``host`` is the host the
-    request goes to (the upstream's), so that an address read from the host (an S3 bucket) is
-    the one the vendor sees; the signed host by default.  Raises ``MalformedRequest`` for a
-    request naming two operations."""
-    signer = route.signer
-    operation = getattr(signer, "operation", None)
+    """What the vendor will execute, as the signer reads it (``Signer.operation``).  ``host``
+    is the host the request goes to (the upstream's), so that an address read from the host
+    (an S3 bucket) is the one the vendor sees; the signed host by default.  Raises
+    ``MalformedRequest`` for a request naming two operations."""
+    if route.signer is None:
+        raise ValueError("request_operation needs a routed account")
     signed = route.signed
-    if operation is not None:
-        seen = signed if host is None or host == signed.host else replace(signed, host=host)
-        found: Operation = operation(seen, auth, body)
-        return found
-    # REST vendors without an action name: the method decides, unless the request asks for
-    # another one (some REST gateways honour a method override)
-    action = auth.action
-    read = policy.reads_only(action, signed.method) and not any(
-        name in signed.headers for name in METHOD_OVERRIDES
-    )
-    return Operation(auth.service, action, None, read)
+    seen = signed if host is None or host == signed.host else replace(signed, host=host)
+    return route.signer.operation(seen, auth, body)
 
 
 def policy_facts(ctx: RequestContext, request: Request) -> policy.RequestFacts:

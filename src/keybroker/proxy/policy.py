@@ -21,20 +21,14 @@ from functools import lru_cache
 
 from keybroker.errors import Forbidden
 from keybroker.settings import Policy
-from keybroker.signers._read_actions import READ_PREFIXES, is_read_action
 
 __all__ = [
-    "READ_ONLY_PREFIXES",
     "RequestFacts",
     "check",
     "check_source",
     "ip_allowed",
-    "reads_only",
 ]
 
-#: Action name prefixes that only read, across the vendors' API naming conventions.
-READ_ONLY_PREFIXES = READ_PREFIXES
-_READ_METHODS = frozenset({"GET", "HEAD"})
 #: the methods a read-only policy may ever forward (POST: RPC APIs send reads as POST)
 _READ_ONLY_METHODS = frozenset({"GET", "HEAD", "POST"})
 
@@ -87,15 +81,6 @@ def check_source(policy: Policy, source_ip: str | None) -> None:
     """Raise ``Forbidden`` unless ``policy`` allows the client address ``source_ip``."""
     if policy.source_cidrs and not _ip_in(source_ip, tuple(policy.source_cidrs)):
         raise Forbidden("the policy does not allow this client address for the account")
-
-
-def reads_only(action: str | None, method: str) -> bool:
-    """The generic read-only rule, for signers without their own ``operation``: an RPC action
-    named like a read (:func:`~keybroker.signers._read_actions.is_read_action`) sent with
-    GET, HEAD or POST; a REST request without an action only with GET or HEAD."""
-    if action:
-        return is_read_action(action) and method.upper() in _READ_ONLY_METHODS
-    return method.upper() in _READ_METHODS
 
 
 @lru_cache(maxsize=4096)

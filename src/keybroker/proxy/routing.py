@@ -69,7 +69,7 @@ class Accounts:
     def __init__(self, config: Config) -> None:
         self.by_name: dict[str, Endpoint] = {e.cloud_account_name: e for e in config.endpoints}
         self.by_proxy_key: dict[str, Endpoint] = {
-            signers.credential_id(signers.get(e.vendor), cred): e
+            signers.get(e.vendor).credential_id(cred): e
             for e in config.endpoints
             for cred in (e.proxy, *e.additional_proxies)
         }
@@ -109,7 +109,7 @@ class Router:
                 raise AccountNotFound(f"cloud account {name!r} is not configured")
             return Route(None, None, None, signed, dest, vendor_hint=vendor_hint(request))
         signer = signers.get(endpoint.vendor)
-        if getattr(signer, "body_credentials", False) and request.body_exists:
+        if signer.body_credentials and request.body_exists:
             signed.body, complete = await read_prefix(request, DETECT_BYTES, self.client_timeout)
             if not complete:
                 _require_own_key(signer, endpoint, prefix_access_keys(signer, signed))
@@ -152,7 +152,7 @@ class Router:
         body only if none of those matched, on at most the body's first ``DETECT_BYTES``."""
         in_body = []
         for candidate in signers.all_signers():
-            if getattr(candidate, "body_credentials", False):
+            if candidate.body_credentials:
                 in_body.append(candidate)
             elif candidate.detect(signed):
                 return candidate, True
@@ -217,7 +217,7 @@ def _require_own_key(signer: Signer, endpoint: Endpoint, keys: set[str]) -> None
             f"the credential must be in the headers, the query or the first {DETECT_BYTES}"
             " bytes of the body"
         )
-    ids = [signers.credential_id(signer, c) for c in (endpoint.proxy, *endpoint.additional_proxies)]
+    ids = [signer.credential_id(c) for c in (endpoint.proxy, *endpoint.additional_proxies)]
     matched = False
     for key in keys:
         for ident in ids:

@@ -1,26 +1,34 @@
 """Vendor signature schemes, one module each, found by key-proxy's vendor code.
 
 ``get("aws")`` returns the signer for a vendor code; ``known_vendors()`` lists the codes.
-Built-in schemes are registered on first use; a library user may ``register`` more.
+Built-in schemes are registered on first use; a library user may ``register`` more (a
+subclass of :class:`SignerBase` implementing the :class:`Signer` protocol).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from keybroker.credentials import Credential
-from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    Operation,
+    ParsedAuth,
+    Signer,
+    SignerBase,
+    SigningRequest,
+)
 
 __all__ = [
     "BUILTIN_VENDORS",
     "BodyPolicy",
+    "ErrorAnswer",
     "Operation",
     "ParsedAuth",
     "Signer",
+    "SignerBase",
     "SigningRequest",
     "all_signers",
-    "credential_fields",
-    "credential_id",
     "get",
     "known_vendors",
     "register",
@@ -45,9 +53,6 @@ BUILTIN_VENDORS: dict[str, str] = {
         "baishan",
     )
 }
-
-#: Credential fields a scheme needs when it does not say (``Signer.credential_fields``).
-DEFAULT_CREDENTIAL_FIELDS = ("access_key", "secret_key")
 
 _registry: dict[str, Signer] = {}
 _loaded = False
@@ -90,20 +95,6 @@ def get(vendor: str) -> Signer:
     except KeyError:
         known = ", ".join(_registry)
         raise KeyError(f"unknown vendor {vendor!r} (known: {known})") from None
-
-
-def credential_fields(signer: Signer) -> tuple[str, ...]:
-    """The :class:`~keybroker.credentials.Credential` fields ``signer`` needs (optional class
-    attribute ``credential_fields``; AccessKey + SecretKey by default)."""
-    fields: tuple[str, ...] = getattr(signer, "credential_fields", DEFAULT_CREDENTIAL_FIELDS)
-    return fields
-
-
-def credential_id(signer: Signer, cred: Credential) -> str:
-    """The public identifier a request names its credential by (optional method
-    ``credential_id``; the access key id by default — Akamai uses its client token)."""
-    fn = getattr(signer, "credential_id", None)
-    return str(fn(cred)) if fn is not None else cred.access_key
 
 
 def all_signers() -> list[Signer]:

@@ -15,7 +15,7 @@ write in another (``Check``: License Manager's ``CheckoutLicense``) are not read
 
 from __future__ import annotations
 
-__all__ = ["READ_PREFIXES", "is_read_action"]
+__all__ = ["METHOD_OVERRIDES", "READ_PREFIXES", "is_read_action", "reads_only"]
 
 #: name prefixes (lower case) of operations that only read
 READ_PREFIXES = (
@@ -58,3 +58,19 @@ def is_read_action(name: str | None) -> bool:
         low.startswith(p) and (len(name) == len(p) or not name[len(p)].islower())
         for p in READ_PREFIXES
     )
+
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+#: the methods a read may be sent with (POST: RPC APIs send reads as POST)
+_RPC_READ_METHODS = frozenset({"GET", "HEAD", "POST"})
+#: headers some REST gateways read as the method to execute instead of the request line's
+METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+
+
+def reads_only(action: str | None, method: str) -> bool:
+    """The generic read-only rule, for signers without their own ``operation``: an RPC action
+    named like a read (:func:`is_read_action`) sent with GET, HEAD or POST; a REST request
+    without an action only with GET or HEAD."""
+    if action:
+        return is_read_action(action) and method.upper() in _RPC_READ_METHODS
+    return method.upper() in _READ_METHODS

@@ -43,7 +43,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers._common import pin_host, state_of
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
 
 __all__ = [
     "ALGORITHM",
@@ -160,7 +160,7 @@ def _parse_timestamp(value: str) -> datetime:
         raise _bad("timestamp is not a valid date and time") from None
 
 
-class AkamaiSigner:
+class AkamaiSigner(SignerBase):
     """Akamai EdgeGrid ``EG1-HMAC-SHA256``.
 
     ``headers_to_sign`` and ``max_body`` are the client settings of the same names (they are

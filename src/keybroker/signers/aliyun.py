@@ -34,6 +34,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -55,7 +56,15 @@ from keybroker.signers._common import (
     require_equal,
     split_auth_fields,
 )
-from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    Operation,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
 
 __all__ = [
     "ACS3_ALGORITHM",
@@ -409,7 +418,7 @@ def _has_rpc_names(text: str) -> bool:
     return "AccessKeyId" in names and "Signature" in names
 
 
-class AliyunSigner:
+class AliyunSigner(SignerBase):
     """Alibaba Cloud RPC ``HMAC-SHA1`` and ``ACS3-HMAC-SHA256``, detected per request."""
 
     vendor: ClassVar[str] = "aliyun"
@@ -500,6 +509,17 @@ class AliyunSigner:
         """The action ``parse`` read where the vendor reads it; another ``Action`` elsewhere
         is a 400, a REST path unclassified (:func:`._action_params.rpc_operation`)."""
         return rpc_operation(req, auth, body)
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal as Alibaba Cloud's SDKs read an error answer."""
+        return json_error({"Code": code, "Message": message, "RequestId": request_id})
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://<host>`` when the request already names an Alibaba Cloud API host.

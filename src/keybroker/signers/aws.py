@@ -69,6 +69,7 @@ class AwsSigner(SigV4Scheme):
     """AWS SigV4; stateless and thread-safe (the signing-key cache is locked)."""
 
     vendor: ClassVar[str] = "aws"
+    access_key_prefix: ClassVar[str] = "AKIA"
     public_domains: ClassVar[tuple[str, ...]] = (".amazonaws.com", ".amazonaws.com.cn")
     #: customer-controlled hosts under the AWS domains: load balancers, EC2 instance names,
     #: API Gateway / AppSync APIs, S3 website endpoints, VPC endpoints, database, search,

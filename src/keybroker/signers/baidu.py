@@ -34,6 +34,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -55,7 +56,14 @@ from keybroker.signers._common import (
     segment_encoded_uri,
     state_of,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
 
 __all__ = ["PREFIX", "SIGNER", "BaiduSigner", "canonical_query", "canonical_uri"]
 
@@ -231,7 +239,7 @@ def _host_parts(host: str) -> tuple[str | None, str | None]:
 # --------------------------------------------------------------------------- the signer
 
 
-class BaiduSigner:
+class BaiduSigner(SignerBase):
     """Baidu AI Cloud ``bce-auth-v1`` (Authorization header and presigned query)."""
 
     vendor: ClassVar[str] = "baidu"
@@ -378,6 +386,17 @@ class BaiduSigner:
         req.query = "&".join(kept)
 
     # upstream -------------------------------------------------------------------------
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal as the BCE SDKs read an error answer."""
+        return json_error({"code": code, "message": message, "requestId": request_id})
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://host`` when the signed Host is itself a public API host (the client

@@ -31,7 +31,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.secret import Secret
 from keybroker.signers._common import media_type, require_equal, state_of
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
 
 __all__ = ["SIGNER", "TOKEN", "BaishanSigner", "token_id"]
 
@@ -136,7 +136,7 @@ def _find(req: SigningRequest) -> tuple[str, str]:
     return location, token
 
 
-class BaishanSigner:
+class BaishanSigner(SignerBase):
     """Baishan Cloud static API token (``token`` parameter)."""
 
     vendor: ClassVar[str] = "baishan"

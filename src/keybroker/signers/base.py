@@ -1,4 +1,4 @@
-"""The signer interface every vendor scheme implements.
+"""The signer interface every vendor scheme implements, and the defaults it starts from.
 
 A signer never does I/O.  The proxy gives it a :class:`SigningRequest` (what the client
 signed), and it answers four questions:
@@ -15,42 +15,18 @@ The body is never handed over whole unless the signer asks for it with
 ``ParsedAuth.body is BodyPolicy.BUFFER``; with ``CLAIMED_SHA256`` the proxy streams the body
 and aborts the upstream request if the bytes do not hash to ``ParsedAuth.payload_sha256``.
 
-Schemes that carry the credential *inside* the body (form-encoded RPC APIs: UCloud, Alibaba
-RPC over POST, Qiniu form bodies) set the class attribute ``body_credentials = True``: the
-proxy then reads the body *before* ``detect``/``parse`` and puts it in ``SigningRequest.body``
-— at most a few KiB until the account is known (:mod:`keybroker.proxy.bodyprobe`: such a signer
-names its credential parameter in ``body_credential_param``, and may map a value found there
-to its identifier with ``body_credential_id``), then the rest, bounded by ``MaxBodyBytes``.
-``resign`` may replace ``SigningRequest.body`` (e.g. to swap a signature parameter inside a
-form body); the proxy sends ``body`` as it is afterwards.
-
-The replay cache keys a request by what its signature *means* (:func:`replay_identity`):
-``parse`` puts the signature's bytes — decoded from hex or Base64, so every spelling the parser
-accepts gives the same bytes — in ``ParsedAuth.signature``.  A scheme whose identity is not
-just its access key and signature may offer the optional member
-``replay_identity(req, auth) -> bytes | None``.
-
-Two more optional members, for schemes whose credential is not an access key + secret key:
-``credential_fields`` (class attribute: the ``Credential`` fields the config must fill, e.g.
-``("client_token", "access_token", "client_secret")`` for Akamai) and ``credential_id(cred)``
-(the identifier ``ParsedAuth.access_key`` is compared with; ``cred.access_key`` by default).
-
-Chunk-signed bodies (``ParsedAuth.body is BodyPolicy.STREAMING``, e.g. AWS ``aws-chunked``)
-are re-signed chunk by chunk while they stream.  A signer that supports them has the optional
-method ``body_transformer(auth, proxy_cred, real_cred, resigned_seed, now)`` returning a
-:class:`BodyTransformer` (or ``None`` when the body needs no rewriting): it verifies each chunk
-with ``proxy_cred``, chained from the client's seed signature, and re-signs it with
-``real_cred``, chained from ``resigned_seed`` (the signature ``resign`` just made).  ``verify``
-and ``resign`` of such a signer build the transformer themselves and leave it in
-``ParsedAuth.body_transformer``; the forwarder pipes the streamed body through it, sends the
-``Content-Length`` that ``resign`` set, and cuts the upstream request, before its last bytes,
-when ``feed`` or ``finish`` raises.
+Everything else a scheme may say about itself — where its credential travels, which fields
+it needs, how a request maps to an operation, how its SDKs read an error — is a member of
+:class:`Signer` too, with its default in :class:`SignerBase`, which every vendor signer
+subclasses: the proxy reads each member directly and never asks whether it exists.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
@@ -59,14 +35,18 @@ from urllib.parse import parse_qsl
 from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
+from keybroker.signers._read_actions import METHOD_OVERRIDES, reads_only
 
 __all__ = [
     "BodyPolicy",
     "BodyTransformer",
+    "ErrorAnswer",
     "Operation",
     "ParsedAuth",
     "Signer",
+    "SignerBase",
     "SigningRequest",
+    "json_error",
     "replay_identity",
 ]
 
@@ -206,8 +186,7 @@ class Operation:
     (``bucket/key`` for S3) when known; ``read_only`` is True only when the signer knows the
     operation changes nothing (an unclassified request is never read-only).
 
-    A signer may offer ``operation(req, auth, body) -> Operation`` (optional member); without
-    it :func:`keybroker.proxy.checks.request_operation` falls back to generic rules.
+    :meth:`Signer.operation` makes it (:meth:`SignerBase.operation`: generic rules).
     """
 
     service: str | None
@@ -216,9 +195,27 @@ class Operation:
     read_only: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """An error answer in a vendor's own shape: what its SDKs parse (native mode)."""
+
+    content_type: str
+    body: bytes
+    #: headers the vendor's answers carry besides the proxy's own (request ids, error type)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_error(payload: object) -> ErrorAnswer:
+    """``payload`` as an ``application/json`` error answer."""
+    return ErrorAnswer("application/json", json.dumps(payload).encode())
+
+
 @runtime_checkable
 class Signer(Protocol):
-    """One vendor signature scheme.  Implementations are stateless and thread-safe."""
+    """One vendor signature scheme.  Implementations are stateless and thread-safe.
+
+    Every member without a default here has one in :class:`SignerBase`.
+    """
 
     vendor: ClassVar[str]
     #: DNS suffixes of the vendor's public API (lower case, leading dot), e.g. ``.amazonaws.com``
@@ -227,13 +224,37 @@ class Signer(Protocol):
     #: websites, ...) that never get a request signed with the real key; patterns where a
     #: leading ``*.`` is one or more labels and any other ``*`` part of a label
     excluded_hosts: ClassVar[tuple[str, ...]]
+    #: the :class:`~keybroker.credentials.Credential` fields the config must fill, e.g.
+    #: ``("client_token", "access_token", "client_secret")`` for Akamai
+    credential_fields: ClassVar[tuple[str, ...]]
+    #: the credential may travel *inside* the body (form-encoded RPC APIs: UCloud, Alibaba RPC
+    #: over POST, Tencent, Baishan): the proxy reads the body *before* ``detect``/``parse`` and
+    #: puts it in ``SigningRequest.body`` — at most a few KiB until the account is known
+    #: (:mod:`keybroker.proxy.bodyprobe`), then the rest, bounded by ``MaxBodyBytes``; such
+    #: schemes are detected after every other.  ``resign`` may replace ``SigningRequest.body``
+    #: (e.g. to swap a signature parameter inside a form body); the proxy sends it as it is.
+    body_credentials: ClassVar[bool]
+    #: the query or form parameter a ``body_credentials`` scheme names its credential in,
+    #: looked for in a body's first bytes (``None``: only ``parse`` finds it)
+    body_credential_param: ClassVar[str | None]
+    #: a large body may be spooled (hashed into a temporary file) instead of handed over
+    #: whole: ``verify``/``resign`` then read ``ParsedAuth.body_sha256``
+    accepts_body_sha256: ClassVar[bool]
+    #: how the vendor's access key ids begin (its SDKs may check it): ``keybroker init``
+    #: makes proxy access keys that look the same
+    access_key_prefix: ClassVar[str]
 
     def detect(self, req: SigningRequest) -> bool:
-        """True when ``req`` carries this scheme's signature (header or query)."""
+        """True when ``req`` carries this scheme's signature (header or query).  Raises
+        nothing."""
         ...
 
     def parse(self, req: SigningRequest) -> ParsedAuth:
-        """Parse the signature.  Raises ``MalformedSignature``."""
+        """Parse the signature.  Raises ``MalformedSignature``, and nothing else for bad input.
+
+        ``ParsedAuth.signature`` gets the signature's bytes, decoded from hex or Base64, so
+        every spelling the parser accepts gives the same bytes (see :meth:`replay_identity`).
+        """
         ...
 
     def verify(
@@ -256,11 +277,121 @@ class Signer(Protocol):
         """Replace the signature in ``req`` (in place) with one made by ``cred`` at ``now``.
 
         ``req`` is the upstream request: its host is the host really sent to.  Raises
-        ``MalformedSignature`` only if ``auth`` cannot be re-expressed.
+        ``MalformedSignature`` only if ``auth`` cannot be re-expressed, ``ValueError`` for a
+        naive ``now``.  For a STREAMING body that ``verify`` checked, it leaves the chunk
+        re-signer (:meth:`body_transformer`) in ``auth.body_transformer``.
         """
         ...
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """The vendor's public base URL (``https://host``) for a natively addressed request,
-        from the service and region in the signature; ``None`` if there is no rule."""
+        from the service and region in the signature; ``None`` if there is no rule.  Raises
+        nothing."""
         ...
+
+    def credential_id(self, cred: Credential) -> str:
+        """The identifier ``ParsedAuth.access_key`` is compared with (the access key id by
+        default; Akamai's client token).  Raises nothing."""
+        ...
+
+    def body_credential_id(self, value: str) -> str:
+        """The identifier (as :meth:`credential_id` spells it) of a value found in
+        ``body_credential_param`` (the value itself by default).  Raises nothing."""
+        ...
+
+    def replay_identity(self, req: SigningRequest, auth: ParsedAuth) -> bytes | None:
+        """What the signature of a verified request means, as bytes: the replay cache's key
+        (by default :func:`replay_identity` of the vendor code and ``auth``); ``None`` keys on
+        the request's spelling.  Raises nothing."""
+        ...
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        """What the vendor will execute for ``req`` (verified; its host is the one the vendor
+        sees), read where the vendor reads it.  Raises ``MalformedRequest`` for a request
+        naming two operations.  By default: the action ``parse`` read, read-only by
+        :func:`~keybroker.signers._read_actions.reads_only` unless a method override header
+        is present."""
+        ...
+
+    def body_transformer(
+        self,
+        auth: ParsedAuth,
+        proxy_cred: Credential,
+        real_cred: Credential,
+        resigned_seed: str,
+        now: datetime,
+    ) -> BodyTransformer | None:
+        """The re-signer of a chunk-signed body (``ParsedAuth.body is BodyPolicy.STREAMING``,
+        e.g. AWS ``aws-chunked``), or ``None`` when the body needs no rewriting (the default:
+        a scheme without chunk signatures).  It verifies each chunk with ``proxy_cred``,
+        chained from the client's seed signature, and re-signs it with ``real_cred``, chained
+        from ``resigned_seed`` (the signature ``resign`` just made).  The forwarder pipes the
+        streamed body through it, sends the ``Content-Length`` that ``resign`` set, and cuts
+        the upstream request, before its last bytes, when ``feed`` or ``finish`` raises.
+        Raises ``ValueError`` for a naive ``now``."""
+        ...
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The proxy's refusal (``code``, ``message``, ``request_id``) in the shape the
+        vendor's SDKs parse, for a natively addressed request of ``service`` whose headers
+        (names in lower case) are ``headers``; ``None`` (the default): key-proxy's JSON.
+        Raises nothing."""
+        ...
+
+
+class SignerBase:
+    """The defaults of every optional :class:`Signer` member; each vendor signer subclasses
+    it and overrides what its scheme does differently."""
+
+    excluded_hosts: ClassVar[tuple[str, ...]] = ()
+    credential_fields: ClassVar[tuple[str, ...]] = ("access_key", "secret_key")
+    body_credentials: ClassVar[bool] = False
+    body_credential_param: ClassVar[str | None] = None
+    accepts_body_sha256: ClassVar[bool] = False
+    access_key_prefix: ClassVar[str] = "KBAK"
+    vendor: ClassVar[str]
+
+    def credential_id(self, cred: Credential) -> str:
+        return cred.access_key
+
+    def body_credential_id(self, value: str) -> str:
+        return value
+
+    def replay_identity(self, req: SigningRequest, auth: ParsedAuth) -> bytes | None:
+        return replay_identity(self.vendor, auth)
+
+    def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
+        # REST vendors without an action name: the method decides, unless the request asks
+        # for another one (some REST gateways honour a method override)
+        action = auth.action
+        read = reads_only(action, req.method) and not any(
+            name in req.headers for name in METHOD_OVERRIDES
+        )
+        return Operation(auth.service, action, None, read)
+
+    def body_transformer(
+        self,
+        auth: ParsedAuth,
+        proxy_cred: Credential,
+        real_cred: Credential,
+        resigned_seed: str,
+        now: datetime,
+    ) -> BodyTransformer | None:
+        return None
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        return None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -56,7 +57,14 @@ from keybroker.signers._common import (
     state_of,
     swap_token_header,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
 
 __all__ = ["ALGORITHM", "SIGNER", "HuaweiSigner", "canonical_query", "canonical_uri"]
 
@@ -183,7 +191,7 @@ def _host_parts(host: str) -> tuple[str | None, str | None]:
 # --------------------------------------------------------------------------- the signer
 
 
-class HuaweiSigner:
+class HuaweiSigner(SignerBase):
     """Huawei Cloud ``SDK-HMAC-SHA256`` (header form)."""
 
     vendor: ClassVar[str] = "huawei"
@@ -322,6 +330,17 @@ class HuaweiSigner:
         )
 
     # upstream -------------------------------------------------------------------------
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal as Huawei Cloud's SDKs read an error answer."""
+        return json_error({"error_code": code, "error_msg": message, "request_id": request_id})
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://host`` when the signed Host is itself a public API host (the client

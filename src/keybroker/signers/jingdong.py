@@ -63,7 +63,7 @@ from keybroker.signers._common import (
     state_of,
     swap_token_header,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
 
 __all__ = ["ALGORITHMS", "SIGNER", "JingdongSigner", "canonical_request"]
 
@@ -266,7 +266,7 @@ def _body_policy(req: SigningRequest) -> tuple[BodyPolicy, str | None]:
 # --------------------------------------------------------------------------- the signer
 
 
-class JingdongSigner:
+class JingdongSigner(SignerBase):
     """JD Cloud ``JDCLOUD2-HMAC-SHA256`` / ``JDCLOUD3-HMAC-SHA256`` (header form).
 
     ``nonce`` makes the nonce of re-signed requests (a fresh UUID4 by default; injectable so

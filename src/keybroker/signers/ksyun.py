@@ -46,6 +46,7 @@ class KsyunSigner(SigV4Scheme):
     """Kingsoft Cloud SigV4; stateless and thread-safe."""
 
     vendor: ClassVar[str] = "ksyun"
+    access_key_prefix: ClassVar[str] = "AKLT"
     public_domains: ClassVar[tuple[str, ...]] = ("." + ROOT_DOMAIN,)
     #: none known: these API domains name no customer-controlled host
     excluded_hosts: ClassVar[tuple[str, ...]] = ()

@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -38,7 +39,14 @@ from typing import ClassVar
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers._common import pin_host, require_equal, state_of
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
 
 __all__ = ["SIGNER", "QiniuSigner", "signing_data"]
 
@@ -186,7 +194,7 @@ def _parse_x_date(req: SigningRequest) -> tuple[str | None, datetime | None]:
 # --------------------------------------------------------------------------- the signer
 
 
-class QiniuSigner:
+class QiniuSigner(SignerBase):
     """Qiniu ``QBox`` and ``Qiniu`` management signatures (HMAC-SHA1)."""
 
     vendor: ClassVar[str] = "qiniu"
@@ -256,6 +264,17 @@ class QiniuSigner:
         data = signing_data(state.scheme, req, body)
         signature = _encode_signature(_sign(cred.secret_key.reveal_bytes(), data))
         req.headers["Authorization"] = f"{state.scheme} {cred.access_key}:{signature}"
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal as Qiniu's SDKs read an error answer."""
+        return json_error({"error": f"{code}: {message}", "reqid": request_id})
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``None``: Qiniu's API is spread over many hosts (rs, rsf, api, uc, fusion, ...) and

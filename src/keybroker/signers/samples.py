@@ -330,7 +330,7 @@ def signed_sample(
     """The sample of ``vendor`` signed with ``cred`` at ``now`` for ``host`` (default: the
     vendor's own host).  ``KeyError`` for a vendor without a sample."""
     signer = signers.get(vendor)
-    sample = sample_for(vendor, signers.credential_id(signer, cred), now)
+    sample = sample_for(vendor, signer.credential_id(cred), now)
     req = SigningRequest(
         sample.method,
         host or sample.host,
@@ -339,7 +339,7 @@ def signed_sample(
         CIMultiDict(sample.headers),
         scheme,
     )
-    in_body = getattr(signer, "body_credentials", False)
+    in_body = signer.body_credentials
     if in_body:  # the proxy reads such a body before parsing; resign may rewrite it
         req.body = sample.body
     auth = signer.parse(req)

@@ -33,6 +33,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -51,7 +52,15 @@ from keybroker.signers._common import (
     require_equal,
     split_authorization,
 )
-from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    Operation,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
 
 __all__ = ["ALGORITHM", "ROOT_DOMAIN", "SIGNER", "TencentSigner", "tc3_signing_key"]
 
@@ -277,7 +286,7 @@ def _check_legacy_signature(value: str, method: str) -> None:
 # -- the signer ----------------------------------------------------------------------------
 
 
-class TencentSigner:
+class TencentSigner(SignerBase):
     """Tencent Cloud ``TC3-HMAC-SHA256`` and v1 ``HmacSHA1``/``HmacSHA256``; stateless."""
 
     vendor: ClassVar[str] = "tencent"
@@ -484,6 +493,19 @@ class TencentSigner:
         """The action ``parse`` read where the vendor reads it; another ``Action`` elsewhere
         is a 400, a REST path unclassified (:func:`._action_params.rpc_operation`)."""
         return rpc_operation(req, auth, body)
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal as TencentCloud API 3.0 SDKs read an error answer."""
+        return json_error(
+            {"Response": {"Error": {"Code": code, "Message": message}, "RequestId": request_id}}
+        )
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://{service}.tencentcloudapi.com`` for TC3 (the SDK's default endpoint);

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -33,7 +34,15 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers._action_params import rpc_operation
 from keybroker.signers._common import media_type, require_equal, state_of
-from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    Operation,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
 
 __all__ = ["SIGNER", "UCloudSigner", "flatten_json", "string_to_sign"]
 
@@ -207,7 +216,7 @@ def _replace_json(body: bytes, values: dict[str, str]) -> bytes:
 # --------------------------------------------------------------------------- the signer
 
 
-class UCloudSigner:
+class UCloudSigner(SignerBase):
     """UCloud ``PublicKey``/``Signature`` parameters (SHA-1 over sorted parameters)."""
 
     vendor: ClassVar[str] = "ucloud"
@@ -301,6 +310,19 @@ class UCloudSigner:
         """The action ``parse`` read where the vendor reads it; another ``Action`` elsewhere
         is a 400, a REST path unclassified (:func:`._action_params.rpc_operation`)."""
         return rpc_operation(req, auth, body)
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal as UCloud's SDKs (a non-zero ``RetCode``) read an error answer."""
+        return json_error(
+            {"RetCode": 172, "Message": f"{code}: {message}", "RequestId": request_id}
+        )
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """UCloud serves every product's API at ``api.ucloud.cn``."""

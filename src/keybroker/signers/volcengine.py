@@ -65,7 +65,7 @@ from keybroker.signers._common import (
 )
 from keybroker.signers._read_actions import is_read_action
 from keybroker.signers._volcengine_endpoints import default_host
-from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SignerBase, SigningRequest
 
 __all__ = ["ALGORITHM", "SIGNER", "VolcengineSigner", "canonical_query", "canonical_uri"]
 
@@ -237,10 +237,11 @@ def _single_query_value(items: list[_QueryItem], name: str) -> str | None:
 # --------------------------------------------------------------------------- the signer
 
 
-class VolcengineSigner:
+class VolcengineSigner(SignerBase):
     """Volcengine ``HMAC-SHA256`` (header and presigned-query forms)."""
 
     vendor: ClassVar[str] = "volcengine"
+    access_key_prefix: ClassVar[str] = "AKLT"
     accepts_body_sha256: ClassVar[bool] = True  # large bodies may be spooled
     public_domains: ClassVar[tuple[str, ...]] = (
         ".volcengineapi.com",

@@ -59,7 +59,13 @@ from keybroker.signers._common import (
     split_auth_fields,
     state_of,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest, replay_identity
+from keybroker.signers.base import (
+    BodyPolicy,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    replay_identity,
+)
 
 __all__ = ["AKSK_ALGORITHM", "SIGNER", "WangsuSigner", "aksk_canonical_request", "password"]
 
@@ -247,7 +253,7 @@ def _resign_aksk(
 # --------------------------------------------------------------------------- the signer
 
 
-class WangsuSigner:
+class WangsuSigner(SignerBase):
     """Wangsu / CDNetworks API-key (Basic + signed date) authentication."""
 
     vendor: ClassVar[str] = "wangsu"

@@ -13,9 +13,10 @@ import hmac
 from keybroker.secret import Secret
 from keybroker.signers._hmac_keys import KeyCache, prepared_hmac
 
-__all__ = ["signature", "signing_key"]
+__all__ = ["KEY_CACHE", "KEY_CACHE_SIZE", "signature", "signing_key"]
 
-_CACHE_SIZE = 256
+#: how many derived keys :data:`KEY_CACHE` holds
+KEY_CACHE_SIZE = 256
 
 
 def _derive_key(secret: bytes, prefix: str, date: str, region: str, service: str) -> bytes:
@@ -25,14 +26,15 @@ def _derive_key(secret: bytes, prefix: str, date: str, region: str, service: str
     return derived
 
 
-_cache = KeyCache(_derive_key, _CACHE_SIZE)
+#: the process-wide LRU of derived signing keys
+KEY_CACHE = KeyCache(_derive_key, KEY_CACHE_SIZE)
 
 
 def signing_key(
     secret: Secret, date: str, region: str, service: str, *, prefix: str = "AWS4"
 ) -> bytes:
     """``kSigning`` for the scope, from a small LRU keyed by a salted hash of the secret."""
-    return _cache.get(secret.reveal_bytes(), prefix, date, region, service)
+    return KEY_CACHE.get(secret.reveal_bytes(), prefix, date, region, service)
 
 
 def signature(key: bytes, algorithm: str, timestamp: str, scope: str, creq: str) -> str:

@@ -27,12 +27,19 @@ from keybroker.signers.sigv4.chunked_trailers import trailer_names
 __all__ = [
     "ALGORITHM",
     "EMPTY_SHA256",
+    "HEX64",
     "STREAMING_SIGNED",
     "STREAMING_UNSIGNED_TRAILER",
     "UNSIGNED_PAYLOAD",
     "SigV4State",
+    "check_ascii_headers",
     "parse_authorization",
+    "parse_scope",
+    "parse_signature",
+    "parse_signed_headers",
     "parse_timestamp",
+    "request_time",
+    "streaming_state",
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -45,7 +52,7 @@ STREAMING_SIGNED = (
 )
 _MAX_AUTH_LEN = 8192
 
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _TIMESTAMP_RE = re.compile(r"\d{8}T\d{6}Z")
 _SCOPE_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ACCESS_KEY = re.compile(r"[\x21-\x7e]{1,256}")
@@ -129,7 +136,7 @@ def _parse_http_date(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _parse_scope(credential: str, timestamp: str, terminator: str) -> tuple[str, str, str]:
+def parse_scope(credential: str, timestamp: str, terminator: str) -> tuple[str, str, str]:
     """``AK/YYYYMMDD/region/service/aws4_request`` -> (access key, region, service)."""
     parts = credential.rsplit("/", 4)
     if len(parts) != 5:
@@ -148,7 +155,7 @@ def _parse_scope(credential: str, timestamp: str, terminator: str) -> tuple[str,
     return access_key, region, service
 
 
-def _parse_signed_headers(value: str, *, in_query: bool) -> tuple[str, ...]:
+def parse_signed_headers(value: str, *, in_query: bool) -> tuple[str, ...]:
     names = [n.lower() for n in value.split(";")]
     for name in names:
         if not _HEADER_NAME.fullmatch(name):
@@ -162,13 +169,13 @@ def _parse_signed_headers(value: str, *, in_query: bool) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _parse_signature(value: str) -> str:
-    if not _HEX64.fullmatch(value):
+def parse_signature(value: str) -> str:
+    if not HEX64.fullmatch(value):
         raise MalformedSignature("Signature must be 64 hexadecimal digits")
     return value.lower()
 
 
-def _check_ascii_headers(req: SigningRequest, names: tuple[str, ...]) -> None:
+def check_ascii_headers(req: SigningRequest, names: tuple[str, ...]) -> None:
     """Signed header values must be ASCII: other bytes have no agreed canonical form."""
     for name in names:
         values = [req.host] if name == "host" else req.headers.getall(name, [])
@@ -177,7 +184,7 @@ def _check_ascii_headers(req: SigningRequest, names: tuple[str, ...]) -> None:
                 raise MalformedSignature(f"signed header {name!r} has a non-ASCII value")
 
 
-def _streaming_state(req: SigningRequest, auth: ParsedAuth, state: SigV4State) -> SigV4State:
+def streaming_state(req: SigningRequest, auth: ParsedAuth, state: SigV4State) -> SigV4State:
     """Check the headers an aws-chunked body depends on.  Raises ``MalformedSignature``."""
     line = state.payload_line
     trailers = trailer_names(req.headers)
@@ -192,7 +199,7 @@ def _streaming_state(req: SigningRequest, auth: ParsedAuth, state: SigV4State) -
     return replace(state, trailers=trailers, decoded_length=declared)
 
 
-def _request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:
+def request_time(headers: CIMultiDict[str]) -> tuple[str, str, datetime]:
     """(header used, timestamp string, datetime): X-Amz-Date wins over Date, as in AWS."""
     amz = headers.getall("X-Amz-Date", [])
     if len(amz) > 1:

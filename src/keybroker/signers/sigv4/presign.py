@@ -3,30 +3,29 @@
 ``X-Amz-Signature``, ``X-Amz-Security-Token``), parsed and re-signed.
 
 :class:`~keybroker.signers.sigv4.scheme.SigV4Scheme` calls these functions with itself as
-``scheme``.  Parsing errors raise :class:`~keybroker.errors.MalformedSignature` naming the
-faulty parameter, never its value.
+``scheme`` (a :class:`QueryScheme`).  Parsing errors raise
+:class:`~keybroker.errors.MalformedSignature` naming the faulty parameter, never its value.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import ClassVar, Protocol
+
+from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
-from keybroker.signers.base import ParsedAuth, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 from keybroker.signers.sigv4.canonical import canonical_headers, decode_query, encode_component
 from keybroker.signers.sigv4.parse import (
     SigV4State,
-    _parse_scope,
-    _parse_signature,
-    _parse_signed_headers,
+    parse_scope,
+    parse_signature,
+    parse_signed_headers,
     parse_timestamp,
 )
 
-if TYPE_CHECKING:
-    from keybroker.signers.sigv4.scheme import SigV4Scheme
-
-__all__ = ["MAX_EXPIRES", "parse_query_auth", "resign_query"]
+__all__ = ["MAX_EXPIRES", "QueryScheme", "parse_query_auth", "resign_query"]
 
 MAX_EXPIRES = 604800  # seven days: AWS's limit for presigned URLs
 
@@ -43,7 +42,31 @@ _QUERY_AUTH = frozenset(
 )
 
 
-def parse_query_auth(scheme: SigV4Scheme, req: SigningRequest) -> ParsedAuth:
+class QueryScheme(Protocol):
+    """What presigning needs of the SigV4 scheme it works for."""
+
+    algorithm: ClassVar[str]
+
+    def payload(
+        self, headers: CIMultiDict[str], service: str, *, in_query: bool
+    ) -> tuple[BodyPolicy, str | None, str | None]: ...
+
+    def scope(self, auth: ParsedAuth, timestamp: str) -> str: ...
+
+    def sign(
+        self,
+        req: SigningRequest,
+        auth: ParsedAuth,
+        cred: Credential,
+        timestamp: str,
+        headers: str,
+        signed: tuple[str, ...],
+        payload: str,
+        in_query: bool,
+    ) -> str: ...
+
+
+def parse_query_auth(scheme: QueryScheme, req: SigningRequest) -> ParsedAuth:
     """The ``X-Amz-*`` authentication of a presigned request.  Raises ``MalformedSignature``."""
     params = _auth_params(req.query)
     if params.get("X-Amz-Algorithm") != scheme.algorithm:
@@ -53,14 +76,12 @@ def parse_query_auth(scheme: SigV4Scheme, req: SigningRequest) -> ParsedAuth:
             raise MalformedSignature(f"presigned request is missing {name}")
     timestamp = params["X-Amz-Date"]
     signed_at = parse_timestamp(timestamp)
-    access_key, region, service = _parse_scope(
-        params["X-Amz-Credential"], timestamp, "aws4_request"
-    )
-    names = _parse_signed_headers(params["X-Amz-SignedHeaders"], in_query=True)
-    sig = _parse_signature(params["X-Amz-Signature"])
+    access_key, region, service = parse_scope(params["X-Amz-Credential"], timestamp, "aws4_request")
+    names = parse_signed_headers(params["X-Amz-SignedHeaders"], in_query=True)
+    sig = parse_signature(params["X-Amz-Signature"])
     raw_expires = params.get("X-Amz-Expires")
     expires = None if raw_expires is None else _parse_expires(raw_expires)
-    policy, sha, line = scheme._payload(req.headers, service, in_query=True)
+    policy, sha, line = scheme.payload(req.headers, service, in_query=True)
     state = SigV4State(timestamp, "", names, line, sig)
     return ParsedAuth(
         access_key,
@@ -77,7 +98,7 @@ def parse_query_auth(scheme: SigV4Scheme, req: SigningRequest) -> ParsedAuth:
 
 
 def resign_query(
-    scheme: SigV4Scheme,
+    scheme: QueryScheme,
     req: SigningRequest,
     auth: ParsedAuth,
     state: SigV4State,
@@ -92,7 +113,7 @@ def resign_query(
     params = [(k, v) for k, v in decode_query(req.query) if k not in _QUERY_AUTH]
     params += [
         ("X-Amz-Algorithm", scheme.algorithm),
-        ("X-Amz-Credential", f"{cred.access_key}/{scheme._scope(auth, timestamp)}"),
+        ("X-Amz-Credential", f"{cred.access_key}/{scheme.scope(auth, timestamp)}"),
         ("X-Amz-Date", timestamp),
     ]
     if auth.expires is not None:
@@ -102,7 +123,7 @@ def resign_query(
         params.append(("X-Amz-Security-Token", cred.access_token.reveal()))
     req.query = "&".join(f"{encode_component(k)}={encode_component(v)}" for k, v in params)
     headers = canonical_headers(req, signed) or ""
-    sig = scheme._sign(req, auth, cred, timestamp, headers, signed, payload, True)
+    sig = scheme.sign(req, auth, cred, timestamp, headers, signed, payload, True)
     req.query += f"&X-Amz-Signature={sig}"
     return sig
 

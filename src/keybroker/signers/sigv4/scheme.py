@@ -20,12 +20,14 @@ The parts live beside it: the ``Authorization`` header, the request time and
 :class:`SigV4State` in :mod:`keybroker.signers.sigv4.parse`, presigned URLs in
 :mod:`keybroker.signers.sigv4.presign`, signing keys and signatures in
 :mod:`keybroker.signers.sigv4.keys`, the canonical request in
-:mod:`keybroker.signers.sigv4.canonical`; every name of ``__all__`` stays importable from here.
+:mod:`keybroker.signers.sigv4.canonical`, AWS's error answers in
+:mod:`keybroker.signers.sigv4.errors`.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from email.utils import formatdate
@@ -37,7 +39,14 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers._common import compact_time
-from keybroker.signers.base import BodyPolicy, BodyTransformer, ParsedAuth, SigningRequest
+from keybroker.signers.base import (
+    BodyPolicy,
+    BodyTransformer,
+    ErrorAnswer,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+)
 from keybroker.signers.sigv4 import chunked
 from keybroker.signers.sigv4.canonical import (
     canonical_headers,
@@ -47,54 +56,36 @@ from keybroker.signers.sigv4.canonical import (
     decode_query,
     encode_component,
 )
-from keybroker.signers.sigv4.keys import _CACHE_SIZE as _CACHE_SIZE
-from keybroker.signers.sigv4.keys import _cache as _cache
+from keybroker.signers.sigv4.errors import aws_error
 from keybroker.signers.sigv4.keys import signature, signing_key
 from keybroker.signers.sigv4.parse import (
-    _HEX64,
     ALGORITHM,
-    EMPTY_SHA256,
+    HEX64,
     STREAMING_SIGNED,
     STREAMING_UNSIGNED_TRAILER,
     UNSIGNED_PAYLOAD,
     SigV4State,
-    _check_ascii_headers,
-    _parse_scope,
-    _parse_signature,
-    _parse_signed_headers,
-    _request_time,
-    _streaming_state,
+    check_ascii_headers,
     parse_authorization,
-    parse_timestamp,
+    parse_scope,
+    parse_signature,
+    parse_signed_headers,
+    request_time,
+    streaming_state,
 )
-from keybroker.signers.sigv4.presign import MAX_EXPIRES, parse_query_auth, resign_query
+from keybroker.signers.sigv4.presign import parse_query_auth, resign_query
 
-__all__ = [
-    "ALGORITHM",
-    "EMPTY_SHA256",
-    "MAX_EXPIRES",
-    "STREAMING_UNSIGNED_TRAILER",
-    "UNSIGNED_PAYLOAD",
-    "SigV4Scheme",
-    "SigV4State",
-    "canonical_query",
-    "canonical_uri",
-    "parse_authorization",
-    "parse_timestamp",
-    "signature",
-    "signing_key",
-]
+__all__ = ["SigV4Scheme"]
 
 # -- the scheme --------------------------------------------------------------------------------
 
 
-class SigV4Scheme:
+class SigV4Scheme(SignerBase):
     """A SigV4 signer; subclasses set ``vendor``, ``public_domains`` and ``raw_path_services``
     and implement ``native_upstream``."""
 
     vendor: ClassVar[str]
     public_domains: ClassVar[tuple[str, ...]]
-    excluded_hosts: ClassVar[tuple[str, ...]] = ()
     algorithm: ClassVar[str] = ALGORITHM
     key_prefix: ClassVar[str] = "AWS4"
     #: services whose canonical URI is the path as sent (S3 and its relatives)
@@ -122,13 +113,24 @@ class SigV4Scheme:
         else:
             raise MalformedSignature("request has neither an Authorization header nor X-Amz-*")
         state = _state(auth)
-        _check_ascii_headers(req, state.signed_headers)
+        check_ascii_headers(req, state.signed_headers)
         if auth.body is BodyPolicy.STREAMING:
-            auth.state = state = _streaming_state(req, auth, state)
+            auth.state = state = streaming_state(req, auth, state)
         # fail here, with a precise message, rather than later in verify
         canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))
         canonical_query(req.query, drop_signature=auth.in_query)  # the entry verify uses
         return auth
+
+    def native_error(
+        self,
+        service: str | None,
+        headers: Mapping[str, str],
+        code: str,
+        message: str,
+        request_id: str,
+    ) -> ErrorAnswer | None:
+        """The refusal in AWS's shape for ``service`` (:func:`.errors.aws_error`)."""
+        return aws_error(service, headers, code, message, request_id)
 
     def is_raw_path(self, service: str) -> bool:
         return service in self.raw_path_services
@@ -138,11 +140,11 @@ class SigV4Scheme:
         if len(values) != 1:
             raise MalformedSignature("request has more than one Authorization header")
         parts = parse_authorization(values[0], self.algorithm)
-        date_header, timestamp, signed_at = _request_time(req.headers)
-        access_key, region, service = _parse_scope(parts["Credential"], timestamp, "aws4_request")
-        names = _parse_signed_headers(parts["SignedHeaders"], in_query=False)
-        sig = _parse_signature(parts["Signature"])
-        policy, sha, line = self._payload(req.headers, service, in_query=False)
+        date_header, timestamp, signed_at = request_time(req.headers)
+        access_key, region, service = parse_scope(parts["Credential"], timestamp, "aws4_request")
+        names = parse_signed_headers(parts["SignedHeaders"], in_query=False)
+        sig = parse_signature(parts["Signature"])
+        policy, sha, line = self.payload(req.headers, service, in_query=False)
         state = SigV4State(timestamp, date_header, names, line, sig)
         return ParsedAuth(
             access_key,
@@ -156,7 +158,7 @@ class SigV4Scheme:
             signature=bytes.fromhex(sig),
         )
 
-    def _payload(
+    def payload(
         self, headers: CIMultiDict[str], service: str, *, in_query: bool
     ) -> tuple[BodyPolicy, str | None, str | None]:
         """(body policy, claimed sha256, payload line) from ``x-amz-content-sha256``."""
@@ -169,7 +171,7 @@ class SigV4Scheme:
                 return BodyPolicy.UNSIGNED, None, UNSIGNED_PAYLOAD
             return BodyPolicy.BUFFER, None, None
         line = values[0].strip()
-        if _HEX64.fullmatch(line):
+        if HEX64.fullmatch(line):
             return BodyPolicy.CLAIMED_SHA256, line.lower(), line
         if line == UNSIGNED_PAYLOAD:
             return BodyPolicy.UNSIGNED, None, line
@@ -192,7 +194,7 @@ class SigV4Scheme:
             raise SignatureMismatch()
         payload = state.payload_line or auth.body_digest(body)
         key = self._key(cred.secret_key, auth, state.timestamp)
-        scope = self._scope(auth, state.timestamp)
+        scope = self.scope(auth, state.timestamp)
         matched = False
         for uri in canonical_uri(req.path, raw=self.is_raw_path(auth.service or "")):
             for query in canonical_query(req.query, drop_signature=auth.in_query):
@@ -225,7 +227,8 @@ class SigV4Scheme:
         region, service = auth.region or "", auth.service or ""
         return signing_key(secret, timestamp[:8], region, service, prefix=self.key_prefix)
 
-    def _scope(self, auth: ParsedAuth, timestamp: str) -> str:
+    def scope(self, auth: ParsedAuth, timestamp: str) -> str:
+        """The credential scope (``date/region/service/aws4_request``) at ``timestamp``."""
         return f"{timestamp[:8]}/{auth.region}/{auth.service}/aws4_request"
 
     # resign --------------------------------------------------------------------------------
@@ -294,9 +297,7 @@ class SigV4Scheme:
         self, cred: Credential, auth: ParsedAuth, timestamp: str, seed: str
     ) -> chunked.ChunkChain:
         key = self._key(cred.secret_key, auth, timestamp)
-        return chunked.ChunkChain(
-            key, self.algorithm, timestamp, self._scope(auth, timestamp), seed
-        )
+        return chunked.ChunkChain(key, self.algorithm, timestamp, self.scope(auth, timestamp), seed)
 
     def _resign_header(
         self,
@@ -319,15 +320,15 @@ class SigV4Scheme:
         signed = tuple(sorted(n for n in names | {"host"} if n == "host" or n in req.headers))
         _rewrite_query(req)
         headers = canonical_headers(req, signed) or ""
-        sig = self._sign(req, auth, cred, timestamp, headers, signed, payload, False)
-        scope = self._scope(auth, timestamp)
+        sig = self.sign(req, auth, cred, timestamp, headers, signed, payload, False)
+        scope = self.scope(auth, timestamp)
         req.headers["Authorization"] = (
             f"{self.algorithm} Credential={cred.access_key}/{scope}, "
             f"SignedHeaders={';'.join(signed)}, Signature={sig}"
         )
         return sig
 
-    def _sign(
+    def sign(
         self,
         req: SigningRequest,
         auth: ParsedAuth,
@@ -338,11 +339,13 @@ class SigV4Scheme:
         payload: str,
         in_query: bool,
     ) -> str:
+        """The signature of ``req`` by ``cred`` at ``timestamp`` over the ``signed`` headers
+        (``headers``: their canonical form) and ``payload`` (hash or marker)."""
         uri = canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))[0]
         query = canonical_query(req.query, drop_signature=in_query)[0]
         creq = canonical_request(req.method, uri, query, headers, signed, payload)
         key = self._key(cred.secret_key, auth, timestamp)
-        return signature(key, self.algorithm, timestamp, self._scope(auth, timestamp), creq)
+        return signature(key, self.algorithm, timestamp, self.scope(auth, timestamp), creq)
 
 
 def _state(auth: ParsedAuth) -> SigV4State:
