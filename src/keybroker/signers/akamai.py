@@ -42,8 +42,8 @@ from typing import ClassVar
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
-from keybroker.signers._common import pin_host, state_of
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
+from keybroker.signers.common import pin_host, state_of
 
 __all__ = [
     "ALGORITHM",

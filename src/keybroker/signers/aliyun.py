@@ -42,7 +42,16 @@ from typing import ClassVar
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers._action_params import rpc_operation
-from keybroker.signers._common import (
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    Operation,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
+from keybroker.signers.common import (
     HEX64,
     LOWER_HEX64,
     PRINTABLE_ID,
@@ -55,15 +64,6 @@ from keybroker.signers._common import (
     pin_host,
     require_equal,
     split_auth_fields,
-)
-from keybroker.signers.base import (
-    BodyPolicy,
-    ErrorAnswer,
-    Operation,
-    ParsedAuth,
-    SignerBase,
-    SigningRequest,
-    json_error,
 )
 
 __all__ = [

@@ -22,8 +22,8 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers import _s3_sigv2 as sigv2
 from keybroker.signers._aws_operation import aws_operation
-from keybroker.signers._common import compact_time
 from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
+from keybroker.signers.common import compact_time
 from keybroker.signers.s3_address import parse_s3_address
 from keybroker.signers.sigv4.scheme import SigV4Scheme
 

@@ -42,7 +42,15 @@ from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
-from keybroker.signers._common import (
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
+from keybroker.signers.common import (
     HEX64,
     LOWER_HEX64,
     check_length,
@@ -55,14 +63,6 @@ from keybroker.signers._common import (
     require_equal,
     segment_encoded_uri,
     state_of,
-)
-from keybroker.signers.base import (
-    BodyPolicy,
-    ErrorAnswer,
-    ParsedAuth,
-    SignerBase,
-    SigningRequest,
-    json_error,
 )
 
 __all__ = ["PREFIX", "SIGNER", "BaiduSigner", "canonical_query", "canonical_uri"]

@@ -30,8 +30,8 @@ from urllib.parse import quote_plus, unquote_plus
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.secret import Secret
-from keybroker.signers._common import media_type, require_equal, state_of
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
+from keybroker.signers.common import media_type, require_equal, state_of
 
 __all__ = ["SIGNER", "TOKEN", "BaishanSigner", "token_id"]
 

@@ -39,7 +39,15 @@ from urllib.parse import unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers._common import (
+from keybroker.signers.base import (
+    BodyPolicy,
+    ErrorAnswer,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    json_error,
+)
+from keybroker.signers.common import (
     COMPACT_TIME_FORMAT,
     HEX64,
     LOWER_HEX64,
@@ -56,14 +64,6 @@ from keybroker.signers._common import (
     split_authorization,
     state_of,
     swap_token_header,
-)
-from keybroker.signers.base import (
-    BodyPolicy,
-    ErrorAnswer,
-    ParsedAuth,
-    SignerBase,
-    SigningRequest,
-    json_error,
 )
 
 __all__ = ["ALGORITHM", "SIGNER", "HuaweiSigner", "canonical_query", "canonical_uri"]

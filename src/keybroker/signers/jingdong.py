@@ -47,7 +47,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers._common import (
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
+from keybroker.signers.common import (
     COMPACT_TIME_FORMAT,
     LOWER_HEX64,
     V4_FIELDS,
@@ -63,7 +64,6 @@ from keybroker.signers._common import (
     state_of,
     swap_token_header,
 )
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SignerBase, SigningRequest
 
 __all__ = ["ALGORITHMS", "SIGNER", "JingdongSigner", "canonical_request"]
 

@@ -38,7 +38,6 @@ from typing import ClassVar
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
-from keybroker.signers._common import pin_host, require_equal, state_of
 from keybroker.signers.base import (
     BodyPolicy,
     ErrorAnswer,
@@ -47,6 +46,7 @@ from keybroker.signers.base import (
     SigningRequest,
     json_error,
 )
+from keybroker.signers.common import pin_host, require_equal, state_of
 
 __all__ = ["SIGNER", "QiniuSigner", "signing_data"]
 

@@ -42,16 +42,6 @@ from urllib.parse import quote_plus, unquote_to_bytes
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.signers._action_params import rpc_operation
-from keybroker.signers._common import (
-    LOWER_HEX64,
-    PRINTABLE_ID,
-    V4_FIELDS,
-    media_type,
-    parse_signed_headers,
-    pin_host,
-    require_equal,
-    split_authorization,
-)
 from keybroker.signers.base import (
     BodyPolicy,
     ErrorAnswer,
@@ -60,6 +50,16 @@ from keybroker.signers.base import (
     SignerBase,
     SigningRequest,
     json_error,
+)
+from keybroker.signers.common import (
+    LOWER_HEX64,
+    PRINTABLE_ID,
+    V4_FIELDS,
+    media_type,
+    parse_signed_headers,
+    pin_host,
+    require_equal,
+    split_authorization,
 )
 
 __all__ = ["ALGORITHM", "ROOT_DOMAIN", "SIGNER", "TencentSigner", "tc3_signing_key"]

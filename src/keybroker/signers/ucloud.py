@@ -33,7 +33,6 @@ from urllib.parse import quote_plus, unquote_plus
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers._action_params import rpc_operation
-from keybroker.signers._common import media_type, require_equal, state_of
 from keybroker.signers.base import (
     BodyPolicy,
     ErrorAnswer,
@@ -43,6 +42,7 @@ from keybroker.signers.base import (
     SigningRequest,
     json_error,
 )
+from keybroker.signers.common import media_type, require_equal, state_of
 
 __all__ = ["SIGNER", "UCloudSigner", "flatten_json", "string_to_sign"]
 

@@ -42,7 +42,10 @@ from urllib.parse import unquote_to_bytes
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers._action_params import query_actions
-from keybroker.signers._common import (
+from keybroker.signers._read_actions import is_read_action
+from keybroker.signers._volcengine_endpoints import default_host
+from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SignerBase, SigningRequest
+from keybroker.signers.common import (
     LOWER_HEX64,
     V4_FIELDS,
     KeyCache,
@@ -63,9 +66,6 @@ from keybroker.signers._common import (
     state_of,
     swap_token_header,
 )
-from keybroker.signers._read_actions import is_read_action
-from keybroker.signers._volcengine_endpoints import default_host
-from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SignerBase, SigningRequest
 
 __all__ = ["ALGORITHM", "SIGNER", "VolcengineSigner", "canonical_query", "canonical_uri"]
 

@@ -48,7 +48,14 @@ from urllib.parse import unquote
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
-from keybroker.signers._common import (
+from keybroker.signers.base import (
+    BodyPolicy,
+    ParsedAuth,
+    SignerBase,
+    SigningRequest,
+    replay_identity,
+)
+from keybroker.signers.common import (
     LOWER_HEX64,
     V4_FIELDS,
     check_length,
@@ -58,13 +65,6 @@ from keybroker.signers._common import (
     single_header,
     split_auth_fields,
     state_of,
-)
-from keybroker.signers.base import (
-    BodyPolicy,
-    ParsedAuth,
-    SignerBase,
-    SigningRequest,
-    replay_identity,
 )
 
 __all__ = ["AKSK_ALGORITHM", "SIGNER", "WangsuSigner", "aksk_canonical_request", "password"]

@@ -13,8 +13,8 @@ import re
 from urllib.parse import quote, unquote_to_bytes
 
 from keybroker.errors import MalformedSignature
-from keybroker.signers._common import UNRESERVED_PATH
 from keybroker.signers.base import SigningRequest
+from keybroker.signers.encoding import UNRESERVED_PATH
 
 __all__ = [
     "canonical_headers",

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 
 from keybroker.secret import Secret
-from keybroker.signers._hmac_keys import KeyCache, prepared_hmac
+from keybroker.signers.hmac_keys import KeyCache, prepared_hmac
 
 __all__ = ["KEY_CACHE", "KEY_CACHE_SIZE", "signature", "signing_key"]
 

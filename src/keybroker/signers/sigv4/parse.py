@@ -19,8 +19,8 @@ from multidict import CIMultiDict
 
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
-from keybroker.signers._common import compact_time, compact_utc
 from keybroker.signers.base import ParsedAuth, SigningRequest
+from keybroker.signers.common import compact_time, compact_utc
 from keybroker.signers.sigv4.chunked import SIGNED_TRAILER, decoded_length
 from keybroker.signers.sigv4.chunked_trailers import trailer_names
 

@@ -38,7 +38,6 @@ from multidict import CIMultiDict
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
-from keybroker.signers._common import compact_time
 from keybroker.signers.base import (
     BodyPolicy,
     BodyTransformer,
@@ -47,6 +46,7 @@ from keybroker.signers.base import (
     SignerBase,
     SigningRequest,
 )
+from keybroker.signers.common import compact_time
 from keybroker.signers.sigv4 import chunked
 from keybroker.signers.sigv4.canonical import (
     canonical_headers,

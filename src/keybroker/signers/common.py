@@ -5,8 +5,8 @@ Only logic that is the same for every caller lives here; a vendor detail stays i
 vendor's own ``MalformedSignature`` factory, so every message keeps its vendor prefix and
 names the faulty field, never its value.
 
-Percent-encoding of queries and paths is in :mod:`keybroker.signers._encoding`, the prepared
-HMAC and the signing-key cache in :mod:`keybroker.signers._hmac_keys`; every name of
+Percent-encoding of queries and paths is in :mod:`keybroker.signers.encoding`, the prepared
+HMAC and the signing-key cache in :mod:`keybroker.signers.hmac_keys`; every name of
 ``__all__`` stays importable from here.
 """
 
@@ -19,14 +19,14 @@ from typing import TypeVar
 
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret, constant_time_equal
-from keybroker.signers._encoding import (
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.encoding import (
     UNRESERVED_PATH,
     decode_query,
     encode_unreserved,
     segment_encoded_uri,
 )
-from keybroker.signers._hmac_keys import KeyCache, PreparedHmac, prepared_hmac
-from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
+from keybroker.signers.hmac_keys import KeyCache, PreparedHmac, prepared_hmac
 
 __all__ = [
     "COMPACT_TIME",
