@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.config import load as config_load
-from keybroker.config.load import loads, register_secret_resolver
+from keybroker.config import secrets as config_secrets
+from keybroker.config.load import loads
+from keybroker.config.secrets import register_secret_resolver
 from keybroker.errors import ConfigError, KMSError
 from keybroker.settings import Config
 
@@ -136,10 +137,10 @@ def test_sealed_values_need_a_kms() -> None:
 
 @pytest.fixture
 def restore_resolvers() -> Iterator[None]:
-    saved = dict(config_load._resolvers)
+    saved = dict(config_secrets._resolvers)
     yield
-    config_load._resolvers.clear()
-    config_load._resolvers.update(saved)
+    config_secrets._resolvers.clear()
+    config_secrets._resolvers.update(saved)
 
 
 @pytest.mark.usefixtures("restore_resolvers")

@@ -13,7 +13,7 @@ import pytest
 from multidict import CIMultiDict
 
 from keybroker import signers
-from keybroker.config.load import validate
+from keybroker.config.check import validate
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError, MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret

@@ -13,6 +13,8 @@ May import: ``audit`` (key settings), ``kms`` (key-service URIs), ``signers`` (v
 ``logs`` (redaction), ``sealing`` and the foundation modules.
 """
 
-from keybroker.config.load import load, loads, register_secret_resolver, validate
+from keybroker.config.check import validate
+from keybroker.config.load import load, loads
+from keybroker.config.secrets import register_secret_resolver
 
 __all__ = ["load", "loads", "register_secret_resolver", "validate"]

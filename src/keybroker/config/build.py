@@ -1,7 +1,7 @@
 """Build the :class:`~keybroker.settings.Config` dataclasses from a YAML document's nodes.
 
 Each section has a table of its keys (key-proxy's PascalCase names) with the attribute to set
-and the :class:`~keybroker.config.yamlform._Reader` method that reads it; endpoints and their
+and the :class:`~keybroker.config.yamlform.Reader` method that reads it; endpoints and their
 credentials are built with secret references resolved (``${sealed:...}`` bound to the
 endpoint's ``CloudAccountName`` and field).  Broken parts become placeholders whose problems
 are already recorded; :mod:`keybroker.config.check` runs the checks afterwards.
@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from yaml.nodes import Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from keybroker.audit.keys import SEAL_ACCOUNT, SEAL_FIELD, SEALED_PREFIX, read_private_key
 from keybroker.config.check import required_credential_keys
 from keybroker.config.problems import clip
-from keybroker.config.secrets import resolve_secret, unsealing
-from keybroker.config.yamlform import _INT_CONSTRUCTOR, _STD, _line, _Reader
+from keybroker.config.secrets import resolve_secret, resolvers_for, unsealing
+from keybroker.config.yamlform import SAFE_CONSTRUCTOR, STD_TAG, Reader, node_line
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError
 from keybroker.secret import Secret
@@ -32,7 +32,7 @@ from keybroker.settings import (
     KeyServiceConfig,
 )
 
-__all__ = ["MAX_ENDPOINTS"]
+__all__ = ["MAX_ENDPOINTS", "build_config"]
 
 #: Bound on hostile or accidental input (endpoints, and gRPC clients).
 MAX_ENDPOINTS = 10_000
@@ -40,89 +40,89 @@ MAX_ENDPOINTS = 10_000
 
 # --- sections --------------------------------------------------------------------------------
 
-_Read = Callable[[_Reader, Node, str], Any]
+_Read = Callable[[Reader, Node, str], Any]
 _Fields = dict[str, tuple[str, _Read]]
 
 _TLS_FIELDS: _Fields = {
-    "Enabled": ("enabled", _Reader.boolean),
-    "Address": ("address", _Reader.string),
-    "CertFile": ("cert_file", _Reader.string),
-    "KeyFile": ("key_file", _Reader.string),
-    "ClientCAFile": ("client_ca_file", _Reader.string),
+    "Enabled": ("enabled", Reader.boolean),
+    "Address": ("address", Reader.string),
+    "CertFile": ("cert_file", Reader.string),
+    "KeyFile": ("key_file", Reader.string),
+    "ClientCAFile": ("client_ca_file", Reader.string),
 }
 _HTTP_FIELDS: _Fields = {
-    "Address": ("address", _Reader.string),
-    "MaxHeaderBytes": ("max_header_bytes", _Reader.integer),
-    "MaxBodyBytes": ("max_body_bytes", _Reader.integer),
-    "UpstreamConnectTimeout": ("upstream_connect_timeout", _Reader.number),
-    "UpstreamReadTimeout": ("upstream_read_timeout", _Reader.number),
-    "ShutdownTimeout": ("shutdown_timeout", _Reader.number),
-    "ClientTimeout": ("client_timeout", _Reader.number),
-    "Workers": ("workers", _Reader.integer),
-    "MaxConnections": ("max_connections", _Reader.integer),
-    "MaxConnectionsPerClient": ("max_connections_per_client", _Reader.integer),
+    "Address": ("address", Reader.string),
+    "MaxHeaderBytes": ("max_header_bytes", Reader.integer),
+    "MaxBodyBytes": ("max_body_bytes", Reader.integer),
+    "UpstreamConnectTimeout": ("upstream_connect_timeout", Reader.number),
+    "UpstreamReadTimeout": ("upstream_read_timeout", Reader.number),
+    "ShutdownTimeout": ("shutdown_timeout", Reader.number),
+    "ClientTimeout": ("client_timeout", Reader.number),
+    "Workers": ("workers", Reader.integer),
+    "MaxConnections": ("max_connections", Reader.integer),
+    "MaxConnectionsPerClient": ("max_connections_per_client", Reader.integer),
 }
 _LOG_FIELDS: _Fields = {
-    "Output": ("output", _Reader.string),
-    "Level": ("level", _Reader.string),
-    "MaxAge": ("max_age", _Reader.integer),
-    "MaxSize": ("max_size", _Reader.integer),
+    "Output": ("output", Reader.string),
+    "Level": ("level", Reader.string),
+    "MaxAge": ("max_age", Reader.integer),
+    "MaxSize": ("max_size", Reader.integer),
 }
 _AUDIT_FIELDS: _Fields = {
     **_LOG_FIELDS,
-    "Enabled": ("enabled", _Reader.boolean),
-    "Sync": ("sync", _Reader.string),
-    "FailClosed": ("fail_closed", _Reader.boolean),
-    "SigningKey": ("signing_key", _Reader.string),
-    "CheckpointInterval": ("checkpoint_interval", _Reader.integer),
-    "Mirror": ("mirror", _Reader.string),
+    "Enabled": ("enabled", Reader.boolean),
+    "Sync": ("sync", Reader.string),
+    "FailClosed": ("fail_closed", Reader.boolean),
+    "SigningKey": ("signing_key", Reader.string),
+    "CheckpointInterval": ("checkpoint_interval", Reader.integer),
+    "Mirror": ("mirror", Reader.string),
 }
 del _AUDIT_FIELDS["Level"]
 _FORBIDDEN_FIELDS: _Fields = {
-    "ForbiddenAccountNotFound": ("forbidden_account_not_found", _Reader.boolean),
-    "ForbiddenProxyCredentialErr": ("forbidden_proxy_credential_err", _Reader.boolean),
+    "ForbiddenAccountNotFound": ("forbidden_account_not_found", Reader.boolean),
+    "ForbiddenProxyCredentialErr": ("forbidden_proxy_credential_err", Reader.boolean),
 }
 _SECURITY_FIELDS: _Fields = {
-    "ClockSkewSeconds": ("clock_skew_seconds", _Reader.integer),
-    "ReplayCache": ("replay_cache", _Reader.string),
-    "ReplayProtection": ("replay_protection", _Reader.string),
-    "RateLimitStore": ("rate_limit_store", _Reader.string),
-    "AllowedClientCIDRs": ("allowed_client_cidrs", _Reader.string_list),
-    "MetricsClientCIDRs": ("metrics_client_cidrs", _Reader.string_list),
-    "AllowWeakProxySecrets": ("allow_weak_proxy_secrets", _Reader.boolean),
+    "ClockSkewSeconds": ("clock_skew_seconds", Reader.integer),
+    "ReplayCache": ("replay_cache", Reader.string),
+    "ReplayProtection": ("replay_protection", Reader.string),
+    "RateLimitStore": ("rate_limit_store", Reader.string),
+    "AllowedClientCIDRs": ("allowed_client_cidrs", Reader.string_list),
+    "MetricsClientCIDRs": ("metrics_client_cidrs", Reader.string_list),
+    "AllowWeakProxySecrets": ("allow_weak_proxy_secrets", Reader.boolean),
 }
 _POLICY_FIELDS: _Fields = {
-    "Preset": ("preset", _Reader.string),
-    "Services": ("services", _Reader.string_list),
-    "Actions": ("actions", _Reader.string_list),
-    "DenyActions": ("deny_actions", _Reader.string_list),
-    "Regions": ("regions", _Reader.string_list),
-    "SourceCIDRs": ("source_cidrs", _Reader.string_list),
+    "Preset": ("preset", Reader.string),
+    "Services": ("services", Reader.string_list),
+    "Actions": ("actions", Reader.string_list),
+    "DenyActions": ("deny_actions", Reader.string_list),
+    "Regions": ("regions", Reader.string_list),
+    "SourceCIDRs": ("source_cidrs", Reader.string_list),
 }
 _GRPC_FIELDS: _Fields = {
-    "Enabled": ("enabled", _Reader.boolean),
-    "Address": ("address", _Reader.string),
-    "CertFile": ("cert_file", _Reader.string),
-    "KeyFile": ("key_file", _Reader.string),
-    "ClientCAFile": ("client_ca_file", _Reader.string),
+    "Enabled": ("enabled", Reader.boolean),
+    "Address": ("address", Reader.string),
+    "CertFile": ("cert_file", Reader.string),
+    "KeyFile": ("key_file", Reader.string),
+    "ClientCAFile": ("client_ca_file", Reader.string),
 }
 _KEY_SERVICE_FIELDS: _Fields = {
-    "Enabled": ("enabled", _Reader.boolean),
-    "PathPrefix": ("path_prefix", _Reader.string),
-    "KMS": ("kms", _Reader.string),
-    "Storage": ("storage", _Reader.string),
-    "MaxDEKSize": ("max_dek_size", _Reader.integer),
-    "LegacyBlobs": ("legacy_blobs", _Reader.string),
-    "TrustedStore": ("trusted_store", _Reader.boolean),
+    "Enabled": ("enabled", Reader.boolean),
+    "PathPrefix": ("path_prefix", Reader.string),
+    "KMS": ("kms", Reader.string),
+    "Storage": ("storage", Reader.string),
+    "MaxDEKSize": ("max_dek_size", Reader.integer),
+    "LegacyBlobs": ("legacy_blobs", Reader.string),
+    "TrustedStore": ("trusted_store", Reader.boolean),
 }
 _KEY_POLICY_FIELDS: _Fields = {
-    "Prefixes": ("prefixes", _Reader.string_list),
-    "Operations": ("operations", _Reader.string_list),
+    "Prefixes": ("prefixes", Reader.string_list),
+    "Operations": ("operations", Reader.string_list),
 }
 _ENDPOINT_FIELDS: _Fields = {
-    "AllowedHosts": ("allowed_hosts", _Reader.string_list),
-    "MaxBodyBytes": ("max_body_bytes", _Reader.integer),
-    "MaxConcurrentRequests": ("max_concurrent_requests", _Reader.integer),
+    "AllowedHosts": ("allowed_hosts", Reader.string_list),
+    "MaxBodyBytes": ("max_body_bytes", Reader.integer),
+    "MaxConcurrentRequests": ("max_concurrent_requests", Reader.integer),
 }
 
 _TOP_KEYS = ("Http", "Log", "Audit", "Forbidden", "Security", "Seal", "KeyService", "Endpoints")
@@ -140,7 +140,7 @@ _CREDENTIAL_EXTRA = ("ExpiresAt",)
 
 
 def _fill(
-    r: _Reader, obj: object, node: Node, path: str, fields: _Fields, sections: tuple[str, ...] = ()
+    r: Reader, obj: object, node: Node, path: str, fields: _Fields, sections: tuple[str, ...] = ()
 ) -> dict[str, Node]:
     """Set ``obj``'s attributes from a mapping; absent or null keys keep their defaults."""
     m = r.mapping(node, path, (*fields, *sections))
@@ -152,7 +152,16 @@ def _fill(
     return m or {}
 
 
-def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
+def build_config(r: Reader, root: MappingNode, env: Mapping[str, str]) -> Config:
+    """The ``Config`` of a document's top-level mapping, with key-proxy's defaults applied;
+    every problem is recorded in ``r.p`` (the checks run afterwards)."""
+    top = r.mapping(root, "", _TOP_KEYS) or {}
+    cfg = _build(r, top, env)
+    _normalise(cfg)
+    return cfg
+
+
+def _build(r: Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
     cfg = Config()
     http = _fill(r, cfg.http, top["Http"], "Http", _HTTP_FIELDS, ("Tls",)) if "Http" in top else {}
     if "Tls" in http:
@@ -175,7 +184,7 @@ def _build(r: _Reader, top: dict[str, Node], env: Mapping[str, str]) -> Config:
     return cfg
 
 
-def _unseal_audit_key(r: _Reader, audit: AuditConfig) -> None:
+def _unseal_audit_key(r: Reader, audit: AuditConfig) -> None:
     """``Audit.SigningKey`` naming a sealed key file: opened now, with the Seal section."""
     if not isinstance(audit.signing_key, str) or not audit.signing_key or r.unseal is None:
         return
@@ -193,7 +202,7 @@ def _unseal_audit_key(r: _Reader, audit: AuditConfig) -> None:
     audit.signing_key_pem = Secret(pem)
 
 
-def _key_service(r: _Reader, cfg: KeyServiceConfig, node: Node) -> None:
+def _key_service(r: Reader, cfg: KeyServiceConfig, node: Node) -> None:
     """``KeyService`` and its ``Grpc`` block with its ``Clients``."""
     m = _fill(r, cfg, node, "KeyService", _KEY_SERVICE_FIELDS, ("Grpc",))
     if "Grpc" in m:
@@ -203,21 +212,21 @@ def _key_service(r: _Reader, cfg: KeyServiceConfig, node: Node) -> None:
             cfg.grpc.clients = _grpc_clients(r, grpc["Clients"], f"{path}.Clients")
 
 
-def _grpc_clients(r: _Reader, node: Node, path: str) -> list[GrpcClient]:
+def _grpc_clients(r: Reader, node: Node, path: str) -> list[GrpcClient]:
     """``KeyService.Grpc.Clients``: each ``{CommonName, KeyPolicy}``, the policy read as an
     endpoint's; broken entries become placeholders whose problems are already recorded."""
-    if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
-        r.p.add(path, f"expected a list, got {r.describe(node)}", _line(node))
+    if not isinstance(node, SequenceNode) or node.tag != f"{STD_TAG}seq":
+        r.p.add(path, f"expected a list, got {r.describe(node)}", node_line(node))
         return []
     if len(node.value) > MAX_ENDPOINTS:
-        r.p.add(path, f"more than {MAX_ENDPOINTS} clients", _line(node))
+        r.p.add(path, f"more than {MAX_ENDPOINTS} clients", node_line(node))
         return []
     return [_grpc_client(r, item, f"{path}[{i}]") for i, item in enumerate(node.value)]
 
 
-def _grpc_client(r: _Reader, node: Node, path: str) -> GrpcClient:
+def _grpc_client(r: Reader, node: Node, path: str) -> GrpcClient:
     if r.is_null(node):
-        r.p.add(path, "empty entry (expected CommonName, KeyPolicy)", _line(node))
+        r.p.add(path, "empty entry (expected CommonName, KeyPolicy)", node_line(node))
     m = None if r.is_null(node) else r.mapping(node, path, ("CommonName", "KeyPolicy"))
     client = GrpcClient(_required_text(r, m, path, "CommonName"), KeyPolicy())
     policy = r.required(m, path, "KeyPolicy")
@@ -226,23 +235,25 @@ def _grpc_client(r: _Reader, node: Node, path: str) -> GrpcClient:
     return client
 
 
-def _endpoints(r: _Reader, node: Node, env: Mapping[str, str]) -> list[Endpoint]:
-    r.p.lines["Endpoints"] = _line(node)
+def _endpoints(r: Reader, node: Node, env: Mapping[str, str]) -> list[Endpoint]:
+    r.p.lines["Endpoints"] = node_line(node)
     if r.is_null(node):
         return []
-    if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
-        r.p.add("Endpoints", f"expected a list, got {r.describe(node)}", _line(node))
+    if not isinstance(node, SequenceNode) or node.tag != f"{STD_TAG}seq":
+        r.p.add("Endpoints", f"expected a list, got {r.describe(node)}", node_line(node))
         return []
     if len(node.value) > MAX_ENDPOINTS:
-        r.p.add("Endpoints", f"more than {MAX_ENDPOINTS} endpoints", _line(node))
+        r.p.add("Endpoints", f"more than {MAX_ENDPOINTS} endpoints", node_line(node))
         return []
     return [_endpoint(r, item, f"Endpoints[{i}]", env) for i, item in enumerate(node.value)]
 
 
-def _endpoint(r: _Reader, node: Node, path: str, env: Mapping[str, str]) -> Endpoint:
+def _endpoint(r: Reader, node: Node, path: str, env: Mapping[str, str]) -> Endpoint:
     """One endpoint; broken parts become placeholders whose paths are already reported."""
     if r.is_null(node):
-        r.p.add(path, "empty entry (expected CloudAccountName, Vendor, Credentials)", _line(node))
+        r.p.add(
+            path, "empty entry (expected CloudAccountName, Vendor, Credentials)", node_line(node)
+        )
     m = None if r.is_null(node) else r.mapping(node, path, _ENDPOINT_KEYS)
     name = _required_text(r, m, path, "CloudAccountName")
     r.endpoint = (path, name)
@@ -272,7 +283,7 @@ def _endpoint(r: _Reader, node: Node, path: str, env: Mapping[str, str]) -> Endp
 
 
 def _additional_proxies(
-    r: _Reader,
+    r: Reader,
     creds: dict[str, Node] | None,
     path: str,
     env: Mapping[str, str],
@@ -282,26 +293,26 @@ def _additional_proxies(
     if node is None or r.is_null(node):
         return []
     sub = f"{path}.AdditionalProxies"
-    if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
-        r.p.add(sub, f"expected a list of credentials, got {r.describe(node)}", _line(node))
+    if not isinstance(node, SequenceNode) or node.tag != f"{STD_TAG}seq":
+        r.p.add(sub, f"expected a list of credentials, got {r.describe(node)}", node_line(node))
         return []
     wrapped = {f"[{i}]": item for i, item in enumerate(node.value)}
     return [_credential(r, wrapped, sub, key, env, needed) for key in wrapped]
 
 
-def _required_text(r: _Reader, m: dict[str, Node] | None, path: str, key: str) -> str:
+def _required_text(r: Reader, m: dict[str, Node] | None, path: str, key: str) -> str:
     node = r.required(m, path, key)
     if node is None:
         return ""
     sub = r.join(path, key)
     text = r.string(node, sub)
     if not text and sub not in r.p.failed:
-        r.p.add(sub, "must not be empty", _line(node))
+        r.p.add(sub, "must not be empty", node_line(node))
     return text or ""
 
 
 def _credential(
-    r: _Reader,
+    r: Reader,
     creds: dict[str, Node] | None,
     path: str,
     role: str,
@@ -325,10 +336,10 @@ def _credential(
     )
 
 
-def _expires_at(r: _Reader, node: Node, path: str) -> datetime | None:
+def _expires_at(r: Reader, node: Node, path: str) -> datetime | None:
     """An RFC 3339 time (``2027-01-31T00:00:00Z``); a time without a zone is UTC."""
-    if isinstance(node, ScalarNode) and node.tag == f"{_STD}timestamp":
-        value = _INT_CONSTRUCTOR.construct_yaml_timestamp(node)
+    if isinstance(node, ScalarNode) and node.tag == f"{STD_TAG}timestamp":
+        value = SAFE_CONSTRUCTOR.construct_yaml_timestamp(node)
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
@@ -338,13 +349,13 @@ def _expires_at(r: _Reader, node: Node, path: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        r.p.add(path, f"expected an RFC 3339 time, got '{clip(text)}'", _line(node))
+        r.p.add(path, f"expected an RFC 3339 time, got '{clip(text)}'", node_line(node))
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _secret_field(
-    r: _Reader,
+    r: Reader,
     m: dict[str, Node] | None,
     path: str,
     key: str,
@@ -361,13 +372,13 @@ def _secret_field(
     value = None
     if raw:
         try:
-            value = resolve_secret(raw, env, r.resolvers_for(sub))
+            value = resolve_secret(raw, env, resolvers_for(r, sub))
         except ConfigError as exc:
             for message in exc.problems:
-                r.p.add(sub, message, _line(node))
+                r.p.add(sub, message, node_line(node))
             return None
     if not value and required and sub not in r.p.failed:
-        r.p.add(sub, "must not be empty", _line(node))
+        r.p.add(sub, "must not be empty", node_line(node))
     return value or None
 
 

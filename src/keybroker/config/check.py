@@ -19,15 +19,14 @@ from keybroker.audit.keys import load_signer
 from keybroker.audit.mirror import mirror_problem
 from keybroker.audit.sync import parse_sync
 from keybroker.config.check_credentials import check_credential_hygiene
-from keybroker.config.check_keyservice import _check_key_policy, _check_key_service
+from keybroker.config.check_keyservice import check_key_policy, check_key_service
 from keybroker.config.problems import (
-    MAX_PROBLEMS,
     Problems,
-    _address_problem,
-    _is_type,
-    _positive,
-    _readable_problem,
+    address_problem,
     clip,
+    is_type,
+    positive,
+    readable_problem,
 )
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError
@@ -48,11 +47,8 @@ from keybroker.settings import (
 __all__ = [
     "KEY_PROXY_VENDORS",
     "LOG_LEVELS",
-    "MAX_PROBLEMS",
     "POLICY_PRESETS",
-    "Problems",
     "check_config",
-    "clip",
     "required_credential_keys",
     "validate",
 ]
@@ -102,19 +98,19 @@ def required_credential_keys(vendor: str) -> tuple[str, ...]:
 
 def _check_http(http: HttpConfig, p: Problems) -> None:
     for key, attr, integer in _HTTP_LIMITS:
-        _positive(p, f"Http.{key}", getattr(http, attr), integer=integer)
+        positive(p, f"Http.{key}", getattr(http, attr), integer=integer)
     if isinstance(http.workers, bool) or not isinstance(http.workers, int) or http.workers < 0:
         p.check("Http.Workers", "expected an integer >= 0 (0: one worker per core)")
     for path, address in (("Http.Address", http.address), ("Http.Tls.Address", http.tls.address)):
-        if problem := _address_problem(address):
+        if problem := address_problem(address):
             p.check(path, problem)
     tls = http.tls
-    if not _is_type(p, "Http.Tls.Enabled", tls.enabled, bool, "a boolean") or not tls.enabled:
+    if not is_type(p, "Http.Tls.Enabled", tls.enabled, bool, "a boolean") or not tls.enabled:
         return
     for key, value in (("CertFile", tls.cert_file), ("KeyFile", tls.key_file)):
         if not value or not isinstance(value, str):
             p.check(f"Http.Tls.{key}", "required when Http.Tls.Enabled is true")
-        elif problem := _readable_problem(value):
+        elif problem := readable_problem(value):
             p.check(f"Http.Tls.{key}", problem)
 
 
@@ -124,15 +120,15 @@ def _check_sections(cfg: Config, p: Problems) -> None:
         shown = clip(level) if isinstance(level, str) else type(level).__name__
         p.check("Log.Level", f"expected one of {', '.join(LOG_LEVELS)}, got '{shown}'")
     for section, obj in (("Log", cfg.log), ("Audit", cfg.audit)):
-        _is_type(p, f"{section}.Output", obj.output, str, "a string")
+        is_type(p, f"{section}.Output", obj.output, str, "a string")
         # <= 0 is allowed: key-proxy reads it as "use the default".
-        _is_type(p, f"{section}.MaxAge", obj.max_age, int, "an integer")
-        _is_type(p, f"{section}.MaxSize", obj.max_size, int, "an integer")
-    _is_type(p, "Audit.Enabled", cfg.audit.enabled, bool, "a boolean")
+        is_type(p, f"{section}.MaxAge", obj.max_age, int, "an integer")
+        is_type(p, f"{section}.MaxSize", obj.max_size, int, "an integer")
+    is_type(p, "Audit.Enabled", cfg.audit.enabled, bool, "a boolean")
     _check_audit(cfg.audit, p)
     for key, attr in _FORBIDDEN_FLAGS:
-        _is_type(p, f"Forbidden.{key}", getattr(cfg.forbidden, attr), bool, "a boolean")
-    _positive(p, "Security.ClockSkewSeconds", cfg.security.clock_skew_seconds, integer=True)
+        is_type(p, f"Forbidden.{key}", getattr(cfg.forbidden, attr), bool, "a boolean")
+    positive(p, "Security.ClockSkewSeconds", cfg.security.clock_skew_seconds, integer=True)
     _check_store(p, "Security.ReplayCache", cfg.security.replay_cache, ("memory", "off"))
     _check_word(p, "Security.ReplayProtection", cfg.security.replay_protection, REPLAY_PROTECTION)
     _check_store(p, "Security.RateLimitStore", cfg.security.rate_limit_store, ("", "memory"))
@@ -143,8 +139,8 @@ def _check_sections(cfg: Config, p: Problems) -> None:
 
 
 def _check_audit(audit: AuditConfig, p: Problems) -> None:
-    _is_type(p, "Audit.FailClosed", audit.fail_closed, bool, "a boolean")
-    _positive(p, "Audit.CheckpointInterval", audit.checkpoint_interval, integer=True)
+    is_type(p, "Audit.FailClosed", audit.fail_closed, bool, "a boolean")
+    positive(p, "Audit.CheckpointInterval", audit.checkpoint_interval, integer=True)
     if not isinstance(audit.sync, str):
         p.check("Audit.Sync", "expected a string")
     else:
@@ -160,7 +156,7 @@ def _check_audit(audit: AuditConfig, p: Problems) -> None:
         p.check("Audit.Mirror", problem)
     if not isinstance(audit.signing_key, str):
         p.check("Audit.SigningKey", "expected a path to a key file")
-    elif audit.signing_key and (problem := _readable_problem(audit.signing_key)):
+    elif audit.signing_key and (problem := readable_problem(audit.signing_key)):
         p.check("Audit.SigningKey", problem)
     elif audit.signing_key and audit.signing_key_pem is None:
         try:  # a sealed file needs the Seal section (opened while the config was read)
@@ -199,7 +195,7 @@ POLICY_PRESETS = ("", "read-only")
 
 
 def _check_policy(policy: object, path: str, p: Problems) -> None:
-    if not _is_type(p, path, policy, Policy, "a Policy"):
+    if not is_type(p, path, policy, Policy, "a Policy"):
         return
     assert isinstance(policy, Policy)
     if policy.preset not in POLICY_PRESETS:
@@ -241,15 +237,15 @@ def _upstream_problem(upstream: str) -> str | None:
 def _check_credential(
     cred: object, path: str, p: Problems, needed: tuple[str, ...] = ("AccessKey", "SecretKey")
 ) -> None:
-    if not _is_type(p, path, cred, Credential, "a Credential"):
+    if not is_type(p, path, cred, Credential, "a Credential"):
         return
-    assert isinstance(cred, Credential)  # for mypy: _is_type just said so
-    if not _is_type(p, f"{path}.AccessKey", cred.access_key, str, "a string"):
+    assert isinstance(cred, Credential)  # for mypy: is_type just said so
+    if not is_type(p, f"{path}.AccessKey", cred.access_key, str, "a string"):
         pass
     elif not cred.access_key and "AccessKey" in needed:
         p.check(f"{path}.AccessKey", "must not be empty")
     if (
-        _is_type(p, f"{path}.SecretKey", cred.secret_key, Secret, "a Secret")
+        is_type(p, f"{path}.SecretKey", cred.secret_key, Secret, "a Secret")
         and not cred.secret_key
         and "SecretKey" in needed
     ):
@@ -260,7 +256,7 @@ def _check_credential(
         ("ClientSecret", cred.client_secret),
     ):
         if value is not None:
-            _is_type(p, f"{path}.{key}", value, Secret, "a Secret or None")
+            is_type(p, f"{path}.{key}", value, Secret, "a Secret or None")
         if key in needed and not value:
             p.check(f"{path}.{key}", "must not be empty")
 
@@ -282,12 +278,12 @@ def _check_endpoint(ep: Endpoint, path: str, p: Problems) -> None:
         ("MaxConcurrentRequests", ep.max_concurrent_requests),
     ):
         if value is not None:
-            _positive(p, f"{path}.{key}", value, integer=True)
+            positive(p, f"{path}.{key}", value, integer=True)
     hosts = ep.allowed_hosts
     if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip(".") for h in hosts):
         p.check(f"{path}.AllowedHosts", "expected a list of DNS names or suffixes")
     _check_policy(ep.policy, f"{path}.Policy", p)
-    _check_key_policy(ep.key_policy, f"{path}.KeyPolicy", p)
+    check_key_policy(ep.key_policy, f"{path}.KeyPolicy", p)
     if ep.upstream is not None and (
         not isinstance(ep.upstream, str) or (problem := _upstream_problem(ep.upstream))
     ):
@@ -310,13 +306,13 @@ def _proxy_credential_ids(ep: Endpoint) -> list[tuple[str, str | None]]:
 
 
 def _check_endpoints(endpoints: list[Endpoint], p: Problems) -> None:
-    if not _is_type(p, "Endpoints", endpoints, list, "a list of Endpoint"):
+    if not is_type(p, "Endpoints", endpoints, list, "a list of Endpoint"):
         return
     names: dict[str, int] = {}
     proxy_keys: dict[str, str] = {}
     for i, ep in enumerate(endpoints):
         path = f"Endpoints[{i}]"
-        if not _is_type(p, path, ep, Endpoint, "an Endpoint"):
+        if not is_type(p, path, ep, Endpoint, "an Endpoint"):
             continue
         _check_endpoint(ep, path, p)
         name = ep.cloud_account_name
@@ -346,17 +342,17 @@ _SECTION_TYPES = (
 def check_config(cfg: Config, p: Problems) -> None:
     sections_ok = all(
         [
-            _is_type(p, name, getattr(cfg, attr), kind, what)
+            is_type(p, name, getattr(cfg, attr), kind, what)
             for name, attr, kind, what in _SECTION_TYPES
         ]
     )
-    if sections_ok and _is_type(p, "Http.Tls", cfg.http.tls, TlsConfig, "a TlsConfig"):
+    if sections_ok and is_type(p, "Http.Tls", cfg.http.tls, TlsConfig, "a TlsConfig"):
         _check_http(cfg.http, p)
         _check_sections(cfg, p)
     _check_endpoints(cfg.endpoints, p)
     allow_weak = sections_ok and cfg.security.allow_weak_proxy_secrets is True
     check_credential_hygiene(cfg.endpoints, allow_weak, p)
-    _check_key_service(cfg.key_service, p)
+    check_key_service(cfg.key_service, p)
 
 
 def validate(cfg: Config) -> None:

@@ -12,10 +12,10 @@ import re
 
 from keybroker.config.problems import (
     Problems,
-    _address_problem,
-    _is_type,
-    _readable_problem,
+    address_problem,
     clip,
+    is_type,
+    readable_problem,
 )
 from keybroker.errors import KMSError
 from keybroker.settings import (
@@ -27,13 +27,14 @@ from keybroker.settings import (
     KeyServiceConfig,
 )
 
-__all__ = ["key_policy_warnings"]
+__all__ = ["check_key_policy", "check_key_service", "key_policy_warnings"]
 
 _PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
-def _check_key_policy(kp: object, path: str, p: Problems) -> None:
-    if kp is None or not _is_type(p, path, kp, KeyPolicy, "a KeyPolicy or None"):
+def check_key_policy(kp: object, path: str, p: Problems) -> None:
+    """An endpoint's or a gRPC client's ``KeyPolicy`` at ``path`` (``None`` is no policy)."""
+    if kp is None or not is_type(p, path, kp, KeyPolicy, "a KeyPolicy or None"):
         return
     assert isinstance(kp, KeyPolicy)
     if not isinstance(kp.prefixes, list) or not all(isinstance(x, str) for x in kp.prefixes):
@@ -73,11 +74,12 @@ def key_policy_warnings(config: Config) -> list[str]:
     return warnings
 
 
-def _check_key_service(ks: object, p: Problems) -> None:
-    if not _is_type(p, "KeyService", ks, KeyServiceConfig, "a KeyServiceConfig"):
+def check_key_service(ks: object, p: Problems) -> None:
+    """The ``KeyService`` section."""
+    if not is_type(p, "KeyService", ks, KeyServiceConfig, "a KeyServiceConfig"):
         return
     assert isinstance(ks, KeyServiceConfig)
-    if not _is_type(p, "KeyService.Enabled", ks.enabled, bool, "a boolean") or not ks.enabled:
+    if not is_type(p, "KeyService.Enabled", ks.enabled, bool, "a boolean") or not ks.enabled:
         return
     if problem := _path_prefix_problem(ks.path_prefix):
         p.check("KeyService.PathPrefix", problem)
@@ -86,7 +88,7 @@ def _check_key_service(ks: object, p: Problems) -> None:
         p.check("KeyService.MaxDEKSize", "expected an integer from 1 to 8160 (bytes)")
     if ks.legacy_blobs not in ("off", "read"):
         p.check("KeyService.LegacyBlobs", "expected off (the default) or read")
-    _is_type(p, "KeyService.TrustedStore", ks.trusted_store, bool, "a boolean")
+    is_type(p, "KeyService.TrustedStore", ks.trusted_store, bool, "a boolean")
     if not isinstance(ks.kms, str) or not ks.kms:
         p.check("KeyService.KMS", "required when KeyService.Enabled is true (a kms:// URI)")
     elif not isinstance(ks.storage, str):
@@ -137,12 +139,12 @@ def _key_service_uri_problems(kms: str, storage: str) -> list[tuple[str, str]]:
 
 def _check_grpc(grpc: object, p: Problems) -> None:
     path = "KeyService.Grpc"
-    if not _is_type(p, path, grpc, GrpcConfig, "a GrpcConfig"):
+    if not is_type(p, path, grpc, GrpcConfig, "a GrpcConfig"):
         return
     assert isinstance(grpc, GrpcConfig)
-    if not _is_type(p, f"{path}.Enabled", grpc.enabled, bool, "a boolean") or not grpc.enabled:
+    if not is_type(p, f"{path}.Enabled", grpc.enabled, bool, "a boolean") or not grpc.enabled:
         return
-    if problem := _address_problem(grpc.address):
+    if problem := address_problem(grpc.address):
         p.check(f"{path}.Address", problem)
     files: list[tuple[str, str]] = [("CertFile", grpc.cert_file), ("KeyFile", grpc.key_file)]
     if grpc.cert_file or grpc.key_file or grpc.client_ca_file:
@@ -150,7 +152,7 @@ def _check_grpc(grpc: object, p: Problems) -> None:
         for key, value in files:
             if not value or not isinstance(value, str):
                 p.check(f"{path}.{key}", "required for TLS (CertFile and KeyFile go together)")
-            elif problem := _readable_problem(value):
+            elif problem := readable_problem(value):
                 p.check(f"{path}.{key}", problem)
     if grpc.clients is not None:
         _check_grpc_clients(grpc, f"{path}.Clients", p)
@@ -166,7 +168,7 @@ def _check_grpc_clients(grpc: GrpcConfig, path: str, p: Problems) -> None:
     names: dict[str, int] = {}
     for i, client in enumerate(clients):
         sub = f"{path}[{i}]"
-        if not _is_type(p, sub, client, GrpcClient, "a GrpcClient"):
+        if not is_type(p, sub, client, GrpcClient, "a GrpcClient"):
             continue
         assert isinstance(client, GrpcClient)
         name = client.common_name
@@ -176,7 +178,7 @@ def _check_grpc_clients(grpc: GrpcConfig, path: str, p: Problems) -> None:
             p.check(f"{sub}.CommonName", f"duplicate common name (also {path}[{names[name]}])")
         if client.key_policy is None:
             p.check(f"{sub}.KeyPolicy", "required (the operations and key ids of this client)")
-        _check_key_policy(client.key_policy, f"{sub}.KeyPolicy", p)
+        check_key_policy(client.key_policy, f"{sub}.KeyPolicy", p)
     # after the entries: a problem at this path hides the later ones below it
     if not clients:
         p.check(path, "name at least one client (or leave Clients out)")

@@ -2,7 +2,8 @@
 
 ``load(path)`` / ``loads(text)`` accept key-proxy's file verbatim: PascalCase keys (matched
 case-insensitively, as a forgiving superset of key-proxy's exact ``yaml.v2`` tags), plus our
-additions.  ``validate(cfg)`` runs the same checks on a ``Config`` built in Python.
+additions.  :func:`keybroker.config.check.validate` runs the same checks on a ``Config`` built
+in Python.
 
 Every problem is collected first, then one :class:`~keybroker.errors.ConfigError` is raised
 whose ``problems`` read like ``config.yml:12: Endpoints[2].Vendor: unknown vendor 'awz' (known:
@@ -12,7 +13,8 @@ Credential fields may hold references instead of values:
 
 * ``${NAME}`` — the environment variable ``NAME``;
 * ``${file:/path}`` — the content of a file, one trailing newline removed;
-* ``${prefix:rest}`` — any resolver added with :func:`register_secret_resolver`
+* ``${prefix:rest}`` — any resolver added with
+  :func:`~keybroker.config.secrets.register_secret_resolver`
   (``sealed`` is reserved for values sealed with keybroker's KMS);
 * ``${sealed:kb1....}`` — a value made by ``keybroker seal``, opened with the KMS named in the
   top-level ``Seal`` section (``KMS: kms://...``, ``Storage: storage://...``), bound to its
@@ -32,28 +34,14 @@ from collections.abc import Mapping
 
 from yaml.nodes import MappingNode
 
-from keybroker.config.build import _TOP_KEYS, _build, _normalise
-from keybroker.config.check import KEY_PROXY_VENDORS, LOG_LEVELS, check_config, validate
+from keybroker.config.build import build_config
+from keybroker.config.check import check_config
 from keybroker.config.problems import Problems
-from keybroker.config.secrets import SecretResolver, register_secret_resolver
-from keybroker.config.secrets import _resolvers as _resolvers
-from keybroker.config.yamlform import _compose, _line
-from keybroker.config.yamlform import _Reader as _Reader
+from keybroker.config.yamlform import Reader, compose, node_line
 from keybroker.errors import ConfigError
 from keybroker.settings import Config
 
-# ``_resolvers`` and ``_Reader`` stay reachable here (``as`` marks them re-exported): tests
-# restore the resolver registry through this module, and config_secrets types the reader.
-__all__ = [
-    "KEY_PROXY_VENDORS",
-    "LOG_LEVELS",
-    "MAX_CONFIG_BYTES",
-    "SecretResolver",
-    "load",
-    "loads",
-    "register_secret_resolver",
-    "validate",
-]
+__all__ = ["MAX_CONFIG_BYTES", "load", "loads"]
 
 #: Bound on hostile or accidental input.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -69,17 +57,15 @@ def loads(text: str, source: str = "<string>", *, env: Mapping[str, str] | None 
         raise TypeError("loads() needs the YAML as a str")
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES} bytes")
-    root = _compose(text, source)
+    root = compose(text, source)
     if root is None:
         raise ConfigError(f"{source}: the file is empty (expected Http, Log, Endpoints, ...)")
     problems = Problems(source=source)
-    reader = _Reader(problems)
+    reader = Reader(problems)
     if not isinstance(root, MappingNode):
         got = reader.describe(root)
-        raise ConfigError(f"{source}:{_line(root)}: expected a mapping of sections, got {got}")
-    top = reader.mapping(root, "", _TOP_KEYS) or {}
-    cfg = _build(reader, top, os.environ if env is None else env)
-    _normalise(cfg)
+        raise ConfigError(f"{source}:{node_line(root)}: expected a mapping of sections, got {got}")
+    cfg = build_config(reader, root, os.environ if env is None else env)
     check_config(cfg, problems)
     problems.raise_if_any()
     return cfg

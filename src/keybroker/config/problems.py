@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 
 from keybroker.errors import ConfigError
 
-__all__ = ["MAX_PROBLEMS", "Problems", "clip"]
+__all__ = [
+    "MAX_PROBLEMS",
+    "Problems",
+    "address_problem",
+    "clip",
+    "is_type",
+    "positive",
+    "readable_problem",
+]
 
 MAX_PROBLEMS = 100
 
@@ -85,7 +93,8 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _HOST = re.compile(r"[A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]")
 
 
-def _address_problem(address: object) -> str | None:
+def address_problem(address: object) -> str | None:
+    """What is wrong with a ``host:port`` listen address, or ``None``."""
     if not isinstance(address, str):
         return "expected a string"
     host, sep, port = address.rpartition(":")
@@ -94,21 +103,24 @@ def _address_problem(address: object) -> str | None:
     return f"expected 'host:port' or ':port' with a port 1-65535, got '{clip(address)}'"
 
 
-def _positive(p: Problems, path: str, value: object, *, integer: bool) -> None:
+def positive(p: Problems, path: str, value: object, *, integer: bool) -> None:
+    """Record a problem at ``path`` unless ``value`` is a finite number above 0."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         p.check(path, "expected an integer" if integer else "expected a number")
     elif not math.isfinite(value) or value <= 0:
         p.check(path, "must be greater than 0")
 
 
-def _is_type(p: Problems, path: str, value: object, kind: type, what: str) -> bool:
+def is_type(p: Problems, path: str, value: object, kind: type, what: str) -> bool:
+    """Whether ``value`` is a ``kind``; if not, record "expected ``what``" at ``path``."""
     if isinstance(value, kind):
         return True
     p.check(path, f"expected {what}")
     return False
 
 
-def _readable_problem(path: str) -> str | None:
+def readable_problem(path: str) -> str | None:
+    """Why the file at ``path`` cannot be opened for reading, or ``None``."""
     try:
         with open(path, "rb"):
             return None

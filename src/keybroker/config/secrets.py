@@ -12,23 +12,22 @@ Every error is a ``ConfigError`` whose message names the reference, never the se
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
 
+from yaml.nodes import Node
+
+from keybroker.config.yamlform import Reader
 from keybroker.errors import ConfigError, KMSError
-
-if TYPE_CHECKING:
-    from yaml.nodes import Node
-
-    from keybroker.config.load import _Reader
 
 __all__ = [
     "MAX_SECRET_FILE_BYTES",
     "SecretResolver",
     "register_secret_resolver",
     "resolve_secret",
+    "resolvers_for",
     "unsealing",
 ]
 
@@ -88,6 +87,17 @@ def register_secret_resolver(prefix: str, fn: SecretResolver) -> None:
     _resolvers[prefix] = fn
 
 
+def resolvers_for(r: Reader, path: str) -> Mapping[str, SecretResolver]:
+    """The secret resolvers for the credential field at ``path``: the registered ones, with
+    ``sealed`` bound to the endpoint being read and the field while a Seal section is open."""
+    if r.unseal is None:
+        return _resolvers
+    where, account = r.endpoint
+    inside = path[len(where) + 1 :] if path.startswith(f"{where}.") else path
+    opener = functools.partial(r.unseal, account=account, field=inside)
+    return {**_resolvers, "sealed": opener}
+
+
 def resolve_secret(
     raw: str, env: Mapping[str, str], resolvers: Mapping[str, SecretResolver] | None = None
 ) -> str:
@@ -137,7 +147,7 @@ def _call_resolver(prefix: str, resolver: SecretResolver, rest: str) -> str:
 # --- the Seal section ------------------------------------------------------------------------
 
 
-def _seal_uris(r: _Reader, node: Node) -> tuple[str, str | None] | None:
+def _seal_uris(r: Reader, node: Node) -> tuple[str, str | None] | None:
     """``Seal: {KMS: kms://..., Storage: storage://...}``; ``None`` if absent or broken."""
     m = r.mapping(node, "Seal", _SEAL_KEYS)
     if m is None:
@@ -152,7 +162,7 @@ def _seal_uris(r: _Reader, node: Node) -> tuple[str, str | None] | None:
 
 
 @contextlib.contextmanager
-def unsealing(r: _Reader, node: Node | None) -> Iterator[None]:
+def unsealing(r: Reader, node: Node | None) -> Iterator[None]:
     """While the endpoints are read, open ``${sealed:...}`` values with the Seal section's KMS
     (built here, closed after)."""
     uris = _seal_uris(r, node) if node is not None and not r.is_null(node) else None

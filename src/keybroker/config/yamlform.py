@@ -1,7 +1,7 @@
 """The hardened YAML reader behind :mod:`keybroker.config.load`.
 
 PyYAML's safe loader composes the text into nodes (no tag is ever constructed into an object),
-with a bound on nesting depth; :class:`_Reader` turns nodes into typed values (strings,
+with a bound on nesting depth; :class:`Reader` turns nodes into typed values (strings,
 booleans, numbers, lists, case-insensitive mappings with merge keys) and records every problem
 with its line in a :class:`~keybroker.config.problems.Problems`.  Messages describe a node's
 kind, never its value, unless the value is known not to be a secret.
@@ -10,10 +10,9 @@ kind, never its value, unless the value is known not to be a secret.
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -21,23 +20,24 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from keybroker.config.problems import Problems, clip
-from keybroker.config.secrets import SecretResolver, _resolvers
 from keybroker.errors import ConfigError
 
-__all__ = ["MAX_DEPTH"]
+__all__ = ["MAX_DEPTH", "SAFE_CONSTRUCTOR", "STD_TAG", "Reader", "compose", "node_line"]
 
 #: Bound on nesting depth (PyYAML's composer recurses per level).
 MAX_DEPTH = 32
 
-_STD = "tag:yaml.org,2002:"
-_SCALAR_TAGS = {f"{_STD}{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
-_MERGE_TAG = f"{_STD}merge"
+#: The prefix of YAML's standard tags (``STD_TAG + "seq"`` is a plain list).
+STD_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{STD_TAG}{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
+_MERGE_TAG = f"{STD_TAG}merge"
 _TRUE = {"true", "yes", "y", "on"}
 _FALSE = {"false", "no", "n", "off"}
 _DECIMAL_INT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _FIELD_NAME = re.compile(r"[A-Za-z_]{1,32}")
-_INT_CONSTRUCTOR = SafeConstructor()
+#: Builds YAML's own int, float and timestamp scalars; never anything tagged otherwise.
+SAFE_CONSTRUCTOR = SafeConstructor()
 
 
 # --- YAML nodes -> values --------------------------------------------------------------------
@@ -66,7 +66,8 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _line(node: Node) -> int:
+def node_line(node: Node) -> int:
+    """The 1-based line a node starts on (0 if unknown)."""
     return int(node.start_mark.line) + 1 if node.start_mark is not None else 0
 
 
@@ -79,35 +80,27 @@ def _kind(node: Node) -> str:
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    return _SCALAR_NAMES.get(node.tag.removeprefix(_STD), "a string")
+    return _SCALAR_NAMES.get(node.tag.removeprefix(STD_TAG), "a string")
 
 
-class _Reader:
+class Reader:
     """Turns nodes into typed values, recording each problem with its line."""
 
     def __init__(self, problems: Problems) -> None:
         self.p = problems
         # Sealed values are bound to their account and field: while an endpoint is read,
-        # ``endpoint`` is its (path, CloudAccountName); ``unseal`` is set by a Seal section.
+        # ``endpoint`` is its (path, CloudAccountName); ``unseal`` is set by a Seal section
+        # (both read by :func:`keybroker.config.secrets.resolvers_for`).
         self.endpoint = ("", "")
         self.unseal: Callable[..., str] | None = None
 
-    def resolvers_for(self, path: str) -> Mapping[str, SecretResolver]:
-        """The secret resolvers for the credential field at ``path``."""
-        if self.unseal is None:
-            return _resolvers
-        where, account = self.endpoint
-        inside = path[len(where) + 1 :] if path.startswith(f"{where}.") else path
-        opener = functools.partial(self.unseal, account=account, field=inside)
-        return {**_resolvers, "sealed": opener}
-
     def mapping(self, node: Node, path: str, known: tuple[str, ...]) -> dict[str, Node] | None:
         """The ``{canonical key: value node}`` of a mapping; ``None`` if not a mapping."""
-        self.p.lines.setdefault(path, _line(node))
+        self.p.lines.setdefault(path, node_line(node))
         if self.is_null(node):
             return {}
-        if not isinstance(node, MappingNode) or node.tag != f"{_STD}map":
-            self.p.add(path, f"expected a mapping, got {self.describe(node)}", _line(node))
+        if not isinstance(node, MappingNode) or node.tag != f"{STD_TAG}map":
+            self.p.add(path, f"expected a mapping, got {self.describe(node)}", node_line(node))
             return None
         by_lower = {k.lower(): k for k in known}
         result: dict[str, Node] = {}
@@ -115,7 +108,7 @@ class _Reader:
             name = self._key(key_node, path, by_lower, result)
             if name is not None:
                 result[name] = value
-                self.p.lines[self.join(path, name)] = _line(value)
+                self.p.lines[self.join(path, name)] = node_line(value)
         return result
 
     def _pairs(self, node: MappingNode, path: str, depth: int) -> list[tuple[Node, Node]]:
@@ -128,7 +121,7 @@ class _Reader:
             sources = value.value if isinstance(value, SequenceNode) else [value]
             for src in sources:
                 if not isinstance(src, MappingNode) or depth >= MAX_DEPTH:
-                    self.p.add(path, "'<<' must merge mappings", _line(key))
+                    self.p.add(path, "'<<' must merge mappings", node_line(key))
                     continue
                 merged.extend(self._pairs(src, path, depth + 1))
         seen = {str(k.value).lower() for k, _ in explicit if isinstance(k, ScalarNode)}
@@ -146,7 +139,7 @@ class _Reader:
         self, key: Node, path: str, by_lower: dict[str, str], seen: dict[str, Node]
     ) -> str | None:
         if not isinstance(key, ScalarNode) or key.tag not in _SCALAR_TAGS:
-            self.p.add(path, "keys must be plain names", _line(key))
+            self.p.add(path, "keys must be plain names", node_line(key))
             return None
         name = by_lower.get(str(key.value).lower())
         if name is None:
@@ -154,7 +147,9 @@ class _Reader:
             return None
         if name in seen:
             first = self.p.lines.get(self.join(path, name))
-            self.p.add(self.join(path, name), f"duplicate key (first at line {first})", _line(key))
+            self.p.add(
+                self.join(path, name), f"duplicate key (first at line {first})", node_line(key)
+            )
             return None
         return name
 
@@ -165,9 +160,11 @@ class _Reader:
         known = f"known: {', '.join(by_lower.values())}"
         if "Credentials" in path and not _FIELD_NAME.fullmatch(text):
             # A mis-indented secret can land here as a key: do not echo it.
-            self.p.add(path, f"unknown field (name not shown; {hint or known})", _line(key))
+            self.p.add(path, f"unknown field (name not shown; {hint or known})", node_line(key))
         else:
-            self.p.add(self.join(path, clip(text)), f"unknown field ({hint or known})", _line(key))
+            self.p.add(
+                self.join(path, clip(text)), f"unknown field ({hint or known})", node_line(key)
+            )
 
     @staticmethod
     def join(path: str, name: str) -> str:
@@ -175,11 +172,11 @@ class _Reader:
 
     @staticmethod
     def is_null(node: Node) -> bool:
-        return isinstance(node, ScalarNode) and node.tag == f"{_STD}null"
+        return isinstance(node, ScalarNode) and node.tag == f"{STD_TAG}null"
 
     def describe(self, node: Node) -> str:
-        if node.tag not in _SCALAR_TAGS | {f"{_STD}map", f"{_STD}seq"}:
-            return f"a value tagged {clip(node.tag.replace(_STD, '!!', 1))}"
+        if node.tag not in _SCALAR_TAGS | {f"{STD_TAG}map", f"{STD_TAG}seq"}:
+            return f"a value tagged {clip(node.tag.replace(STD_TAG, '!!', 1))}"
         return _kind(node)
 
     def scalar(self, node: Node, path: str, expected: str) -> str | None:
@@ -189,7 +186,7 @@ class _Reader:
         value: safe for credential fields too."""
         if isinstance(node, ScalarNode) and node.tag in _SCALAR_TAGS:
             return None if self.is_null(node) else str(node.value)
-        self.p.add(path, f"expected {expected}, got {self.describe(node)}", _line(node))
+        self.p.add(path, f"expected {expected}, got {self.describe(node)}", node_line(node))
         return None
 
     def string(self, node: Node, path: str) -> str | None:
@@ -202,18 +199,18 @@ class _Reader:
             return None
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
-        self.p.add(path, f"expected a boolean, got '{clip(text)}'", _line(node))
+        self.p.add(path, f"expected a boolean, got '{clip(text)}'", node_line(node))
         return None
 
     def integer(self, node: Node, path: str) -> int | None:
         text = self.scalar(node, path, "an integer")
         if text is None:
             return None
-        if isinstance(node, ScalarNode) and node.tag == f"{_STD}int":
-            return _INT_CONSTRUCTOR.construct_yaml_int(node)
-        if node.tag == f"{_STD}str" and _DECIMAL_INT.fullmatch(text):
+        if isinstance(node, ScalarNode) and node.tag == f"{STD_TAG}int":
+            return SAFE_CONSTRUCTOR.construct_yaml_int(node)
+        if node.tag == f"{STD_TAG}str" and _DECIMAL_INT.fullmatch(text):
             return int(text)
-        self.p.add(path, f"expected an integer, got '{clip(text)}'", _line(node))
+        self.p.add(path, f"expected an integer, got '{clip(text)}'", node_line(node))
         return None
 
     def number(self, node: Node, path: str) -> float | None:
@@ -221,14 +218,14 @@ class _Reader:
         if text is None:
             return None
         value: float | None = None
-        if isinstance(node, ScalarNode) and node.tag == f"{_STD}int":
-            value = float(_INT_CONSTRUCTOR.construct_yaml_int(node))
-        elif isinstance(node, ScalarNode) and node.tag == f"{_STD}float":
-            value = _INT_CONSTRUCTOR.construct_yaml_float(node)
+        if isinstance(node, ScalarNode) and node.tag == f"{STD_TAG}int":
+            value = float(SAFE_CONSTRUCTOR.construct_yaml_int(node))
+        elif isinstance(node, ScalarNode) and node.tag == f"{STD_TAG}float":
+            value = SAFE_CONSTRUCTOR.construct_yaml_float(node)
         elif _DECIMAL.fullmatch(text):
             value = float(text)
         if value is None or not math.isfinite(value):
-            self.p.add(path, f"expected a number, got '{clip(text)}'", _line(node))
+            self.p.add(path, f"expected a number, got '{clip(text)}'", node_line(node))
             return None
         return value
 
@@ -237,8 +234,10 @@ class _Reader:
         if isinstance(node, ScalarNode):
             text = self.string(node, path)
             return None if text is None else [text]
-        if not isinstance(node, SequenceNode) or node.tag != f"{_STD}seq":
-            self.p.add(path, f"expected a list of strings, got {self.describe(node)}", _line(node))
+        if not isinstance(node, SequenceNode) or node.tag != f"{STD_TAG}seq":
+            self.p.add(
+                path, f"expected a list of strings, got {self.describe(node)}", node_line(node)
+            )
             return None
         out = []
         for i, item in enumerate(node.value):
@@ -257,7 +256,7 @@ class _Reader:
         return m[key]
 
 
-def _compose(text: str, source: str) -> Node | None:
+def compose(text: str, source: str) -> Node | None:
     """The YAML node tree.  Raises ``ConfigError`` for invalid or too deeply nested YAML."""
     try:
         return yaml.compose(text, Loader=_Loader)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from keybroker.audit.refusals import RefusalFolder
 from keybroker.audit.trail import AuditLog, audit_path, policy_rule
-from keybroker.config.load import validate
+from keybroker.config.check import validate
 from keybroker.context import RequestContext
 from keybroker.errors import ProxyError, RequestExpired, SignatureMismatch
 from keybroker.http.client import Delivery, UpstreamClient
