@@ -18,7 +18,8 @@ operations it may run on which key ids.  Configured by the ``KeyService`` sectio
 
 Modules: :mod:`~keybroker.keyservice.http` (the routes), :mod:`~.grpc_server`
 (Constellation's ``kms.API``; needs ``keybroker[grpc]``), :mod:`~.keys` (DEKs by id and
-tombstones), :mod:`~.policy`, :mod:`~.service` (life cycle and audit), :mod:`~.errors`.
+tombstones), :mod:`~.policy`, :mod:`~.operations` (what both APIs share), :mod:`~.service`
+(life cycle and audit), :mod:`~.errors`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from keybroker.keyservice.errors import (
     UnknownOperation,
 )
 from keybroker.keyservice.keys import ID_PREFIX, TOMBSTONE_PREFIX, KeyStore
-from keybroker.keyservice.service import KeyEvent, KeyService, attach, build_store
+from keybroker.keyservice.operations import KeyEvent
+from keybroker.keyservice.service import KeyService, attach, build_store
 
 __all__ = [
     "ID_PREFIX",

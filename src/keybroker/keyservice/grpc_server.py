@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keybroker.errors import ConfigError, Forbidden, ProxyError, ServiceUnavailable
 from keybroker.keyservice.client_identity import ClientIdentityError, common_name_of
 from keybroker.keyservice.errors import InvalidArgument, KeyDeleted, KeyNotFound
-from keybroker.keyservice.service import KeyEvent, get_or_create
+from keybroker.keyservice.operations import KeyBackend, KeyEvent, get_or_create
 from keybroker.kms.errors import MissingExtra
 from keybroker.settings import GrpcConfig, KeyPolicy
 
@@ -49,9 +49,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise MissingExtra("the gRPC key service needs grpcio: install keybroker[grpc]") from exc
 
 from keybroker.keyservice import proto
-
-if TYPE_CHECKING:
-    from keybroker.keyservice.service import KeyService
 
 __all__ = ["MAX_REQUEST_BYTES", "GrpcKeyServer"]
 
@@ -74,7 +71,7 @@ _CODES: dict[type[ProxyError], grpc.StatusCode] = {
 class GrpcKeyServer:
     """The ``kms.API`` server of one key service."""
 
-    def __init__(self, service: KeyService, config: GrpcConfig) -> None:
+    def __init__(self, service: KeyBackend, config: GrpcConfig) -> None:
         self.service = service
         self.config = config
         self.port: int | None = None

@@ -35,7 +35,6 @@ import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from keybroker import __version__
 from keybroker.context import RequestContext
@@ -47,11 +46,8 @@ from keybroker.keyservice.errors import (
     MethodNotAllowed,
     UnknownOperation,
 )
-from keybroker.keyservice.service import KeyEvent, get_or_create
+from keybroker.keyservice.operations import KeyBackend, KeyEvent, get_or_create
 from keybroker.settings import KeyPolicy
-
-if TYPE_CHECKING:
-    from keybroker.keyservice.service import KeyService
 
 __all__ = ["MODE", "ROUTES", "KeyServiceHTTP", "Route"]
 
@@ -188,7 +184,7 @@ class KeyServiceHTTP:
     """Serves :data:`ROUTES` under ``prefix``; one wrapper enforces each route's method,
     body limit and authentication, and writes the audit line."""
 
-    def __init__(self, service: KeyService, prefix: str) -> None:
+    def __init__(self, service: KeyBackend, prefix: str) -> None:
         self.service = service
         self.prefix = "/" + prefix.strip("/")
         self.segment = self.prefix.lstrip("/").split("/", 1)[0]

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from keybroker.errors import Forbidden
-from keybroker.settings import KEY_OPERATIONS, KeyPolicy
+from keybroker.settings import KeyPolicy
 
-__all__ = ["ALL", "KEY_OPERATIONS", "allows", "can_list", "check", "visible"]
+__all__ = ["ALL", "allows", "can_list", "check", "visible"]
 
 #: The wildcard operation.
 ALL = "*"

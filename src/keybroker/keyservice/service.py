@@ -16,85 +16,23 @@ only after its ``allow`` line is written: if the audit log cannot be written the
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from keybroker.errors import ConfigError, KMSError, ProxyError, ServiceUnavailable
-from keybroker.keyservice import policy
-from keybroker.keyservice.errors import KeyNotFound
+from keybroker.errors import ConfigError, KMSError, ServiceUnavailable
+from keybroker.keyservice.http import KeyServiceHTTP
 from keybroker.keyservice.keys import KeyStore
+from keybroker.keyservice.operations import Host, KeyEvent
 from keybroker.kms import ExternalKMS, from_uris
 from keybroker.kms.cluster import KEY_SERVICE_MIN_SALT
 from keybroker.metrics import instruments as metrics
-from keybroker.settings import Config, Endpoint, KeyPolicy, KeyServiceConfig
+from keybroker.settings import KeyServiceConfig
 
 if TYPE_CHECKING:
-    from keybroker.audit.trail import AuditLog
-    from keybroker.context import RequestContext
-    from keybroker.http.server import Request, StreamResponse
     from keybroker.keyservice.grpc_server import GrpcKeyServer
 
-__all__ = ["Host", "KeyEvent", "KeyService", "attach", "build_store", "get_or_create"]
+__all__ = ["KeyService", "attach", "build_store"]
 
 log = logging.getLogger("keybroker.keyservice")
-
-
-@dataclass
-class KeyEvent:
-    """The audit record of one key operation, filled in as the request is served."""
-
-    api: str
-    operation: str | None = None
-    key_id: str | None = None
-    prefix: str | None = None
-    account: str | None = None
-    client: str | None = None
-    source_ip: str | None = None
-    request_id: str | None = None
-    decision: str = "allow"
-    status: int = 200
-    error_code: str | None = None
-
-    def failed(self, exc: ProxyError) -> None:
-        self.decision, self.status, self.error_code = "deny", exc.status, exc.code
-
-    def fields(self) -> dict[str, object]:
-        """The audit line's fields (``None`` values left out)."""
-        return {"event": "key", **{k: v for k, v in asdict(self).items() if v is not None}}
-
-
-async def get_or_create(
-    store: KeyStore,
-    p: KeyPolicy | None,
-    key_id: str,
-    size: int,
-    event: KeyEvent,
-    *,
-    create: bool = True,
-) -> tuple[bytes, bool]:
-    """``(dek, created)`` for a caller held to key policy ``p`` — the one decision both APIs
-    make (HTTP ``dek/{id}``, gRPC ``GetDataKey``): ``get`` for an existing id, ``create`` for
-    a new one unless ``create`` is false (a plain read, which needs ``get``).  Raises
-    ``Forbidden`` (the message names the operation only), ``KeyNotFound`` (a caller who may
-    read but not create, or a plain read, of an id that does not exist)."""
-    if not (policy.allows(p, "get", key_id) or policy.allows(p, "create", key_id)):
-        policy.check(p, "get", key_id)
-    dek = await store.lookup(key_id, size)
-    if dek is not None:
-        event.operation = "get"
-        policy.check(p, "get", key_id)
-        return dek, False
-    if not create:
-        event.operation = "get"
-        policy.check(p, "get", key_id)
-        raise KeyNotFound("no key with this id")
-    event.operation = "create"
-    if not policy.allows(p, "create", key_id):
-        if policy.allows(p, "get", key_id):
-            raise KeyNotFound("no key with this id")
-        policy.check(p, "create", key_id)
-    return await store.create(key_id, size), True
 
 
 def build_store(config: KeyServiceConfig) -> KeyStore:
@@ -114,34 +52,11 @@ def build_store(config: KeyServiceConfig) -> KeyStore:
     return KeyStore(kms, max_dek_size=config.max_dek_size)
 
 
-class Host(Protocol):
-    """What the key service needs of the server it runs in (:class:`keybroker.proxy.app.Proxy`):
-    its config, its audit log, a place to register an HTTP handler, and the proxy's own
-    authentication of a signed request."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def audit(self) -> AuditLog | None: ...
-
-    @property
-    def services(
-        self,
-    ) -> dict[str, Callable[[Request, RequestContext], Awaitable[StreamResponse]]]: ...
-
-    async def authenticate(
-        self, request: Request, ctx: RequestContext, max_body: int | None = None
-    ) -> tuple[Endpoint, bytes]: ...
-
-
 class KeyService:
     """The key service of one proxy; see the module docstring."""
 
     def __init__(self, proxy: Host, config: KeyServiceConfig) -> None:
         """Raises ``ConfigError`` (see :func:`build_store`)."""
-        from keybroker.keyservice.http import KeyServiceHTTP
-
         self.proxy = proxy
         self.config = config
         self.store = build_store(config)
@@ -158,6 +73,7 @@ class KeyService:
         ``MissingExtra`` (grpcio is not installed)."""
         if not self.config.grpc.enabled:
             return
+        # grpcio is an optional extra: imported only when the gRPC API is configured
         from keybroker.keyservice.grpc_server import GrpcKeyServer
 
         self.grpc = GrpcKeyServer(self, self.config.grpc)
