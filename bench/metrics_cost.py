@@ -13,7 +13,8 @@ import argparse
 import time
 
 from keybroker.context import RequestContext
-from keybroker.metrics.instruments import ProxyMetrics, Registry
+from keybroker.metrics.instruments import ProxyMetrics
+from keybroker.metrics.registry import Registry
 
 
 def per_request_ns(n: int) -> float:

@@ -26,7 +26,9 @@ from hypothesis import strategies as st
 from keybroker import __version__
 from keybroker.context import RequestContext
 from keybroker.metrics import instruments as metrics
-from keybroker.metrics.instruments import CONTENT_TYPE, DURATION_BUCKETS, ProxyMetrics, Registry
+from keybroker.metrics.families import CONTENT_TYPE
+from keybroker.metrics.instruments import DURATION_BUCKETS, ProxyMetrics
+from keybroker.metrics.registry import ENV_DIR, Registry
 from keybroker.settings import Config, Endpoint, Policy, SecurityConfig
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
@@ -505,7 +507,7 @@ Proxy(Config(http=HttpConfig(address="127.0.0.1:" + port), endpoints=[ep])).run(
 
 def _worker_env(directory: Path) -> dict[str, str]:
     return {
-        metrics.ENV_DIR: str(directory),
+        ENV_DIR: str(directory),
         "T_AK": AK,
         "T_SK": SK,
         "T_REAL_AK": REAL_AK,
@@ -544,7 +546,8 @@ def test_two_worker_processes_report_one_sum(upstream: Recorder, tmp_path: Path)
 
 GAUGE_WORKER = """
 import sys
-from keybroker.metrics.instruments import ProxyMetrics, Registry
+from keybroker.metrics.instruments import ProxyMetrics
+from keybroker.metrics.registry import Registry
 m = ProxyMetrics(Registry(flush_interval=0.05))
 m.inflight.inc(amount=7)
 m.kms_op("local", "wrap", "ok")

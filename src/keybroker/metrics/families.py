@@ -14,13 +14,11 @@ from __future__ import annotations
 import bisect
 import math
 import re
+import threading
 from collections.abc import Collection, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from keybroker.metrics.registry import Registry
-
-__all__ = ["CONTENT_TYPE", "Counter", "Gauge", "Histogram"]
+__all__ = ["CONTENT_TYPE", "Counter", "Family", "Gauge", "Histogram", "Shards", "escape_help"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
@@ -34,10 +32,29 @@ _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
-class _Family(Generic[V]):
+class Shards(Protocol):
+    """Where a family keeps its values: its :class:`~keybroker.metrics.registry.Registry`,
+    which holds one shard (a list with one dict per family) for each thread that recorded,
+    bounds the label sets, and is told when its values first change after a flush."""
+
+    max_series: int
+    _lock: threading.Lock
+    _local: threading.local
+    _shards: list[list[dict[Key, Any]]]
+    _dirty: bool
+
+    def _new_shard(self) -> list[dict[Key, Any]]: ...
+
+    def _mark_dirty(self) -> None: ...
+
+
+class Family(Generic[V]):
+    """What counters, gauges and histograms share: a name, help text, label names, and
+    values per label set in the calling thread's shard of ``registry``."""
+
     kind = ""
 
-    def __init__(self, registry: Registry, name: str, doc: str, labelnames: Sequence[str]):
+    def __init__(self, registry: Shards, name: str, doc: str, labelnames: Sequence[str]):
         if not _NAME.match(name):
             raise ValueError(f"invalid metric name {name!r}")
         for label in labelnames:
@@ -89,7 +106,7 @@ class _Family(Generic[V]):
             yield f"{self.name}{_labels(self.labelnames, key)} {_num(merged[key])}"
 
 
-class Counter(_Family[float]):
+class Counter(Family[float]):
     """A value that only goes up.  ``inc`` raises ``ValueError`` for a negative amount or a
     wrong number of label values."""
 
@@ -111,7 +128,7 @@ class Counter(_Family[float]):
             self._reg._mark_dirty()
 
 
-class Gauge(_Family[float]):
+class Gauge(Family[float]):
     """A value that goes up and down.  Across processes ``aggregate="sum"`` adds the values
     of live processes, ``"max"`` takes the largest (e.g. a build-info 1)."""
 
@@ -119,7 +136,7 @@ class Gauge(_Family[float]):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Shards,
         name: str,
         doc: str,
         labelnames: Sequence[str],
@@ -175,7 +192,7 @@ class Gauge(_Family[float]):
             into[key] = max(into[key], value)
 
 
-class Histogram(_Family[list[float]]):
+class Histogram(Family[list[float]]):
     """Observations counted into buckets (upper bounds ``buckets``, plus ``+Inf``).
 
     A series is stored as one list: a count per bucket (not cumulative), then the sum.
@@ -185,7 +202,7 @@ class Histogram(_Family[list[float]]):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Shards,
         name: str,
         doc: str,
         labelnames: Sequence[str],
@@ -274,7 +291,7 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
 
 
-def _escape_help(text: str) -> str:
+def escape_help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 

@@ -28,22 +28,15 @@ from typing import TYPE_CHECKING
 from keybroker import __version__
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, UpstreamError
-from keybroker.metrics.families import CONTENT_TYPE, Counter, Gauge, Histogram
-from keybroker.metrics.registry import ENV_DIR, Registry
+from keybroker.metrics.registry import Registry
 
 if TYPE_CHECKING:
     from keybroker.settings import Endpoint
 
 __all__ = [
-    "CONTENT_TYPE",
     "DEFAULT",
     "DURATION_BUCKETS",
-    "ENV_DIR",
-    "Counter",
-    "Gauge",
-    "Histogram",
     "ProxyMetrics",
-    "Registry",
     "config_reload",
     "credential_expiries",
     "kms_op",

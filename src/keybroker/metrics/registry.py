@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 
 from keybroker.metrics.families import (
     Counter,
+    Family,
     Gauge,
     Histogram,
     Key,
     Merged,
-    _escape_help,
-    _Family,
+    escape_help,
 )
 
 __all__ = ["ENV_DIR", "Registry"]
@@ -41,7 +41,7 @@ log = logging.getLogger("keybroker.metrics")
 
 ENV_DIR = "KEYBROKER_METRICS_DIR"
 
-_F = TypeVar("_F", bound=_Family[Any])
+_F = TypeVar("_F", bound=Family[Any])
 
 
 class Registry:
@@ -65,7 +65,7 @@ class Registry:
             raise ValueError("flush_interval must be positive")
         self.max_series, self.flush_interval = max_series, flush_interval
         self._explicit_dir = os.fspath(directory) if directory is not None else None
-        self._families: dict[str, _Family[Any]] = {}
+        self._families: dict[str, Family[Any]] = {}
         self._shards: list[list[dict[Key, Any]]] = []  # one per thread that recorded
         self._after_fork()
         _REGISTRIES.add(self)
@@ -109,7 +109,7 @@ class Registry:
         merged = self.collect()
         lines: list[str] = []
         for fam in self._families.values():
-            lines.append(f"# HELP {fam.name} {_escape_help(fam.doc)}")
+            lines.append(f"# HELP {fam.name} {escape_help(fam.doc)}")
             lines.append(f"# TYPE {fam.name} {fam.kind}")
             lines.extend(fam._samples(merged[fam.name]))
         return "\n".join(lines) + "\n"
@@ -279,7 +279,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _validated(doc: Any, families: dict[str, _Family[Any]]) -> tuple[int, dict[str, Any]]:
+def _validated(doc: Any, families: dict[str, Family[Any]]) -> tuple[int, dict[str, Any]]:
     """A peer snapshot checked against our metric definitions; ``ValueError`` if malformed."""
     if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
         raise ValueError("not a metrics snapshot")
@@ -297,7 +297,7 @@ def _validated(doc: Any, families: dict[str, _Family[Any]]) -> tuple[int, dict[s
     return doc["pid"], out
 
 
-def _checked_series(fam: _Family[Any], item: Any) -> tuple[list[Any], Any]:
+def _checked_series(fam: Family[Any], item: Any) -> tuple[list[Any], Any]:
     if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], list)):
         raise ValueError(f"bad series in {fam.name}")
     labels, value = item

@@ -19,6 +19,7 @@ from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, ProxyError
 from keybroker.http.server import Request, Response, json_response
 from keybroker.metrics import instruments as metrics
+from keybroker.metrics.families import CONTENT_TYPE
 from keybroker.proxy import policy
 from keybroker.signers.base import ErrorAnswer
 
@@ -84,7 +85,7 @@ def health_response(
         if not policy.ip_allowed(request.remote, metrics_client_cidrs):
             raise Forbidden("this client address may not read the metrics")
         body = metrics.DEFAULT.render().encode("utf-8")
-        headers = {**version_headers(), "Content-Type": metrics.CONTENT_TYPE}
+        headers = {**version_headers(), "Content-Type": CONTENT_TYPE}
         return Response(body=body, headers=headers)
     if request.path == "/healthz":
         return json_response({"status": "ok"}, headers=version_headers())
