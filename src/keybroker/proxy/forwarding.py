@@ -17,7 +17,6 @@ from keybroker.errors import (
     MalformedSignature,
     PayloadTooLarge,
     ProxyError,
-    RequestTimeout,
     SignatureMismatch,
     UpstreamError,
 )
@@ -25,7 +24,7 @@ from keybroker.http.client import Delivery, UpstreamFailure
 from keybroker.http.netguard import DestinationRefused
 from keybroker.http.server import Request, StreamResponse
 from keybroker.http.transport import Answer, Transport
-from keybroker.proxy.spool import SpooledBody
+from keybroker.proxy.spool import SpooledBody, body_chunks
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
 from keybroker.signers.base import BodyTransformer
@@ -251,23 +250,6 @@ async def read_bounded(
             raise PayloadTooLarge(f"request body exceeds {limit + already} bytes")
         parts.append(chunk)
     return b"".join(parts)
-
-
-async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[bytes]:
-    """The inbound body in chunks; a client that sends nothing for ``timeout`` seconds gets
-    ``RequestTimeout`` instead of holding a worker's memory and a slot forever.  ``Expect:
-    100-continue`` is answered here, when the body is really wanted (a refusal before that
-    closes the connection instead: see ``keybroker.proxy.answers.error_response``)."""
-    request.send_continue()
-    content = request.content
-    while True:
-        try:
-            chunk = await content.read(-1, timeout)  # pieces as they arrived (bounded)
-        except TimeoutError:
-            raise RequestTimeout(f"the request body stalled for more than {timeout} s") from None
-        if not chunk:
-            return
-        yield chunk
 
 
 class _BodyRejected(Exception):

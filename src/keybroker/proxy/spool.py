@@ -6,6 +6,9 @@ body before it can verify anything — so the body must be held until then.  Sma
 in memory; past ``threshold`` bytes they go to an anonymous temporary file, hashed on the way
 in, and are streamed from there to the upstream after verification.  Memory stays bounded by
 the threshold whatever the body size (which ``MaxBodyBytes`` still caps).
+
+:func:`body_chunks` is how every part of the proxy reads an inbound body (spooled here,
+bounded or streamed upstream by :mod:`keybroker.proxy.forwarding`).
 """
 
 from __future__ import annotations
@@ -13,14 +16,11 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
-from keybroker.errors import PayloadTooLarge
+from keybroker.errors import PayloadTooLarge, RequestTimeout
+from keybroker.http.server import Request
 
-if TYPE_CHECKING:
-    from keybroker.http.server import Request
-
-__all__ = ["SPOOL_THRESHOLD", "SpooledBody", "spool_body"]
+__all__ = ["SPOOL_THRESHOLD", "SpooledBody", "body_chunks", "spool_body"]
 
 SPOOL_THRESHOLD = 1024 * 1024
 _READ = 64 * 1024
@@ -59,8 +59,6 @@ async def spool_body(
 ) -> SpooledBody:
     """Read the whole body into a :class:`SpooledBody`.  Raises ``PayloadTooLarge`` past
     ``limit`` bytes and ``RequestTimeout`` for a client stalled ``timeout`` seconds."""
-    from keybroker.proxy.forwarding import body_chunks
-
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -74,3 +72,20 @@ async def spool_body(
         spooled.close()
         raise
     return spooled
+
+
+async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[bytes]:
+    """The inbound body in chunks; a client that sends nothing for ``timeout`` seconds gets
+    ``RequestTimeout`` instead of holding a worker's memory and a slot forever.  ``Expect:
+    100-continue`` is answered here, when the body is really wanted (a refusal before that
+    closes the connection instead: see ``keybroker.proxy.answers.error_response``)."""
+    request.send_continue()
+    content = request.content
+    while True:
+        try:
+            chunk = await content.read(-1, timeout)  # pieces as they arrived (bounded)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body stalled for more than {timeout} s") from None
+        if not chunk:
+            return
+        yield chunk
