@@ -24,13 +24,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from keybroker.replay.cache import (
-    MemoryReplayCache,
-    RedisReplayCache,
-    ReplayCache,
-    SharedReplayClient,
-    SharedReplayServer,
-)
+from keybroker.replay.base import ReplayCache
+from keybroker.replay.cache import MemoryReplayCache, RedisReplayCache
+from keybroker.replay.shared import SharedReplayClient, SharedReplayServer
 
 BATCH = 256
 

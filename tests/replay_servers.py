@@ -61,7 +61,7 @@ def redis_url() -> Iterator[str]:
 
 def shared_worker(path: str, keys: list[bytes], barrier: Any, out: Any) -> None:
     """A worker process: wait for the others, check every key at once, report the accepted."""
-    from keybroker.replay.cache import SharedReplayClient
+    from keybroker.replay.shared import SharedReplayClient
 
     async def run() -> list[bytes]:
         client = SharedReplayClient(path, timeout=10.0)

@@ -13,15 +13,10 @@ from hypothesis import strategies as st
 from keybroker.errors import ConfigError, ProxyError
 from keybroker.kms.errors import MissingExtra
 from keybroker.proxy.limits import RedisSlots
-from keybroker.replay.cache import (
-    MAX_TTL_SECONDS,
-    MemoryReplayCache,
-    RedisReplayCache,
-    ReplayCache,
-    ReplayCacheUnavailable,
-    SharedReplayClient,
-    replay_cache_from_config,
-)
+from keybroker.replay.base import MAX_TTL_SECONDS, ReplayCache, ReplayCacheUnavailable
+from keybroker.replay.cache import MemoryReplayCache, RedisReplayCache
+from keybroker.replay.factory import replay_cache_from_config
+from keybroker.replay.shared import SharedReplayClient
 from keybroker.settings import SecurityConfig
 
 

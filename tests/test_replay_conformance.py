@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.replay.cache import (
-    MemoryReplayCache,
-    RedisReplayCache,
-    ReplayCache,
-    SharedReplayClient,
-    SharedReplayServer,
-)
+from keybroker.replay.base import ReplayCache
+from keybroker.replay.cache import MemoryReplayCache, RedisReplayCache
+from keybroker.replay.shared import SharedReplayClient, SharedReplayServer
 from tests import replay_servers
 
 redis_url = replay_servers.redis_url

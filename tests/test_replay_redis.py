@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis_asyncio
 
-from keybroker.replay.cache import RedisReplayCache, ReplayCacheUnavailable
+from keybroker.replay.base import ReplayCacheUnavailable
+from keybroker.replay.cache import RedisReplayCache
 from tests import logscan, replay_servers, servers
 
 redis_url = replay_servers.redis_url

@@ -18,12 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.replay.cache import (
-    MemoryReplayCache,
-    ReplayCacheUnavailable,
-    SharedReplayClient,
-    SharedReplayServer,
-)
+from keybroker.replay.base import ReplayCacheUnavailable
+from keybroker.replay.cache import MemoryReplayCache
+from keybroker.replay.shared import SharedReplayClient, SharedReplayServer
 from tests.replay_servers import shared_worker
 
 

@@ -18,7 +18,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import RequestExpired
 from keybroker.http import netguard
 from keybroker.proxy.checks import check_fresh
-from keybroker.replay.cache import MAX_TTL_SECONDS
+from keybroker.replay.base import MAX_TTL_SECONDS
 from keybroker.secret import Secret
 from keybroker.settings import Config, Endpoint
 from keybroker.signers.base import ParsedAuth

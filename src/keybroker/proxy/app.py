@@ -56,7 +56,7 @@ from keybroker.proxy.passthrough import pass_unsigned, pass_unverified
 from keybroker.proxy.recording import finish, write_ahead
 from keybroker.proxy.routing import Route, Router, upstream_request
 from keybroker.proxy.spool import SPOOL_THRESHOLD, SpooledBody, spool_body
-from keybroker.replay.cache import ReplayCache, replay_cache_from_config
+from keybroker.replay import ReplayCache, replay_cache_from_config
 from keybroker.secret import constant_time_equal
 from keybroker.settings import Config, Endpoint
 from keybroker.signers import BodyPolicy, Signer, SigningRequest

@@ -38,7 +38,7 @@ from keybroker.http.server import Request
 from keybroker.metrics import instruments as metrics
 from keybroker.proxy import policy
 from keybroker.proxy.routing import Route
-from keybroker.replay.cache import MAX_TTL_SECONDS, ReplayCache, ReplayCacheUnavailable
+from keybroker.replay.base import MAX_TTL_SECONDS, ReplayCache, ReplayCacheUnavailable
 from keybroker.secret import constant_time_equal
 from keybroker.settings import Config, Endpoint
 from keybroker.signers import Operation, ParsedAuth, Signer, SigningRequest

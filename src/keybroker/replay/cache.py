@@ -1,26 +1,9 @@
-"""The replay cache: a verified signature is accepted once, then refused until it expires.
+"""The replay cache's backends: in process (:class:`MemoryReplayCache`) and in Redis
+(:class:`RedisReplayCache`); both satisfy :class:`~keybroker.replay.base.ReplayCache`.
 
-The proxy calls :meth:`ReplayCache.first_use` after a signature verified and before the
-request is forwarded, with a digest of the vendor and the signature (never the signature
-itself) and a TTL covering the window in which that signature would still pass the freshness
-check.  ``False`` means the signature was already used: a replay.  When the request then
-provably never reached the upstream, the proxy calls :meth:`ReplayCache.release`, so the
-client's identical retry is not refused.
-
-Backends, picked by ``Security.ReplayCache`` (:func:`replay_cache_from_config`):
-
-* ``memory`` — :class:`MemoryReplayCache` in one process; with several worker processes the
-  supervisor runs a :class:`SharedReplayServer` (a UNIX socket) and each worker talks to it
-  through a :class:`SharedReplayClient`, so a signature is accepted once per machine;
-* ``redis://``, ``rediss://``, ``unix://`` — :class:`RedisReplayCache` (``SET NX PX``), shared
-  by several keybroker servers;
-* ``off`` — no cache (``None``).
-
-A backend that cannot answer raises :class:`ReplayCacheUnavailable` (HTTP 503): the proxy
-fails closed rather than forwarding a request it cannot check.
-
-The shared cache's wire format is described in :mod:`keybroker.replay.shared`.  Keys are never
-logged.
+The supervisor shares one :class:`MemoryReplayCache` with its worker processes through
+:mod:`keybroker.replay.shared`; :func:`keybroker.replay.factory.replay_cache_from_config` picks
+the backend ``Security.ReplayCache`` names.  Keys are never logged.
 """
 
 from __future__ import annotations
@@ -29,91 +12,15 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
-from keybroker.errors import ConfigError, ProxyError
-from keybroker.settings import SecurityConfig
+from keybroker.replay.base import ReplayCacheUnavailable, check_key, ttl_ms
 
-if TYPE_CHECKING:
-    from keybroker.replay.shared import SharedReplayClient, SharedReplayServer
-
-__all__ = [
-    "KEY_SIZE",
-    "MAX_TTL_SECONDS",
-    "MemoryReplayCache",
-    "RedisReplayCache",
-    "ReplayCache",
-    "ReplayCacheUnavailable",
-    "SharedReplayClient",
-    "SharedReplayServer",
-    "replay_cache_from_config",
-]
+__all__ = ["MemoryReplayCache", "RedisReplayCache", "import_redis"]
 
 log = logging.getLogger("keybroker.replay")
-
-KEY_SIZE = 32  # a SHA-256 digest
-MAX_TTL_SECONDS = 30 * 24 * 3600  # above any presigned-URL lifetime; fits uint32 milliseconds
-
-
-class ReplayCacheUnavailable(ProxyError):
-    """The replay cache cannot answer (server down, timeout): the request is refused (503).
-
-    The message is generic on purpose: it reaches the client; the cause is chained.
-    """
-
-    status = 503
-    code = "Proxy.ServiceUnavailable"
-
-    def __init__(self, message: str = "the replay cache is unavailable; retry later") -> None:
-        super().__init__(message, retry_after=1)
-
-
-@runtime_checkable
-class ReplayCache(Protocol):
-    """Records signature digests for a while; each is accepted once."""
-
-    async def first_use(self, key: bytes, ttl: float) -> bool:
-        """Atomically record ``key`` for ``ttl`` seconds: True the first time, False while it
-        is recorded (a replay).
-
-        Raises ``TypeError``/``ValueError`` for a key that is not 32 bytes or a TTL outside
-        ``(0, MAX_TTL_SECONDS]``, and :class:`ReplayCacheUnavailable` when the backend cannot
-        answer.
-        """
-        ...
-
-    async def release(self, key: bytes) -> None:
-        """Forget ``key``: the request it recorded provably never reached the upstream, so an
-        identical retry is not a replay.  Forgetting a key not recorded does nothing.
-
-        Raises what :meth:`first_use` raises for a bad key, and
-        :class:`ReplayCacheUnavailable` when the backend cannot answer.
-        """
-        ...
-
-    async def close(self) -> None:
-        """Release connections; the cache is not used afterwards.  Raises nothing."""
-        ...
-
-
-def _check_key(key: bytes) -> bytes:
-    if not isinstance(key, bytes):
-        raise TypeError("replay key must be bytes")
-    if len(key) != KEY_SIZE:
-        raise ValueError(f"replay key must be a {KEY_SIZE}-byte digest")
-    return key
-
-
-def _ttl_ms(ttl: float) -> int:
-    """TTL in whole milliseconds, rounded up so an entry never expires early."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise TypeError("replay TTL must be a number of seconds")
-    if not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL_SECONDS):
-        raise ValueError(f"replay TTL must be > 0 and <= {MAX_TTL_SECONDS} seconds")
-    return max(1, math.ceil(ttl * 1000))
 
 
 # ------------------------------------------------------------------ in process
@@ -152,13 +59,13 @@ class MemoryReplayCache:
 
     async def first_use(self, key: bytes, ttl: float) -> bool:
         """See :meth:`ReplayCache.first_use` (never raises ``ReplayCacheUnavailable``)."""
-        return self.record(key, _ttl_ms(ttl) / 1000)
+        return self.record(key, ttl_ms(ttl) / 1000)
 
     def record(self, key: bytes, ttl: float) -> bool:
         """The synchronous core of :meth:`first_use`; ``ttl`` is trusted to be valid."""
         now = self._clock()
         self._expire(now)
-        if _check_key(key) in self._expiry:
+        if check_key(key) in self._expiry:
             return False
         if len(self._expiry) >= self.max_entries:
             self._evict(now)
@@ -174,7 +81,7 @@ class MemoryReplayCache:
     def forget(self, key: bytes) -> bool:
         """The synchronous core of :meth:`release`: True when ``key`` was recorded."""
         self._expire(self._clock())
-        if self._expiry.pop(_check_key(key), None) is None:
+        if self._expiry.pop(check_key(key), None) is None:
             return False
         if len(self._heap) > 2 * len(self._expiry) + 1024:  # mostly released entries
             self._heap = [(e, k) for e, k in self._heap if self._expiry.get(k) == e]
@@ -265,7 +172,7 @@ class RedisReplayCache:
 
     async def first_use(self, key: bytes, ttl: float) -> bool:
         """See :meth:`ReplayCache.first_use`."""
-        name, px = self._prefix + _check_key(key), _ttl_ms(ttl)
+        name, px = self._prefix + check_key(key), ttl_ms(ttl)
         from redis.exceptions import RedisError
 
         try:
@@ -278,7 +185,7 @@ class RedisReplayCache:
 
     async def release(self, key: bytes) -> None:
         """See :meth:`ReplayCache.release` (``DEL``)."""
-        name = self._prefix + _check_key(key)
+        name = self._prefix + check_key(key)
         from redis.exceptions import RedisError
 
         try:
@@ -293,39 +200,3 @@ class RedisReplayCache:
             await self._client.aclose()
         with contextlib.suppress(Exception):
             await self._pool.aclose()
-
-
-# ------------------------------------------------------------------ configuration
-
-
-def replay_cache_from_config(
-    security: SecurityConfig, *, shared_path: str | None
-) -> ReplayCache | None:
-    """The cache ``Security.ReplayCache`` names: ``None`` for ``off``; for ``memory`` a
-    :class:`MemoryReplayCache`, or a :class:`SharedReplayClient` when the supervisor serves one
-    at ``shared_path``; a :class:`RedisReplayCache` for a Redis URL.
-
-    Raises ``ConfigError`` for any other value and ``MissingExtra`` without redis-py.
-    """
-    value = security.replay_cache
-    if value == "off":
-        return None
-    if value == "memory":
-        if shared_path is None:
-            return MemoryReplayCache()
-        from keybroker.replay.shared import SharedReplayClient
-
-        return SharedReplayClient(shared_path)
-    if isinstance(value, str) and value.startswith(("redis://", "rediss://", "unix://")):
-        return RedisReplayCache(value)
-    raise ConfigError("Security.ReplayCache: expected memory, off or a redis:// URL")
-
-
-def __getattr__(name: str) -> Any:
-    """The shared server and client, re-exported: loaded on first use, because
-    :mod:`keybroker.replay.shared` builds on this module."""
-    if name in ("SharedReplayClient", "SharedReplayServer"):
-        from keybroker.replay import shared as replay_shared
-
-        return getattr(replay_shared, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import socket
 import stat
@@ -29,19 +30,15 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from keybroker.replay.cache import (
-    MAX_TTL_SECONDS,
-    MemoryReplayCache,
-    ReplayCacheUnavailable,
-    _check_key,
-    _ttl_ms,
-    log,
-)
+from keybroker.replay.base import MAX_TTL_SECONDS, ReplayCacheUnavailable, check_key, ttl_ms
+from keybroker.replay.cache import MemoryReplayCache
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["SharedReplayClient", "SharedReplayServer"]
+
+log = logging.getLogger("keybroker.replay")
 
 _MAX_TTL_MS = MAX_TTL_SECONDS * 1000
 _FRAME = struct.Struct(">32sI")
@@ -84,15 +81,15 @@ class _ServerProtocol(asyncio.Protocol):
 
     def _answer(self, frames: bytes) -> None:
         out = bytearray()
-        for key, ttl_ms in _FRAME.iter_unpack(frames):
-            if ttl_ms == 0:
+        for key, millis in _FRAME.iter_unpack(frames):
+            if millis == 0:
                 out += _FIRST if self._cache.forget(key) else _REPLAY
                 continue
-            if ttl_ms > _MAX_TTL_MS:
+            if millis > _MAX_TTL_MS:
                 log.warning("shared replay cache: bad request; closing the connection")
                 self.close(out)
                 return
-            out += _FIRST if self._cache.record(key, ttl_ms / 1000) else _REPLAY
+            out += _FIRST if self._cache.record(key, millis / 1000) else _REPLAY
         assert self._transport is not None
         self._transport.write(out)
 
@@ -275,11 +272,11 @@ class SharedReplayClient:
 
     async def first_use(self, key: bytes, ttl: float) -> bool:
         """See :meth:`ReplayCache.first_use`."""
-        return await self._ask(_FRAME.pack(_check_key(key), _ttl_ms(ttl)))
+        return await self._ask(_FRAME.pack(check_key(key), ttl_ms(ttl)))
 
     async def release(self, key: bytes) -> None:
         """See :meth:`ReplayCache.release`."""
-        await self._ask(_FRAME.pack(_check_key(key), 0))
+        await self._ask(_FRAME.pack(check_key(key), 0))
 
     async def _ask(self, frame: bytes) -> bool:
         proto = await self._connection()

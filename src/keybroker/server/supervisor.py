@@ -3,7 +3,7 @@
 The supervisor binds one listening socket per worker on the same port (SO_REUSEPORT), starts
 ``N`` workers (``python -m keybroker _worker``, each handed its socket's file descriptor and a
 pipe that carries the config, see :mod:`keybroker.server.workerchannel`), and owns what they must
-share: the replay cache (a UNIX socket server, see :mod:`keybroker.replay.cache`) and the metrics
+share: the replay cache (a UNIX socket server, see :mod:`keybroker.replay.shared`) and the metrics
 directory.  It restarts a worker that dies after it started serving, sends every config it
 accepts (on SIGHUP or a change of the file, after checking it itself) to every worker, and on
 SIGTERM/SIGINT lets them drain and exits 0.  A worker that cannot start (exit
@@ -129,7 +129,7 @@ class Supervisor:
         if self.config.security.replay_cache != "memory":
             return None
         try:
-            from keybroker.replay.cache import SharedReplayServer
+            from keybroker.replay.shared import SharedReplayServer
         except ImportError:  # pragma: no cover - the replay module ships with the package
             return None
         path = str(self._state_dir / "replay.sock")
