@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from keybroker.audit.checkpoint import CHECKPOINT_FILE_NAME
 from keybroker.audit.keys import AuditSigner, parse_private_key
 from keybroker.audit.proof import verify_keyed
-from keybroker.audit.trail import AuditLog, audit_files
-from keybroker.audit.verify import AUDIT_FILE_NAME, GENESIS, verify
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.verify import AUDIT_FILE_NAME, GENESIS, audit_files, verify
 
 T0 = 1_795_000_000.0
 

@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.audit.trail import (
-    AUDIT_FILE_NAME,
-    GENESIS,
-    AuditLog,
-    audit_files,
-    request_event,
-    verify,
-)
+from keybroker.audit.event import request_event
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.verify import AUDIT_FILE_NAME, GENESIS, audit_files, verify
 from keybroker.context import RequestContext
 from keybroker.errors import ConfigError
 from keybroker.logs.redact import SecretRegistry

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from keybroker.audit.trail import AUDIT_FILE_NAME, AuditLog
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.verify import AUDIT_FILE_NAME
 from keybroker.cli.audit import UNKEYED_NOTE, add_audit_parser, cmd_verify, main
 
 

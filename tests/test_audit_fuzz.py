@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.audit.trail import AUDIT_FILE_NAME, AuditLog, verify
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.verify import AUDIT_FILE_NAME, verify
 from keybroker.logs.redact import SecretRegistry, is_secret_name
 
 NAMES = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,20}", fullmatch=True).filter(

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.audit.checkpoint import CHECKPOINT_GENESIS, seal_checkpoint
+from keybroker.audit.checkpoint import CHECKPOINT_FILE_NAME, CHECKPOINT_GENESIS, seal_checkpoint
 from keybroker.audit.files import seal_line
 from keybroker.audit.keys import (
     PRIVATE_KEY_NAME,
@@ -35,7 +35,8 @@ from keybroker.audit.keys import (
     load_signer,
 )
 from keybroker.audit.proof import ProofResult, verify_keyed
-from keybroker.audit.trail import AUDIT_FILE_NAME, CHECKPOINT_FILE_NAME, AuditLog, audit_files
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.verify import AUDIT_FILE_NAME, audit_files
 
 T0 = 1_795_000_000.0
 
@@ -269,7 +270,7 @@ def test_the_unkeyed_chain_alone_misses_what_checkpoints_catch(
 ) -> None:
     """Why the key matters: the plain chain accepts a recomputed chain and a deleted newest
     file; the keyed verify does not."""
-    from keybroker.audit.trail import verify
+    from keybroker.audit.verify import verify
 
     for attack in (_drop_victim, _delete_newest, _delete_oldest):
         folder = copy(pristine, tmp_path)

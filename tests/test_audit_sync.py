@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from keybroker.audit.sync import parse_sync
-from keybroker.audit.trail import AuditLog, verify
+from keybroker.audit.trail import AuditLog
+from keybroker.audit.verify import verify
 
 
 def _event(i: int) -> dict[str, object]:

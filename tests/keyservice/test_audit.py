@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from keybroker.audit.trail import verify
+from keybroker.audit.verify import verify
 from tests.keyservice.helpers import keybroker
 
 

@@ -23,7 +23,7 @@ import boto3
 import requests
 from botocore.config import Config as BotoConfig
 
-from keybroker.audit.trail import verify
+from keybroker.audit.verify import verify
 from keybroker.settings import AuditConfig, Config, KeyServiceConfig
 from tests import logscan
 from tests.keyservice.helpers import PREFIX, KeyBroker, local_kms, standard_accounts

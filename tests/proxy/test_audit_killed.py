@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 from aiohttp import web
 
-from keybroker.audit.trail import verify
+from keybroker.audit.verify import verify
 from tests import logscan
 from tests.proxy.platform import sign_aws
 from tests.servers import app_in_thread, free_port, port_open, wait_until

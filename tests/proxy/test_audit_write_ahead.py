@@ -24,7 +24,7 @@ from keybroker.audit.keys import (
     load_public_key,
 )
 from keybroker.audit.proof import verify_keyed
-from keybroker.audit.trail import verify
+from keybroker.audit.verify import verify
 from keybroker.settings import AuditConfig, Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint

@@ -38,7 +38,7 @@ inherited it across ``fork()``.  A write that fails (a full disk) is taken back,
 half-written last line (a crash mid-write) is cut off before the next append: such a line was
 never whole, so nothing went on with it, and the chain continues from the line before.  A
 last line that is whole but broken (edited) is moved aside and a new chain begins;
-:func:`verify` reports it.
+:func:`~keybroker.audit.verify.verify` reports it.
 
 Events are checked and cleaned in :mod:`keybroker.audit.event`; the bytes of a line and the
 raw file operations live in :mod:`keybroker.audit.files`, reading and verifying in
@@ -60,14 +60,8 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from keybroker.audit.checkpoint import CHECKPOINT_FILE_NAME, CheckpointWriter
-from keybroker.audit.event import (
-    audit_path,
-    clean_event,
-    outcome_event,
-    policy_rule,
-    request_event,
-)
+from keybroker.audit.checkpoint import CheckpointWriter
+from keybroker.audit.event import clean_event
 from keybroker.audit.files import move_no_replace, read_tail, seal_line, trim_partial, write_all
 from keybroker.audit.keys import AuditSigner, load_signer, parse_private_key
 from keybroker.audit.mirror import open_mirror
@@ -76,33 +70,20 @@ from keybroker.audit.verify import (
     AUDIT_FILE_NAME,
     GENESIS,
     MAX_LINE_BYTES,
-    VerifyResult,
-    _rotated_key,
     audit_files,
     open_line,
     rotated_files,
-    verify,
+    rotated_key,
 )
 from keybroker.errors import ConfigError
 from keybroker.logs.redact import SECRETS, SecretRegistry
 from keybroker.settings import AuditConfig
 
 __all__ = [
-    "AUDIT_FILE_NAME",
-    "CHECKPOINT_FILE_NAME",
     "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_MAX_AGE_DAYS",
     "DEFAULT_MAX_SIZE_MB",
-    "GENESIS",
-    "MAX_LINE_BYTES",
     "AuditLog",
-    "VerifyResult",
-    "audit_files",
-    "audit_path",
-    "outcome_event",
-    "policy_rule",
-    "request_event",
-    "verify",
 ]
 
 DEFAULT_MAX_AGE_DAYS = 90
@@ -136,7 +117,7 @@ _SECOND: tuple[int, str] = (-1, "")
 
 
 def _chain_order(name: str) -> tuple[str, int]:
-    return _rotated_key(name) or ("", 0)
+    return rotated_key(name) or ("", 0)
 
 
 def _stamp_age(stamp: str, default: float | None = None) -> float:
@@ -466,7 +447,7 @@ class AuditLog:
         cutoff = self._clock() - self.max_age_days * _DAY
         gone = []
         for name in listed[0]:
-            key = _rotated_key(name)
+            key = rotated_key(name)
             if name in names or key is None or _stamp_age(key[0], default=0.0) < cutoff:
                 continue  # present, the live file (recreated), or old enough to be pruned
             gone.append(name)

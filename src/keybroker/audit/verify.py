@@ -26,6 +26,7 @@ __all__ = [
     "audit_files",
     "open_line",
     "rotated_files",
+    "rotated_key",
     "verify",
 ]
 
@@ -78,7 +79,7 @@ def _check_fields(body: dict[str, object]) -> str | None:
 # --- file names -------------------------------------------------------------------------
 
 
-def _rotated_key(name: str) -> tuple[str, int] | None:
+def rotated_key(name: str) -> tuple[str, int] | None:
     """``(stamp, n)`` of a rotated file's name (its place in the chain), else ``None``."""
     match = _ROTATED.fullmatch(name)
     if match is None:
@@ -89,7 +90,7 @@ def _rotated_key(name: str) -> tuple[str, int] | None:
 def rotated_files(directory: Path) -> list[tuple[tuple[str, int], Path]]:
     found = []
     for entry in os.scandir(directory):
-        key = _rotated_key(entry.name)
+        key = rotated_key(entry.name)
         if key is not None and entry.is_file(follow_symlinks=False):
             found.append((key, Path(entry.path)))
     return sorted(found)

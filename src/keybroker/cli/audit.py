@@ -28,9 +28,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from keybroker.audit.checkpoint import CHECKPOINT_FILE_NAME
 from keybroker.audit.keys import SEAL_ACCOUNT, SEAL_FIELD, generate_key_pair, load_public_key
 from keybroker.audit.proof import verify_keyed
-from keybroker.audit.trail import CHECKPOINT_FILE_NAME, verify
+from keybroker.audit.verify import verify
 from keybroker.errors import ConfigError, KMSError
 
 __all__ = [

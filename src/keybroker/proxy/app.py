@@ -26,8 +26,9 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from keybroker.audit.event import audit_path, policy_rule
 from keybroker.audit.refusals import RefusalFolder
-from keybroker.audit.trail import AuditLog, audit_path, policy_rule
+from keybroker.audit.trail import AuditLog
 from keybroker.config.check import validate
 from keybroker.context import RequestContext
 from keybroker.errors import ProxyError, RequestExpired, SignatureMismatch

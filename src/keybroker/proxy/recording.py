@@ -15,7 +15,8 @@ import asyncio
 import logging
 import time
 
-from keybroker.audit.trail import AuditLog, outcome_event, request_event
+from keybroker.audit.event import outcome_event, request_event
+from keybroker.audit.trail import AuditLog
 from keybroker.context import RequestContext
 from keybroker.errors import ServiceUnavailable
 from keybroker.logs.setup import request_log_line
