@@ -28,14 +28,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from keybroker import signers
 from keybroker.config.load import loads
+from keybroker.logs.file import LOG_FILE_NAME
+from keybroker.logs.format import REQUEST_ID
 from keybroker.logs.redact import register_config_secrets
-from keybroker.logs.setup import (
-    LOG_FILE_NAME,
-    REQUEST_ID,
-    request_log_line,
-    reset_logging,
-    setup_logging,
-)
+from keybroker.logs.setup import request_log_line, reset_logging, setup_logging
 from keybroker.proxy import routing
 from keybroker.proxy.destinations import parse_origin_uri
 from keybroker.proxy.routing import Router, kept_headers

@@ -16,17 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keybroker.logs.file import LOG_FILE_NAME, SizeRotatingFileHandler
+from keybroker.logs.format import REQUEST_ID, JsonFormatter
 from keybroker.logs.redact import SecretRegistry
-from keybroker.logs.setup import (
-    ACCESS_LOGGER,
-    LOG_FILE_NAME,
-    REQUEST_ID,
-    JsonFormatter,
-    SizeRotatingFileHandler,
-    request_log_line,
-    reset_logging,
-    setup_logging,
-)
+from keybroker.logs.setup import ACCESS_LOGGER, request_log_line, reset_logging, setup_logging
 from keybroker.settings import LogConfig
 
 

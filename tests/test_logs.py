@@ -19,12 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import ConfigError
+from keybroker.logs.file import LOG_FILE_NAME, SizeRotatingFileHandler
+from keybroker.logs.format import REQUEST_ID, JsonFormatter
 from keybroker.logs.redact import SecretRegistry
 from keybroker.logs.setup import (
-    LOG_FILE_NAME,
-    REQUEST_ID,
-    JsonFormatter,
-    SizeRotatingFileHandler,
     log_event,
     parse_level,
     request_log_line,

@@ -39,8 +39,8 @@ import threading
 import time
 
 from keybroker.errors import ConfigError
-from keybroker.logs.file import LOG_FILE_NAME, Clock, SizeRotatingFileHandler
-from keybroker.logs.format import REQUEST_ID, JsonFormatter
+from keybroker.logs.file import Clock, SizeRotatingFileHandler
+from keybroker.logs.format import JsonFormatter
 from keybroker.logs.redact import SECRETS, SecretRegistry
 from keybroker.settings import LogConfig
 
@@ -49,10 +49,6 @@ __all__ = [
     "DEFAULT_MAX_AGE_DAYS",
     "DEFAULT_MAX_SIZE_MB",
     "LOGGER_NAME",
-    "LOG_FILE_NAME",
-    "REQUEST_ID",
-    "JsonFormatter",
-    "SizeRotatingFileHandler",
     "log_event",
     "parse_level",
     "request_log_line",
