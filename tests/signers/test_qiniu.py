@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import string
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers.base import BodyPolicy, SigningRequest
 from keybroker.signers.qiniu import SIGNER, signing_data
+from tests.signers.conformance.qiniu import replay
+from tests.signers.conformance.respell import WHEN, b64_parts
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "qiniu"
 PROXY = Credential("QNproxyAK", Secret("qiniu-proxy-secret"))
@@ -36,10 +39,6 @@ def vector_request(case: dict[str, Any]) -> tuple[SigningRequest, bytes]:
     r = case["request"]
     req = SigningRequest(r["method"], r["host"], r["path"], r["query"], CIMultiDict(r["headers"]))
     return req, r["body"].encode()
-
-
-def vector_cred(case: dict[str, Any]) -> Credential:
-    return Credential(case["credential"]["access_key"], Secret(case["credential"]["secret_key"]))
 
 
 def on_the_wire(
@@ -71,40 +70,7 @@ def qiniu_mac(cred: Credential = PROXY, dated: bool = True) -> QiniuMacRequestsA
 
 # --------------------------------------------------------------------------- vectors
 
-SDK_CASES = load("sdk.json")
 DOC_CASES = load("doc.json")
-
-
-@pytest.mark.parametrize("case", SDK_CASES + DOC_CASES, ids=lambda c: c["name"])
-def test_vector_verifies(case: dict[str, Any]) -> None:
-    req, body = vector_request(case)
-    auth = SIGNER.parse(req)
-    assert auth.access_key == case["credential"]["access_key"]
-    if case.get("x_qiniu_date"):
-        assert auth.signed_at is not None
-        assert auth.signed_at.strftime("%Y%m%dT%H%M%SZ") == case["x_qiniu_date"]
-    else:
-        assert auth.signed_at is None
-    SIGNER.verify(req, auth, vector_cred(case), body)
-
-
-@pytest.mark.parametrize("case", SDK_CASES + DOC_CASES, ids=lambda c: c["name"])
-def test_vector_wrong_secret_fails(case: dict[str, Any]) -> None:
-    req, body = vector_request(case)
-    cred = vector_cred(case)
-    wrong = Credential(cred.access_key, Secret(cred.secret_key.reveal() + "x"))
-    with pytest.raises(SignatureMismatch):
-        SIGNER.verify(req, SIGNER.parse(req), wrong, body)
-
-
-@pytest.mark.parametrize("case", SDK_CASES + DOC_CASES, ids=lambda c: c["name"])
-def test_vector_resign_reproduces(case: dict[str, Any]) -> None:
-    req, body = vector_request(case)
-    auth = SIGNER.parse(req)
-    out = req.copy()
-    when = auth.signed_at or datetime(2030, 1, 1, tzinfo=UTC)
-    SIGNER.resign(out, auth, vector_cred(case), body, when)
-    assert out.headers["Authorization"] == case["expected"]["authorization"]
 
 
 def test_doc_vector_signing_data() -> None:
@@ -279,3 +245,20 @@ def test_registry_and_domains() -> None:
     )
     assert ".qiniuapi.com" in SIGNER.public_domains and ".qbox.me" in SIGNER.public_domains
     assert "Secret" not in repr(SIGNER.parse(with_auth(f"QBox AK:{SIG}")).state)
+
+
+def test_a_non_canonical_base64_signature_is_refused() -> None:
+    """Setting the unused bits of the last Base64 character keeps the digest, but Qiniu's own
+    server compares the text: such a spelling is refused as malformed, not verified (so it
+    cannot be a fresh spelling of a captured request for the replay cache)."""
+    case = replay({"a": "1"}, "qiniu-sk-1", WHEN)
+    parts = b64_parts(case.req)
+    assert parts is not None
+    scheme, ak, sig = parts
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    text = sig.rstrip("=")
+    spare = alphabet[alphabet.index(text[-1]) ^ 1]
+    req = case.req.copy()
+    req.headers["Authorization"] = f"{scheme} {ak}:{text[:-1]}{spare}="
+    with pytest.raises(MalformedSignature, match="not canonical"):
+        SIGNER.parse(req)

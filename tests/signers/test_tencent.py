@@ -41,12 +41,6 @@ def vector_request(case: dict[str, Any]) -> SigningRequest:
     return SigningRequest(r["method"], r["host"], r["path"], r["query"], headers, body=body)
 
 
-def vector_cred(case: dict[str, Any]) -> Credential:
-    c = case["credential"]
-    token = Secret(c["session_token"]) if c["session_token"] else None
-    return Credential(c["access_key"], Secret(c["secret_key"]), token)
-
-
 def at(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -69,42 +63,6 @@ def signed(
 
 SDK_CASES = load("sdk.json")
 DOC_CASES = load("doc.json")
-ALL = SDK_CASES + DOC_CASES
-
-
-@pytest.mark.parametrize("case", ALL, ids=lambda c: c["name"])
-def test_vector_verifies(case: dict[str, Any]) -> None:
-    req, cred = vector_request(case), vector_cred(case)
-    assert SIGNER.detect(req)
-    auth = SIGNER.parse(req)
-    assert auth.access_key == cred.access_key
-    assert (auth.service, auth.region, auth.action) == (
-        case["service"], case["region"], case["action"]
-    )  # fmt: skip
-    assert auth.signed_at == at(case["timestamp"])
-    SIGNER.verify(req, auth, cred, req.body)
-
-
-@pytest.mark.parametrize("case", ALL, ids=lambda c: c["name"])
-def test_vector_wrong_secret_fails(case: dict[str, Any]) -> None:
-    req, cred = vector_request(case), vector_cred(case)
-    wrong = Credential(cred.access_key, Secret(cred.secret_key.reveal() + "x"), cred.access_token)
-    with pytest.raises(SignatureMismatch):
-        SIGNER.verify(req, SIGNER.parse(req), wrong, req.body)
-
-
-@pytest.mark.parametrize("case", ALL, ids=lambda c: c["name"])
-def test_vector_resign_reproduces(case: dict[str, Any]) -> None:
-    """Re-signing with the same credential at the same second gives the published value."""
-    req, cred = vector_request(case), vector_cred(case)
-    auth = SIGNER.parse(req)
-    out = req.copy()
-    SIGNER.resign(out, auth, cred, req.body, at(case["timestamp"]))
-    if "authorization" in case["expected"]:
-        assert out.headers["Authorization"] == case["expected"]["authorization"]
-    else:
-        text = out.query or (out.body or b"").decode()
-        assert dict(parse_qsl(text))["Signature"] == case["expected"]["signature"]
 
 
 def test_doc_vectors_cite_tencent() -> None:

@@ -36,12 +36,6 @@ def vector_request(case: dict[str, Any]) -> SigningRequest:
     return SigningRequest(r["method"], r["host"], r["path"], r["query"], CIMultiDict(r["headers"]))
 
 
-def vector_cred(case: dict[str, Any]) -> Credential:
-    c = case["credential"]
-    token = Secret(c["session_token"]) if c["session_token"] else None
-    return Credential(c["access_key"], Secret(c["secret_key"]), token)
-
-
 def at(x_date: str) -> datetime:
     return datetime.strptime(x_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
@@ -75,39 +69,7 @@ def sdk_sign(
 # --------------------------------------------------------------------------- vectors
 
 
-SDK_CASES = load("sdk.json")
 DOC_CASES = load("doc.json")
-
-
-@pytest.mark.parametrize("case", SDK_CASES + DOC_CASES, ids=lambda c: c["name"])
-def test_vector_verifies(case: dict[str, Any]) -> None:
-    req, cred = vector_request(case), vector_cred(case)
-    auth = SIGNER.parse(req)
-    assert auth.access_key == cred.access_key
-    assert (auth.region, auth.service) == (case["region"], case["service"])
-    assert auth.signed_at == at(case["x_date"])
-    SIGNER.verify(req, auth, cred, case["request"]["body"].encode())
-
-
-@pytest.mark.parametrize("case", SDK_CASES + DOC_CASES, ids=lambda c: c["name"])
-def test_vector_wrong_secret_fails(case: dict[str, Any]) -> None:
-    req, cred = vector_request(case), vector_cred(case)
-    wrong = Credential(cred.access_key, Secret(cred.secret_key.reveal() + "x"))
-    with pytest.raises(SignatureMismatch):
-        SIGNER.verify(req, SIGNER.parse(req), wrong, case["request"]["body"].encode())
-
-
-@pytest.mark.parametrize("case", SDK_CASES + DOC_CASES, ids=lambda c: c["name"])
-def test_vector_resign_reproduces_sdk(case: dict[str, Any]) -> None:
-    """Re-signing with the same credential at the same instant gives the SDK's signature."""
-    req, cred = vector_request(case), vector_cred(case)
-    auth = SIGNER.parse(req)
-    out = req.copy()
-    SIGNER.resign(out, auth, cred, case["request"]["body"].encode(), at(case["x_date"]))
-    if case["form"] == "header":
-        assert out.headers["Authorization"] == case["expected"]["authorization"]
-    else:
-        assert dict(parse_qsl(out.query))["X-Signature"] == case["expected"]["signature"]
 
 
 def test_doc_vector_canonical_request() -> None:

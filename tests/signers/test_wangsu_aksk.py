@@ -21,6 +21,8 @@ from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers.base import SigningRequest
 from keybroker.signers.wangsu import SIGNER
+from tests.signers.conformance.respell import WHEN, key_of
+from tests.signers.conformance.wangsu import replay
 from tests.signers.wangsu_upstream import sdk_aksk_headers
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "wangsu"
@@ -253,3 +255,14 @@ def test_arbitrary_authorization_is_only_malformed(tail: str, timestamp: str | N
         return
     with contextlib.suppress(SignatureMismatch):
         SIGNER.verify(req, auth, Credential(auth.access_key, Secret("k")), b"")
+
+
+def test_post_query_is_part_of_the_replay_key() -> None:
+    """``CNC-HMAC-SHA256`` signs no POST query: two POSTs of one body to two queries in one
+    second have one signature, and are still two requests; the same POST again is a replay."""
+    a, b = (replay({"x": v, "y": "1"}, "wangsu-sk-1", WHEN, "POST") for v in ("1", "2"))
+    assert a.req.headers["Authorization"] == b.req.headers["Authorization"]
+    again = replay({"x": "1", "y": "1"}, "wangsu-sk-1", WHEN, "POST")
+    key_a, key_b, key_again = key_of(a, a.req), key_of(b, b.req), key_of(again, again.req)
+    assert None not in (key_a, key_b) and key_a != key_b
+    assert key_again == key_a
