@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
 from multidict import CIMultiDict
 
+from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.proxy import forwarding
 from keybroker.signers.aws import SIGNER
@@ -64,19 +66,18 @@ def test_published_example_verifies_and_resigns_to_itself(step: int) -> None:
     assert auth.body is BodyPolicy.STREAMING
     SIGNER.verify(req, auth, EXAMPLE, None)
     up = req.copy()
-    SIGNER.resign(up, auth, EXAMPLE, None, EXAMPLE_TIME)
+    t = resign_chunked(up, auth, EXAMPLE, EXAMPLE, EXAMPLE_TIME)
     assert up.headers["Authorization"].endswith("Signature=" + case["seed"])
     assert up.headers["Content-Length"] == "66824"
-    assert auth.body_transformer is not None
     body = _example_body(case)
-    assert _run(auth.body_transformer, body, step) == body
+    assert _run(t, body, step) == body
 
 
 def test_published_trailer_example_verifies_and_resigns_to_itself() -> None:
     case = VECTORS["cases"][1]
     auth = _parsed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 66560, case["trailer"])
-    auth.state = _with_signature(auth, case["seed"], "20130524T000000Z")
-    auth.region, auth.service = "us-east-1", "s3"
+    state = _with_signature(auth, case["seed"], "20130524T000000Z")
+    auth = replace(auth, state=state, region="us-east-1", service="s3")
     lines = f"{case['trailer']}:{case['trailer_value']}\r\n"
     lines += f"x-amz-trailer-signature:{case['trailer_signature']}\r\n"
     body = _example_body(case, lines.encode())
@@ -100,8 +101,6 @@ def _parsed(line: str, decoded: int, trailer: str | None = None) -> ParsedAuth:
 
 
 def _with_signature(auth: ParsedAuth, sig: str, timestamp: str) -> object:
-    from dataclasses import replace
-
     return replace(auth.state, signature=sig, timestamp=timestamp)  # type: ignore[type-var]
 
 
@@ -160,13 +159,25 @@ def client_sign(req: SigningRequest) -> str:
     return seed
 
 
-def proxy_transform(req: SigningRequest) -> tuple[SigningRequest, ParsedAuth]:
-    """What the proxy does before streaming: parse, verify with PROXY, re-sign with REAL."""
+def resign_chunked(
+    up: SigningRequest, auth: ParsedAuth, proxy: Credential, real: Credential, now: dt.datetime
+) -> BodyTransformer:
+    """What the proxy does after ``proxy`` verified ``auth``: re-sign ``up`` with ``real`` at
+    ``now``, and the chunk re-signer chained from the new seed."""
+    resigned = SIGNER.resign(up, auth, real, None, now)
+    assert resigned is not None
+    t = SIGNER.body_transformer(auth, proxy, real, resigned.seed_signature, now)
+    assert t is not None
+    return t
+
+
+def proxy_transform(req: SigningRequest) -> tuple[SigningRequest, BodyTransformer]:
+    """What the proxy does before streaming: parse, verify with PROXY, re-sign with REAL;
+    the upstream request and the chunk re-signer."""
     auth = SIGNER.parse(req)
     SIGNER.verify(req, auth, PROXY, None)
     up = req.copy()
-    SIGNER.resign(up, auth, REAL, None, LATER)
-    return up, auth
+    return up, resign_chunked(up, auth, PROXY, REAL, LATER)
 
 
 def upstream_decode(up: SigningRequest, body: bytes, trailer: str | None) -> bytes:
@@ -201,9 +212,8 @@ def test_resigned_body_is_accepted_by_the_independent_reader(
 ) -> None:
     data = bytes(range(256)) * 900 + b"tail"
     req, body = client_upload(data, [20000, 8192, 100000], line, trailer)
-    up, auth = proxy_transform(req)
-    assert auth.body_transformer is not None
-    out = _run(auth.body_transformer, body, 3000)
+    up, t = proxy_transform(req)
+    out = _run(t, body, 3000)
     assert upstream_decode(up, out, trailer) == data
     if line == chunked.UNSIGNED_TRAILER:
         assert out == body  # nothing to re-sign: passed byte for byte
@@ -219,16 +229,14 @@ def test_botocore_writer_body_passes_unchanged() -> None:
     req, _ = client_upload(data, [65536], chunked.UNSIGNED_TRAILER, "x-amz-checksum-crc32")
     req.headers["Content-Length"] = str(len(body))
     client_sign(req)
-    up, auth = proxy_transform(req)
+    up, t = proxy_transform(req)
     assert up.headers["Content-Length"] == str(len(body))
-    assert auth.body_transformer is not None
-    assert _run(auth.body_transformer, body, 65536) == body
+    assert _run(t, body, 65536) == body
     value = body[-12:-4]  # "...x-amz-checksum-crc32:<8 base64>\r\n\r\n"
     wrong = body[:-12] + (b"AAAAAA==" if value != b"AAAAAA==" else b"AAAAAQ==") + body[-4:]
-    up, auth = proxy_transform(req)
-    assert auth.body_transformer is not None
+    up, t = proxy_transform(req)
     with pytest.raises(SignatureMismatch):
-        _run(auth.body_transformer, wrong, 65536)
+        _run(t, wrong, 65536)
 
 
 # -- tampering and the held-back end ---------------------------------------------------------
@@ -237,8 +245,8 @@ def test_botocore_writer_body_passes_unchanged() -> None:
 def _transformer(line: str = chunked.SIGNED, trailer: str | None = None) -> tuple[Any, bytes]:
     data = b"x" * 300000
     req, body = client_upload(data, [65536], line, trailer)
-    _, auth = proxy_transform(req)
-    return auth.body_transformer, body
+    _, t = proxy_transform(req)
+    return t, body
 
 
 def test_a_tampered_middle_chunk_fails_at_that_chunk_and_the_end_is_never_sent() -> None:
@@ -291,9 +299,9 @@ def test_a_wrong_checksum_fails_even_when_signed() -> None:
     values = {"x-amz-checksum-crc32": "AAAAAA=="}  # signed, but not the body's CRC
     body += b"x-amz-checksum-crc32:AAAAAA==\r\n"
     body += f"x-amz-trailer-signature:{chain.trailer(values)}\r\n\r\n".encode()
-    _, auth = proxy_transform(req)
+    _, t = proxy_transform(req)
     with pytest.raises(SignatureMismatch):
-        _run(auth.body_transformer, bytes(body), 8192)  # type: ignore[arg-type]
+        _run(t, bytes(body), 8192)
 
 
 # -- framing errors: clear 400s, never another exception ----------------------------------
@@ -325,9 +333,9 @@ def test_a_body_cut_short_or_longer_than_declared_is_refused() -> None:
         req, body = client_upload(b"z" * 1000, [500], chunked.SIGNED)
         req.headers["x-amz-decoded-content-length"] = declared
         req, body = _resigned_client(req, b"z" * 1000, [500])
-        _, auth = proxy_transform(req)
+        _, t = proxy_transform(req)
         with pytest.raises(MalformedSignature, match=message):
-            _run(auth.body_transformer, body, 5000)  # type: ignore[arg-type]
+            _run(t, body, 5000)
 
 
 def _resigned_client(
@@ -403,10 +411,9 @@ def test_presigned_chunk_signed_upload_is_refused() -> None:
 
 def test_forwarder_refuses_a_streaming_body_without_a_transformer() -> None:
     auth = _parsed(chunked.SIGNED, 10)
-    assert auth.body_transformer is None  # never verified: nothing to re-sign with
     with pytest.raises(MalformedSignature, match="cannot be re-signed"):
-        forwarding._transformer(auth)
-    assert forwarding._transformer(SIGNER.parse(_request())) is None
+        forwarding._transformer(auth, None)
+    assert forwarding._transformer(SIGNER.parse(_request()), None) is None
 
 
 # -- bounded memory ------------------------------------------------------------------------
@@ -416,9 +423,7 @@ def test_one_huge_chunk_streams_out_in_bounded_pieces() -> None:
     """A single 8 MiB client chunk: data leaves as it arrives, never held whole."""
     data = bytes(range(256)) * 32768
     req, body = client_upload(data, [len(data)], chunked.SIGNED)
-    up, auth = proxy_transform(req)
-    t = auth.body_transformer
-    assert t is not None
+    up, t = proxy_transform(req)
     pieces = [t.feed(body[i : i + 65536]) for i in range(0, len(body), 65536)]
     assert max(len(p) for p in pieces) <= 2 * (chunked.OUT_CHUNK + 100)
     assert sum(len(p) for p in pieces) > len(data) - 2 * chunked.OUT_CHUNK

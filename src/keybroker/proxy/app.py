@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from keybroker.audit.event import audit_path, policy_rule
@@ -31,6 +32,7 @@ from keybroker.audit.refusals import RefusalFolder
 from keybroker.audit.trail import AuditLog
 from keybroker.config.check import validate
 from keybroker.context import RequestContext
+from keybroker.credentials import Credential
 from keybroker.errors import ProxyError, RequestExpired, SignatureMismatch
 from keybroker.http.client import Delivery, UpstreamClient
 from keybroker.http.netguard import GuardedResolver
@@ -391,7 +393,7 @@ class Proxy:
         if body is None and auth.body is BodyPolicy.BUFFER:
             if _spools(signer, request):
                 spooled = await spool_body(request, limit, self.config.http.client_timeout)
-                auth.body_sha256 = spooled.sha256
+                route.auth = auth = replace(auth, body_sha256=spooled.sha256)
             else:
                 body = await read_bounded(request, limit, self.config.http.client_timeout)
         try:
@@ -413,7 +415,9 @@ class Proxy:
         signer, auth = route.signer, route.auth
         assert signer is not None and auth is not None
         try:
-            verify_signature(route.signed, signer, auth, endpoint, body, self.clock, self.config)
+            proxy_cred = verify_signature(
+                route.signed, signer, auth, endpoint, body, self.clock, self.config
+            )
         except (SignatureMismatch, RequestExpired):
             if self.config.forbidden.forbidden_proxy_credential_err:
                 raise
@@ -450,7 +454,7 @@ class Proxy:
         delivery = Delivery()
         try:
             return await self._send(
-                request, ctx, route, upstream, endpoint, body, spooled, delivery
+                request, ctx, route, upstream, endpoint, proxy_cred, body, spooled, delivery
             )
         except Exception:
             if entry is not None and not delivery.started:  # it never reached the upstream
@@ -464,15 +468,24 @@ class Proxy:
         route: Route,
         upstream: SigningRequest,
         endpoint: Endpoint,
+        proxy_cred: Credential,
         body: bytes | None,
         spooled: SpooledBody | None,
         delivery: Delivery,
     ) -> StreamResponse:
+        """Re-sign ``upstream`` with the real credential and forward it; a chunk-signed body
+        goes through the signer's chunk re-signer, which checks each chunk with
+        ``proxy_cred`` (the credential that verified the request)."""
         signer, auth = route.signer, route.auth
         assert signer is not None and auth is not None
         if self.hooks.before_forward:
             await run_hooks(self.hooks.before_forward, ctx)
-        signer.resign(upstream, auth, endpoint.real, body, self.clock())
+        now = self.clock()
+        resigned = signer.resign(upstream, auth, endpoint.real, body, now)
+        transformer = None
+        if resigned is not None and auth.body is BodyPolicy.STREAMING:
+            seed = resigned.seed_signature
+            transformer = signer.body_transformer(auth, proxy_cred, endpoint.real, seed, now)
         if upstream.body is not None:  # a body-credential scheme re-signed inside the body
             body = upstream.body
         # A body streamed through (its hash claimed in a header, unsigned, or chunk-signed)
@@ -480,7 +493,7 @@ class Proxy:
         # bounds what the proxy must buffer.
         stream_limit = endpoint.max_body_bytes or _UNBOUNDED
         return await self._forwarder.forward(
-            request, ctx, upstream, body or spooled, auth, stream_limit, delivery
+            request, ctx, upstream, body or spooled, auth, stream_limit, delivery, transformer
         )
 
 

@@ -164,14 +164,16 @@ def verify_signature(
     body: bytes | None,
     clock: Clock,
     config: Config,
-) -> None:
+) -> Credential:
     """The request is signed with one of the account's proxy credentials, unexpired, at a
-    time within the allowed skew (or the presigned validity)."""
+    time within the allowed skew (or the presigned validity); return that credential (a
+    chunk-signed body's chunks are checked with it while they stream)."""
     cred = proxy_credential(signer, endpoint, auth.access_key)
     if cred.expires_at is not None and clock() >= cred.expires_at:
         raise SignatureMismatch("the proxy credential has expired")
     check_fresh(auth, clock, config)
     signer.verify(signed, auth, cred, body)
+    return cred
 
 
 def proxy_credential(signer: Signer, endpoint: Endpoint, access_key: str) -> Credential:

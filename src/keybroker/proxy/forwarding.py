@@ -80,15 +80,16 @@ class Forwarder:
         auth: ParsedAuth | None,
         limit: int | None = None,
         delivery: Delivery | None = None,
+        transformer: BodyTransformer | None = None,
     ) -> StreamResponse:
         """Send ``up`` and stream the answer back.  A body not given whole is streamed from
-        the client, checked against the signed hash, bounded by ``limit``.  ``delivery``
-        records whether any byte reached an upstream connection (see
-        :class:`~keybroker.http.client.Delivery`)."""
+        the client, checked against the signed hash, bounded by ``limit``; a chunk-signed one
+        through ``transformer`` (the signer's chunk re-signer).  ``delivery`` records whether
+        any byte reached an upstream connection (see :class:`~keybroker.http.client.Delivery`)."""
         headers = CIMultiDict(up.headers)
         headers["Host"] = up.host
         data, state = self._body_for_upstream(
-            request, body, auth, headers, limit or self.max_body_bytes
+            request, body, auth, transformer, headers, limit or self.max_body_bytes
         )
         target = f"{up.path}?{up.query}" if up.query else up.path
         if self.before_send is not None:
@@ -131,10 +132,11 @@ class Forwarder:
         request: Request,
         body: bytes | SpooledBody | None,
         auth: ParsedAuth | None,
+        transformer: BodyTransformer | None,
         headers: CIMultiDict[str],
         limit: int,
     ) -> tuple[Any, _BodyState | None]:
-        transformer = _transformer(auth)
+        transformer = _transformer(auth, transformer)
         # a re-framed chunked body has the length the signer set (and signed); when the
         # upstream request carries none, the body goes with chunked transfer encoding
         resent_length = headers.get("content-length") if transformer is not None else None
@@ -278,14 +280,16 @@ class _BodyState:
         return _BodyRejected(error)
 
 
-def _transformer(auth: ParsedAuth | None) -> BodyTransformer | None:
+def _transformer(
+    auth: ParsedAuth | None, transformer: BodyTransformer | None
+) -> BodyTransformer | None:
     """The signer's chunk re-signer for a STREAMING body.  Raises ``MalformedSignature`` when
     there is none: its chunks would reach the upstream signed with the proxy key."""
     if auth is None or auth.body is not BodyPolicy.STREAMING:
         return None
-    if auth.body_transformer is None:
+    if transformer is None:
         raise MalformedSignature("this chunk-signed body cannot be re-signed")
-    return auth.body_transformer
+    return transformer
 
 
 async def _transform(

@@ -28,7 +28,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -366,10 +366,11 @@ def _state(auth: ParsedAuth) -> SigV2State:
 # -- re-sign as SigV4 --------------------------------------------------------------------------
 
 
-def to_sigv4(req: SigningRequest, auth: ParsedAuth, timestamp: str, now: datetime) -> None:
+def to_sigv4(req: SigningRequest, auth: ParsedAuth, timestamp: str, now: datetime) -> ParsedAuth:
     """Turn a verified SigV2 request into one the SigV4 re-signer signs: the SigV2
-    authentication removed, ``auth.state`` a :class:`SigV4State` covering the headers SigV2
-    covered, the body unsigned (as it was: S3 still checks a ``Content-MD5``)."""
+    authentication removed from ``req``, and the ``auth`` to re-sign with — its state a
+    :class:`SigV4State` covering the headers SigV2 covered, the body unsigned (as it was: S3
+    still checks a ``Content-MD5``)."""
     state = _state(auth)
     names = {"host"} | {
         n.lower()
@@ -384,7 +385,7 @@ def to_sigv4(req: SigningRequest, auth: ParsedAuth, timestamp: str, now: datetim
             if k not in _QUERY_AUTH and k.lower() != "x-amz-security-token"
         )
         left = (state.expires_at or 0) - int(now.timestamp())
-        auth.expires = min(max(left, 1), MAX_EXPIRES)
+        auth = replace(auth, expires=min(max(left, 1), MAX_EXPIRES))
         sigv4 = SigV4State(timestamp, "", ("host",), UNSIGNED_PAYLOAD)
     else:
         req.headers.popall("Authorization", None)
@@ -392,5 +393,4 @@ def to_sigv4(req: SigningRequest, auth: ParsedAuth, timestamp: str, now: datetim
         req.headers["x-amz-content-sha256"] = UNSIGNED_PAYLOAD
         names |= {"x-amz-date", "x-amz-content-sha256"}
         sigv4 = SigV4State(timestamp, "x-amz-date", tuple(sorted(names)), UNSIGNED_PAYLOAD)
-    auth.body = BodyPolicy.UNSIGNED
-    auth.state = sigv4
+    return replace(auth, body=BodyPolicy.UNSIGNED, state=sigv4)

@@ -22,7 +22,7 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers import _s3_sigv2 as sigv2
 from keybroker.signers._aws_operation import aws_operation
-from keybroker.signers.base import Operation, ParsedAuth, SigningRequest
+from keybroker.signers.base import Operation, ParsedAuth, Resigned, SigningRequest
 from keybroker.signers.common import compact_time
 from keybroker.signers.s3_address import parse_s3_address
 from keybroker.signers.sigv4.scheme import SigV4Scheme
@@ -138,14 +138,14 @@ class AwsSigner(SigV4Scheme):
         cred: Credential,
         body: bytes | None,
         now: datetime,
-    ) -> None:
+    ) -> Resigned | None:
         """SigV4 as the client sent it; a SigV2 request is re-signed as SigV4 (header or
         presigned, as it came)."""
         if isinstance(auth.state, sigv2.SigV2State):
             if now.tzinfo is None:
                 raise ValueError("now must be a timezone-aware datetime")
-            sigv2.to_sigv4(req, auth, compact_time(now), now)
-        super().resign(req, auth, cred, body, now)
+            auth = sigv2.to_sigv4(req, auth, compact_time(now), now)
+        return super().resign(req, auth, cred, body, now)
 
     def native_upstream(self, req: SigningRequest, auth: ParsedAuth) -> str | None:
         """``https://host`` of the public endpoint for the signed service and region."""

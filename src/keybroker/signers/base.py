@@ -43,6 +43,7 @@ __all__ = [
     "ErrorAnswer",
     "Operation",
     "ParsedAuth",
+    "Resigned",
     "Signer",
     "SignerBase",
     "SigningRequest",
@@ -116,9 +117,12 @@ class BodyTransformer(Protocol):
         ...
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ParsedAuth:
-    """What :meth:`Signer.parse` found in a request, before any verification."""
+    """What :meth:`Signer.parse` found in a request, before any verification: one immutable
+    value that verify, the checks, re-signing and forwarding all read.  A step that knows
+    more (the proxy, having spooled the body, its hash) makes a new value with
+    :func:`dataclasses.replace`."""
 
     access_key: str
     signed_at: datetime | None = None
@@ -133,13 +137,11 @@ class ParsedAuth:
     expires: int | None = None  # seconds of validity after signed_at (presigned URLs)
     action: str | None = None
     state: object = None  # scheme-private data carried from parse to verify/resign
-    #: set by ``resign`` for a STREAMING body (see the module docstring)
-    body_transformer: BodyTransformer | None = None
     #: the signature's bytes (decoded: one value for every accepted spelling); set by
     #: ``parse`` — the replay key is made from it (see :func:`replay_identity`)
     signature: bytes = field(default=b"", repr=False)
 
-    #: the last body :meth:`body_digest` hashed, and its digest
+    #: the last body :meth:`body_digest` hashed, and its digest (a cache, not part of the value)
     _digested: tuple[bytes | None, str] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -154,8 +156,16 @@ class ParsedAuth:
         if done is not None and done[0] is body:
             return done[1]
         digest = hashlib.sha256(body or b"").hexdigest()
-        self._digested = (body, digest)
+        object.__setattr__(self, "_digested", (body, digest))  # the cache only
         return digest
+
+
+@dataclass(frozen=True, slots=True)
+class Resigned:
+    """What re-signing adds for forwarding besides the re-signed request: the signature the
+    chunks of a chunk-signed body chain from (:meth:`Signer.body_transformer`)."""
+
+    seed_signature: str
 
 
 def replay_identity(vendor: str, auth: ParsedAuth) -> bytes | None:
@@ -273,13 +283,14 @@ class Signer(Protocol):
         cred: Credential,
         body: bytes | None,
         now: datetime,
-    ) -> None:
-        """Replace the signature in ``req`` (in place) with one made by ``cred`` at ``now``.
+    ) -> Resigned | None:
+        """Replace the signature in ``req`` (in place) with one made by ``cred`` at ``now``;
+        return what forwarding needs besides ``req`` — for a STREAMING body the new seed
+        signature its chunks chain from (see :meth:`body_transformer`) — or ``None``.
 
         ``req`` is the upstream request: its host is the host really sent to.  Raises
         ``MalformedSignature`` only if ``auth`` cannot be re-expressed, ``ValueError`` for a
-        naive ``now``.  For a STREAMING body that ``verify`` checked, it leaves the chunk
-        re-signer (:meth:`body_transformer`) in ``auth.body_transformer``.
+        naive ``now``.
         """
         ...
 
@@ -325,7 +336,8 @@ class Signer(Protocol):
         e.g. AWS ``aws-chunked``), or ``None`` when the body needs no rewriting (the default:
         a scheme without chunk signatures).  It verifies each chunk with ``proxy_cred``,
         chained from the client's seed signature, and re-signs it with ``real_cred``, chained
-        from ``resigned_seed`` (the signature ``resign`` just made).  The forwarder pipes the
+        from ``resigned_seed`` (``Resigned.seed_signature``, made by ``resign`` at the same
+        ``now``).  The proxy asks for it after ``resign``; the forwarder pipes the
         streamed body through it, sends the ``Content-Length`` that ``resign`` set, and cuts
         the upstream request, before its last bytes, when ``feed`` or ``finish`` raises.
         Raises ``ValueError`` for a naive ``now``."""

@@ -275,8 +275,7 @@ class VolcengineSigner(SignerBase):
             auth = self._parse_query_form(req, items)
         else:
             raise _bad("no Authorization header and no X-Signature query parameter")
-        auth.action = action
-        return auth
+        return replace(auth, action=action)
 
     def _parse_header_form(self, req: SigningRequest) -> ParsedAuth:
         values = req.headers.getall("Authorization")

@@ -17,7 +17,6 @@ from email.utils import parsedate_to_datetime
 
 from multidict import CIMultiDict
 
-from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers.base import ParsedAuth, SigningRequest
 from keybroker.signers.common import compact_time, compact_utc
@@ -70,12 +69,9 @@ class SigV4State:
     signed_headers: tuple[str, ...]
     payload_line: str | None  # the claimed payload line; None: hash the body
     signature: str = field(default="", repr=False)  # lower-case hex; never printed
-    # aws-chunked bodies: the announced trailers and decoded length (from parse), the proxy
-    # credential that verified the seed (from verify), the new seed signature (from resign)
+    # aws-chunked bodies: the announced trailers and decoded length
     trailers: tuple[str, ...] = ()
     decoded_length: int | None = None
-    proxy_cred: Credential | None = field(default=None, repr=False, compare=False)
-    resigned_seed: str = field(default="", repr=False)
 
 
 # -- parsing ---------------------------------------------------------------------------------

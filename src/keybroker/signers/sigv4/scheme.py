@@ -43,6 +43,7 @@ from keybroker.signers.base import (
     BodyTransformer,
     ErrorAnswer,
     ParsedAuth,
+    Resigned,
     SignerBase,
     SigningRequest,
 )
@@ -115,7 +116,7 @@ class SigV4Scheme(SignerBase):
         state = _state(auth)
         check_ascii_headers(req, state.signed_headers)
         if auth.body is BodyPolicy.STREAMING:
-            auth.state = state = streaming_state(req, auth, state)
+            auth = replace(auth, state=streaming_state(req, auth, state))
         # fail here, with a precise message, rather than later in verify
         canonical_uri(req.path, raw=self.is_raw_path(auth.service or ""))
         canonical_query(req.query, drop_signature=auth.in_query)  # the entry verify uses
@@ -206,9 +207,6 @@ class SigV4Scheme(SignerBase):
                 matched |= hmac.compare_digest(expected, state.signature)
         if not matched:
             raise SignatureMismatch()
-        if auth.body is BodyPolicy.STREAMING:
-            # the chunks are checked later, while they stream, with this same credential
-            auth.state = replace(state, proxy_cred=cred)
 
     def _check_token(self, req: SigningRequest, auth: ParsedAuth, cred: Credential) -> None:
         """When the proxy credential has a session token, the request must carry it."""
@@ -240,13 +238,13 @@ class SigV4Scheme(SignerBase):
         cred: Credential,
         body: bytes | None,
         now: datetime,
-    ) -> None:
+    ) -> Resigned | None:
         """Sign ``req`` in place with ``cred`` at ``now``, in the form the client used.
 
         For an aws-chunked body the headers (seed) are signed here, with the
-        ``Content-Length`` of the re-framed body; the new seed is kept in ``auth.state``, and
-        when :meth:`verify` ran first ``auth.body_transformer`` is set to re-sign the chunks.
-        Raises ``ValueError`` for a naive ``now``.
+        ``Content-Length`` of the re-framed body, and the new seed is returned: the chunks
+        are re-signed from it (:meth:`body_transformer`).  Raises ``ValueError`` for a naive
+        ``now``.
         """
         state = _state(auth)
         if now.tzinfo is None:
@@ -261,12 +259,7 @@ class SigV4Scheme(SignerBase):
             seed = resign_query(self, req, auth, state, cred, timestamp, payload)
         else:
             seed = self._resign_header(req, auth, state, cred, now, timestamp, payload)
-        if streaming:
-            auth.state = replace(state, resigned_seed=seed)
-            if state.proxy_cred is not None:
-                auth.body_transformer = self.body_transformer(
-                    auth, state.proxy_cred, cred, seed, now
-                )
+        return Resigned(seed) if streaming else None
 
     def body_transformer(
         self,
