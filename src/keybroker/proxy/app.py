@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from keybroker import signers
 from keybroker.audit.event import audit_path, policy_rule
 from keybroker.audit.refusals import RefusalFolder
 from keybroker.audit.trail import AuditLog
@@ -122,6 +123,7 @@ class Proxy:
         (and keeps the old config) if the new one is invalid."""
         validate(config)
         router = Router(config)
+        _prepare_signers(config)
         register_config_secrets(config)
         metrics.credential_expiries(config.endpoints)
         if self._audit is not None and config.audit != self.config.audit:
@@ -173,6 +175,7 @@ class Proxy:
         ``sock`` shared by worker processes); TLS when ``Http.Tls.Enabled``."""
         from keybroker.server.listen import listen
 
+        _prepare_signers(self.config)  # before the first request, not by it
         self._audit = AuditLog.open(self.config.audit)
         self._limits = limits_from_config(
             self.config.security, stale_after=self.config.http.upstream_read_timeout * 2 + 60
@@ -510,6 +513,11 @@ def _spools(signer: Signer, request: Request) -> bool:
         return False
     length = request.content_length
     return length is None or length > SPOOL_THRESHOLD
+
+
+def _prepare_signers(config: Config) -> None:
+    for vendor in sorted({endpoint.vendor for endpoint in config.endpoints}):
+        signers.get(vendor).prepare()
 
 
 def _first_segment(path: str) -> str:

@@ -21,6 +21,7 @@ from typing import ClassVar
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature
 from keybroker.signers import _s3_sigv2 as sigv2
+from keybroker.signers._aws_models import botocore_version
 from keybroker.signers._aws_operation import aws_operation
 from keybroker.signers.base import Operation, ParsedAuth, Resigned, SigningRequest
 from keybroker.signers.common import compact_time
@@ -155,6 +156,11 @@ class AwsSigner(SigV4Scheme):
         if service == "s3":
             return "https://" + _s3_host(req, region)
         return "https://" + _host(service, region)
+
+    def prepare(self) -> None:
+        # the botocore model file: ~0.2 s to decompress and parse on a quiet machine, paid at
+        # start rather than by the first request of every worker
+        botocore_version()
 
     def operation(self, req: SigningRequest, auth: ParsedAuth, body: bytes | None) -> Operation:
         """What the service executes, read by its protocol (:mod:`._aws_operation`).

@@ -357,6 +357,12 @@ class Signer(Protocol):
         Raises nothing."""
         ...
 
+    def prepare(self) -> None:
+        """Load what the scheme reads on every request (tables, models) now, so that the
+        first request of a freshly started worker does not pay for it.  The proxy calls it
+        for the vendors of its accounts before it listens.  Raises nothing."""
+        ...
+
 
 class SignerBase:
     """The defaults of every optional :class:`Signer` member; each vendor signer subclasses
@@ -406,4 +412,7 @@ class SignerBase:
         message: str,
         request_id: str,
     ) -> ErrorAnswer | None:
+        return None
+
+    def prepare(self) -> None:
         return None
