@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keybroker.errors import ConfigError, KMSError
-from keybroker.kms.base import KMS
+from keybroker.kms.base import KMS, NO_OBSERVER, KMSObserver
 from keybroker.kms.sync import SyncKMS
 from keybroker.secret import Secret
 
@@ -178,13 +178,16 @@ class Sealer:
         self._closed = False
 
     @classmethod
-    def from_uris(cls, kms_uri: str, storage_uri: str | None = None) -> Self:
-        """A sealer over ``keybroker.kms.from_uris(...)``; no I/O until first use.
+    def from_uris(
+        cls, kms_uri: str, storage_uri: str | None = None, *, observer: KMSObserver = NO_OBSERVER
+    ) -> Self:
+        """A sealer over ``keybroker.kms.from_uris(...)``; no I/O until first use.  ``observer``
+        is told of the KMS's operations (the proxy counts them in its metrics).
 
         Raises ``KMSConfigError`` (bad or incomplete URI), ``MissingExtra`` (SDK missing)."""
         from keybroker.kms import from_uris
 
-        return cls(from_uris(kms_uri=kms_uri, storage_uri=storage_uri))
+        return cls(from_uris(kms_uri=kms_uri, storage_uri=storage_uri, observer=observer))
 
     def seal(self, value: str | Secret, *, account: str, field: str) -> str:
         """The token (``kb1....``) for ``value`` in ``account``'s ``field``.

@@ -207,3 +207,26 @@ def test_processes_agree_on_one_dek_per_id(tmp_path: Path) -> None:
     assert sum(r[1] for r in results) > 30, "no id was raced; the test proves nothing"
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == sorted(f"key-{i}" for i in range(30))  # one file per id, no temp files
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def operation(self, backend: str, operation: str, outcome: str) -> None:
+        self.seen.append((backend, operation, outcome))
+
+
+async def test_every_get_dek_is_reported_to_the_observer() -> None:
+    recorder = _Recorder()
+    kms = ExternalKMS(LocalKeyWrapper(KEK), MemoryStorage(), observer=recorder)
+    await kms.get_dek("key-1", 32)
+    await kms.get_dek("key-1", 32)
+    with pytest.raises(IntegrityError):
+        await kms.get_dek("key-1", 16)
+    await kms.close()
+    assert recorder.seen == [
+        ("local", "create", "ok"),
+        ("local", "get", "ok"),
+        ("local", "get", "IntegrityError"),
+    ]

@@ -18,10 +18,10 @@ def test_kms_exports() -> None:
     assert sorted(keybroker.kms.__all__) == sorted(
         [
             "KMS", "BackendError", "CachedKMS", "ClusterKMS", "DEKExists", "DEKNotFound",
-            "ExternalKMS", "IntegrityError", "KMSConfigError", "KMSError", "KeyWrapper",
-            "LegacyBlobs", "LocalKeyWrapper", "MissingExtra", "ParsedURI", "RewrapReport",
-            "WrappedKey", "WriteFormat", "from_uris", "hkdf_sha256", "open_dek", "parse_uri",
-            "register_storage", "register_wrapper", "resolve_secret", "rewrap_all",
+            "ExternalKMS", "IntegrityError", "KMSConfigError", "KMSError", "KMSObserver",
+            "KeyWrapper", "LegacyBlobs", "LocalKeyWrapper", "MissingExtra", "ParsedURI",
+            "RewrapReport", "WrappedKey", "WriteFormat", "from_uris", "hkdf_sha256", "open_dek",
+            "parse_uri", "register_storage", "register_wrapper", "resolve_secret", "rewrap_all",
             "seal_dek", "split_store_options", "storage_from_uri", "wrapper_from_uri",
         ]
     )  # fmt: skip

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keybroker.errors import KeybrokerError
+from keybroker.kms.base import Openable, Rotatable
 from keybroker.kms.errors import KMSConfigError, MissingExtra
 
 __all__ = ["add_kms_parser", "cmd_keygen", "main"]
@@ -175,16 +176,14 @@ async def _rotate(args: argparse.Namespace) -> None:
         raise KMSConfigError("--kms must name a key-wrapping kms:// URI (not cluster-kms)")
     wrapper = wrapper_from_uri(parsed)
     try:
-        rotate = getattr(wrapper, "rotate", None)
-        if rotate is None:
+        if not isinstance(wrapper, Rotatable):
             raise KMSConfigError(
                 f"{parsed.label} cannot be rotated by keybroker: rotate it with the provider's "
                 "tools, then run 'keybroker kms rewrap'"
             )
-        opener = getattr(wrapper, "open", None)
-        if opener is not None:
-            await opener()
-        version = await rotate()
+        if isinstance(wrapper, Openable):
+            await wrapper.open()
+        version = await wrapper.rotate()
     finally:
         await wrapper.close()
     print(version)

@@ -10,7 +10,8 @@ so every layer can take its own section without importing this package).  Here:
 ``keybroker check`` prints).
 
 May import: ``audit`` (key settings), ``kms`` (key-service URIs), ``signers`` (vendor codes),
-``logs`` (redaction), ``sealing`` and the foundation modules.
+``logs`` (redaction), ``metrics`` (the Seal section's KMS operations), ``sealing`` and the
+foundation modules.
 """
 
 from keybroker.config.check import validate

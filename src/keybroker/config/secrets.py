@@ -21,6 +21,7 @@ from yaml.nodes import Node
 
 from keybroker.config.yamlform import Reader
 from keybroker.errors import ConfigError, KMSError
+from keybroker.metrics.instruments import KMSOperations
 
 __all__ = [
     "MAX_SECRET_FILE_BYTES",
@@ -174,7 +175,7 @@ def unsealing(r: Reader, node: Node | None) -> Iterator[None]:
     from keybroker.sealing import Sealer  # only configs with a Seal section need the KMS
 
     try:
-        sealer = Sealer.from_uris(*uris)
+        sealer = Sealer.from_uris(*uris, observer=KMSOperations())
     except KMSError as exc:  # our KMS messages name parameters, never their values
         r.p.add("Seal.KMS", str(exc))
         r.unseal = _broken_seal_section

@@ -46,6 +46,7 @@ def build_store(config: KeyServiceConfig) -> KeyStore:
             legacy_blobs="read" if config.legacy_blobs == "read" else "off",
             trusted_store=config.trusted_store is True,
             min_salt_bytes=KEY_SERVICE_MIN_SALT,
+            observer=metrics.KMSOperations(),
         )
     except KMSError as exc:  # our KMS messages name parameters, never their values
         raise ConfigError(f"KeyService.KMS: {exc}") from None

@@ -19,7 +19,7 @@ a wrong KMS URI never creates a bucket.
 from __future__ import annotations
 
 from keybroker.kms.backends.local import LocalKeyWrapper
-from keybroker.kms.base import KMS, KeyWrapper, WrappedKey
+from keybroker.kms.base import KMS, NO_OBSERVER, KeyWrapper, KMSObserver, WrappedKey
 from keybroker.kms.cache import CachedKMS
 from keybroker.kms.cluster import ClusterKMS, hkdf_sha256
 from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
@@ -56,6 +56,7 @@ __all__ = [
     "IntegrityError",
     "KMSConfigError",
     "KMSError",
+    "KMSObserver",
     "KeyWrapper",
     "LegacyBlobs",
     "LocalKeyWrapper",
@@ -89,12 +90,14 @@ def from_uris(
     legacy_blobs: LegacyBlobs = "off",
     trusted_store: bool = False,
     min_salt_bytes: int = 1,
+    observer: KMSObserver = NO_OBSERVER,
 ) -> KMS:
     """Build a KMS from Constellation-style URIs (see the module docstring).
 
     ``write_format``, ``legacy_blobs`` and ``trusted_store`` (or the storage URI's
     ``legacyBlobs=read``, ``trustedStore=true``) apply to an external KMS;
-    ``min_salt_bytes`` to the cluster KMS (a key service passes 32).  Raises
+    ``min_salt_bytes`` to the cluster KMS (a key service passes 32); ``observer`` is told of
+    an external KMS's operations (:class:`KMSObserver`; by default nobody is).  Raises
     ``KMSConfigError`` (the message names the URI and every bad parameter), ``MissingExtra``
     (a backend's SDK is not installed).
     """
@@ -125,6 +128,7 @@ def from_uris(
         write_format=write_format,
         legacy_blobs=legacy_blobs,
         trusted_store=trusted_store,
+        observer=observer,
     )
 
 

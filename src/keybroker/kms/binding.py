@@ -1,6 +1,7 @@
 """Which key wrappers bind a blob to its id, and the KMS-side signature for those that cannot.
 
-A wrapper that takes associated data declares ``binds_aad = True``: AWS KMS (encryption
+A wrapper that takes associated data declares ``binds_aad = True``
+(:class:`~keybroker.kms.base.BindingDeclared`): AWS KMS (encryption
 context), Google Cloud KMS (additional authenticated data), Vault/OpenBao transit
 (``associated_data``), the local key file, PKCS#11 and KMIP (AES-GCM with the associated
 data).  The envelope key of a blob then unwraps only for the id, DEK size and KEK it was
@@ -9,7 +10,7 @@ wrapped for, and nobody without the KEK can make one.
 A wrapper that cannot (RSA-OAEP: Azure Key Vault / Managed HSM) declares ``binds_aad = False``;
 one that declares nothing counts as not binding.  With such a KEK anyone holding the *public*
 key can wrap an envelope key of their own and write a valid-looking envelope for any id, so a
-wrapper that cannot bind must sign inside the KMS::
+wrapper that cannot bind must sign inside the KMS (:class:`~keybroker.kms.base.DigestSigning`)::
 
     async def sign_digest(self, kek_version: str, digest: bytes) -> bytes
     async def verify_digest(self, kek_version: str, digest: bytes, signature: bytes) -> bool
@@ -27,35 +28,34 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any
+from typing import TypeGuard
 
+from keybroker.kms.base import BindingDeclared, DigestSigning, KeyWrapper
 from keybroker.kms.errors import KMSConfigError
 
 __all__ = ["binds_aad", "can_sign", "check_binding", "envelope_digest"]
 
 
-def binds_aad(wrapper: Any) -> bool:
+def binds_aad(wrapper: KeyWrapper) -> bool:
     """Does ``wrapper`` bind associated data (declared ``binds_aad = True``)?"""
-    return getattr(wrapper, "binds_aad", False) is True
+    return isinstance(wrapper, BindingDeclared) and wrapper.binds_aad is True
 
 
-def can_sign(wrapper: Any) -> bool:
+def can_sign(wrapper: KeyWrapper) -> TypeGuard[DigestSigning]:
     """Does ``wrapper`` offer ``sign_digest`` and ``verify_digest``?"""
-    return callable(getattr(wrapper, "sign_digest", None)) and callable(
-        getattr(wrapper, "verify_digest", None)
-    )
+    return isinstance(wrapper, DigestSigning)
 
 
-def check_binding(wrapper: Any, *, trusted_store: bool) -> None:
+def check_binding(wrapper: KeyWrapper, *, trusted_store: bool) -> None:
     """Refuse a wrapper that can neither bind associated data nor sign, unless the store is
     trusted.  Raises ``KMSConfigError``."""
     if binds_aad(wrapper) or can_sign(wrapper) or trusted_store:
         return
-    name = getattr(wrapper, "name", type(wrapper).__name__)
     raise KMSConfigError(
-        f"kms://{name} can neither bind a wrapped key to its id nor sign it, so anyone who can "
-        "write the store could plant a key of their own: state that the store is trusted "
-        "(trusted_store=True, trustedStore=true on the storage URI, KeyService.TrustedStore)"
+        f"kms://{wrapper.name} can neither bind a wrapped key to its id nor sign it, so anyone "
+        "who can write the store could plant a key of their own: state that the store is "
+        "trusted (trusted_store=True, trustedStore=true on the storage URI, "
+        "KeyService.TrustedStore)"
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keybroker.kms.base import KeyWrapper, WrappedKey
+from keybroker.kms.base import KeyWrapper, NamedKEK, WrappedKey
 from keybroker.kms.binding import binds_aad, can_sign, envelope_digest
 from keybroker.kms.errors import IntegrityError
 from keybroker.kms.gowrapping import parse_blob_info
@@ -206,8 +206,7 @@ class KeybrokerEnvelope:
         sealed = aead.encrypt(nonce, dek, aad)
         env = cls(wrapped.kek_id, wrapped.kek_version, wrapped.ciphertext, nonce, sealed)
         if sign and not binds_aad(wrapper) and can_sign(wrapper):
-            signer: Any = wrapper
-            signature = await signer.sign_digest(env.kek_version, env.digest(key_id))
+            signature = await wrapper.sign_digest(env.kek_version, env.digest(key_id))
             env = replace(env, signature=bytes(signature))
         return env.encode()
 
@@ -234,8 +233,7 @@ class KeybrokerEnvelope:
             )
         if not can_sign(wrapper):
             raise _auth_failed(key_id)
-        verifier: Any = wrapper
-        if not await verifier.verify_digest(self.kek_version, self.digest(key_id), self.signature):
+        if not await wrapper.verify_digest(self.kek_version, self.digest(key_id), self.signature):
             raise _auth_failed(key_id)
 
 
@@ -303,7 +301,8 @@ class ConstellationBlob:
     async def open(self, wrapper: KeyWrapper, key_id: str, dek_size: int) -> bytes:
         """The DEK.  Raises ``IntegrityError`` (wrong size, failed authentication)."""
         _check_size(key_id, len(self.ciphertext) - _TAG_BYTES, dek_size)
-        kek_id = str(getattr(wrapper, "kek_id", "") or self.key_id)
+        named = wrapper.kek_id if isinstance(wrapper, NamedKEK) else ""
+        kek_id = str(named or self.key_id)
         wrapped = WrappedKey(kek_id, self.key_id, self.wrapped_key)
         key = await _unwrap(wrapper, wrapped, b"", key_id)
         return _open_aead(key, self.iv, self.ciphertext, None, key_id)

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
-from keybroker.kms.base import KeyWrapper
+from keybroker.kms.base import NO_OBSERVER, KeyWrapper, KMSObserver, Openable
 from keybroker.kms.binding import binds_aad, check_binding
 from keybroker.kms.cluster import check_dek_size
 from keybroker.kms.envelope import LEGACY_SETTINGS, LegacyBlobs, WriteFormat, open_dek, seal_dek
 from keybroker.kms.errors import DEKExists, DEKNotFound, KMSConfigError
 from keybroker.kms.storage import validate_key_id
 from keybroker.kms.storage.base import Storage
-from keybroker.metrics import instruments as metrics
 
 __all__ = ["ExternalKMS"]
 
@@ -35,7 +33,8 @@ class ExternalKMS:
     Constellation's blobs stored under the id asked for (nothing binds those to their id: a
     blob copied from another id opens).  Writing Constellation's format implies ``"read"``.
     ``trusted_store`` states that nobody else can write the store: needed for a wrapper that
-    can neither bind associated data nor sign (:mod:`keybroker.kms.binding`).
+    can neither bind associated data nor sign (:mod:`keybroker.kms.binding`).  ``observer``
+    is told of every ``get_dek`` (:class:`~keybroker.kms.base.KMSObserver`).
     """
 
     def __init__(
@@ -46,6 +45,7 @@ class ExternalKMS:
         write_format: WriteFormat = "keybroker",
         legacy_blobs: LegacyBlobs = "off",
         trusted_store: bool = False,
+        observer: KMSObserver = NO_OBSERVER,
     ) -> None:
         """Raises ``ValueError`` for an unknown ``write_format`` or ``legacy_blobs``,
         ``KMSConfigError`` for a wrapper that can neither bind nor sign, or one that cannot
@@ -55,12 +55,11 @@ class ExternalKMS:
         if write_format not in _FORMATS:
             raise ValueError("write_format must be 'keybroker' or 'constellation'")
         if write_format == "constellation" and not binds_aad(wrapper) and not trusted_store:
-            name = getattr(wrapper, "name", type(wrapper).__name__)
             raise KMSConfigError(
-                f"kms://{name} cannot bind a wrapped key to its id, and Constellation's format "
-                "cannot carry a signature, so anyone who can write the store could plant a key "
-                "of their own: write that format only to a trusted store (trusted_store=True, "
-                "trustedStore=true on the storage URI)"
+                f"kms://{wrapper.name} cannot bind a wrapped key to its id, and Constellation's "
+                "format cannot carry a signature, so anyone who can write the store could plant "
+                "a key of their own: write that format only to a trusted store "
+                "(trusted_store=True, trustedStore=true on the storage URI)"
             )
         if legacy_blobs not in LEGACY_SETTINGS:
             raise ValueError("legacy_blobs must be 'off' or 'read'")
@@ -69,6 +68,7 @@ class ExternalKMS:
         self._write_format: WriteFormat = write_format
         self._legacy = legacy_blobs == "read" or write_format == "constellation"
         self._trusted = trusted_store is True
+        self._observer = observer
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._closed = False
@@ -102,8 +102,10 @@ class ExternalKMS:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
-                await _maybe_open(self._wrapper)
-                await _maybe_open(self._storage)
+                if isinstance(self._wrapper, Openable):
+                    await self._wrapper.open()
+                if isinstance(self._storage, Openable):
+                    await self._storage.open()
                 self._opened = True
 
     async def get_dek(self, dek_id: str, dek_size: int) -> bytes:
@@ -115,19 +117,19 @@ class ExternalKMS:
         if self._closed:
             raise RuntimeError("this KMS is closed")
         await self.open()
-        backend = getattr(self._wrapper, "name", "external")
+        backend, observe = self._wrapper.name, self._observer.operation
         try:
             try:
                 blob = await self._storage.get(dek_id)
             except DEKNotFound:
                 dek = await self._create(dek_id, dek_size)
-                metrics.kms_op(backend, "create", "ok")
+                observe(backend, "create", "ok")
                 return dek
             dek = await self._open(dek_id, dek_size, blob)
         except Exception as exc:
-            metrics.kms_op(backend, "get", type(exc).__name__)
+            observe(backend, "get", type(exc).__name__)
             raise
-        metrics.kms_op(backend, "get", "ok")
+        observe(backend, "get", "ok")
         return dek
 
     async def _create(self, dek_id: str, dek_size: int) -> bytes:
@@ -159,9 +161,3 @@ class ExternalKMS:
 
     def __repr__(self) -> str:
         return f"ExternalKMS({self._wrapper!r}, {self._storage!r})"
-
-
-async def _maybe_open(obj: Any) -> None:
-    opener = getattr(obj, "open", None)
-    if opener is not None:
-        await opener()

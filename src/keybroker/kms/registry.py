@@ -7,10 +7,12 @@ Each registered class has
   object.  It must do **no network I/O and no side effect** (no bucket creation, no key check):
   ``from_uris`` builds the KMS-side object before the storage, and a wrong KMS URI must fail
   before anything touches storage.
-- optionally ``validate_uri(parsed: ParsedURI) -> None`` (classmethod): the parameter checks
-  alone; ``from_uris`` calls it for both URIs before building either object.
-- optionally ``async open(self) -> None``: network set-up (DescribeKey, bucket creation).
-  ``ExternalKMS`` awaits it once before first use — the wrapper's before the storage's.
+- optionally ``validate_uri(parsed: ParsedURI) -> None`` (classmethod, :class:`ValidatesURI`):
+  the parameter checks alone; ``from_uris`` calls it for both URIs before building either
+  object.
+- optionally ``async open(self) -> None`` (:class:`~keybroker.kms.base.Openable`): network
+  set-up (DescribeKey, bucket creation).  ``ExternalKMS`` awaits it once before first use — the
+  wrapper's before the storage's.
 
 An import error of a backend's SDK becomes ``MissingExtra("... install keybroker[<extra>]")``.
 """
@@ -18,8 +20,7 @@ An import error of a backend's SDK becomes ``MissingExtra("... install keybroker
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from keybroker.kms.base import KeyWrapper
 from keybroker.kms.errors import KMSConfigError, MissingExtra
@@ -27,6 +28,7 @@ from keybroker.kms.storage.base import Storage
 from keybroker.kms.uri import ParsedURI
 
 __all__ = [
+    "ValidatesURI",
     "load_storage_class",
     "load_wrapper_class",
     "register_storage",
@@ -110,11 +112,20 @@ def load_wrapper_class(parsed: ParsedURI) -> type[Any]:
     return _load(_WRAPPERS, "kms", parsed)
 
 
+@runtime_checkable
+class ValidatesURI(Protocol):
+    """A backend class that can check a URI's parameters without building anything."""
+
+    def validate_uri(self, parsed: ParsedURI) -> None:
+        """(A classmethod.)  Raises ``KMSConfigError`` naming every missing, unknown or bad
+        parameter; no I/O, no side effect."""
+        ...
+
+
 def validate_uri(cls: type[Any], parsed: ParsedURI) -> None:
     """Run the class's side-effect-free ``validate_uri`` if it has one."""
-    check: Callable[[ParsedURI], None] | None = getattr(cls, "validate_uri", None)
-    if check is not None:
-        check(parsed)
+    if isinstance(cls, ValidatesURI):
+        cls.validate_uri(parsed)
 
 
 def storage_from_uri(parsed: ParsedURI) -> Storage:

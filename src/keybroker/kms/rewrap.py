@@ -10,9 +10,9 @@ the same DEK, and swaps it in with the storage's compare-and-swap ``replace(id, 
 The DEK never changes, so a reader at any moment gets the old blob or the new one and both
 give the same key.  A blob changed by someone else meanwhile is read again (a few times).
 
-Storage must offer ``replace`` (memory, file, S3, GCS and Azure Blob do); there is deliberately
-no delete-then-put fallback, because a reader arriving between the two would find no blob and
-the KMS would mint a *new* DEK for the id.
+Storage must offer ``replace`` (:class:`~keybroker.kms.storage.base.Replaceable`: memory, file,
+S3, GCS and Azure Blob do); there is deliberately no delete-then-put fallback, because a reader
+arriving between the two would find no blob and the KMS would mint a *new* DEK for the id.
 
 Resuming: with ``state_path``, a small JSON file records the target KEK version, the prefix
 and ``last_done`` — the highest id such that it and every id before it completed.  With
@@ -21,10 +21,11 @@ several ids in flight it lags a little behind; a killed run started again resume
 second, and removed when a run finishes without failures.  A state file for another target
 version (the KEK was rotated again) is ignored: the walk starts over.
 
-"Newest version" is the wrapper's ``current_version()`` if it has one (local, AWS, GCP: the
-key's primary), else the version a probe ``wrap`` reports (Azure: the latest version).  A blob
-re-sealed under any other version (a new primary still propagating) is never swapped in: that
-id fails this run, and running again later moves it.
+"Newest version" is the wrapper's ``current_version()`` if it has one
+(:class:`~keybroker.kms.base.VersionReporting`: local, AWS, GCP; the key's primary), else the
+version a probe ``wrap`` reports (Azure: the latest version).  A blob re-sealed under any other
+version (a new primary still propagating) is never swapped in: that id fails this run, and
+running again later moves it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keybroker.kms.base import KeyWrapper
+from keybroker.kms.base import KeyWrapper, VersionReporting
 from keybroker.kms.binding import binds_aad, can_sign
 from keybroker.kms.envelope import (
     ConstellationBlob,
@@ -51,6 +52,7 @@ from keybroker.kms.envelope import (
 )
 from keybroker.kms.errors import BackendError, DEKNotFound, IntegrityError, KMSError
 from keybroker.kms.external import ExternalKMS
+from keybroker.kms.storage.base import Replaceable
 from keybroker.private_files import replace_atomically
 
 __all__ = ["RewrapProgress", "RewrapReport", "current_kek_version", "inspect_blob", "rewrap_all"]
@@ -91,9 +93,8 @@ class RewrapReport:
 
 async def current_kek_version(wrapper: KeyWrapper) -> str:
     """The KEK version new wraps use.  Raises ``BackendError``, ``KMSConfigError``."""
-    current: Callable[[], Any] | None = getattr(wrapper, "current_version", None)
-    if current is not None:
-        return str(await current())
+    if isinstance(wrapper, VersionReporting):
+        return str(await wrapper.current_version())
     probe = await wrapper.wrap(os.urandom(32), b"keybroker-rewrap-probe")
     return probe.kek_version
 
@@ -119,19 +120,19 @@ async def rewrap_all(
     """
     if not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
         raise ValueError("concurrency must be an int from 1 to 256")
-    replace = getattr(kms.storage, "replace", None)
-    if replace is None:
-        raise TypeError(f"{kms.storage!r} has no compare-and-swap replace(): cannot rewrap")
+    storage = kms.storage
+    if not isinstance(storage, Replaceable):
+        raise TypeError(f"{storage!r} has no compare-and-swap replace(): cannot rewrap")
     await kms.open()
     target = await current_kek_version(kms.wrapper)
     state = _State(Path(state_path) if state_path is not None else None, prefix, target)
     resumed_after = state.load()
     ids = [
         i
-        for i in await kms.storage.list(prefix)
+        for i in await storage.list(prefix)
         if (resumed_after is None or i > resumed_after) and not i.startswith(_NOT_DEKS)
     ]
-    walk = _Walk(kms, ids, target, state, progress)
+    walk = _Walk(kms, storage, ids, target, state, progress)
     await walk.run(concurrency)
     if walk.failures:
         state.save(force=True)
@@ -165,6 +166,7 @@ class _Walk:
     """The ids to visit, the workers visiting them, and the completion watermark."""
 
     kms: ExternalKMS
+    storage: Replaceable  # the KMS's storage, known to offer replace()
     ids: list[str]
     target: str
     state: _State
@@ -189,7 +191,7 @@ class _Walk:
             index, self._next = self._next, self._next + 1
             key_id = self.ids[index]
             try:
-                outcome = await _rewrap_one(self.kms, key_id, self.target)
+                outcome = await _rewrap_one(self.kms, self.storage, key_id, self.target)
             except (KMSError, ValueError) as exc:
                 _log.warning("rewrap of %r failed: %s", key_id, exc)
                 self.failures.append((key_id, str(exc) or type(exc).__name__))
@@ -219,11 +221,10 @@ class _Walk:
             )
 
 
-async def _rewrap_one(kms: ExternalKMS, key_id: str, target: str) -> str:
+async def _rewrap_one(kms: ExternalKMS, storage: Replaceable, key_id: str, target: str) -> str:
     """``"rewrapped"`` or ``"skipped"`` (already on ``target``, or deleted meanwhile).
     Raises ``IntegrityError``, ``BackendError``."""
-    wrapper, storage = kms.wrapper, kms.storage
-    replace: Callable[[str, bytes, bytes], Any] = storage.replace  # type: ignore[attr-defined]
+    wrapper = kms.wrapper
     for _ in range(_MAX_ATTEMPTS):
         try:
             blob = await storage.get(key_id)
@@ -254,7 +255,7 @@ async def _rewrap_one(kms: ExternalKMS, key_id: str, target: str) -> str:
         if await open_dek(wrapper, key_id, size, new) != dek:
             raise IntegrityError(f"re-sealed DEK for id {key_id!r} did not verify")
         try:
-            if await replace(key_id, blob, new):
+            if await storage.replace(key_id, blob, new):
                 return "rewrapped"
         except DEKNotFound:
             return "skipped"

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "DURATION_BUCKETS",
+    "KMSOperations",
     "ProxyMetrics",
     "config_reload",
     "credential_expiries",
@@ -171,6 +172,15 @@ DEFAULT = ProxyMetrics()
 def kms_op(backend: str, operation: str, outcome: str) -> None:
     """Count a KMS operation on the default registry."""
     DEFAULT.kms_op(backend, operation, outcome)
+
+
+class KMSOperations:
+    """A KMS observer (:class:`keybroker.kms.KMSObserver`) that counts each operation in
+    ``keybroker_kms_operations_total`` of the default registry: what the key service and the
+    config's Seal section give the KMS they build."""
+
+    def operation(self, backend: str, operation: str, outcome: str) -> None:
+        kms_op(backend, operation, outcome)
 
 
 def config_reload(result: str) -> None:

@@ -1,10 +1,15 @@
-"""The storage interface for wrapped DEKs (object storage, files, memory)."""
+"""The storage interface for wrapped DEKs (object storage, files, memory), and the
+compare-and-swap a rewrap needs (:class:`Replaceable`: every built-in storage has it).
+
+A storage with network set-up declares ``async open()``
+(:class:`keybroker.kms.base.Openable`): file, S3, GCS and Azure Blob do.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Storage"]
+__all__ = ["Replaceable", "Storage"]
 
 
 @runtime_checkable
@@ -34,4 +39,16 @@ class Storage(Protocol):
 
     async def close(self) -> None:
         """Release connections; idempotent."""
+        ...
+
+
+@runtime_checkable
+class Replaceable(Storage, Protocol):
+    """A storage with an atomic compare-and-swap, which ``rewrap`` needs (there is deliberately
+    no delete-then-put fallback: see :mod:`keybroker.kms.rewrap`)."""
+
+    async def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Store ``new`` only if the blob is still ``old``; ``False`` (and no change) if it is
+        not.  Raises ``DEKNotFound`` (absent), ``ValueError``/``TypeError`` (bad id or blob),
+        ``IntegrityError`` (a stored object too large to be a blob), ``BackendError``."""
         ...
