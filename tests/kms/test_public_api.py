@@ -32,8 +32,8 @@ def test_kms_exports() -> None:
 def test_storage_exports() -> None:
     assert sorted(keybroker.kms.storage.__all__) == sorted(
         [
-            "MAX_BLOB_BYTES", "MAX_KEY_ID_BYTES", "Storage", "register_storage",
-            "storage_from_uri", "validate_blob", "validate_key_id", "validate_prefix",
+            "MAX_BLOB_BYTES", "MAX_KEY_ID_BYTES", "Storage", "validate_blob", "validate_key_id",
+            "validate_prefix",
         ]
     )  # fmt: skip
     for name in keybroker.kms.storage.__all__:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
-from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.registry import storage_from_uri
 from keybroker.kms.storage.azure_blob import AzureBlobStorage
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keybroker.kms.errors import BackendError, KMSConfigError
-from keybroker.kms.storage import MAX_KEY_ID_BYTES, storage_from_uri, validate_key_id
+from keybroker.kms.registry import storage_from_uri
+from keybroker.kms.storage import MAX_KEY_ID_BYTES, validate_key_id
 from keybroker.kms.storage.file import FileStorage, decode_name, encode_name
 from keybroker.kms.uri import parse_uri
 from tests.storage.conformance import StorageConformance

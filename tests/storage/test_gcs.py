@@ -17,7 +17,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
-from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.registry import storage_from_uri
 from keybroker.kms.storage.gcs import GCSStorage
 from keybroker.kms.uri import parse_uri
 from tests.servers import free_port

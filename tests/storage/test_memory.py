@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from keybroker.kms.errors import DEKExists, KMSConfigError
-from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.registry import storage_from_uri
 from keybroker.kms.storage.memory import MemoryStorage
 from keybroker.kms.uri import parse_uri
 from tests.storage.conformance import StorageConformance

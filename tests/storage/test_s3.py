@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from keybroker.kms import from_uris
 from keybroker.kms.errors import BackendError, DEKExists, KMSConfigError
-from keybroker.kms.storage import storage_from_uri
+from keybroker.kms.registry import storage_from_uri
 from keybroker.kms.storage.s3 import S3Storage
 from keybroker.kms.uri import parse_uri
 from keybroker.secret import Secret

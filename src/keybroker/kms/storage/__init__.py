@@ -12,26 +12,21 @@ Valid key ids (checked by :func:`validate_key_id`, in every backend, before any 
 Blobs (:func:`validate_blob`) are ``bytes`` of 1 byte to 64 KiB: a wrapped DEK is never empty
 and never large, so an empty or huge blob is a bug caught at the door.
 
-Modules here import nothing from ``keybroker.kms`` at import time (the KMS package imports this
-one); the registry lives in :mod:`keybroker.kms.registry`.
+Storage sits below the rest of the KMS: modules here import only :mod:`keybroker.kms.errors`,
+:mod:`keybroker.kms.uri` and each other.  The registry that maps ``storage://<name>`` to a class
+(``storage_from_uri``, ``register_storage``) is :mod:`keybroker.kms.registry`, above them.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from typing import TYPE_CHECKING
 
 from keybroker.kms.storage.base import Storage
-
-if TYPE_CHECKING:
-    from keybroker.kms.uri import ParsedURI
 
 __all__ = [
     "MAX_BLOB_BYTES",
     "MAX_KEY_ID_BYTES",
     "Storage",
-    "register_storage",
-    "storage_from_uri",
     "validate_blob",
     "validate_key_id",
     "validate_prefix",
@@ -88,17 +83,3 @@ def validate_prefix(prefix: object) -> str:
     if not isinstance(prefix, str):
         raise TypeError("prefix must be a str")
     return prefix
-
-
-def storage_from_uri(parsed: ParsedURI) -> Storage:
-    """Build the storage for a ``storage://`` URI; see :mod:`keybroker.kms.registry`."""
-    from keybroker.kms.registry import storage_from_uri as build  # lazy: import cycle
-
-    return build(parsed)
-
-
-def register_storage(name: str, target: str, *, extra: str | None = None) -> None:
-    """Register ``storage://<name>`` -> ``"module:Class"``."""
-    from keybroker.kms.registry import register_storage as register  # lazy: import cycle
-
-    register(name, target, extra=extra)

@@ -20,13 +20,11 @@ import builtins
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from keybroker.kms.errors import BackendError, DEKExists, DEKNotFound, IntegrityError
 from keybroker.kms.storage import MAX_BLOB_BYTES, validate_blob, validate_key_id, validate_prefix
-
-if TYPE_CHECKING:
-    from keybroker.kms.uri import ParsedURI
+from keybroker.kms.uri import ParsedURI
 
 __all__ = [
     "BoundedSink",
