@@ -1,24 +1,60 @@
 """The one exception tree of keybroker.
 
-::
+Every exception class of the package, where it is defined when not here (a ``(also X)``
+names a built-in it subclasses as well, so a caller catching ``X`` keeps working)::
 
-    KeybrokerError
-    ├── ConfigError                  a config file or object is invalid (message names the field)
-    ├── ProxyError                   a request cannot be proxied (HTTP status + key-proxy code)
-    │   ├── AccountNotFound          404 Proxy.CloudAccountNotFound
-    │   ├── MalformedRequest         400 Proxy.MalformedRequest (bad header, URI, date, ...)
-    │   ├── MalformedSignature       400 Proxy.MalformedSignature (Authorization cannot be parsed)
-    │   ├── SignatureMismatch        401 Proxy.ValidateCredentialErr (one opaque failure)
-    │   ├── RequestExpired           401 Proxy.RequestExpired (outside the clock-skew window)
-    │   ├── Replayed                 401 Proxy.Replay (a signed request used a second time)
-    │   ├── Forbidden                403 Proxy.Forbidden (destination or policy refused)
-    │   ├── PayloadTooLarge          413 Proxy.PayloadTooLarge
-    │   ├── HeadersTooLarge          431 Proxy.HeadersTooLarge
-    │   ├── RequestTimeout           408 Proxy.RequestTimeout (a client too slow to send)
-    │   ├── TooManyRequests          503 Proxy.TooManyRequests (account limit; Retry-After)
-    │   ├── ServiceUnavailable       503 Proxy.ServiceUnavailable (a shared store is down)
-    │   └── UpstreamError            502 Proxy.NetworkErr
-    └── KMSError                     key management (see keybroker.kms.errors)
+    Exception
+    ├── KeybrokerError               base of every error keybroker raises on purpose
+    │   ├── ConfigError              a config file or object is invalid (message names the field)
+    │   ├── ProxyError               a request cannot be proxied (HTTP status + key-proxy code)
+    │   │   ├── AccountNotFound      404 Proxy.CloudAccountNotFound
+    │   │   ├── MalformedRequest     400 Proxy.MalformedRequest (bad header, URI, date, ...)
+    │   │   ├── MalformedSignature   400 Proxy.MalformedSignature (unparsable Authorization)
+    │   │   ├── SignatureMismatch    401 Proxy.ValidateCredentialErr (one opaque failure)
+    │   │   ├── RequestExpired       401 Proxy.RequestExpired (outside the clock-skew window)
+    │   │   ├── Replayed             401 Proxy.Replay (a signed request used a second time)
+    │   │   ├── Forbidden            403 Proxy.Forbidden (destination or policy refused)
+    │   │   ├── PayloadTooLarge      413 Proxy.PayloadTooLarge
+    │   │   ├── HeadersTooLarge      431 Proxy.HeadersTooLarge
+    │   │   ├── RequestTimeout       408 Proxy.RequestTimeout (a client too slow to send)
+    │   │   ├── TooManyRequests      503 Proxy.TooManyRequests (account limit; Retry-After)
+    │   │   ├── ServiceUnavailable   503 Proxy.ServiceUnavailable (a shared store is down)
+    │   │   ├── UpstreamError        502 Proxy.NetworkErr
+    │   │   ├── ReplayCacheUnavailable  503, replay.cache: the replay cache cannot answer
+    │   │   ├── InvalidArgument      400, keyservice.errors: bad id, size, JSON, query, blob
+    │   │   ├── KeyNotFound          404, keyservice.errors: no key with this id
+    │   │   ├── UnknownOperation     404, keyservice.errors: no route under the path prefix
+    │   │   ├── MethodNotAllowed     405, keyservice.errors: the route has no such method
+    │   │   ├── KeyDeleted           409, keyservice.errors: a tombstone (``?recreate=true``)
+    │   │   └── NotSupported         501, keyservice.errors: the KMS cannot do this
+    │   └── KMSError                 key management; the rest in kms.errors
+    │       ├── KMSConfigError       (also ValueError) a KMS/storage URI or argument is invalid
+    │       ├── DEKNotFound          (also KeyError) storage has no object for this id
+    │       ├── DEKExists            a create-only put found the id stored (the loser re-reads)
+    │       ├── IntegrityError       a stored blob failed authentication, is truncated, is bound
+    │       │                        to another id/size, or cannot be unwrapped: one opaque error
+    │       ├── BackendError         a cloud SDK / server call failed (the SDK error chained)
+    │       └── MissingExtra         (also ImportError) an optional SDK is not installed; the
+    │                                message names the extra ("install keybroker[gcp]")
+    ├── UpstreamFailure              http.upstream: the upstream could not be reached (``kind``)
+    │   └── Stale                    a pooled connection closed before any answer byte
+    │       └── NotSent              ... found closed before any request byte was written
+    ├── ClientIdentityError          keyservice.client_identity: a client certificate names no
+    │                                one client
+    ├── StartupFailed                server.listen: the proxy could not start
+    ├── ValueError
+    │   └── UnsafeFileError          private_files: a key or state file that is a link, not
+    │                                ours, or readable by others
+    └── OSError
+        ├── DestinationRefused       http.netguard: a host resolved only to forbidden addresses
+        └── ConnectionResetError
+            └── ClientDisconnected   http.messages: the client left before its body ended
+
+Private exceptions carry control flow inside one module and never leave it, so they are not
+drawn: ``_UsageError`` (cli.init, cli.seal, cli.tryout), ``_TooDeep`` (config.yamlform),
+``_HeadTooLarge`` and ``_BadHead`` (http.server), ``_DuplicateField`` (keyservice.http),
+``_Failed`` (kms.backends.kmip), ``_BodyRejected`` (proxy.forwarding), ``_Unclassified``
+(signers._aws_operation).  ``tests/test_errors_tree.py`` checks this drawing against the code.
 
 Messages never contain a secret value: they name fields, never their contents.
 """
@@ -141,4 +177,4 @@ class UpstreamError(ProxyError):
 
 
 class KMSError(KeybrokerError):
-    """Base of key-management errors (see ``keybroker.kms.errors``)."""
+    """Base of key-management errors (the subclasses are in ``keybroker.kms.errors``)."""

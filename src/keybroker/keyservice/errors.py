@@ -1,16 +1,14 @@
 """The key service's errors: ``ProxyError`` subclasses, so the proxy renders them in
-key-proxy's JSON shape (``{"ResponseMetadata": {"Error": {"Code", "Message"}, ...}}``).
+key-proxy's JSON shape (``{"ResponseMetadata": {"Error": {"Code", "Message"}, ...}}``); their
+place in the one exception tree is drawn in :mod:`keybroker.errors`:
 
-::
-
-    ProxyError (keybroker.errors)
-    ├── InvalidArgument     400 Proxy.InvalidArgument (bad id, size, JSON, query, blob)
-    ├── KeyNotFound         404 Proxy.KeyNotFound (no key with this id)
-    ├── UnknownOperation    404 Proxy.UnknownOperation (no route under the path prefix)
-    ├── MethodNotAllowed    405 Proxy.MethodNotAllowed (the route exists, the method does not)
-    ├── KeyDeleted          409 Proxy.KeyDeleted (a tombstone; ``?recreate=true`` revives it)
-    └── NotSupported        501 Proxy.NotSupported (the KMS cannot do this: cluster-kms stores
-                            nothing, so it cannot list, delete or wrap)
+- ``InvalidArgument``: 400 Proxy.InvalidArgument (bad id, size, JSON, query, blob);
+- ``KeyNotFound``: 404 Proxy.KeyNotFound (no key with this id);
+- ``UnknownOperation``: 404 Proxy.UnknownOperation (no route under the path prefix);
+- ``MethodNotAllowed``: 405 Proxy.MethodNotAllowed (the route exists, the method does not);
+- ``KeyDeleted``: 409 Proxy.KeyDeleted (a tombstone; ``?recreate=true`` revives it);
+- ``NotSupported``: 501 Proxy.NotSupported (the KMS cannot do this: cluster-kms stores
+  nothing, so it cannot list, delete or wrap).
 
 Policy denials are :class:`keybroker.errors.Forbidden` (403), bodies over a route's limit
 :class:`keybroker.errors.PayloadTooLarge` (413), an unreachable key store

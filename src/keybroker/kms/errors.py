@@ -1,15 +1,9 @@
-"""Key-management errors.
+"""Key-management errors: the subclasses of :class:`keybroker.errors.KMSError`, whose place
+in keybroker's one exception tree is drawn in :mod:`keybroker.errors`.
 
-::
-
-    KMSError (keybroker.errors)
-    ├── KMSConfigError      a KMS/storage URI or argument is invalid (names the parameter)
-    ├── DEKNotFound         storage has no object for this id (the one "not set" error)
-    ├── DEKExists           a create-only put found the id already stored (the race loser re-reads)
-    ├── IntegrityError      a stored blob failed authentication, is truncated, is bound to another
-    │                       id/size, or cannot be unwrapped — one opaque error, no detail leaked
-    ├── BackendError        a cloud SDK / server call failed (wraps the SDK error with ``from``)
-    └── MissingExtra        an optional SDK is not installed ("install keybroker[gcp]")
+``DEKNotFound`` is the one "not set" error of a storage; ``IntegrityError`` is one opaque
+error for every blob that does not open (no detail leaked); ``BackendError`` wraps the SDK
+error with ``raise ... from``.
 """
 
 from __future__ import annotations
