@@ -20,7 +20,7 @@ names a built-in it subclasses as well, so a caller catching ``X`` keeps working
     │   │   ├── TooManyRequests      503 Proxy.TooManyRequests (account limit; Retry-After)
     │   │   ├── ServiceUnavailable   503 Proxy.ServiceUnavailable (a shared store is down)
     │   │   ├── UpstreamError        502 Proxy.NetworkErr
-    │   │   ├── ReplayCacheUnavailable  503, replay.cache: the replay cache cannot answer
+    │   │   ├── ReplayCacheUnavailable  503, replay.base: the replay cache cannot answer
     │   │   ├── InvalidArgument      400, keyservice.errors: bad id, size, JSON, query, blob
     │   │   ├── KeyNotFound          404, keyservice.errors: no key with this id
     │   │   ├── UnknownOperation     404, keyservice.errors: no route under the path prefix
