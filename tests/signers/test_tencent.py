@@ -305,3 +305,17 @@ def test_repeated_action_header_is_refused(case: dict[str, Any]) -> None:
     req.headers.add("X-TC-Action", "TerminateInstances")
     with pytest.raises(MalformedSignature, match="X-TC-Action appears more than once"):
         SIGNER.parse(req)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_v1_parsed_auth_never_shows_the_token_or_signature(method: str) -> None:
+    """The v1 state keeps every parameter (to re-sign them), the client's session token and
+    its signature among them: its repr shows none."""
+    client = sdk_client("cvm.tencentcloudapi.com", "AKIDproxyKEY", "proxy-secret-value",
+                        token="proxy-session-token", method=method,
+                        sign_method="HmacSHA256")  # fmt: skip
+    req = sdk_signed(client, "DescribeThings", {"A": "1"}, 1717171717)
+    auth = SIGNER.parse(req)
+    signature = dict(parse_qsl(req.query or (req.body or b"").decode()))["Signature"]
+    for shown in (repr(auth), repr(auth.state)):
+        assert "proxy-session-token" not in shown and signature not in shown

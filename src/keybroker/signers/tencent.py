@@ -93,7 +93,8 @@ class _TC3State:
 
 @dataclass(frozen=True, slots=True)
 class _LegacyState:
-    params: tuple[tuple[str, str], ...]  # decoded, in wire order, Signature included
+    # decoded, in wire order, Signature and Token included: never in a repr
+    params: tuple[tuple[str, str], ...] = field(repr=False)
     in_body: bool
     method: str  # SignatureMethod
     signature: str = field(default="", repr=False)
