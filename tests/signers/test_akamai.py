@@ -3,9 +3,7 @@ errors, re-signing and endpoint rules."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
@@ -21,53 +19,25 @@ from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers.akamai import SIGNER, AkamaiSigner
 from keybroker.signers.base import BodyPolicy, Signer, SigningRequest
+from tests.signers.conformance.akamai import (
+    DOC,
+    DOC_SIGNER,
+    body_of,
+    cred,
+    vector_request,
+)
+from tests.signers.conformance.base import load
 
-VECTORS = Path(__file__).parent.parent / "vectors" / "akamai"
-DOC = json.loads((VECTORS / "doc.json").read_text(encoding="utf-8"))
-SDK_CASES: list[dict[str, Any]] = json.loads((VECTORS / "sdk.json").read_text(encoding="utf-8"))
+SDK_CASES: list[dict[str, Any]] = load("akamai", "sdk.json")
+SETTINGS = DOC["settings"]
 HOST = "akab-example0001.luna.akamaiapis.net"
-
-
-def cred(client_token: str, access_token: str, client_secret: str) -> Credential:
-    return Credential(
-        "",
-        Secret(""),
-        access_token=Secret(access_token),
-        client_token=Secret(client_token),
-        client_secret=Secret(client_secret),
-    )
 
 
 PROXY = cred("akab-proxy-client", "akab-proxy-access", "cHJveHktc2VjcmV0LXZhbHVl")
 REAL = cred("akab-real-client", "akab-real-access", "cmVhbC1zZWNyZXQtdmFsdWU=")
 
 
-def body_of(case: dict[str, Any]) -> bytes:
-    body = case["request"]["body"]
-    if isinstance(body, dict):
-        return (body["repeat"] * body["times"]).encode()
-    return str(body).encode()
-
-
-def vector_request(case: dict[str, Any]) -> SigningRequest:
-    r = case["request"]
-    headers: CIMultiDict[str] = CIMultiDict([(k, v) for k, v in r["headers"]])
-    return SigningRequest(r["method"], r["host"], r["path"], r["query"], headers, r["scheme"])
-
-
-def at(timestamp: str) -> datetime:
-    return datetime.strptime(timestamp, "%Y%m%dT%H:%M:%S+0000").replace(tzinfo=UTC)
-
-
 # --------------------------------------------------------------------------- published suite
-
-SETTINGS = DOC["settings"]
-DOC_SIGNER = AkamaiSigner(
-    headers_to_sign=tuple(SETTINGS["headers_to_sign"]),
-    max_body=SETTINGS["max_body"],
-    nonce=lambda: str(SETTINGS["nonce"]),
-)
-DOC_CRED = cred(SETTINGS["client_token"], SETTINGS["access_token"], SETTINGS["client_secret"])
 
 
 def test_doc_source_is_recorded() -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -20,29 +18,14 @@ from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
 from keybroker.signers.baidu import SIGNER, canonical_query, canonical_uri
-from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 from tests.signers.baidu_upstream import sdk_sign
+from tests.signers.conformance.base import case_cred, case_request, load
 
-VECTORS = Path(__file__).parent.parent / "vectors" / "baidu"
 PROXY = Credential("bceproxykey", Secret("proxy-secret-value"))
 REAL = Credential("bcerealkey", Secret("real-secret-value"), Secret("real-session-token"))
 REAL_NO_TOKEN = Credential("bcerealkey", Secret("real-secret-value"))
 NOW = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
-
-
-def load(name: str) -> list[dict[str, Any]]:
-    return json.loads((VECTORS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
-
-def vector_request(case: dict[str, Any]) -> SigningRequest:
-    r = case["request"]
-    return SigningRequest(r["method"], r["host"], r["path"], r["query"], CIMultiDict(r["headers"]))
-
-
-def vector_cred(case: dict[str, Any]) -> Credential:
-    c = case["credential"]
-    token = Secret(c["session_token"]) if c["session_token"] else None
-    return Credential(c["access_key"], Secret(c["secret_key"]), token)
 
 
 def vector_body(case: dict[str, Any]) -> bytes | None:
@@ -83,8 +66,8 @@ def sdk_expected(req: SigningRequest, cred: Credential, body_md5: bool = False) 
     ).decode()
 
 
-SDK_CASES = load("sdk.json")
-DOC_CASES = load("doc.json")
+SDK_CASES = load("baidu", "sdk.json")
+DOC_CASES = load("baidu", "doc.json")
 ALL_CASES = SDK_CASES + DOC_CASES
 
 
@@ -93,7 +76,7 @@ ALL_CASES = SDK_CASES + DOC_CASES
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c["name"])
 def test_vector_signature(case: dict[str, Any]) -> None:
-    req, cred = vector_request(case), vector_cred(case)
+    req, cred = case_request(case), case_cred(case)
     auth = SIGNER.parse(req)
     expected = case["expected"].get("authorization") or case["expected"]["authorization_param"]
     assert auth_string(req) == expected
@@ -106,7 +89,7 @@ def test_vector_signature(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c["name"])
 def test_vector_resign_agrees_with_sdk(case: dict[str, Any]) -> None:
     """Our re-signed string is what the SDK computes for the same request, time and list."""
-    req, cred = vector_request(case), vector_cred(case)
+    req, cred = case_request(case), case_cred(case)
     auth = SIGNER.parse(req)
     out = req.copy()
     SIGNER.resign(out, auth, cred, vector_body(case), at(case["timestamp"]))
@@ -120,7 +103,7 @@ def test_vector_resign_agrees_with_sdk(case: dict[str, Any]) -> None:
 def test_doc_vector_and_content_md5() -> None:
     (case,) = DOC_CASES
     assert "cloud.baidu.com" in case["source"]
-    req, cred = vector_request(case), vector_cred(case)
+    req, cred = case_request(case), case_cred(case)
     auth = SIGNER.parse(req)
     assert auth.body is BodyPolicy.BUFFER  # Content-MD5 is signed: the body is checked
     assert auth.service == "bos" and auth.region == "bj"
@@ -191,7 +174,7 @@ def test_resign_lists_every_bce_header_and_drops_zero_length() -> None:
 
 def test_resign_presigned_swaps_token_in_query() -> None:
     (case,) = [c for c in SDK_CASES if c["name"] == "presigned-get-with-token"]
-    req = vector_request(case)
+    req = case_request(case)
     auth = SIGNER.parse(req)
     SIGNER.resign(req, auth, REAL_NO_TOKEN, None, NOW)
     pairs = dict(parse_qsl(req.query))
@@ -295,23 +278,6 @@ def test_ambiguous_and_duplicate_input() -> None:
         SIGNER.parse(SigningRequest("GET", "h", "/", "a=1"))
 
 
-def test_errors_never_show_secrets_or_signature() -> None:
-    req, body = sdk_sign(PROXY)
-    auth = SIGNER.parse(req)
-    signature = auth_string(req).rsplit("/", 1)[1]
-    with pytest.raises(SignatureMismatch) as exc:
-        SIGNER.verify(req, auth, Credential(PROXY.access_key, Secret("nope")), body)
-    text = str(exc.value) + repr(auth) + repr(SIGNER)
-    for secret in (signature, "proxy-secret-value", "nope"):
-        assert secret not in text
-
-
-def test_other_access_key_fails_even_with_right_secret() -> None:
-    req, body = sdk_sign(PROXY)
-    with pytest.raises(SignatureMismatch):
-        SIGNER.verify(req, SIGNER.parse(req), Credential("other", PROXY.secret_key), body)
-
-
 # --------------------------------------------------------------------------- misc
 
 
@@ -319,7 +285,7 @@ def test_detect() -> None:
     req, _ = sdk_sign(PROXY)
     assert SIGNER.detect(req)
     (case,) = [c for c in SDK_CASES if c["name"] == "presigned-get"]
-    assert SIGNER.detect(vector_request(case))
+    assert SIGNER.detect(case_request(case))
     for value in ("HMAC-SHA256 Credential=AK/x", "SDK-HMAC-SHA256 Access=AK",
                   "AWS4-HMAC-SHA256 Credential=AK/x", "bce-auth-v2/x"):  # fmt: skip
         assert not SIGNER.detect(SigningRequest("GET", "h", "/", "", CIMultiDict(
@@ -327,12 +293,6 @@ def test_detect() -> None:
     assert not SIGNER.detect(SigningRequest("GET", "h", "/", "authorization=Bearer%20x"))
     others = [s for s in signers.all_signers() if s.vendor != "baidu"]
     assert not any(s.detect(req) for s in others)
-
-
-def test_is_a_signer() -> None:
-    assert isinstance(SIGNER, Signer)
-    assert signers.get("baidu") is SIGNER
-    assert all(d.startswith(".") and d == d.lower() for d in SIGNER.public_domains)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 from datetime import datetime, timedelta
@@ -40,16 +41,28 @@ def _forms() -> list[object]:
 
 def _mismatch(
     signer: Signer, req: SigningRequest, cred: Credential, body: bytes | None, what: str
-) -> None:
-    """``req`` parses and fails to verify with ``cred``, with the one opaque 401."""
+) -> str:
+    """``req`` parses and fails to verify with ``cred``, with the one opaque 401; returns what
+    the refusal and the parsed signature show (message and reprs)."""
     auth = signer.parse(req)
     try:
         signer.verify(req, auth, cred, body)
     except SignatureMismatch as exc:
         assert type(exc) is SignatureMismatch and exc.status == 401
         _answered_natively(signer, req, auth.service, exc)
-        return
+        return str(exc) + repr(exc) + repr(auth) + repr(signer)
     raise AssertionError(f"{what} still verified")
+
+
+def _never_shown(shown: str, public: str, signature: bytes, *secrets: str) -> None:
+    """Neither the signature (hex or Base64) nor a secret is in ``shown``; a secret that is
+    part of the request anyway (its access key, a header) or shorter than 8 characters may
+    turn up by chance and is not looked for."""
+    if signature:
+        for spelling in (signature.hex(), base64.b64encode(signature).decode().rstrip("=")):
+            assert spelling not in shown
+    for secret in secrets:
+        assert len(secret) < 8 or secret in public or secret not in shown
 
 
 def _answered_natively(
@@ -96,6 +109,14 @@ def test_vector_resign_reproduces_the_signature(v: Vector) -> None:
     assert v.resigned(out) == v.expected
 
 
+@pytest.mark.parametrize("vendor", sorted(s.vendor for s in signers.all_signers()))
+def test_is_a_registered_signer(vendor: str) -> None:
+    signer = signers.get(vendor)
+    assert isinstance(signer, Signer) and signer.vendor == vendor
+    assert signer.public_domains
+    assert all(d.startswith(".") and d == d.lower() for d in signer.public_domains)
+
+
 def test_every_vendor_has_vectors_and_forms() -> None:
     vendors = {s.vendor for s in signers.all_signers()}
     assert {v.vendor for v in VECTORS} == vendors
@@ -129,7 +150,25 @@ def test_another_secret_fails(form: Form) -> None:
     def check(s: Signed, other: str) -> None:
         if other == _secret(s.cred):
             return
-        _mismatch(form.signer, s.req, form.with_secret(s.cred, other), s.payload, "a secret")
+        shown = _mismatch(
+            form.signer, s.req, form.with_secret(s.cred, other), s.payload, "another secret"
+        )
+        auth = form.signer.parse(s.req)
+        public = auth.access_key + s.req.url() + str(list(s.req.headers.items()))
+        _never_shown(shown, public, auth.signature, _secret(s.cred), other)
+
+    check()
+
+
+@pytest.mark.parametrize("form", [pytest.param(f, id=f.name) for f in FORMS if f.other_key])
+def test_another_access_key_fails_even_with_the_right_secret(form: Form) -> None:
+    assert form.other_key is not None
+
+    @settings(max_examples=form.examples, deadline=None, suppress_health_check=SLOW)
+    @given(form.signed)
+    def check(s: Signed) -> None:
+        assert form.other_key is not None
+        _mismatch(form.signer, s.req, form.other_key(s.cred), s.payload, "another access key")
 
     check()
 

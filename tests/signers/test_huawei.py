@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,38 +13,23 @@ from keybroker import signers
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
-from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 from keybroker.signers.huawei import SIGNER, canonical_query, canonical_uri
+from tests.signers.conformance.base import case_cred, case_request, load
 from tests.signers.huawei_upstream import sdk_sign
 
-VECTORS = Path(__file__).parent.parent / "vectors" / "huawei"
 PROXY = Credential("HPUAPROXYKEY", Secret("proxy-secret-value"))
 REAL = Credential("HPUAREALKEY", Secret("real-secret-value"), Secret("real-session-token"))
 REAL_NO_TOKEN = Credential("HPUAREALKEY", Secret("real-secret-value"))
 NOW = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
-def load(name: str) -> list[dict[str, Any]]:
-    return json.loads((VECTORS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
-
-def vector_request(case: dict[str, Any]) -> SigningRequest:
-    r = case["request"]
-    return SigningRequest(r["method"], r["host"], r["path"], r["query"], CIMultiDict(r["headers"]))
-
-
-def vector_cred(case: dict[str, Any]) -> Credential:
-    c = case["credential"]
-    token = Secret(c["session_token"]) if c["session_token"] else None
-    return Credential(c["access_key"], Secret(c["secret_key"]), token)
-
-
 def at(sdk_date: str) -> datetime:
     return datetime.strptime(sdk_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
-SDK_CASES = load("sdk.json")
-DOC_CASES = load("doc.json")
+SDK_CASES = load("huawei", "sdk.json")
+DOC_CASES = load("huawei", "doc.json")
 
 
 # --------------------------------------------------------------------------- vectors
@@ -55,7 +38,7 @@ DOC_CASES = load("doc.json")
 def test_doc_vector_intermediate_values() -> None:
     (case,) = DOC_CASES
     assert "support.huaweicloud.com" in case["source"]
-    req, cred = vector_request(case), vector_cred(case)
+    req, cred = case_request(case), case_cred(case)
     auth = SIGNER.parse(req)
     canonical = SIGNER.canonical_request(req, auth, b"")
     assert canonical == case["expected"]["canonical_request"]
@@ -73,7 +56,7 @@ def test_doc_vector_intermediate_values() -> None:
 )
 def test_unsigned_payload_streams_when_length_is_known(case: dict[str, Any]) -> None:
     """With Content-Length the proxy need not buffer an UNSIGNED-PAYLOAD body."""
-    req, cred = vector_request(case), vector_cred(case)
+    req, cred = case_request(case), case_cred(case)
     body = case["request"]["body"].encode()
     assert SIGNER.parse(req).body is BodyPolicy.BUFFER  # emptiness unknown: must look
     req.headers["Content-Length"] = str(len(body))
@@ -248,23 +231,6 @@ def test_duplicates_and_bad_content_hash() -> None:
         SIGNER.parse(SigningRequest("GET", "h", "/", ""))
 
 
-def test_errors_never_show_secrets_or_signature() -> None:
-    req, body = sdk_sign(PROXY)
-    auth = SIGNER.parse(req)
-    signature = req.headers["Authorization"].rsplit("=", 1)[1]
-    with pytest.raises(SignatureMismatch) as exc:
-        SIGNER.verify(req, auth, Credential(PROXY.access_key, Secret("nope")), body)
-    text = str(exc.value) + repr(auth) + repr(SIGNER)
-    for secret in (signature, "proxy-secret-value", "nope"):
-        assert secret not in text
-
-
-def test_other_access_key_fails_even_with_right_secret() -> None:
-    req, body = sdk_sign(PROXY)
-    with pytest.raises(SignatureMismatch):
-        SIGNER.verify(req, SIGNER.parse(req), Credential("OTHER", PROXY.secret_key), body)
-
-
 # --------------------------------------------------------------------------- misc
 
 
@@ -278,12 +244,6 @@ def test_detect() -> None:
     assert not SIGNER.detect(SigningRequest("GET", "h", "/", "X-Amz-Signature=1"))
     others = [s for s in signers.all_signers() if s.vendor != "huawei"]
     assert not any(s.detect(req) for s in others)
-
-
-def test_is_a_signer() -> None:
-    assert isinstance(SIGNER, Signer)
-    assert signers.get("huawei") is SIGNER
-    assert all(d.startswith(".") and d == d.lower() for d in SIGNER.public_domains)
 
 
 @pytest.mark.parametrize(

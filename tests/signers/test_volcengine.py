@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -13,27 +11,17 @@ import pytest
 from multidict import CIMultiDict
 from volcenginesdkcore.signv4 import SignerV4
 
-from keybroker import signers
 from keybroker.credentials import Credential
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret
-from keybroker.signers.base import BodyPolicy, ParsedAuth, Signer, SigningRequest
+from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
 from keybroker.signers.volcengine import SIGNER, canonical_query, canonical_uri
+from tests.signers.conformance.base import case_request, load
 from tests.signers.volc_upstream import sdk_clock
 
-VECTORS = Path(__file__).parent.parent / "vectors" / "volcengine"
 PROXY = Credential("AKLTproxyKEY", Secret("proxy-secret-value"))
 REAL = Credential("AKLTrealKEY", Secret("real-secret-value"), Secret("real-session-token"))
 REAL_NO_TOKEN = Credential("AKLTrealKEY", Secret("real-secret-value"))
-
-
-def load(name: str) -> list[dict[str, Any]]:
-    return json.loads((VECTORS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
-
-def vector_request(case: dict[str, Any]) -> SigningRequest:
-    r = case["request"]
-    return SigningRequest(r["method"], r["host"], r["path"], r["query"], CIMultiDict(r["headers"]))
 
 
 def at(x_date: str) -> datetime:
@@ -69,13 +57,13 @@ def sdk_sign(
 # --------------------------------------------------------------------------- vectors
 
 
-DOC_CASES = load("doc.json")
+DOC_CASES = load("volcengine", "doc.json")
 
 
 def test_doc_vector_canonical_request() -> None:
     (case,) = DOC_CASES
     assert case["source"].startswith("https://www.volcengine.com/docs/")
-    req = vector_request(case)
+    req = case_request(case)
     auth = SIGNER.parse(req)
     assert SIGNER.canonical_request(req, auth, b"") == case["expected"]["canonical_request"]
 
@@ -316,17 +304,6 @@ def test_missing_pieces() -> None:
         SIGNER.parse(SigningRequest("GET", "h", "/", "Action=A"))
 
 
-def test_errors_never_show_secrets_or_signature() -> None:
-    req, _ = sdk_sign()
-    auth = SIGNER.parse(req)
-    signature = req.headers["Authorization"].rsplit("=", 1)[1]
-    with pytest.raises(SignatureMismatch) as exc:
-        SIGNER.verify(req, auth, Credential(PROXY.access_key, Secret("nope")), None)
-    text = str(exc.value) + repr(auth) + repr(SIGNER)
-    for secret in (signature, "proxy-secret-value", "nope"):
-        assert secret not in text
-
-
 # --------------------------------------------------------------------------- misc
 
 
@@ -338,13 +315,6 @@ def test_detect() -> None:
     aws = CIMultiDict({"Authorization": "AWS4-HMAC-SHA256 Credential=AK/x"})
     assert not SIGNER.detect(SigningRequest("GET", "h", "/", "", aws))
     assert not SIGNER.detect(SigningRequest("GET", "h", "/", "X-Amz-Signature=1&X-Amz-Algorithm=A"))
-
-
-def test_is_a_signer() -> None:
-    assert isinstance(SIGNER, Signer)
-    assert signers.get("volcengine") is SIGNER
-    assert SIGNER.vendor == "volcengine"
-    assert all(d.startswith(".") and d == d.lower() for d in SIGNER.public_domains)
 
 
 AUTODRIVING = "cn-beijing-autodriving"

@@ -55,6 +55,11 @@ def with_secret(c: Credential, secret: str) -> Credential:
     return cred(c.client_token.reveal(), c.access_token.reveal(), secret)
 
 
+def other_client(c: Credential) -> Credential:
+    assert c.client_token is not None and c.access_token is not None and c.client_secret
+    return cred(c.client_token.reveal() + "x", c.access_token.reveal(), c.client_secret.reveal())
+
+
 def sign(
     method: str, path: str, query: dict[str, str], body: bytes, ct: str, at: str, cs: str
 ) -> Signed:
@@ -117,22 +122,23 @@ FORMS = [
         },
         garbage={"authorization": Garbage(garbage, examples=400)},
         with_secret=with_secret,
+        other_key=other_client,
     )
 ]
 
 
-def _at(timestamp: str) -> datetime:
+def at(timestamp: str) -> datetime:
     return datetime.strptime(timestamp, "%Y%m%dT%H:%M:%S+0000").replace(tzinfo=UTC)
 
 
-def _body_of(case: dict[str, Any]) -> bytes:
+def body_of(case: dict[str, Any]) -> bytes:
     body = case["request"]["body"]
     if isinstance(body, dict):
         return (body["repeat"] * body["times"]).encode()
     return str(body).encode()
 
 
-def _request(case: dict[str, Any]) -> SigningRequest:
+def vector_request(case: dict[str, Any]) -> SigningRequest:
     r = case["request"]
     headers: CIMultiDict[str] = CIMultiDict([(k, v) for k, v in r["headers"]])
     return SigningRequest(r["method"], r["host"], r["path"], r["query"], headers, r["scheme"])
@@ -153,31 +159,31 @@ def _doc(c: dict[str, Any]) -> Vector:
     return Vector(
         "akamai",
         c["name"],
-        _request(c),
+        vector_request(c),
         DOC_CRED,
-        _body_of(c),
-        parsed={"signed_at": _at(S["timestamp"])},
+        body_of(c),
+        parsed={"signed_at": at(S["timestamp"])},
         resigned=lambda r: r.headers["Authorization"],
         expected=c["expected"]["authorization"],
-        now=_at(S["timestamp"]),
+        now=at(S["timestamp"]),
         signer=DOC_SIGNER,
         wrong=with_secret(DOC_CRED, "x" + S["client_secret"]),
     )
 
 
 def _sdk(c: dict[str, Any]) -> Vector:
-    req, cr = _request(c), cred(**c["credential"])
+    req, cr = vector_request(c), cred(**c["credential"])
     policy = BodyPolicy.BUFFER if req.method == "POST" else BodyPolicy.UNSIGNED
     return Vector(
         "akamai",
         c["name"],
         req,
         cr,
-        _body_of(c),
+        body_of(c),
         parsed={"body": policy},
         resigned=lambda r: r.headers["Authorization"],
         expected=c["expected"]["authorization"],
-        now=_at(c["timestamp"]),
+        now=at(c["timestamp"]),
         signer=AkamaiSigner(nonce=lambda: str(c["nonce"])),
         wrong=with_secret(cr, "x" + c["credential"]["client_secret"]),
     )

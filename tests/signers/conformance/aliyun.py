@@ -29,6 +29,7 @@ from tests.signers.conformance.base import (
     changed,
     flip,
     header,
+    keys,
     load,
     text,
     tokens,
@@ -151,11 +152,7 @@ def _now_signed(
 
 
 def _reals() -> st.SearchStrategy[Credential]:
-    return st.builds(
-        lambda sk, t: Credential("LTAIreal", Secret(sk), Secret(t) if t else None),
-        any_secrets,
-        st.none() | tokens,
-    )
+    return keys("LTAIreal", any_secrets, st.none() | tokens)
 
 
 auth_values = st.one_of(

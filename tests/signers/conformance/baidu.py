@@ -27,6 +27,7 @@ from tests.signers.conformance.base import (
     case_request,
     header,
     host_append,
+    keys,
     load,
     methods,
     path_append,
@@ -134,11 +135,7 @@ FORMS = [
         "baidu",
         "baidu",
         signed(),
-        reals=st.builds(
-            lambda sk, t: Credential("bcereal", Secret(sk), Secret(t) if t else None),
-            any_secrets,
-            st.none() | tokens,
-        ),
+        reals=keys("bcereal", any_secrets, st.none() | tokens),
         secrets=any_secrets,
         tampers={
             "content-type": _listed("")(header("Content-Type", "application/jsoN")),

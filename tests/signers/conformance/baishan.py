@@ -71,6 +71,7 @@ FORMS = [
         tampers={},  # the token is the whole signature: another one is test_another_secret_fails
         garbage={"request": Garbage(garbage)},
         on_resigned=_swapped,
+        other_key=None,
         examples=100,
     )
 ]

@@ -55,6 +55,24 @@ def with_secret(cred: Credential, secret: str) -> Credential:
     return Credential(cred.access_key, Secret(secret), cred.access_token)
 
 
+def keys(
+    access_key: str,
+    secrets: st.SearchStrategy[str],
+    tokens: st.SearchStrategy[str | None] | None = None,
+) -> st.SearchStrategy[Credential]:
+    """Credentials of ``access_key`` with drawn secrets (and session tokens)."""
+    return st.builds(
+        lambda sk, t: Credential(access_key, Secret(sk), Secret(t) if t else None),
+        secrets,
+        tokens if tokens is not None else st.none(),
+    )
+
+
+def with_access_key(cred: Credential) -> Credential:
+    """``cred`` under another access key, with the same secret."""
+    return Credential(cred.access_key + "x", cred.secret_key, cred.access_token)
+
+
 def credential_id(signer: Signer, cred: Credential) -> str:
     """The identifier ``ParsedAuth.access_key`` names for ``cred``."""
     ident = getattr(signer, "credential_id", None)
@@ -96,6 +114,9 @@ class Form:
     #: tampers after which the parser may refuse the request as malformed
     refusable: frozenset[str] = frozenset()
     with_secret: Callable[[Credential, str], Credential] = with_secret
+    #: the credential under another identifier with the same secret (``None``: the secret is
+    #: the identifier)
+    other_key: Callable[[Credential], Credential] | None = with_access_key
     #: vendor facts checked once an SDK-signed request verified: (signed, parsed)
     on_verified: Callable[[Signed, ParsedAuth], None] = _nothing
     #: vendor facts checked once re-signed: (signed, re-signed request, parsed, real

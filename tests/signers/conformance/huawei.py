@@ -23,6 +23,7 @@ from tests.signers.conformance.base import (
     case_cred,
     case_request,
     header,
+    keys,
     load,
     methods,
     path_append,
@@ -110,11 +111,7 @@ FORMS = [
         "huawei",
         "huawei",
         signed(),
-        reals=st.builds(
-            lambda sk, t: Credential("HPUAreal", Secret(sk), Secret(t) if t else None),
-            any_secrets,
-            st.none() | tokens,
-        ),
+        reals=keys("HPUAreal", any_secrets, st.none() | tokens),
         secrets=any_secrets,
         tampers={
             "body": _body,

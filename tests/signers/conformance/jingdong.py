@@ -26,6 +26,7 @@ from tests.signers.conformance.base import (
     case_request,
     changed,
     header,
+    keys,
     load,
     methods,
 )
@@ -130,7 +131,7 @@ FORMS = [
         "jingdong",
         "jingdong",
         signed,
-        reals=st.builds(lambda sk: Credential("JDC_REAL", Secret(sk)), secrets),
+        reals=keys("JDC_REAL", secrets),
         secrets=secrets,
         tampers={
             "body": _body,

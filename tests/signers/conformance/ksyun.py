@@ -15,7 +15,7 @@ from keybroker.secret import Secret
 from keybroker.signers.base import SigningRequest
 from tests.signers.conformance import respell
 from tests.signers.conformance.aws import replay_maker
-from tests.signers.conformance.base import Form, Garbage, Signed, Vector, case_cred, load
+from tests.signers.conformance.base import Form, Garbage, Signed, Vector, case_cred, keys, load
 
 X_DATE = "20240304T050607Z"
 secrets = st.text(string.ascii_letters + string.digits + "/+", min_size=1, max_size=40)
@@ -87,7 +87,7 @@ FORMS = [
         "ksyun",
         "ksyun",
         st.builds(sign, queries, st.text("abc xyz+/%&=ü", max_size=20), secrets),
-        reals=st.builds(lambda sk: Credential("AKLTrealKEY", Secret(sk)), secrets),
+        reals=keys("AKLTrealKEY", secrets),
         secrets=secrets,
         tampers={"value": _value},
         garbage={"authorization": Garbage(garbage, examples=200)},

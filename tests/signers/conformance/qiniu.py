@@ -24,6 +24,7 @@ from tests.signers.conformance.base import (
     any_secrets,
     body_flip,
     case_request,
+    keys,
     load,
 )
 from tests.signers.conformance.respell import ReplayCase
@@ -104,7 +105,7 @@ FORMS = [
         "qiniu",
         "qiniu",
         signed,
-        reals=st.builds(lambda sk: Credential("AKreal", Secret(sk)), any_secrets),
+        reals=keys("AKreal", any_secrets),
         secrets=any_secrets,
         tampers={
             "body": body_flip,

@@ -16,7 +16,16 @@ from ucloud.core.typesystem import encoder
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
 from keybroker.signers.base import SigningRequest
-from tests.signers.conformance.base import Form, Garbage, Signed, Vector, any_secrets, load, text
+from tests.signers.conformance.base import (
+    Form,
+    Garbage,
+    Signed,
+    Vector,
+    any_secrets,
+    keys,
+    load,
+    text,
+)
 
 names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(
     lambda n: n not in ("PublicKey", "Signature")
@@ -69,11 +78,11 @@ def _parameter(signed: Signed, data: st.DataObject) -> list[Signed]:
     return [Signed(render(flat, _where(signed.req)), signed.cred)]
 
 
-keys = st.sampled_from(["PublicKey", "Signature", "Action", "Region", "A.0", ""])
+param_names = st.sampled_from(["PublicKey", "Signature", "Action", "Region", "A.0", ""])
 values = st.one_of(st.text(max_size=20), st.just("a" * 40), st.just("pk"))
 query_garbage = st.builds(
     lambda pairs, junk: SigningRequest("GET", "h", "/", urlencode(pairs) + junk),
-    st.lists(st.tuples(keys, values), max_size=8),
+    st.lists(st.tuples(param_names, values), max_size=8),
     st.text(max_size=40),
 )
 json_values = st.recursive(
@@ -94,7 +103,7 @@ FORMS = [
         "ucloud",
         "ucloud",
         st.builds(sign, params, any_secrets, wheres),
-        reals=st.builds(lambda sk: Credential("real-pk", Secret(sk)), any_secrets),
+        reals=keys("real-pk", any_secrets),
         secrets=any_secrets,
         tampers={"parameter": _parameter},
         garbage={"query": Garbage(query_garbage), "body": Garbage(body_garbage)},

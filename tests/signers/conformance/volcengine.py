@@ -30,6 +30,7 @@ from tests.signers.conformance.base import (
     case_cred,
     case_request,
     header,
+    keys,
     load,
     methods,
     text,
@@ -145,7 +146,7 @@ FORMS = [
         "volcengine",
         "volcengine",
         signed,
-        reals=st.builds(lambda sk: Credential("AKreal", Secret(sk)), any_secrets),
+        reals=keys("AKreal", any_secrets),
         secrets=any_secrets,
         tampers={
             "body": body_flip,
