@@ -19,8 +19,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from keybroker.http.client import UpstreamClient
+from keybroker.http.messages import Request, StreamResponse
 from keybroker.http.netguard import GuardedResolver
-from keybroker.http.server import HttpServer, Request, StreamResponse
+from keybroker.http.server import HttpServer
 
 __all__ = ["main"]
 

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import MalformedRequest
-from keybroker.http.server import HttpServer, Request, Response, StreamResponse
+from keybroker.http.messages import Request, Response, StreamResponse
+from keybroker.http.server import HttpServer
 
 
 @dataclass(frozen=True)

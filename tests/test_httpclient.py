@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from keybroker.http.client import IDLE_SECONDS, UpstreamClient, UpstreamFailure
+from keybroker.http.client import IDLE_SECONDS, UpstreamClient
 from keybroker.http.netguard import DestinationRefused, GuardedResolver
+from keybroker.http.upstream import UpstreamFailure
 from tests.kms.tls_ca import TestCA
 
 Answer = Callable[[bytes], bytes | None]

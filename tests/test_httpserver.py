@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keybroker.errors import MalformedRequest
-from keybroker.http.server import HttpServer, Request, Response, StreamResponse, json_response
+from keybroker.http.messages import Request, Response, StreamResponse, json_response
+from keybroker.http.server import HttpServer
 
 
 async def _echo(request: Request) -> StreamResponse:

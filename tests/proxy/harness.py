@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from keybroker.proxy.app import Hooks, Proxy
+from keybroker.proxy.app import Proxy
+from keybroker.proxy.hooks import Hooks
 from keybroker.settings import Config
 
 

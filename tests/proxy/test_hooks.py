@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden
-from keybroker.proxy.app import Hooks
+from keybroker.proxy.hooks import Hooks
 from keybroker.settings import Config
 from tests.proxy.conftest import AwsSetup, aws_endpoint
 from tests.proxy.harness import proxy_running

@@ -11,11 +11,12 @@
 May import: the foundation modules (``errors``, ``secret``) only.
 """
 
-from keybroker.http.client import UpstreamClient, UpstreamFailure, UpstreamResponse
+from keybroker.http.client import UpstreamClient
 from keybroker.http.messages import Request, Response, StreamResponse
 from keybroker.http.netguard import DestinationRefused, GuardedResolver
 from keybroker.http.server import HttpServer
 from keybroker.http.transport import Answer, Transport
+from keybroker.http.upstream import UpstreamFailure, UpstreamResponse
 
 __all__ = [
     "Answer",

@@ -33,7 +33,7 @@ from keybroker.http.upstream import (
     UpstreamResponse,
 )
 
-__all__ = ["IDLE_SECONDS", "Delivery", "UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
+__all__ = ["IDLE_SECONDS", "UpstreamClient"]
 
 #: A pooled connection unused this long is closed, not reused: below the shortest idle timeout
 #: of common servers (Node.js and Apache httpd 5 s; S3 about 20 s, nginx and aiohttp 75 s, Go

@@ -34,23 +34,15 @@ from keybroker.errors import MalformedRequest
 from keybroker.http.connlimits import ConnectionLimits
 from keybroker.http.messages import (
     REASONS,
-    Body,
     ClientDisconnected,
     FlowControl,
     Request,
     Response,
     StreamResponse,
-    json_response,
 )
 
 __all__ = [
-    "Body",
-    "ClientDisconnected",
     "HttpServer",
-    "Request",
-    "Response",
-    "StreamResponse",
-    "json_response",
 ]
 
 log = logging.getLogger("keybroker.server")

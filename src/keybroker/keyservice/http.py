@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from keybroker import __version__
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, PayloadTooLarge, ProxyError
-from keybroker.http.server import Request, StreamResponse, json_response
+from keybroker.http.messages import Request, StreamResponse, json_response
 from keybroker.keyservice import policy
 from keybroker.keyservice.errors import (
     InvalidArgument,

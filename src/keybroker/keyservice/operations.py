@@ -22,7 +22,7 @@ from keybroker.settings import Config, Endpoint, KeyPolicy
 if TYPE_CHECKING:
     from keybroker.audit.trail import AuditLog
     from keybroker.context import RequestContext
-    from keybroker.http.server import Request, StreamResponse
+    from keybroker.http.messages import Request, StreamResponse
 
 __all__ = ["Host", "KeyBackend", "KeyEvent", "get_or_create"]
 

@@ -18,6 +18,7 @@ a wrong KMS URI never creates a bucket.
 
 from __future__ import annotations
 
+from keybroker.errors import KMSError
 from keybroker.kms.backends.local import LocalKeyWrapper
 from keybroker.kms.base import KMS, NO_OBSERVER, KeyWrapper, KMSObserver, WrappedKey
 from keybroker.kms.cache import CachedKMS
@@ -29,7 +30,6 @@ from keybroker.kms.errors import (
     DEKNotFound,
     IntegrityError,
     KMSConfigError,
-    KMSError,
     MissingExtra,
 )
 from keybroker.kms.external import ExternalKMS

@@ -16,7 +16,6 @@ __all__ = [
     "DEKNotFound",
     "IntegrityError",
     "KMSConfigError",
-    "KMSError",
     "MissingExtra",
 ]
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keybroker.errors import KMSError
 from keybroker.kms.base import KeyWrapper, VersionReporting
 from keybroker.kms.binding import binds_aad, can_sign
 from keybroker.kms.envelope import (
@@ -50,7 +51,7 @@ from keybroker.kms.envelope import (
     open_dek,
     seal_dek,
 )
-from keybroker.kms.errors import BackendError, DEKNotFound, IntegrityError, KMSError
+from keybroker.kms.errors import BackendError, DEKNotFound, IntegrityError
 from keybroker.kms.external import ExternalKMS
 from keybroker.kms.storage.base import Replaceable
 from keybroker.private_files import replace_atomically

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from keybroker import __version__, signers
 from keybroker.context import RequestContext
 from keybroker.errors import Forbidden, ProxyError
-from keybroker.http.server import Request, Response, json_response
+from keybroker.http.messages import Request, Response, json_response
 from keybroker.metrics import instruments as metrics
 from keybroker.metrics.families import CONTENT_TYPE
 from keybroker.proxy import policy

@@ -35,10 +35,12 @@ from keybroker.config.check import validate
 from keybroker.context import RequestContext
 from keybroker.credentials import Credential
 from keybroker.errors import ProxyError, RequestExpired, SignatureMismatch
-from keybroker.http.client import Delivery, UpstreamClient
+from keybroker.http.client import UpstreamClient
+from keybroker.http.messages import Request, StreamResponse
 from keybroker.http.netguard import GuardedResolver
-from keybroker.http.server import HttpServer, Request, StreamResponse
+from keybroker.http.server import HttpServer
 from keybroker.http.transport import Transport
+from keybroker.http.upstream import Delivery
 from keybroker.keyservice import KeyService
 from keybroker.keyservice import attach as attach_key_service
 from keybroker.keyservice.signed import require_signed_whole
@@ -65,7 +67,7 @@ from keybroker.secret import constant_time_equal
 from keybroker.settings import Config, Endpoint
 from keybroker.signers import BodyPolicy, Signer, SigningRequest
 
-__all__ = ["Hooks", "Proxy", "RequestContext"]
+__all__ = ["Proxy"]
 
 log = logging.getLogger("keybroker.proxy")
 

@@ -34,7 +34,7 @@ from keybroker.errors import (
     RequestExpired,
     SignatureMismatch,
 )
-from keybroker.http.server import Request
+from keybroker.http.messages import Request
 from keybroker.metrics import instruments as metrics
 from keybroker.proxy import policy
 from keybroker.proxy.routing import Route

@@ -20,10 +20,10 @@ from keybroker.errors import (
     SignatureMismatch,
     UpstreamError,
 )
-from keybroker.http.client import Delivery, UpstreamFailure
+from keybroker.http.messages import Request, StreamResponse
 from keybroker.http.netguard import DestinationRefused
-from keybroker.http.server import Request, StreamResponse
 from keybroker.http.transport import Answer, Transport
+from keybroker.http.upstream import Delivery, UpstreamFailure
 from keybroker.proxy.spool import SpooledBody, body_chunks
 from keybroker.secret import constant_time_equal
 from keybroker.signers import BodyPolicy, ParsedAuth, SigningRequest
@@ -85,7 +85,7 @@ class Forwarder:
         """Send ``up`` and stream the answer back.  A body not given whole is streamed from
         the client, checked against the signed hash, bounded by ``limit``; a chunk-signed one
         through ``transformer`` (the signer's chunk re-signer).  ``delivery`` records whether
-        any byte reached an upstream connection (see :class:`~keybroker.http.client.Delivery`)."""
+        any byte reached an upstream connection (see :class:`~keybroker.http.upstream.Delivery`)."""
         headers = CIMultiDict(up.headers)
         headers["Host"] = up.host
         data, state = self._body_for_upstream(

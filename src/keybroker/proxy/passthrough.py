@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from keybroker.context import RequestContext
 from keybroker.errors import SignatureMismatch
-from keybroker.http.server import Request, StreamResponse
+from keybroker.http.messages import Request, StreamResponse
 from keybroker.proxy.forwarding import Forwarder, read_bounded
 from keybroker.proxy.routing import Route, public_request, vendor_scope
 from keybroker.proxy.spool import SpooledBody

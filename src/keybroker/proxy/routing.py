@@ -24,7 +24,7 @@ from keybroker.errors import (
     ProxyError,
     SignatureMismatch,
 )
-from keybroker.http.server import Request
+from keybroker.http.messages import Request
 from keybroker.proxy.bodyprobe import DETECT_BYTES, prefix_access_keys, read_prefix
 from keybroker.proxy.destinations import Destination, parse_base_url, parse_origin_uri
 from keybroker.proxy.forwarding import HOP_BY_HOP, read_bounded

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from keybroker.errors import PayloadTooLarge, RequestTimeout
-from keybroker.http.server import Request
+from keybroker.http.messages import Request
 
 __all__ = ["SPOOL_THRESHOLD", "SpooledBody", "body_chunks", "spool_body"]
 

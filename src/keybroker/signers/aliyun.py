@@ -57,14 +57,13 @@ from keybroker.signers.common import (
     PRINTABLE_ID,
     V4_FIELDS,
     check_length,
-    decode_query,
-    encode_unreserved,
     media_type,
     parse_signed_headers,
     pin_host,
     require_equal,
     split_auth_fields,
 )
+from keybroker.signers.encoding import decode_query, encode_unreserved
 
 __all__ = [
     "ACS3_ALGORITHM",

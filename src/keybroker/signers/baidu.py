@@ -54,16 +54,14 @@ from keybroker.signers.common import (
     HEX64,
     LOWER_HEX64,
     check_length,
-    decode_query,
-    encode_unreserved,
     host_name,
     parse_signed_headers,
     parse_utc,
     pin_host,
     require_equal,
-    segment_encoded_uri,
     state_of,
 )
+from keybroker.signers.encoding import decode_query, encode_unreserved, segment_encoded_uri
 
 __all__ = ["PREFIX", "SIGNER", "BaiduSigner", "canonical_query", "canonical_uri"]
 

@@ -20,13 +20,6 @@ from typing import TypeVar
 from keybroker.errors import MalformedSignature, SignatureMismatch
 from keybroker.secret import Secret, constant_time_equal
 from keybroker.signers.base import BodyPolicy, ParsedAuth, SigningRequest
-from keybroker.signers.encoding import (
-    UNRESERVED_PATH,
-    decode_query,
-    encode_unreserved,
-    segment_encoded_uri,
-)
-from keybroker.signers.hmac_keys import KeyCache, PreparedHmac, prepared_hmac
 
 __all__ = [
     "COMPACT_TIME",
@@ -35,27 +28,20 @@ __all__ = [
     "HEX64",
     "LOWER_HEX64",
     "PRINTABLE_ID",
-    "UNRESERVED_PATH",
     "V4_FIELDS",
     "Bad",
-    "KeyCache",
-    "PreparedHmac",
     "check_length",
     "claimed_sha256",
     "compact_time",
     "compact_utc",
-    "decode_query",
-    "encode_unreserved",
     "host_name",
     "host_without_default_port",
     "media_type",
     "parse_signed_headers",
     "parse_utc",
     "pin_host",
-    "prepared_hmac",
     "require_equal",
     "require_signed_headers",
-    "segment_encoded_uri",
     "single_header",
     "split_auth_fields",
     "split_authorization",

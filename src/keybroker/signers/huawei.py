@@ -52,8 +52,6 @@ from keybroker.signers.common import (
     HEX64,
     LOWER_HEX64,
     PRINTABLE_ID,
-    decode_query,
-    encode_unreserved,
     host_name,
     parse_signed_headers,
     parse_utc,
@@ -65,6 +63,7 @@ from keybroker.signers.common import (
     state_of,
     swap_token_header,
 )
+from keybroker.signers.encoding import decode_query, encode_unreserved
 
 __all__ = ["ALGORITHM", "SIGNER", "HuaweiSigner", "canonical_query", "canonical_uri"]
 

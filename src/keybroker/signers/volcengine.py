@@ -48,24 +48,21 @@ from keybroker.signers.base import BodyPolicy, Operation, ParsedAuth, SignerBase
 from keybroker.signers.common import (
     LOWER_HEX64,
     V4_FIELDS,
-    KeyCache,
     claimed_sha256,
     compact_time,
-    decode_query,
-    encode_unreserved,
     host_without_default_port,
     parse_signed_headers,
     parse_utc,
     pin_host,
-    prepared_hmac,
     require_equal,
     require_signed_headers,
-    segment_encoded_uri,
     split_authorization,
     split_v4_scope,
     state_of,
     swap_token_header,
 )
+from keybroker.signers.encoding import decode_query, encode_unreserved, segment_encoded_uri
+from keybroker.signers.hmac_keys import KeyCache, prepared_hmac
 
 __all__ = ["ALGORITHM", "SIGNER", "VolcengineSigner", "canonical_query", "canonical_uri"]
 

@@ -51,16 +51,14 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDict
 
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers.sigv4.chunked_framing import _SIG_FIELD, MAX_HEADER_LINE, _Framing
+from keybroker.signers.sigv4.chunked_framing import _SIG_FIELD, _Framing
 from keybroker.signers.sigv4.chunked_trailers import (
     _CHECKSUMS,
     _TRAILER_SIG,
     _canonical_trailers,
-    trailer_names,
 )
 
 __all__ = [
-    "MAX_HEADER_LINE",
     "OUT_CHUNK",
     "SIGNED",
     "SIGNED_TRAILER",
@@ -70,7 +68,6 @@ __all__ = [
     "UnsignedTrailerTransformer",
     "decoded_length",
     "encoded_length",
-    "trailer_names",
 ]
 
 SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
