@@ -63,6 +63,7 @@ class Cell:
     #: key-proxy mode: the upstream's URL (signed for) and keybroker's account name
     origin: str = ""
     account: str = ""
+    presign_origin: str = ""  # the presign account's upstream
     steps: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
@@ -582,18 +583,21 @@ def run_rclone(cell: Cell) -> None:
 # ------------------------------------------------------------------ curl (--aws-sigv4)
 
 
-def run_curl(cell: Cell) -> None:
-    b, base = cell.bucket, cell.url
+def run_curl(cell: Cell, keyproxy: bool = False) -> None:
+    """curl ``--aws-sigv4`` natively, or in key-proxy mode (``keyproxy``): signed for the
+    upstream's URL and sent to keybroker with the X-Mcdn headers (see ``_curl_keyproxy``)."""
+    b, base = cell.bucket, cell.origin if keyproxy else cell.url
     sig = ["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{cell.ak}:{cell.sk}"]
 
     def curl(*args: str, ok: bool = True) -> str:
-        # curl signs the payload's SHA-256 only when told the header: S3 wants it
-        return cell.run(["curl", "-sS", "--max-time", str(STEP_LIMIT), *sig, *args], ok=ok)
+        route = _curl_keyproxy(cell, cell.account, list(args)) if keyproxy else []
+        return cell.run(["curl", "-sS", "--max-time", str(STEP_LIMIT), *sig, *route, *args], ok=ok)
 
     # curl 7.88 signs a query parameter without a value as "uploads", S3 as "uploads=": the
     # URLs here spell every parameter with its "="
 
     def sha(data: bytes) -> list[str]:
+        # curl signs the payload's SHA-256 only when told the header: S3 wants it
         return ["-H", f"x-amz-content-sha256: {hashlib.sha256(data).hexdigest()}"]
 
     empty = sha(b"")
@@ -658,7 +662,10 @@ def run_curl(cell: Cell) -> None:
     cell.check_file(out)
     lo, hi = RANGE
     with cell.step("ranged GET"):
-        curl("--fail-with-body", *empty, "-r", f"{lo}-{hi}", "-o", str(out), f"{base}/{b}/big")
+        # (a Range header, not -r: curl signs -H headers only, and key-proxy mode forwards
+        # signed headers only)
+        rng = ["-H", f"Range: bytes={lo}-{hi}"]
+        curl("--fail-with-body", *empty, *rng, "-o", str(out), f"{base}/{b}/big")
     cell.check_file(out, cell.data[lo : hi + 1])
     etag = next(
         line.split(":", 1)[1].strip()
@@ -693,7 +700,12 @@ def run_curl(cell: Cell) -> None:
     with cell.step("list"):
         listing = curl("--fail-with-body", *empty, f"{base}/{b}?list-type=2")
     assert [k.split("</Key>")[0] for k in listing.split("<Key>")[1:]] == ["big", "copy"]
-    cell.presigned_get_with_curl(presign_boto3(cell))
+    if keyproxy:
+        _presigned_get_keyproxy(cell)
+        with cell.step("X-Mcdn headers signed: refused"):
+            _refused_signed_control_headers(cell, sig + empty, f"{base}/{b}/big")
+    else:
+        cell.presigned_get_with_curl(presign_boto3(cell))
     if cell.upstream == "raw-chunked":
         body = cell.data[: 2 * MIB]
         (cell.tmp / "early").write_bytes(body)
@@ -719,4 +731,84 @@ def run_curl(cell: Cell) -> None:
         curl("--fail-with-body", "-X", "DELETE", *empty, f"{base}/{b}")
 
 
-CLIENTS = ["boto3", "boto3-keyproxy", "aws-cli", "s3cmd", "s3cmd-sigv2", "rclone", "curl"]
+def _curl_keyproxy(cell: Cell, account: str, args: list[str]) -> list[str]:
+    """key-proxy mode with curl: keybroker is curl's HTTP proxy, so curl signs for the URL it
+    is given (the upstream's, its Host included) and sends it to keybroker in absolute form.
+    The X-Mcdn headers go as ``--proxy-header``: curl (< 8.17, no
+    ``--aws-sigv4-signedheaders``) signs every ``-H`` header, and key-proxy verifies without
+    its control headers, so a signature over them never verifies (see
+    ``_refused_signed_control_headers``).  Kept: what curl signed, and the body's length."""
+    url = args[-1]
+    names = [a.split(":", 1)[0].strip().lower() for a, h in zip(args[1:], args) if h == "-H"]
+    kept = ["authorization", "x-amz-date", *names]
+    if "--data-binary" in args:
+        kept.append("content-length")
+    return [
+        "--proxy",
+        cell.url,
+        "--proxy-header",
+        f"X-Mcdn-Origin-Uri: {url}",
+        "--proxy-header",
+        f"X-Mcdn-Cloud-Account-Name: {account}",
+        "--proxy-header",
+        f"X-Mcdn-Kept-Headers: {','.join(kept)}",
+    ]
+
+
+def _refused_signed_control_headers(cell: Cell, sig: list[str], url: str) -> None:
+    """The X-Mcdn headers as ``-H`` (curl then signs them, and they are kept too) and the
+    request to keybroker by ``--connect-to`` (so the signed Host is still the upstream's).
+    key-proxy deletes its control headers before it verifies, kept or not, so such a signature
+    never verifies there; keybroker refuses it the same way, before anything goes upstream."""
+    origin = url.removeprefix("http://").split("/", 1)[0]
+    control = {
+        "X-Mcdn-Origin-Uri": url,
+        "X-Mcdn-Cloud-Account-Name": cell.account,
+        "X-Mcdn-Kept-Headers": "authorization,x-amz-date,x-amz-content-sha256,"
+        "x-mcdn-origin-uri,x-mcdn-cloud-account-name,x-mcdn-kept-headers",
+    }
+    out = cell.tmp / "refused"
+    argv = ["curl", "-sS", "--max-time", str(STEP_LIMIT), *sig, "-w", "%{http_code}"]
+    argv += ["--connect-to", f"{origin}:{cell.url.removeprefix('http://')}", "-o", str(out)]
+    argv += [a for name, value in control.items() for a in ("-H", f"{name}: {value}")]
+    status = cell.run([*argv, url])
+    error = json.loads(out.read_text())["ResponseMetadata"]["Error"]
+    assert (status, error["Code"]) == ("401", "Proxy.ValidateCredentialErr"), (status, error)
+    out.unlink()
+
+
+def _presigned_get_keyproxy(cell: Cell) -> None:
+    """key-proxy mode, a presigned URL: boto3 presigns for the presign account's upstream, curl
+    sends it to keybroker (its proxy) with that URL as ``X-Mcdn-Origin-Uri``."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cell.presign_origin,
+        region_name="us-east-1",
+        aws_access_key_id=cell.presign_ak,
+        aws_secret_access_key=cell.presign_sk,
+        config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    )
+    url = str(
+        s3.generate_presigned_url(
+            "get_object", Params={"Bucket": PRESIGNED_BUCKET, "Key": PRESIGNED_KEY}, ExpiresIn=300
+        )
+    )
+    assert "X-Amz-Signature=" in url, "not a SigV4 URL"
+    out = cell.tmp / "presigned"
+    args = ["--fail-with-body", "-o", str(out), url]
+    with cell.step("presigned GET (curl)"):
+        cell.run(["curl", "-sS", *_curl_keyproxy(cell, "interop-presign", args), *args])
+    cell.check_file(out, cell.presigned_data)
+    out.unlink()
+
+
+CLIENTS = [
+    "boto3",
+    "boto3-keyproxy",
+    "aws-cli",
+    "s3cmd",
+    "s3cmd-sigv2",
+    "rclone",
+    "curl",
+    "curl-keyproxy",
+]

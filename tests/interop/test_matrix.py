@@ -1,7 +1,7 @@
 """The interop matrix: real clients (boto3, the AWS CLI, s3cmd, rclone, curl) through
-keybroker in native mode to real upstreams (moto/Werkzeug, aiohttp, nginx, and raw-socket
-relays that frame answers on purpose); see tests/interop/clients.py for a cell's steps.
-``pytest -m interop`` runs the matrix alone."""
+keybroker in native mode (boto3 and curl in key-proxy mode too) to real upstreams
+(moto/Werkzeug, aiohttp, nginx, and raw-socket relays that frame answers on purpose); see
+tests/interop/clients.py for a cell's steps. ``pytest -m interop`` runs the matrix alone."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from tests.interop.conftest import UPSTREAMS, Matrix
 
 pytestmark = pytest.mark.interop
 
-_NEEDS = {"s3cmd": "s3cmd", "s3cmd-sigv2": "s3cmd", "rclone": "rclone", "curl": "curl"}
+_NEEDS = {
+    "s3cmd": "s3cmd",
+    "s3cmd-sigv2": "s3cmd",
+    "rclone": "rclone",
+    "curl": "curl",
+    "curl-keyproxy": "curl",
+}
 
 
 @pytest.mark.parametrize("upstream", UPSTREAMS)
@@ -34,6 +40,7 @@ def test_cell(matrix: Matrix, client: str, upstream: str, tmp_path: Path) -> Non
     cell.presign_ak, cell.presign_sk = matrix.keys["presign"]
     cell.presigned_data = matrix.presigned_data
     cell.origin, cell.account = matrix.urls[upstream], f"interop-{upstream}"
+    cell.presign_origin = matrix.urls["presign"]
     if client.startswith("boto3"):
         clients.run_boto3(cell, keyproxy=client == "boto3-keyproxy")
     elif client == "aws-cli":
@@ -43,7 +50,7 @@ def test_cell(matrix: Matrix, client: str, upstream: str, tmp_path: Path) -> Non
     elif client == "rclone":
         clients.run_rclone(cell)
     else:
-        clients.run_curl(cell)
+        clients.run_curl(cell, keyproxy=client == "curl-keyproxy")
     print(f"{client} x {upstream}: slowest step {cell.slowest()}")
 
 

@@ -20,6 +20,7 @@ from tests import logscan
 from tests.proxy.conftest import aws_endpoint
 from tests.proxy.harness import ProxyThread
 from tests.proxy.memory_transport import MemoryAnswer, MemoryTransport, Sent
+from tests.proxy.platform import kept_list, send, sign_aws
 
 UPSTREAM = "https://s3.us-east-1.amazonaws.com"
 
@@ -105,6 +106,34 @@ def test_a_bad_proxy_signature_never_reaches_the_transport(seam) -> None:  # typ
     with pytest.raises(Exception, match="signature does not match"):
         bad.delete_object(Bucket="bkt", Key="a/b.txt")
     assert len(transport.sent) == before
+
+
+@pytest.mark.parametrize("kept", ["signed", "signed less control"])
+def test_keyproxy_signature_over_control_headers_never_reaches_the_transport(  # type: ignore[no-untyped-def]
+    seam, kept: str
+) -> None:
+    """A platform whose signature covers its X-Mcdn headers (curl < 8.17 signs every -H
+    header) is refused as key-proxy refuses it: key-proxy deletes its control headers before
+    it verifies, kept or not, so what is verified is what is forwarded, without them."""
+    client, transport, (proxy_ak, proxy_sk, _real_ak, _real_sk) = seam
+    uri = f"{UPSTREAM}/bkt/control"
+    control = {"X-Mcdn-Origin-Uri": uri, "X-Mcdn-Cloud-Account-Name": "mem"}
+    signed = sign_aws("GET", uri, ak=proxy_ak, sk=proxy_sk, service="s3", headers=control)
+    assert ";x-mcdn-origin-uri," in signed["Authorization"]
+    names = kept_list(signed)
+    if kept != "signed":
+        names = kept_list({k: v for k, v in signed.items() if k not in control})
+    before = len(transport.sent)
+    r = send(client.meta.endpoint_url, "GET", uri, signed, account="mem", kept=names)
+    assert r.status == 401, r.body
+    assert r.json()["ResponseMetadata"]["Error"]["Code"] == "Proxy.ValidateCredentialErr"
+    assert len(transport.sent) == before
+    # signed without them, the same request goes through
+    signed = sign_aws("GET", uri, ak=proxy_ak, sk=proxy_sk, service="s3")
+    r = send(client.meta.endpoint_url, "GET", uri, signed, account="mem")
+    assert r.status == 200, r.body
+    assert transport.sent[-1].target == "/bkt/control"
+    assert not any(h.lower().startswith("x-mcdn-") for h in transport.sent[-1].headers)
 
 
 def _cred(access_key: str, secret: str):  # type: ignore[no-untyped-def]
