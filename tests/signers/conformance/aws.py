@@ -173,6 +173,7 @@ FORMS = [
             "body": _body,
         },
         garbage=GARBAGE,
+        also_detected_by=frozenset({"ksyun"}),  # one wire format: the account decides
         on_verified=_payload_claimed,
         # a date or a claimed hash that no longer parses: refused before verifying
         refusable=frozenset({"date", "x-headers"}),

@@ -130,6 +130,8 @@ class Form:
     upstream_host: str | None = None
     #: whether ``detect`` must claim every SDK-signed request
     detected: bool = True
+    #: the other vendors whose ``detect`` claims such a request too (the same wire format)
+    also_detected_by: frozenset[str] = frozenset()
     examples: int = 60
 
     @property
