@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDict
 
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers.sigv4.chunked_framing import _SIG_FIELD, _Framing
+from keybroker.signers.sigv4.chunked_framing import SIG_FIELD, Framing
 from keybroker.signers.sigv4.chunked_trailers import (
-    _CHECKSUMS,
-    _TRAILER_SIG,
-    _canonical_trailers,
+    CHECKSUMS,
+    TRAILER_SIG,
+    canonical_trailers,
 )
 
 __all__ = [
@@ -100,13 +100,13 @@ def encoded_length(decoded: int, trailers: Sequence[str]) -> int:
     length += _frame_length(0) - 2  # "0;chunk-signature=...\r\n", no data CRLF
     if trailers:
         for name in trailers:
-            length += len(name) + 1 + _CHECKSUMS[name][0] + 2
-        length += len(_TRAILER_SIG) + 1 + 64 + 2
+            length += len(name) + 1 + CHECKSUMS[name][0] + 2
+        length += len(TRAILER_SIG) + 1 + 64 + 2
     return length + 2  # the blank line that ends the body
 
 
 def _frame_length(size: int) -> int:
-    return len(f"{size:x}") + 1 + len(_SIG_FIELD) + 64 + 2 + size + 2
+    return len(f"{size:x}") + 1 + len(SIG_FIELD) + 64 + 2 + size + 2
 
 
 # -- signature chains ------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class ChunkChain:
 # -- the transformers ------------------------------------------------------------------------
 
 
-class UnsignedTrailerTransformer(_Framing):
+class UnsignedTrailerTransformer(Framing):
     """``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: the body passes byte for byte; the zero-size
     chunk and the trailers are held until the checksum has matched."""
 
@@ -173,7 +173,7 @@ class UnsignedTrailerTransformer(_Framing):
         return out
 
 
-class SignedChunkTransformer(_Framing):
+class SignedChunkTransformer(Framing):
     """``STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]``: each incoming chunk is verified along
     ``incoming`` (the proxy key); the payload is re-framed into :data:`OUT_CHUNK` chunks signed
     along ``outgoing`` (the real key).  The body sent is :func:`encoded_length` bytes long."""
@@ -224,7 +224,7 @@ class SignedChunkTransformer(_Framing):
 
     def _end(self) -> None:
         if self._trailers:
-            sig = self._in.trailer(_canonical_trailers(self._received))
+            sig = self._in.trailer(canonical_trailers(self._received))
             self._check(sig, self._trailer_sig or "")
         if self._pending:
             self._emit_chunk()
@@ -233,8 +233,8 @@ class SignedChunkTransformer(_Framing):
         if self._trailers:
             for name in sorted(self._received):
                 self._out += f"{name}:{self._received[name]}\r\n".encode()
-            trailer_sig = self._up.trailer(_canonical_trailers(self._received))
-            self._out += f"{_TRAILER_SIG}:{trailer_sig}\r\n".encode()
+            trailer_sig = self._up.trailer(canonical_trailers(self._received))
+            self._out += f"{TRAILER_SIG}:{trailer_sig}\r\n".encode()
         self._out += b"\r\n"
 
     def _emit_chunk(self, digest: str | None = None) -> None:

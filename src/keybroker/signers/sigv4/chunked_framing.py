@@ -15,20 +15,20 @@ import re
 from collections.abc import Sequence
 
 from keybroker.errors import MalformedSignature, SignatureMismatch
-from keybroker.signers.sigv4.chunked_trailers import _B64, _CHECKSUMS, _TRAILER_SIG, _Hasher
+from keybroker.signers.sigv4.chunked_trailers import B64, CHECKSUMS, TRAILER_SIG, Hasher
 
 __all__ = ["MAX_HEADER_LINE", "MAX_TRAILER_BYTES"]
 
 MAX_HEADER_LINE = 256  # "hex;chunk-signature=<64 hex>\r\n" is under 100 bytes
 MAX_TRAILER_BYTES = 4096
-_SIG_FIELD = b"chunk-signature="
+SIG_FIELD = b"chunk-signature="
 _HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
 _HEX64 = re.compile(rb"[0-9a-fA-F]{64}")
 
 _HEADER, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
 
-class _Framing:
+class Framing:
     """An incremental parser of the aws-chunked framing; subclasses say what to send.
 
     At most one partial header or trailer line is buffered; data passes straight through to
@@ -48,7 +48,7 @@ class _Framing:
         self._blank_skipped = False
         self._received: dict[str, str] = {}
         self._trailer_sig: str | None = None
-        self._hashers: dict[str, _Hasher | None] = {n: _CHECKSUMS[n][1]() for n in trailers}
+        self._hashers: dict[str, Hasher | None] = {n: CHECKSUMS[n][1]() for n in trailers}
         self._finished = False
 
     # feeding ---------------------------------------------------------------------------------
@@ -116,9 +116,9 @@ class _Framing:
         size = int(size_part, 16)
         sig = None
         if self._signed:
-            if not ext.startswith(_SIG_FIELD) or not _HEX64.fullmatch(ext[len(_SIG_FIELD) :]):
+            if not ext.startswith(SIG_FIELD) or not _HEX64.fullmatch(ext[len(SIG_FIELD) :]):
                 raise MalformedSignature("aws-chunked chunk has no valid chunk-signature")
-            sig = ext[len(_SIG_FIELD) :].decode().lower()
+            sig = ext[len(SIG_FIELD) :].decode().lower()
         elif sep:
             raise MalformedSignature("unsigned aws-chunked chunks carry no extensions")
         self._decoded += size
@@ -160,14 +160,14 @@ class _Framing:
             raise MalformedSignature("aws-chunked trailer line has no ':'")
         if self._trailer_sig is not None:
             raise MalformedSignature("aws-chunked trailer after x-amz-trailer-signature")
-        if name == _TRAILER_SIG and self._signed:
+        if name == TRAILER_SIG and self._signed:
             if not _HEX64.fullmatch(value.encode()):
                 raise MalformedSignature("x-amz-trailer-signature must be 64 hexadecimal digits")
             self._trailer_sig = value.lower()
             return
         if name not in self._trailers or name in self._received:
             raise MalformedSignature("aws-chunked trailer is not announced by x-amz-trailer")
-        if len(value) != _CHECKSUMS[name][0] or not _B64.fullmatch(value):
+        if len(value) != CHECKSUMS[name][0] or not B64.fullmatch(value):
             raise MalformedSignature(f"{name} trailer is not a base64 checksum")
         self._received[name] = value
 

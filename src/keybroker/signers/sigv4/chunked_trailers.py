@@ -20,14 +20,14 @@ from keybroker.errors import MalformedSignature
 
 __all__ = ["trailer_names"]
 
-_TRAILER_SIG = "x-amz-trailer-signature"
-_B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+TRAILER_SIG = "x-amz-trailer-signature"
+B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 # -- checksums -------------------------------------------------------------------------------
 
 
-class _Hasher(Protocol):
+class Hasher(Protocol):
     def update(self, data: bytes | memoryview, /) -> None: ...
     def digest(self) -> bytes: ...
 
@@ -74,13 +74,13 @@ def _crc32c_extend() -> Callable[[int, bytes], int] | None:
         return None
 
 
-def _new_crc32c() -> _Hasher | None:
+def _new_crc32c() -> Hasher | None:
     extend = _crc32c_extend()
     return None if extend is None else _Crc32c(extend)
 
 
 #: trailer name -> (length of its base64 value, a hasher factory; ``None``: not checked here)
-_CHECKSUMS: dict[str, tuple[int, Callable[[], _Hasher | None]]] = {
+CHECKSUMS: dict[str, tuple[int, Callable[[], Hasher | None]]] = {
     "x-amz-checksum-crc32": (8, _Crc32),
     "x-amz-checksum-crc32c": (8, _new_crc32c),
     # no CRC-64/NVME in the standard library; the upstream checks it (the value is signed)
@@ -97,12 +97,12 @@ def trailer_names(headers: CIMultiDict[str]) -> tuple[str, ...]:
     for value in headers.getall("x-amz-trailer", []):
         names += [n.strip().lower() for n in value.split(",") if n.strip()]
     for name in names:
-        if name not in _CHECKSUMS:
+        if name not in CHECKSUMS:
             raise MalformedSignature("x-amz-trailer names a trailer that is not a checksum")
     if len(set(names)) != len(names):
         raise MalformedSignature("x-amz-trailer names a trailer twice")
     return tuple(sorted(names))
 
 
-def _canonical_trailers(values: dict[str, str]) -> bytes:
+def canonical_trailers(values: dict[str, str]) -> bytes:
     return "".join(f"{name}:{values[name]}\n" for name in sorted(values)).encode()
