@@ -16,6 +16,20 @@ from typing import Any
 
 BIN = Path(sys.executable).parent
 
+# The programs of other projects these helpers start. ``scripts/test --fast`` sets
+# KEYBROKER_TESTS_NO_EMULATORS and deselects the tests marked ``emulator``: one that starts an
+# emulator there was not marked (tests/conftest.py says how a test gets the marker).
+EMULATORS = (
+    "moto_server",
+    "redis-server",
+    "nginx",
+    "bao",
+    "pykmip-server",
+    "azurite-blob",
+    "fake-gcs-server",
+    "softhsm2-util",
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -60,6 +74,7 @@ def running(
     log: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` in a new session until the block ends; wait for ``ready()`` first."""
+    refuse_emulator_in_fast_lane(cmd[0])
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         cmd,
@@ -76,6 +91,17 @@ def running(
         stop(proc)
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+def refuse_emulator_in_fast_lane(program: str) -> None:
+    name = Path(program).name
+    if os.environ.get("KEYBROKER_TESTS_NO_EMULATORS") and any(
+        name == e or name.startswith(f"{e}-") for e in EMULATORS
+    ):
+        raise RuntimeError(
+            f"{name} started in the fast lane: mark the test @pytest.mark.emulator, or have it "
+            "use an emulator fixture (tests/conftest.py EMULATOR_FIXTURES)"
+        )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import logscan
+from tests.procs import KEYBROKER
 
-KEYBROKER = [sys.executable, "-m", "keybroker"]
 PROXY_SK = "p" + secrets.token_urlsafe(30)
 REAL_SK = "r" + secrets.token_urlsafe(30)
 logscan.register(PROXY_SK, REAL_SK)

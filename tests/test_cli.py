@@ -7,7 +7,6 @@ import json
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,15 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests import logscan
+from tests.procs import KEYBROKER, run_keybroker
 from tests.proxy.recording_upstream import recording_upstream
 from tests.servers import free_port, port_open, wait_until
 
-KEYBROKER = [sys.executable, "-m", "keybroker"]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yml"
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KEYBROKER, *args], capture_output=True, text=True, timeout=60)
 
 
 def _config(
@@ -65,7 +60,7 @@ Endpoints:
 
 
 def test_check_example_config_prints_summary_without_secrets() -> None:
-    r = _run("check", "--config", str(EXAMPLE))
+    r = run_keybroker("check", "--config", str(EXAMPLE))
     assert r.returncode == 0, r.stderr
     assert "aws-demo" in r.stdout and "volc-demo" in r.stdout
     for secret in ("proxy-secret-made-up-by-you", "real-secret-goes-here", "another-proxy-secret"):
@@ -75,14 +70,14 @@ def test_check_example_config_prints_summary_without_secrets() -> None:
 def test_check_broken_config_names_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("Endpoints:\n  - CloudAccountName: a\n    Vendor: awz\n")
-    r = _run("check", "-conf-file", str(bad))
+    r = run_keybroker("check", "-conf-file", str(bad))
     assert r.returncode == 1
     assert "Endpoints[0].Vendor" in r.stderr and "awz" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_serve_missing_config_is_a_clear_error(tmp_path: Path) -> None:
-    r = _run("-conf-file", str(tmp_path / "nope.yml"))
+    r = run_keybroker("-conf-file", str(tmp_path / "nope.yml"))
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
 

@@ -19,15 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests import logscan
+from tests.procs import KEYBROKER, run_keybroker
 from tests.servers import free_port, port_open, wait_until
-
-KEYBROKER = [sys.executable, "-m", "keybroker"]
-
-
-def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KEYBROKER, *args], input=stdin, capture_output=True, text=True, timeout=120
-    )
 
 
 def _proxy_credentials(stdout: str, account: str) -> tuple[str, str]:
@@ -47,7 +40,7 @@ def _point_at(config: Path, upstream: str, port: int) -> None:
 @pytest.fixture
 def served(tmp_path: Path, moto_auth: tuple[str, str, str]) -> Iterator[tuple[Path, str]]:
     moto_url, real_ak, real_sk = moto_auth
-    r = _run(
+    r = run_keybroker(
         "init",
         str(tmp_path / "kb"),
         "--non-interactive",
@@ -62,7 +55,7 @@ def served(tmp_path: Path, moto_auth: tuple[str, str, str]) -> Iterator[tuple[Pa
     logscan.log_dir(tmp_path / "kb" / "log")
     port = free_port()
     _point_at(config, moto_url, port)
-    check = _run("check", "--config", str(config))
+    check = run_keybroker("check", "--config", str(config))
     assert check.returncode == 0, check.stderr
     proc = subprocess.Popen([*KEYBROKER, "serve", "--config", str(config)])
     try:
@@ -76,7 +69,7 @@ def served(tmp_path: Path, moto_auth: tuple[str, str, str]) -> Iterator[tuple[Pa
 def test_init_writes_no_secret_in_clear(tmp_path: Path) -> None:
     real_sk = "Real" + os.urandom(12).hex()
     logscan.register(real_sk)
-    r = _run(
+    r = run_keybroker(
         "init",
         str(tmp_path / "kb"),
         "--non-interactive",
@@ -99,20 +92,24 @@ def test_init_writes_no_secret_in_clear(tmp_path: Path) -> None:
     assert text.count("${sealed:kb1.") == 4  # both accounts' proxy and real secrets
     assert 'Address: "127.0.0.1:3888"' in text and "Enabled: true" in text
     # as safe as keybroker knows how: check --strict has nothing to say
-    strict = _run("check", "--strict", "--config", str(root / "config.yml"))
+    strict = run_keybroker("check", "--strict", "--config", str(root / "config.yml"))
     assert strict.returncode == 0, strict.stderr
     assert "warning" not in strict.stderr and "error" not in strict.stderr
     _, proxy_sk = _proxy_credentials(r.stdout, "a")
     assert proxy_sk not in text and len(proxy_sk) >= 40
     # never over an existing setup
-    again = _run("init", str(root), "--non-interactive", "--account", "a:aws", stdin="x y\n")
+    again = run_keybroker(
+        "init", str(root), "--non-interactive", "--account", "a:aws", stdin="x y\n"
+    )
     assert again.returncode == 2 and "refusing" in again.stderr
 
 
 def test_init_refuses_bad_input_precisely(tmp_path: Path) -> None:
-    r = _run("init", str(tmp_path / "a"), "--non-interactive", "--account", "a:awz")
+    r = run_keybroker("init", str(tmp_path / "a"), "--non-interactive", "--account", "a:awz")
     assert r.returncode == 2 and "unknown vendor 'awz'" in r.stderr
-    r = _run("init", str(tmp_path / "b"), "--non-interactive", "--account", "a:aws", stdin="x\n")
+    r = run_keybroker(
+        "init", str(tmp_path / "b"), "--non-interactive", "--account", "a:aws", stdin="x\n"
+    )
     assert r.returncode == 2 and "expected one line of stdin with 2 values" in r.stderr
     assert not (tmp_path / "b").exists()  # nothing written
 
@@ -120,7 +117,7 @@ def test_init_refuses_bad_input_precisely(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["native", "keyproxy"])
 def test_try_proves_the_whole_path(served: tuple[Path, str], mode: str) -> None:
     config, _real_ak = served
-    r = _run("try", "--config", str(config), "--account", "aws-demo", "--mode", mode)
+    r = run_keybroker("try", "--config", str(config), "--account", "aws-demo", "--mode", mode)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "<- 200 OK" in r.stdout
     assert "GetCallerIdentityResponse" in r.stdout  # answered by moto, checking the real key
@@ -129,7 +126,7 @@ def test_try_proves_the_whole_path(served: tuple[Path, str], mode: str) -> None:
 
 def test_try_prints_a_curl_that_works(served: tuple[Path, str]) -> None:
     config, _ = served
-    r = _run("try", "--config", str(config), "--mode", "keyproxy", "--curl")
+    r = run_keybroker("try", "--config", str(config), "--mode", "keyproxy", "--curl")
     assert r.returncode == 0, r.stderr
     command = r.stdout.split("   # valid")[0]
     assert command.startswith("curl ") and "X-Mcdn-Origin-Uri" in command
@@ -144,7 +141,7 @@ def test_try_explains_a_refusal(served: tuple[Path, str], tmp_path: Path) -> Non
     config, _ = served
     other = tmp_path / "other.yml"  # a config whose proxy secret the server does not have
     text = config.read_text()
-    init = _run(
+    init = run_keybroker(
         "init",
         str(tmp_path / "kb2"),
         "--non-interactive",
@@ -158,14 +155,14 @@ def test_try_explains_a_refusal(served: tuple[Path, str], tmp_path: Path) -> Non
     port = re.search(r'Address: "127\.0\.0\.1:(\d+)"', text)
     assert port
     other.write_text(fresh.replace("127.0.0.1:3888", f"127.0.0.1:{port.group(1)}"))
-    r = _run("try", "--config", str(other))
+    r = run_keybroker("try", "--config", str(other))
     assert r.returncode == 1
     assert "refused by keybroker" in r.stdout and "check:" in r.stdout
     assert fresh_ak not in r.stderr
 
 
 def test_try_with_nothing_listening(tmp_path: Path) -> None:
-    init = _run(
+    init = run_keybroker(
         "init",
         str(tmp_path / "kb"),
         "--non-interactive",
@@ -176,7 +173,7 @@ def test_try_with_nothing_listening(tmp_path: Path) -> None:
     assert init.returncode == 0
     config = tmp_path / "kb" / "config.yml"
     config.write_text(config.read_text().replace("127.0.0.1:3888", f"127.0.0.1:{free_port()}"))
-    r = _run("try", "--config", str(config))
+    r = run_keybroker("try", "--config", str(config))
     assert r.returncode == 1 and "no answer" in r.stdout and "Traceback" not in r.stderr
 
 

@@ -20,6 +20,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests import logscan
+from tests.procs import children
 from tests.servers import free_port, port_open, wait_until
 
 AK, SK, REAL_SK = "AKIDPROXYLOAD0000001", secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -72,11 +73,6 @@ def _rss_kb(pids: list[int]) -> int:
     return total
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
-
-
 async def _load(url: str, answers: dict[int, tuple[int, str]], faults) -> None:  # type: ignore[no-untyped-def]
     sem = asyncio.Semaphore(CONCURRENCY)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -109,8 +105,8 @@ def test_load_with_upstream_restarts_and_reloads(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "keybroker", "serve", "--config", str(cfg)])
     try:
         wait_until(port_open(port), what="keybroker")
-        wait_until(lambda: len(_children(proc.pid)) == 2, what="workers")
-        workers = _children(proc.pid)
+        wait_until(lambda: len(children(proc.pid)) == 2, what="workers")
+        workers = children(proc.pid)
         url = f"http://127.0.0.1:{port}/"
         # warm up, then take the memory baseline
         warm: dict[int, tuple[int, str]] = {}
@@ -145,7 +141,7 @@ def test_load_with_upstream_restarts_and_reloads(tmp_path: Path) -> None:
         after_faults: dict[int, tuple[int, str]] = {}
         asyncio.run(_load(url, after_faults, lambda: asyncio.sleep(0)))
         assert {s for s, _ in after_faults.values()} == {200}  # fully recovered
-        assert _children(proc.pid) == workers  # no worker died
+        assert children(proc.pid) == workers  # no worker died
         time.sleep(1.0)
         after = _rss_kb(workers)
         assert after - baseline < 40_000, (baseline, after)  # KB: memory back near baseline

@@ -18,8 +18,9 @@ from tests import replay_servers
 
 redis_url = replay_servers.redis_url
 
-BACKENDS = ["memory", "shared", "redis"]
-SHARED_STORES = ["shared", "redis"]
+REDIS = pytest.param("redis", marks=pytest.mark.emulator)  # a real redis-server
+BACKENDS = ["memory", "shared", REDIS]
+SHARED_STORES = ["shared", REDIS]
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,7 @@ async def test_stuck_redis_times_out() -> None:
     assert time.monotonic() - started < 1.5
 
 
+@pytest.mark.emulator  # starts its own redis-server
 async def test_recovers_after_a_redis_restart() -> None:
     port = servers.free_port()
     k1, k2 = os.urandom(32), os.urandom(32)
@@ -94,6 +95,7 @@ async def test_recovers_after_a_redis_restart() -> None:
         await cache.close()
 
 
+@pytest.mark.emulator  # starts its own redis-server
 async def test_wrong_password_is_unavailable_and_never_shown(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

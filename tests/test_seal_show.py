@@ -4,32 +4,23 @@ but not opening, a reference, or in clear — and never a value."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests import logscan
-
-KEYBROKER = [sys.executable, "-m", "keybroker"]
-
-
-def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KEYBROKER, *args], input=stdin, capture_output=True, text=True, timeout=120
-    )
+from tests.procs import run_keybroker
 
 
 def test_show_lists_each_secret_and_whether_it_opens(tmp_path: Path) -> None:
     real_sk = "Real" + os.urandom(12).hex()
     clear_sk = "Clear" + os.urandom(12).hex()
     logscan.register(real_sk, clear_sk)
-    made = _run(
+    made = run_keybroker(
         "init", str(tmp_path / "kb"), "--non-interactive", "--account", "a:aws",
         stdin=f"AKIAREALSHOW00000001 {real_sk}\n",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     config = tmp_path / "kb" / "config.yml"
-    good = _run("seal", "show", "--config", str(config))
+    good = run_keybroker("seal", "show", "--config", str(config))
     assert good.returncode == 0, good.stderr
     assert "Credentials.Proxy.SecretKey  sealed, opens" in good.stdout
     assert "Credentials.Real.SecretKey   sealed, opens" in good.stdout
@@ -45,7 +36,7 @@ def test_show_lists_each_secret_and_whether_it_opens(tmp_path: Path) -> None:
     )
     bad = tmp_path / "bad.yml"
     bad.write_text(moved)
-    r = _run("seal", "show", "--config", str(bad))
+    r = run_keybroker("seal", "show", "--config", str(bad))
     assert r.returncode == 1
     assert "Credentials.Proxy.SecretKey  sealed, DOES NOT OPEN" in r.stdout
     assert "Endpoints[1] (b)" in r.stdout and "in clear" in r.stdout and "reference" in r.stdout

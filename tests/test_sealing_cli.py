@@ -14,7 +14,6 @@ import secrets
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,24 +27,16 @@ from hypothesis import strategies as st
 from keybroker.config.load import loads
 from keybroker.sealing import CANNOT_OPEN
 from tests import logscan
+from tests.procs import KEYBROKER, run_keybroker
 from tests.servers import free_port, port_open, wait_until
 
-KEYBROKER = [sys.executable, "-m", "keybroker"]
 REFERENCE = re.compile(r"\$\{sealed:kb1\.[A-Za-z0-9_-]+\}")
 REAL = "Credentials.Real.SecretKey"
 
 
-def run(
-    *args: str, stdin: str | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KEYBROKER, *args], input=stdin or "", capture_output=True, text=True, timeout=60, cwd=cwd
-    )
-
-
 def init(directory: Path) -> str:
     """``seal init``; the ``Seal:`` section it prints."""
-    r = run("seal", "init", "--dir", str(directory))
+    r = run_keybroker("seal", "init", "--dir", str(directory))
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -75,7 +66,9 @@ def write_config(path: Path, seal: str, *endpoints: str, head: str = "") -> Path
 
 
 def seal_value(config: Path, account: str, value: str, field: str = "Real.SecretKey") -> str:
-    r = run("seal", "--config", str(config), "--account", account, "--field", field, stdin=value)
+    r = run_keybroker(
+        "seal", "--config", str(config), "--account", account, "--field", field, stdin=value
+    )
     assert r.returncode == 0, r.stderr
     assert value not in r.stdout and value not in r.stderr
     reference = r.stdout.strip()
@@ -103,7 +96,7 @@ def test_init_writes_private_files_and_prints_the_seal_section(tmp_path: Path) -
     assert len(secret) == 44 and secret not in out  # 32 bytes, referenced, never printed
     uri = yaml.safe_load(out)["Seal"]["KMS"]
     assert uri == f"kms://cluster-kms?key=file:{master}&salt={salt.read_text().strip()}"
-    again = run("seal", "init", "--dir", str(keys))
+    again = run_keybroker("seal", "init", "--dir", str(keys))
     assert again.returncode == 2 and "already exists: refusing to replace it" in again.stderr
     assert master.read_text().strip() == secret
 
@@ -145,7 +138,7 @@ def test_seal_from_stdin_and_from_a_file(tmp_path: Path, seal_section: str) -> N
     )
     real = seal_value(cfg, "acct", "from-stdin-secret\n")  # one trailing newline is dropped
     (tmp_path / "v").write_text("proxy-from-file-made-up\n")
-    r = run("seal", "-c", str(cfg), "--account", "acct", "--field", "proxy.secretkey",
+    r = run_keybroker("seal", "-c", str(cfg), "--account", "acct", "--field", "proxy.secretkey",
             "--value-file", str(tmp_path / "v"))  # fmt: skip
     assert r.returncode == 0 and "proxy-from-file-made-up" not in r.stdout + r.stderr
     proxy = r.stdout.strip()
@@ -184,7 +177,7 @@ def test_seal_usage_errors(
             "http://x",
         ),
     )
-    r = run("seal", "--config", str(cfg), *args, stdin=stdin)
+    r = run_keybroker("seal", "--config", str(cfg), *args, stdin=stdin)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and not r.stdout
 
@@ -202,7 +195,7 @@ def test_seal_needs_a_seal_section(tmp_path: Path) -> None:
             "http://x",
         ),
     )
-    r = run("seal", "--config", str(cfg), "--account", "acct", stdin="x")
+    r = run_keybroker("seal", "--config", str(cfg), "--account", "acct", stdin="x")
     assert r.returncode == 2
     assert "no Seal.KMS in the config (make one with 'keybroker seal init --dir DIR')" in r.stderr
 
@@ -237,7 +230,7 @@ def test_rewrite_seals_every_plaintext_secret_in_place(tmp_path: Path, seal_sect
     cfg.write_text(text)
     cfg.chmod(0o640)
     before = loads(text, env={"REAL_B": "from-env"})
-    r = run("seal", "--config", str(cfg), "--rewrite")
+    r = run_keybroker("seal", "--config", str(cfg), "--rewrite")
     assert r.returncode == 0, r.stderr
     for value in plain.values():
         assert value not in r.stdout + r.stderr
@@ -254,7 +247,7 @@ def test_rewrite_seals_every_plaintext_secret_in_place(tmp_path: Path, seal_sect
         assert old.proxy.secret_key == new.proxy.secret_key
         assert old.real.secret_key == new.real.secret_key
     assert after.endpoints[1].proxy.secret_key.reveal() == "${not-a-reference}"
-    again = run("seal", "--config", str(cfg), "--rewrite")
+    again = run_keybroker("seal", "--config", str(cfg), "--rewrite")
     assert again.returncode == 0 and "no plaintext secret to seal" in again.stderr
     assert cfg.read_text() == after_text
 
@@ -272,7 +265,7 @@ def test_rewrite_leaves_shared_and_block_values_alone(tmp_path: Path, seal_secti
     )
     cfg = tmp_path / "config.yml"
     cfg.write_text(text)
-    r = run("seal", "--config", str(cfg), "--rewrite")
+    r = run_keybroker("seal", "--config", str(cfg), "--rewrite")
     assert r.returncode == 0, r.stderr
     assert (
         "left Endpoints[0].Credentials.Proxy.SecretKey as it is (shared through a YAML alias)"
@@ -311,7 +304,7 @@ def test_check_refuses_moved_tampered_and_foreign_values(tmp_path: Path, seal_se
     ref_a = seal_value(cfg, "a", "secret-of-account-a")
     good = cfg.read_text().replace('"real-secret-ra"', json.dumps(ref_a))
     cfg.write_text(good)
-    assert run("check", "--config", str(cfg)).returncode == 0
+    assert run_keybroker("check", "--config", str(cfg)).returncode == 0
     cases = {
         "moved to b": good.replace('"real-secret-rb"', json.dumps(ref_a)),
         "moved to a's proxy": good.replace('"proxy-secret-made-up-p1"', json.dumps(ref_a)),
@@ -324,13 +317,13 @@ def test_check_refuses_moved_tampered_and_foreign_values(tmp_path: Path, seal_se
     }
     for name, text in cases.items():
         cfg.write_text(text)
-        r = run("check", "--config", str(cfg))
+        r = run_keybroker("check", "--config", str(cfg))
         assert r.returncode == 1, name
         assert f"{where[name]}: {CANNOT_OPEN}" in r.stderr, (name, r.stderr)
         assert ref_a not in r.stderr and "secret-of-account-a" not in r.stderr
     other = write_config(tmp_path / "other.yml", init(tmp_path / "other-keys"), *eps)
     other.write_text(other.read_text().replace('"real-secret-ra"', json.dumps(ref_a)))
-    r = run("check", "--config", str(other))
+    r = run_keybroker("check", "--config", str(other))
     assert r.returncode == 1 and f"Endpoints[0].{REAL}: {CANNOT_OPEN}" in r.stderr
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests import logscan
+from tests.procs import children
 from tests.proxy.platform import send, sign_aws
 from tests.proxy.recording_upstream import recording_upstream
 from tests.servers import free_port, port_open, wait_until
@@ -41,11 +42,6 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)  # atomic, as a config-management tool would
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
-
-
 _SEQ = iter(range(1_000_000))
 
 
@@ -72,7 +68,7 @@ def test_workers_reload_restart_and_drain(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until(port_open(port), what="keybroker serve")
-            wait_until(lambda: len(_children(proc.pid)) == 2, what="two workers")
+            wait_until(lambda: len(children(proc.pid)) == 2, what="two workers")
             assert _call(url, "a", "AKIDPROXYWORKERA0001", SK_A) == 200
             assert _call(url, "b", "AKIDPROXYWORKERB0001", SK_B) == 404
 
@@ -97,11 +93,11 @@ def test_workers_reload_restart_and_drain(tmp_path: Path) -> None:
             assert _call(url, "b", "AKIDPROXYWORKERB0001", SK_B) == 200
 
             # a worker that dies is replaced; service continues meanwhile
-            victim = _children(proc.pid)[0]
+            victim = children(proc.pid)[0]
             os.kill(victim, signal.SIGKILL)
             assert all(_call(url, "a", "AKIDPROXYWORKERA0001", SK_A) == 200 for _ in range(4))
             wait_until(
-                lambda: len(_children(proc.pid)) == 2 and victim not in _children(proc.pid),
+                lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid),
                 what="worker restarted",
             )
         finally:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests import logscan
+from tests.procs import KEYBROKER, children
 from tests.servers import free_port, port_open, wait_until
 
-KEYBROKER = [sys.executable, "-m", "keybroker"]
 REAL_SK = "real" + secrets.token_urlsafe(24)
 PROXY_SK = "proxy" + secrets.token_urlsafe(24)
 logscan.register(REAL_SK, PROXY_SK)
@@ -38,11 +38,6 @@ def _config(tmp: Path, port: int, workers: int, extra: str = "") -> Path:
         f'      Real: {{AccessKey: "AKIAREALLIFECYCLE001", SecretKey: "{REAL_SK}"}}\n'
     )
     return path
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
 
 
 def _alive(pid: int) -> bool:
@@ -72,8 +67,8 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     proc = subprocess.Popen([*KEYBROKER, "serve", "--config", str(cfg)])
     try:
         wait_until(port_open(port), what="keybroker serve")
-        wait_until(lambda: len(_children(proc.pid)) == 2, what="two workers")
-        workers = _children(proc.pid)
+        wait_until(lambda: len(children(proc.pid)) == 2, what="two workers")
+        workers = children(proc.pid)
         # the workers got their config through a pipe: no copy of it is on disk
         assert _files_holding(REAL_SK, Path(tempfile.gettempdir())) == []
         proc.send_signal(signal.SIGKILL)
@@ -85,7 +80,7 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         with socket.socket() as probe:  # nobody listens any more
             assert probe.connect_ex(("127.0.0.1", port)) != 0
     finally:
-        for pid in [proc.pid, *_children(proc.pid)]:
+        for pid in [proc.pid, *children(proc.pid)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ import pytest
 from keybroker.credentials import Credential
 from keybroker.secret import Secret
 from tests import logscan
+from tests.procs import KEYBROKER, run_keybroker
 from tests.servers import free_port, port_open, wait_until
 from tests.signers.test_samples import UPSTREAMS
-
-KEYBROKER = [sys.executable, "-m", "keybroker"]
 
 AK, SK = "AKIDREALTRYVENDOR001", "real-secret-for-try-0123456789abcdefXYZ"
 AKAMAI = ("akab-real-client-token-1", "akab-real-access-token-1", "real-client-secret-0123456789")
@@ -36,17 +34,11 @@ def _real(vendor: str) -> tuple[Credential, str]:
     return Credential(AK, Secret(SK)), f"{AK} {SK}"
 
 
-def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KEYBROKER, *args], input=stdin, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize("vendor", sorted(UPSTREAMS))
 def test_try_arrives_resigned_with_the_real_key(tmp_path: Path, vendor: str) -> None:
     cred, line = _real(vendor)
     logscan.register(*cred.secrets())
-    init = _run(
+    init = run_keybroker(
         "init",
         str(tmp_path / "kb"),
         "--non-interactive",
@@ -70,7 +62,9 @@ def test_try_arrives_resigned_with_the_real_key(tmp_path: Path, vendor: str) -> 
             accepted: list[object] = upstream.echoes  # type: ignore[attr-defined]
             for mode in ("native", "keyproxy"):
                 before = len(accepted)
-                r = _run("try", "--config", str(config), "--account", "demo", "--mode", mode)
+                r = run_keybroker(
+                    "try", "--config", str(config), "--account", "demo", "--mode", mode
+                )
                 out = r.stdout + r.stderr
                 assert r.returncode == 0, out
                 assert "<- 200 OK" in r.stdout and "answered by the vendor" in r.stdout, out

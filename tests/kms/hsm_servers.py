@@ -201,6 +201,7 @@ def softhsm_tokens(directory: Path, *labels: str) -> Iterator[SoftHSM]:
     if module is None:
         raise RuntimeError("SoftHSM2 not found: apt-get install softhsm2")
     util = shutil.which("softhsm2-util")
+    servers.refuse_emulator_in_fast_lane("softhsm2-util")
     if util is None:
         raise RuntimeError("softhsm2-util not found: apt-get install softhsm2")
     (directory / "tokens").mkdir()

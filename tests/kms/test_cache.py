@@ -260,6 +260,7 @@ async def doomed_aws() -> AsyncIterator[tuple[ExternalKMS, servers.subprocess.Po
         await kms.close()
 
 
+@pytest.mark.emulator  # doomed_aws starts its own moto_server
 async def test_offline_serves_expired_entries_while_the_backend_is_down(
     doomed_aws: tuple[ExternalKMS, servers.subprocess.Popen[bytes]],
     clock: Clock,
@@ -285,6 +286,7 @@ async def test_offline_serves_expired_entries_while_the_backend_is_down(
     assert cache.stats.offline_hits == 1
 
 
+@pytest.mark.emulator  # doomed_aws starts its own moto_server
 async def test_offline_never_serves_an_invalidated_dek(
     doomed_aws: tuple[ExternalKMS, servers.subprocess.Popen[bytes]], clock: Clock
 ) -> None:
@@ -299,6 +301,7 @@ async def test_offline_never_serves_an_invalidated_dek(
     assert cache.stats.offline_hits == 0
 
 
+@pytest.mark.emulator  # doomed_aws starts its own moto_server
 async def test_without_offline_mode_an_expired_entry_is_not_served(
     doomed_aws: tuple[ExternalKMS, servers.subprocess.Popen[bytes]], clock: Clock
 ) -> None:

@@ -63,7 +63,12 @@ def azure_storage(server: Azurite) -> AzureBlobStorage:
     )
 
 
-@pytest.fixture(params=["memory", "file", "s3", "gcs", "azure"])
+def _emulated(*names: str) -> list[Any]:
+    """Storage params served by an emulator (moto, fake-gcs-server, Azurite): marked so."""
+    return [pytest.param(name, marks=pytest.mark.emulator) for name in names]
+
+
+@pytest.fixture(params=["memory", "file", *_emulated("s3", "gcs", "azure")])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         s: Any = MemoryStorage()
@@ -106,7 +111,7 @@ async def test_concurrent_replacers_exactly_one_wins(storage: Any) -> None:
     assert await storage.get("race") == b"n%d" % results.index(True)
 
 
-@pytest.mark.parametrize("storage", ["gcs", "azure"], indirect=True)
+@pytest.mark.parametrize("storage", _emulated("gcs", "azure"), indirect=True)
 async def test_a_write_after_the_read_makes_replace_lose(storage: Any) -> None:
     """GCS and Azure Blob read the blob with its generation / ETag, compare, then upload on
     that precondition: a write or delete in between (the storage's own synchronous calls, run
