@@ -35,6 +35,7 @@ def kb_grpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyBroker]:
         yield running
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", [KMSError("the KMS is unreachable"), OSError(5, "I/O error")])
 def test_a_grpc_call_failing_in_the_kms_is_recorded(
     kb_grpc: KeyBroker, client: Any, monkeypatch: pytest.MonkeyPatch, error: Exception

@@ -125,6 +125,7 @@ def rewrite(folder: Path, change: Callable[[list[dict[str, object]]], None]) -> 
         start += size
 
 
+@pytest.mark.slow
 def test_an_untouched_log_is_proven_with_its_unproven_tail(pristine: Path, keys: Path) -> None:
     result = check(pristine, keys)
     assert result.ok, result

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the benchmarks: outside scripts/test --fast
+
 REPO = Path(__file__).resolve().parents[1]
 VENDORS = {"aws", "volcengine"}
 

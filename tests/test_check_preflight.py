@@ -13,6 +13,8 @@ import pytest
 from tests import logscan
 from tests.procs import KEYBROKER
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 PROXY_SK = "p" + secrets.token_urlsafe(30)
 REAL_SK = "r" + secrets.token_urlsafe(30)
 logscan.register(PROXY_SK, REAL_SK)

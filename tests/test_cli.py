@@ -23,6 +23,8 @@ from tests.procs import KEYBROKER, run_keybroker
 from tests.proxy.recording_upstream import recording_upstream
 from tests.servers import free_port, port_open, wait_until
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yml"
 
 

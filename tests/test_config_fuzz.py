@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,6 +52,7 @@ def test_any_text(text: str) -> None:
     assert isinstance(outcome(text), Config | ConfigError)
 
 
+@pytest.mark.slow
 @FAST
 @given(st.data())
 def test_mutated_sample(data: st.DataObject) -> None:
@@ -79,6 +81,7 @@ trees = st.recursive(
 )
 
 
+@pytest.mark.slow
 @FAST
 @given(st.dictionaries(st.sampled_from(KEYS), trees, max_size=6))
 def test_structured_documents(doc: dict[str, object]) -> None:

@@ -129,6 +129,7 @@ def _dashboard_exprs() -> list[str]:
     return exprs
 
 
+@pytest.mark.slow
 def test_every_metric_in_rules_and_dashboard_is_exposed(tmp_path: Path) -> None:
     proxy_sk = secrets.token_urlsafe(30)
     logscan.register(proxy_sk)

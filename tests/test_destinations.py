@@ -62,6 +62,7 @@ PIECES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=3000)
 @given(st.lists(st.sampled_from(PIECES), max_size=12).map("".join))
 @example("https://sts.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&Nonce=123")
@@ -74,6 +75,7 @@ def test_plain_uris_parse_as_urlsplit_says(value: str) -> None:
     assert outcome(parse_origin_uri, value) == outcome(reference_parse_origin_uri, value)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000)
 @given(
     st.sampled_from(["http", "https", "HTTPS"]),

@@ -22,6 +22,8 @@ from tests import logscan
 from tests.procs import KEYBROKER, run_keybroker
 from tests.servers import free_port, port_open, wait_until
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 
 def _proxy_credentials(stdout: str, account: str) -> tuple[str, str]:
     found = re.search(rf"{account} \(\w+\): AccessKey=(\S+), SecretKey=(\S+)", stdout)

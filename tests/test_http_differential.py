@@ -228,6 +228,7 @@ def raw_request(draw: st.DrawFn) -> bytes:
 _VALID_NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
 
 
+@pytest.mark.slow
 @settings(
     max_examples=300,
     deadline=None,
@@ -254,6 +255,7 @@ def test_keybroker_never_reads_a_request_the_reference_does_not(
         assert mine.headers == ref.headers, (data, mine, ref)
 
 
+@pytest.mark.slow
 def test_the_generator_reaches_both_outcomes() -> None:
     """The property is not vacuous: well-formed streams are read alike by both parsers."""
     ok = b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -281,6 +281,7 @@ _CLOSE_SPELLINGS = st.sampled_from(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # found by this test: llhttp keeps an HTTP/1.0 connection whose answer says "keep-alive, close"
+@pytest.mark.slow
 @example(kind="GET", close=b"Connection: keep-alive, close\r\n", version=b"1.0", length=b"")
 @given(
     kind=st.sampled_from(["HEAD", "204", "304", "GET"]),

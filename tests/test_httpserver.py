@@ -7,6 +7,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,6 +125,7 @@ def _answers(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     return out
 
 
+@pytest.mark.slow
 def test_keep_alive_and_pipelining_answer_in_order() -> None:
     async def go(s: _Server) -> bytes:
         reqs = b"".join(
@@ -144,6 +146,7 @@ def test_keep_alive_and_pipelining_answer_in_order() -> None:
     assert bodies[0]["remote"] == "127.0.0.1"
 
 
+@pytest.mark.slow
 def test_fixed_and_chunked_request_bodies() -> None:
     import json
 
@@ -161,6 +164,7 @@ def test_fixed_and_chunked_request_bodies() -> None:
     assert (s2, two["body"], two["declared"], two["exists"]) == (200, "hello world", None, True)
 
 
+@pytest.mark.slow
 def test_streamed_answer_is_chunked_and_head_has_no_body() -> None:
     async def go(s: _Server) -> tuple[bytes, bytes]:
         a = await s.raw(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", wait=0.5)
@@ -272,6 +276,7 @@ def test_client_gone_cancels_handler() -> None:
     assert run(go, handler=handler)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_fuzzed_bytes_never_crash_the_server(data: bytes) -> None:

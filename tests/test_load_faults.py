@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -22,6 +23,8 @@ from botocore.credentials import Credentials
 from tests import logscan
 from tests.procs import children
 from tests.servers import free_port, port_open, wait_until
+
+pytestmark = pytest.mark.slow  # a load test with faults: outside scripts/test --fast
 
 AK, SK, REAL_SK = "AKIDPROXYLOAD0000001", secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 logscan.register(SK, REAL_SK)

@@ -522,6 +522,7 @@ def _ok_count(url: str) -> float:
     return counts.get(("m-ok", "aws", "keyproxy", "200"), 0)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_report_one_sum(upstream: Recorder, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
@@ -665,6 +666,7 @@ Endpoints:
 """
 
 
+@pytest.mark.slow
 def test_keybroker_serve_with_two_workers_answers_the_sum(
     upstream: Recorder, tmp_path: Path
 ) -> None:

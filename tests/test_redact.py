@@ -350,6 +350,7 @@ def _related_values_and_text(draw: st.DrawFn) -> tuple[list[str], str]:
     return values, "".join(pieces)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(case=_related_values_and_text())
 def test_fuzz_prefix_tree_pattern_removes_what_the_alternation_does(

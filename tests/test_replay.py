@@ -168,6 +168,7 @@ def operations(draw: st.DrawFn) -> list[tuple[int, int, float]]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(ops=operations(), max_entries=st.integers(1, 15))
 def test_matches_a_model(ops: list[tuple[int, int, float]], max_entries: int) -> None:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests import logscan
 from tests.procs import run_keybroker
+
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
 
 
 def test_show_lists_each_secret_and_whether_it_opens(tmp_path: Path) -> None:

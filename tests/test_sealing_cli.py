@@ -30,6 +30,8 @@ from tests import logscan
 from tests.procs import KEYBROKER, run_keybroker
 from tests.servers import free_port, port_open, wait_until
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 REFERENCE = re.compile(r"\$\{sealed:kb1\.[A-Za-z0-9_-]+\}")
 REAL = "Credentials.Real.SecretKey"
 

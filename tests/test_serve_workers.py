@@ -12,11 +12,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import logscan
 from tests.procs import children
 from tests.proxy.platform import send, sign_aws
 from tests.proxy.recording_upstream import recording_upstream
 from tests.servers import free_port, port_open, wait_until
+
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
 
 STS = "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity"
 

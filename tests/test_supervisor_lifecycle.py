@@ -21,6 +21,8 @@ from tests import logscan
 from tests.procs import KEYBROKER, children
 from tests.servers import free_port, port_open, wait_until
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 REAL_SK = "real" + secrets.token_urlsafe(24)
 PROXY_SK = "proxy" + secrets.token_urlsafe(24)
 logscan.register(REAL_SK, PROXY_SK)
@@ -175,6 +177,7 @@ LIBRARY = """
 import sys
 from keybroker.config.load import load
 from keybroker.proxy.app import Proxy
+
 Proxy(load(sys.argv[1])).run()
 """
 

@@ -19,6 +19,8 @@ from tests.procs import KEYBROKER, run_keybroker
 from tests.servers import free_port, port_open, wait_until
 from tests.signers.test_samples import UPSTREAMS
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 AK, SK = "AKIDREALTRYVENDOR001", "real-secret-for-try-0123456789abcdefXYZ"
 AKAMAI = ("akab-real-client-token-1", "akab-real-access-token-1", "real-client-secret-0123456789")
 

@@ -170,6 +170,7 @@ async def test_version_remembered_across_rotation(
     assert f"POST /keys/{key}/{new.kek_version}/unwrapkey" in azure.fake.calls
 
 
+@pytest.mark.slow
 async def test_rotate_makes_a_new_latest_version(
     azure: AzureEnv, make: list[AzureKeyVaultWrapper]
 ) -> None:
@@ -211,6 +212,7 @@ async def test_rotate_missing_key_is_a_config_error(
         await w.rotate()
 
 
+@pytest.mark.slow
 def test_cli_rotate_then_rewrap(
     azure: AzureEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -326,6 +328,7 @@ async def test_direct_construction_with_client_secret(azure: AzureEnv) -> None:
         await w.close()
 
 
+@pytest.mark.slow
 async def test_untrusted_tls_is_a_backend_error(
     azure: AzureEnv, make: list[AzureKeyVaultWrapper]
 ) -> None:

@@ -194,6 +194,7 @@ def _process_worker(args: tuple[str, str, int]) -> tuple[list[str], int]:
     return asyncio.run(run()), wrapper.wraps
 
 
+@pytest.mark.slow
 def test_processes_agree_on_one_dek_per_id(tmp_path: Path) -> None:
     """Four processes ask for the same 30 new ids in the same order: whoever loses a race on an
     id must read the winner's DEK, so all four lists are identical."""

@@ -251,6 +251,7 @@ def test_cli_rotate_then_rewrap(
     assert capsys.readouterr().out == deks
 
 
+@pytest.mark.slow
 def test_rewrap_waits_for_a_new_primary_to_propagate(
     gcp: GCPEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

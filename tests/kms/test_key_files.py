@@ -295,6 +295,7 @@ def test_random_master_secrets_pass(raw: bytes) -> None:
     assert structured, (raw, why)
 
 
+@pytest.mark.slow
 def test_urandom_secrets_pass() -> None:
     for size in (16, 32, 64):
         assert all(weakness(os.urandom(size)) is None for _ in range(2000))

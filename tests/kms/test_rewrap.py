@@ -357,6 +357,7 @@ async def test_storage_without_replace_is_refused(tmp_path: Path) -> None:
         await rewrap_all(kms, concurrency=0)
 
 
+@pytest.mark.slow
 async def test_readers_see_the_same_dek_throughout_a_rewrap(tmp_path: Path) -> None:
     key = tmp_path / "kek"
     key.write_bytes(os.urandom(32))

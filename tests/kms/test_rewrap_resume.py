@@ -26,6 +26,8 @@ from keybroker.kms.storage.s3 import S3Storage
 from keybroker.kms.uri import parse_uri
 from tests.kms.test_rewrap import REGION, check_all, seed
 
+pytestmark = pytest.mark.slow  # runs keybroker as a process: outside scripts/test --fast
+
 # -- killed half way and resumed -------------------------------------------------------------
 
 

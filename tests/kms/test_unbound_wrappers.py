@@ -137,6 +137,7 @@ async def test_a_wrapper_that_can_neither_bind_nor_sign_needs_a_trusted_store() 
     assert await kms.get_dek("key-a", 16) == dek
 
 
+@pytest.mark.slow
 async def test_unsigned_azure_envelopes_open_only_from_a_trusted_store(
     azure: AzureEnv,
 ) -> None:
@@ -189,6 +190,7 @@ async def test_open_dek_checks_the_signature_itself(kms: ExternalKMS) -> None:
         await open_dek(kms.wrapper, "key-s", 32, bad)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -210,6 +212,7 @@ async def test_no_change_to_a_signed_envelope_opens(kms: ExternalKMS, data: st.D
         await open_dek(kms.wrapper, "key-p", 32, changed)
 
 
+@pytest.mark.slow
 async def test_blobs_naming_unknown_versions_do_not_grow_the_client_cache(
     kms: ExternalKMS,
 ) -> None:

@@ -379,6 +379,7 @@ def test_settings_fail_only_with_config_errors(
     assert w.kek_id.endswith(f"{mount}/{key}")
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(max_size=80), st.from_regex(r"vault:v[0-9]{1,3}:[A-Za-z0-9+/=]{0,40}")))
 @example("vault:v1:AB==")  # non-canonical padding bits: once decoded to what AA== is

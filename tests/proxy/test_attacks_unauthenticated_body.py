@@ -57,6 +57,7 @@ def _forge(total: int, sent: int) -> bytes:
             return answer
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="a forged SigV4 request naming a known proxy access key makes the proxy read the "

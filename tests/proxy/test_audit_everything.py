@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import pytest
 import requests
 from botocore.config import Config as BotoConfig
 
@@ -76,6 +77,7 @@ def audit_lines(kb: KeyBroker) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (kb.audit_dir / "audit.log").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_every_request_of_a_mixed_run_has_its_record(tmp_path: Path) -> None:
     with mixed_proxy(tmp_path) as (kb, up):
         for i in range(3):
@@ -155,6 +157,7 @@ def test_every_request_of_a_mixed_run_has_its_record(tmp_path: Path) -> None:
     assert len(service_calls) == 3
 
 
+@pytest.mark.slow
 def test_a_flood_of_identical_malformed_requests_yields_bounded_records(tmp_path: Path) -> None:
     with mixed_proxy(tmp_path) as (kb, _):
         started = time.monotonic()

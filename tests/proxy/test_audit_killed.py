@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from aiohttp import web
 
@@ -31,6 +32,7 @@ logscan.register(SK, REAL_SK)
 URI = "https://s3.us-east-1.amazonaws.com/bucket/evidence"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_answer_leaves_the_write_ahead_record(tmp_path: Path) -> None:
     release = threading.Event()
     upstream_saw: list[str] = []

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from keybroker.settings import AuditConfig, Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
@@ -30,6 +32,7 @@ def _verify(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_audit_records_ahead_and_after_and_tamper_detection(tmp_path: Path) -> None:
     audit_dir = logscan.log_dir(tmp_path / "audit")
     with recording_upstream() as up:

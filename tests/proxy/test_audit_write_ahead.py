@@ -144,6 +144,7 @@ def test_audit_fail_open_forwards_and_counts(tmp_path: Path) -> None:
             os.unlink(filler)
 
 
+@pytest.mark.slow
 def test_full_disk_key_service_hands_out_no_key(tmp_path: Path) -> None:
     """The key service records a key operation before the key goes out: with the audit's disk
     full no key is handed out (503), and once space returns the same call succeeds."""

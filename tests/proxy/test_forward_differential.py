@@ -186,6 +186,7 @@ def _answers(sock: socket.socket, count: int) -> list[int]:
     return statuses
 
 
+@pytest.mark.slow
 @settings(
     max_examples=120,
     deadline=None,

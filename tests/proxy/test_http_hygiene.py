@@ -152,6 +152,7 @@ def test_default_caps_hold_against_many_idle_sockets_from_one_address() -> None:
                 sock.close()
 
 
+@pytest.mark.slow
 def test_busy_connections_are_not_shed_the_new_one_is_refused() -> None:
     http = HttpConfig(max_connections=3, max_connections_per_client=3)
     with recording_upstream(delay=3.0) as up, _proxy(up.url, http=http) as (port, _, refusals):

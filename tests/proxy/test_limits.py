@@ -39,6 +39,7 @@ def _cfg(upstream: str, http: HttpConfig | None = None, **ep_extra: object) -> C
     return Config(http=http or HttpConfig(), endpoints=[ep])
 
 
+@pytest.mark.slow
 def test_concurrent_requests_per_account_get_503_with_retry_after() -> None:
     with (
         recording_upstream(delay=1.0) as up,
@@ -72,6 +73,7 @@ def test_concurrent_requests_per_account_get_503_with_retry_after() -> None:
         )
 
 
+@pytest.mark.slow
 def test_slow_client_body_gets_408() -> None:
     body = b"Action=GetCallerIdentity&Version=2011-06-15"
     form = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}

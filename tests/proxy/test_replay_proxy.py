@@ -92,6 +92,7 @@ def test_redis_down_fails_closed_with_503(upstream: Recorder) -> None:
     assert _replay_cache_errors() - before == 1
 
 
+@pytest.mark.slow
 def test_replay_across_worker_processes(tmp_path: Path, upstream: Recorder) -> None:
     """Workers: 2 with the default in-memory cache, shared through the supervisor: replays
     that land on the other worker are refused too (the log shows both workers answered)."""

@@ -389,6 +389,7 @@ def test_a_body_refused_before_its_first_byte_went_up_keeps_nothing(upstream: Re
     assert [s.body for s in upstream.seen] == [b"right body"]
 
 
+@pytest.mark.slow
 def test_a_503_over_the_concurrency_limit_keeps_nothing() -> None:
     """A request refused because the account is at MaxConcurrentRequests never reached the
     upstream: the client's identical retry, once a slot is free, goes through (once)."""

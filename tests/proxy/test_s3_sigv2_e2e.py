@@ -133,6 +133,7 @@ def _check_resigned(rec: Recorded, sent: int) -> None:
     assert rec.setup.proxy_ak not in seen[0].path_qs
 
 
+@pytest.mark.emulator  # a real program: s3cmd / the AWS CLI
 @pytest.mark.skipif(S3CMD is None, reason="s3cmd is not installed (scripts/setup installs it)")
 def test_s3cmd_signurl(recorded: Recorded, tmp_path: Path) -> None:
     cfg = _config(tmp_path, recorded.setup)
@@ -156,6 +157,7 @@ def test_s3cmd_signurl(recorded: Recorded, tmp_path: Path) -> None:
     assert len(recorded.up.seen) == sent
 
 
+@pytest.mark.emulator  # a real program: s3cmd / the AWS CLI
 @pytest.mark.skipif(AWS_V1 is None, reason="AWS CLI v1 is not installed")
 def test_aws_cli_v1_presign_makes_a_sigv2_url_that_works(recorded: Recorded) -> None:
     assert AWS_V1 is not None

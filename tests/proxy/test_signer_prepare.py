@@ -45,6 +45,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("vendor", "loaded"), [("aws", "1"), ("tencent", "0")])
 def test_start_loads_the_models_of_configured_vendors_only(vendor: str, loaded: str) -> None:
     env = {**os.environ, "PYTHONPATH": SRC}

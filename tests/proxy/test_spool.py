@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from keybroker.settings import Config
 from tests import logscan
 from tests.proxy.conftest import aws_endpoint
@@ -53,6 +55,7 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 def test_eight_concurrent_5mb_posts_keep_memory_flat(tmp_path: Path) -> None:
     """The Go key-proxy grows by about 240 MB here and keeps it."""
     port = free_port()

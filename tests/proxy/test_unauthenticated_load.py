@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from tests import logscan
 from tests.servers import free_port, port_open, wait_until
 
+pytestmark = pytest.mark.slow  # a load test: outside scripts/test --fast
+
 PROXY_AK = "LTAIPROXY" + secrets.token_hex(8)
 PROXY_SK, REAL_SK = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 logscan.register(PROXY_SK, REAL_SK)

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import requests
 
 from keybroker.settings import Config, HttpConfig
@@ -81,6 +82,7 @@ def _raw_upstream(behaviour: str) -> Iterator[str]:
         srv.close()
 
 
+@pytest.mark.slow
 def test_hanging_upstream_times_out_with_502() -> None:
     with (
         _raw_upstream("hang") as up,

@@ -95,6 +95,7 @@ def _breaks_off(answer: bytes) -> Iterator[str]:
         srv.close()
 
 
+@pytest.mark.slow
 def test_upstream_breaking_off_before_the_body_is_a_502() -> None:
     for answer in (
         b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",

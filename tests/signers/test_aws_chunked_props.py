@@ -4,6 +4,7 @@ real key; any flipped byte in the client's body is refused with one of our error
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +91,7 @@ def test_reference_and_transformer_agree_on_the_framed_length() -> None:
             assert len(out) == chunked.encoded_length(n, [trailer] if trailer else [])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     st.sampled_from(VARIANTS),

@@ -622,6 +622,7 @@ def _generator() -> Any:
     return module
 
 
+@pytest.mark.slow
 def test_data_file_matches_the_installed_botocore() -> None:
     """Run scripts/gen_aws_services.py when this fails (botocore was upgraded)."""
     shipped = json.loads(

@@ -281,6 +281,7 @@ def test_a_header_request_needs_a_date() -> None:
 _JUNK = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=60)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     auth=st.one_of(st.none(), _JUNK.map(lambda s: "AWS " + s), _JUNK),

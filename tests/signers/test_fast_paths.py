@@ -120,6 +120,7 @@ def ref_canonical_uri(path: str, raw: bool) -> list[str]:
     return [as_sent] if reencoded == as_sent else [as_sent, reencoded]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(queries())
 @example("Action=GetCallerIdentity&Version=2011-06-15&Nonce=7")
@@ -140,6 +141,7 @@ def check_sigv4_query(raw: str) -> None:
         ) == outcome(lambda: ref_canonical_query(raw, drop))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(texts)
 def test_sigv4_encode_component_agrees(text: str) -> None:
@@ -148,6 +150,7 @@ def test_sigv4_encode_component_agrees(text: str) -> None:
     )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     st.lists(st.one_of(texts, near_plain, st.sampled_from(["", ".", ".."])), max_size=5).map(
@@ -200,6 +203,7 @@ def ref_volc_canonical_query(raw: str, keep: frozenset[str] | None) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(queries(), st.none() | st.frozensets(st.sampled_from(["a", "b", "Action", "é", "a b"])))
 @example("Action=ListUsers&Version=2018-01-01&Nonce=3", None)
@@ -226,6 +230,7 @@ def test_encode_unreserved_agrees(raw: bytes) -> None:
     assert encoding.encode_unreserved(raw) == quote(raw, safe="")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(texts | near_plain, max_size=5).map("/".join))
 def test_segment_encoded_uri_agrees(path: str) -> None:
@@ -263,6 +268,7 @@ def test_long_queries_take_linear_time(raw: str) -> None:
 # --------------------------------------------------------------- HMAC and time stamps
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.binary(max_size=200), st.binary(max_size=300))
 def test_prepared_hmac_is_hmac_sha256(key: bytes, msg: bytes) -> None:

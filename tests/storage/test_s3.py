@@ -391,6 +391,7 @@ async def test_external_kms_keeps_deks_in_s3(moto_url: str, moto_s3_keys: AwsKey
     await kms.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(region=st.text(min_size=1, max_size=40), endpoint=st.text(min_size=1, max_size=60))
 def test_fuzz_uri_values_build_or_fail_cleanly(region: str, endpoint: str) -> None:
