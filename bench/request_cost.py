@@ -27,7 +27,7 @@ from typing import Any
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from keybroker import signers
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.logs.file import LOG_FILE_NAME
 from keybroker.logs.format import REQUEST_ID
 from keybroker.logs.redact import register_config_secrets

@@ -14,7 +14,7 @@ from keybroker.audit.proof import verify_keyed
 from keybroker.audit.trail import AuditLog
 from keybroker.cli.audit import main
 from keybroker.cli.seal import create_master_secret
-from keybroker.config.load import load, loads
+from keybroker.config.loader import load, loads
 from keybroker.errors import ConfigError
 
 ENDPOINT = """Endpoints:

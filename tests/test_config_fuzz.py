@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.errors import ConfigError
 from keybroker.settings import Config
 

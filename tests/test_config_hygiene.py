@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from keybroker.config.check import validate
 from keybroker.config.check_credentials import weak_secret_reason
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError
 from keybroker.logs.redact import SecretRegistry, register_config_secrets

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keybroker import signers
-from keybroker.config.load import load, loads
+from keybroker.config.loader import load, loads
 from keybroker.errors import ConfigError
 from keybroker.secret import Secret
 from keybroker.settings import Config, HttpConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from keybroker.config import secrets as config_secrets
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.config.secrets import register_secret_resolver
 from keybroker.errors import ConfigError, KMSError
 from keybroker.settings import Config

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.errors import ConfigError
 
 BASE = """

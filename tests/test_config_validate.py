@@ -9,7 +9,7 @@ import pytest
 
 from keybroker import signers
 from keybroker.config.check import validate
-from keybroker.config.load import load
+from keybroker.config.loader import load
 from keybroker.config.summary import mask_key, render_summary
 from keybroker.credentials import Credential
 from keybroker.errors import ConfigError
@@ -188,7 +188,7 @@ def test_public_names() -> None:
     from keybroker.config import check, summary
 
     # The package's ``load`` is the function, so the module is taken from the import system.
-    config_load = importlib.import_module("keybroker.config.load")
+    config_load = importlib.import_module("keybroker.config.loader")
 
     assert sorted(keybroker.config.__all__) == [
         "load",

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.proxy.forwarding import HOP_BY_HOP
 from keybroker.proxy.routing import CONTROL_HEADERS, Route, Router, kept_headers
 

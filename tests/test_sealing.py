@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.errors import ConfigError
 from keybroker.kms import ClusterKMS, ExternalKMS, from_uris
 from keybroker.sealing import (

@@ -24,7 +24,7 @@ from botocore.config import Config as BotoConfig
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.sealing import CANNOT_OPEN
 from tests import logscan
 from tests.procs import KEYBROKER, run_keybroker

@@ -167,7 +167,7 @@ def test_serve_prints_a_banner_without_secrets(tmp_path: Path) -> None:
 
 
 def test_an_omitted_address_means_loopback() -> None:
-    from keybroker.config.load import loads
+    from keybroker.config.loader import loads
 
     cfg = loads("Endpoints: []\n")
     assert cfg.http.address == "127.0.0.1:3888"
@@ -175,7 +175,7 @@ def test_an_omitted_address_means_loopback() -> None:
 
 LIBRARY = """
 import sys
-from keybroker.config.load import load
+from keybroker.config.loader import load
 from keybroker.proxy.app import Proxy
 
 Proxy(load(sys.argv[1])).run()

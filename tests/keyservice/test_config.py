@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from keybroker.config.check import validate
-from keybroker.config.load import loads
+from keybroker.config.loader import loads
 from keybroker.errors import ConfigError
 from keybroker.settings import Config, GrpcClient, GrpcConfig, KeyPolicy, KeyServiceConfig
 

@@ -116,7 +116,7 @@ def test_bound_blobs_work_whatever_the_setting(store: tuple[KeyBroker, str, byte
 
 
 def test_the_setting_is_checked(tmp_path: Path) -> None:
-    from keybroker.config.load import loads
+    from keybroker.config.loader import loads
     from keybroker.errors import ConfigError
 
     kek = tmp_path / "kek"

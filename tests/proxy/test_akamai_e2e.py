@@ -205,7 +205,7 @@ def test_keyproxy_mode_refusals(akamai: Akamai, case: str) -> None:
 
 def test_keyproxy_yaml_config_keys_work(akamai: Akamai) -> None:
     """key-proxy's ClientToken/AccessToken/ClientSecret keys, read from YAML verbatim."""
-    from keybroker.config.load import loads
+    from keybroker.config.loader import loads
 
     secret = secrets.token_urlsafe(24)
     logscan.register(secret)

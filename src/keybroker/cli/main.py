@@ -78,7 +78,7 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def _load(path: str) -> Config:
-    from keybroker.config.load import load
+    from keybroker.config.loader import load
 
     return load(path)
 
@@ -175,7 +175,7 @@ def cmd_worker(fd: int, config_fd: int, name: str) -> int:
 
 
 def _loads(text: str, name: str) -> Config:
-    from keybroker.config.load import loads
+    from keybroker.config.loader import loads
 
     return loads(text, name)
 

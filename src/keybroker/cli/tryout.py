@@ -125,7 +125,7 @@ def proxy_url(config: Config) -> str:
 
 
 def _load(path: str) -> Config:
-    from keybroker.config.load import load
+    from keybroker.config.loader import load
 
     try:
         return load(path)

@@ -1,6 +1,6 @@
 """The rules every :class:`~keybroker.settings.Config` must satisfy, and how problems are told.
 
-:func:`validate` checks a ``Config`` built in Python; :mod:`keybroker.config.load` runs the
+:func:`validate` checks a ``Config`` built in Python; :mod:`keybroker.config.loader` runs the
 same checks (:func:`check_config`) after reading YAML.  Problems are collected in a
 :class:`~keybroker.config.problems.Problems` (each with the line of the YAML node it is about,
 when there is one) and raised together as one ``ConfigError``; messages name fields, never a

@@ -1,7 +1,7 @@
 """Secret references in credential fields, and the ``Seal`` section that opens sealed values.
 
 A credential value may be a reference instead of the secret itself (the syntax is described
-in :mod:`keybroker.config.load`): ``${NAME}`` reads the environment, ``${file:PATH}`` a file,
+in :mod:`keybroker.config.loader`): ``${NAME}`` reads the environment, ``${file:PATH}`` a file,
 ``${prefix:rest}`` a resolver added with :func:`register_secret_resolver`, and
 ``${sealed:...}`` is opened with the KMS of the top-level ``Seal`` section while the endpoints
 are read (:func:`unsealing`).  ``$${`` escapes a literal ``${``.

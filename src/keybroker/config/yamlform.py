@@ -1,4 +1,4 @@
-"""The hardened YAML reader behind :mod:`keybroker.config.load`.
+"""The hardened YAML reader behind :mod:`keybroker.config.loader`.
 
 PyYAML's safe loader composes the text into nodes (no tag is ever constructed into an object),
 with a bound on nesting depth; :class:`Reader` turns nodes into typed values (strings,
