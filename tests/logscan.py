@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -165,3 +166,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for leak in found:
         terminalreporter.write_line(str(leak), red=True)
     terminalreporter.write_line(f"(the records of this run are in {RUN_DIR}; the run fails)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's records are kept only when they show a leak (the report names the folder)."""
+    if not config.stash.get(_FOUND_KEY, None):
+        shutil.rmtree(RUN_DIR, ignore_errors=True)

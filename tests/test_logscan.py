@@ -37,6 +37,7 @@ def _run_session(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     """A pytest session of one test file, with the scan loaded as in this suite."""
     (tmp_path / "test_one.py").write_text(body)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
+    env["TMPDIR"] = str(tmp_path)  # the folder a leaking run keeps stays in this test's tmp
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.logscan"],
